@@ -1,0 +1,264 @@
+//! DID actions: create, update and the status transitions of the spec's table.
+
+use billhook_domain::entities::{Did, DidAction, DidStatus};
+use billhook_domain::{IsoDuration, Timestamp};
+use billhook_store::{accounts, dids as store, Conn};
+use serde::Deserialize;
+
+use super::{ensure_not_archived, lock_client, lock_referenced_client};
+use crate::input::{nullable, required};
+use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
+use crate::AppError;
+
+/// How long a DID stays on hold when the request does not say.
+const DEFAULT_HOLD_DAYS: u32 = 30;
+
+/// Body of `POST /dids`, `PATCH /dids/{id}` and of the transitions.
+#[derive(Debug, Default, Deserialize)]
+pub struct DidInput {
+    pub number: Option<String>,
+    pub status: Option<DidStatus>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub clients_id: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub accounts_id: Option<Option<i64>>,
+    /// `hold`: whole days on hold (default 30).
+    pub hold_days: Option<u32>,
+    /// `hold`: an ISO 8601 duration instead of days (`PT2S`).
+    pub hold_for: Option<IsoDuration>,
+    /// `hold`: an explicit end of the hold.
+    pub hold_until: Option<Timestamp>,
+    /// `hold`: where the DID goes when the hold ends (default stock).
+    pub status_after_hold: Option<DidStatus>,
+}
+
+/// What a DID action does.
+pub enum DidChange {
+    /// `dids.create`.
+    Create,
+    /// `dids.update`.
+    Patch,
+    /// A status transition through the API.
+    Transition(DidAction),
+    /// The end of a hold, done by the scheduler: the DID moves to its
+    /// `status_after_hold` with that status's event.
+    HoldEnded(DidAction),
+}
+
+/// Every DID action.
+pub struct DidActionRequest {
+    pub id: i64,
+    pub change: DidChange,
+    pub input: DidInput,
+}
+
+impl DidActionRequest {
+    fn target_client(&self, current: Option<&Did>) -> Option<i64> {
+        match self.input.clients_id {
+            Some(v) => v,
+            None => current.and_then(|c| c.clients_id),
+        }
+    }
+}
+
+impl Action for DidActionRequest {
+    type Object = Did;
+    fn event(&self) -> &'static str {
+        match self.change {
+            DidChange::Create => "dids.create",
+            DidChange::Patch => "dids.update",
+            DidChange::Transition(a) | DidChange::HoldEnded(a) => a.event(),
+        }
+    }
+    fn kind(&self) -> Kind {
+        match self.change {
+            DidChange::Create => Kind::Create,
+            _ => Kind::Update,
+        }
+    }
+    async fn load(&self, conn: &mut Conn) -> Result<Option<Did>, AppError> {
+        let current = match self.change {
+            DidChange::Create => None,
+            _ => Some(
+                store::get(conn, self.id, true)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("DID", self.id))?,
+            ),
+        };
+        // Lock order is DID row, then client row: no action locks them the other way.
+        if let Some(id) = current.as_ref().and_then(|c| c.clients_id) {
+            lock_client(conn, id).await?;
+        }
+        if let Some(Some(id)) = self.input.clients_id {
+            if current.as_ref().and_then(|c| c.clients_id) != Some(id) {
+                let client = lock_referenced_client(conn, id, "clients_id").await?;
+                ensure_not_archived(&client)?;
+            }
+        }
+        Ok(current)
+    }
+    fn propose(&self, current: Option<&Did>, now: Timestamp) -> Result<Proposal<Did>, AppError> {
+        let i = &self.input;
+        let Some(cur) = current else {
+            let status = i.status.unwrap_or(DidStatus::Stock);
+            if !matches!(
+                status,
+                DidStatus::Stock | DidStatus::Reserved | DidStatus::Active
+            ) {
+                return Err(AppError::field(
+                    "status",
+                    "a new DID must be stock, reserved or active",
+                ));
+            }
+            return Ok(Proposal::Change(Did {
+                id: 0,
+                number: required(i.number.clone(), "number")?,
+                status,
+                clients_id: i.clients_id.flatten(),
+                accounts_id: i.accounts_id.flatten(),
+                hold_until: None,
+                status_after_hold: None,
+                created_at: now,
+                updated_at: now,
+            }));
+        };
+        let mut next = cur.clone();
+        match self.change {
+            DidChange::Create => unreachable!("create has no current object"),
+            DidChange::Patch => {
+                if cur.status == DidStatus::Archived {
+                    return Err(AppError::InvalidTransition(format!(
+                        "DID {} is archived and cannot change",
+                        self.id
+                    )));
+                }
+                if let Some(v) = &i.number {
+                    next.number = v.clone();
+                }
+                if let Some(v) = i.accounts_id {
+                    next.accounts_id = v;
+                }
+            }
+            DidChange::HoldEnded(action) => {
+                if cur.status != DidStatus::Hold || cur.hold_until.is_none_or(|t| t > now) {
+                    return Ok(Proposal::Unchanged);
+                }
+                apply_transition(&mut next, action, self.target_client(current), i, now)?;
+            }
+            DidChange::Transition(action) => {
+                if !action.allowed_from(cur.status) {
+                    return Err(AppError::InvalidTransition(format!(
+                        "DID {} is {}; it cannot {}",
+                        self.id,
+                        cur.status.as_str(),
+                        action.name()
+                    )));
+                }
+                apply_transition(&mut next, action, self.target_client(current), i, now)?;
+            }
+        }
+        if &next == cur {
+            return Ok(Proposal::Unchanged);
+        }
+        next.updated_at = now;
+        Ok(Proposal::Change(next))
+    }
+    async fn check(&self, conn: &mut Conn, _: Option<&Did>, p: &Did) -> Result<(), AppError> {
+        p.validate()?;
+        if let (Some(account), Some(client)) = (p.accounts_id, p.clients_id) {
+            let owner = accounts::get(conn, account).await?.map(|a| a.clients_id);
+            if owner != Some(client) {
+                return Err(AppError::field(
+                    "accounts_id",
+                    format!("account {account} does not belong to client {client}"),
+                ));
+            }
+        }
+        if p.status != DidStatus::Archived
+            && store::number_taken(conn, &p.number, Some(p.id)).await?
+        {
+            return Err(AppError::Conflict(format!(
+                "number {} is already in use",
+                p.number
+            )));
+        }
+        Ok(())
+    }
+    async fn write(
+        &self,
+        conn: &mut Conn,
+        _: Option<&Did>,
+        mut p: Did,
+        _: Timestamp,
+        _: &mut Effects,
+    ) -> Result<Did, AppError> {
+        if let DidChange::Create = self.change {
+            p.id = store::insert(conn, &p).await?;
+        } else {
+            store::update(conn, &p).await?;
+        }
+        Ok(p)
+    }
+    fn object_id(&self, d: &Did) -> i64 {
+        d.id
+    }
+    fn ordering_key(&self, current: Option<&Did>, d: &Did) -> String {
+        match d.clients_id.or(current.and_then(|c| c.clients_id)) {
+            Some(c) => client_key(c),
+            None => format!("dids:{}", d.id),
+        }
+    }
+}
+
+/// Sets the fields a transition changes.
+fn apply_transition(
+    next: &mut Did,
+    action: DidAction,
+    client: Option<i64>,
+    i: &DidInput,
+    now: Timestamp,
+) -> Result<(), AppError> {
+    next.status = action.target();
+    if action != DidAction::Hold {
+        next.hold_until = None;
+        next.status_after_hold = None;
+    }
+    match action {
+        DidAction::Reserve | DidAction::Activate => {
+            if client != next.clients_id {
+                next.accounts_id = None;
+            }
+            next.clients_id = client;
+            if let Some(v) = i.accounts_id {
+                next.accounts_id = v;
+            }
+            if action == DidAction::Activate && next.clients_id.is_none() {
+                return Err(AppError::field(
+                    "clients_id",
+                    "is required to activate a DID",
+                ));
+            }
+        }
+        DidAction::Hold => {
+            let until = match (i.hold_until, i.hold_for) {
+                (Some(t), _) => t,
+                (None, Some(d)) => d.add_to(now),
+                (None, None) => {
+                    now.add_seconds(i64::from(i.hold_days.unwrap_or(DEFAULT_HOLD_DAYS)) * 86_400)
+                }
+            };
+            let after = i.status_after_hold.unwrap_or(DidStatus::Stock);
+            if after == DidStatus::Hold {
+                return Err(AppError::field("status_after_hold", "cannot be hold"));
+            }
+            next.hold_until = Some(until);
+            next.status_after_hold = Some(after);
+        }
+        DidAction::Stock | DidAction::Archive => {
+            next.clients_id = None;
+            next.accounts_id = None;
+        }
+        DidAction::Block => {}
+    }
+    Ok(())
+}

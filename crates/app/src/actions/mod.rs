@@ -1,0 +1,44 @@
+//! Every action of the billing core, declared once for the pipeline.
+
+pub mod accounts;
+pub mod clients;
+pub mod dids;
+pub mod packages;
+pub mod subscriptions;
+pub mod transactions;
+
+use billhook_domain::entities::{Client, ClientStatus};
+use billhook_store::{clients as client_store, Conn};
+
+use crate::AppError;
+
+/// Loads (and on PostgreSQL locks) the client an action concerns, which orders every
+/// change of that client; 404 when it does not exist.
+pub(crate) async fn lock_client(conn: &mut Conn, clients_id: i64) -> Result<Client, AppError> {
+    client_store::get(conn, clients_id, true)
+        .await?
+        .ok_or_else(|| AppError::not_found("client", clients_id))
+}
+
+/// Like [`lock_client`], for a client given in the request body: a missing client is a
+/// validation error of `field`, not a missing URL.
+pub(crate) async fn lock_referenced_client(
+    conn: &mut Conn,
+    clients_id: i64,
+    field: &str,
+) -> Result<Client, AppError> {
+    client_store::get(conn, clients_id, true)
+        .await?
+        .ok_or_else(|| AppError::field(field, format!("client {clients_id} does not exist")))
+}
+
+/// Refuses new accounts, subscriptions and transactions for an archived client.
+pub(crate) fn ensure_not_archived(client: &Client) -> Result<(), AppError> {
+    if client.status == ClientStatus::Archived {
+        return Err(AppError::Conflict(format!(
+            "client {} is archived and accepts no new accounts, subscriptions or transactions",
+            client.id
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! Subscription actions: assign, activate, deactivate, renew, close. A new period
+//! charges the package fee as a real charge.
+
+use std::sync::Mutex;
+
+use billhook_domain::entities::{
+    Package, PackageStatus, Subscription, SubscriptionAction, SubscriptionStatus,
+};
+use billhook_domain::Timestamp;
+use billhook_store::{packages, subscriptions as store, Conn};
+use serde::Deserialize;
+
+use super::transactions::charge_fee;
+use super::{ensure_not_archived, lock_client, lock_referenced_client};
+use crate::input::required;
+use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
+use crate::AppError;
+
+/// Body of `POST /subscriptions`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AssignInput {
+    pub clients_id: Option<i64>,
+    pub packages_id: Option<i64>,
+    pub start_dt: Option<Timestamp>,
+}
+
+/// `clients.subscriptions.assign`: a pending subscription (activated right after by the
+/// caller when its start is not in the future).
+pub struct AssignSubscription(pub AssignInput);
+
+impl Action for AssignSubscription {
+    type Object = Subscription;
+    fn event(&self) -> &'static str {
+        "clients.subscriptions.assign"
+    }
+    fn kind(&self) -> Kind {
+        Kind::Create
+    }
+    async fn load(&self, conn: &mut Conn) -> Result<Option<Subscription>, AppError> {
+        if let Some(id) = self.0.clients_id {
+            let client = lock_referenced_client(conn, id, "clients_id").await?;
+            ensure_not_archived(&client)?;
+        }
+        Ok(None)
+    }
+    fn propose(
+        &self,
+        _: Option<&Subscription>,
+        now: Timestamp,
+    ) -> Result<Proposal<Subscription>, AppError> {
+        let i = &self.0;
+        Ok(Proposal::Change(Subscription {
+            id: 0,
+            clients_id: required(i.clients_id, "clients_id")?,
+            packages_id: required(i.packages_id, "packages_id")?,
+            status: SubscriptionStatus::Pending,
+            start_dt: i.start_dt.unwrap_or(now),
+            period_start: None,
+            period_end: None,
+            created_at: now,
+            updated_at: now,
+        }))
+    }
+    async fn check(
+        &self,
+        conn: &mut Conn,
+        _: Option<&Subscription>,
+        p: &Subscription,
+    ) -> Result<(), AppError> {
+        let package = packages::get(conn, p.packages_id).await?.ok_or_else(|| {
+            AppError::field(
+                "packages_id",
+                format!("package {} does not exist", p.packages_id),
+            )
+        })?;
+        if package.status == PackageStatus::Archived {
+            return Err(AppError::field("packages_id", "package is archived"));
+        }
+        Ok(())
+    }
+    async fn write(
+        &self,
+        conn: &mut Conn,
+        _: Option<&Subscription>,
+        mut p: Subscription,
+        _: Timestamp,
+        _: &mut Effects,
+    ) -> Result<Subscription, AppError> {
+        p.id = store::insert(conn, &p).await?;
+        Ok(p)
+    }
+    fn object_id(&self, s: &Subscription) -> i64 {
+        s.id
+    }
+    fn ordering_key(&self, _: Option<&Subscription>, s: &Subscription) -> String {
+        client_key(s.clients_id)
+    }
+}
+
+/// A status change of a subscription.
+pub struct ChangeSubscription {
+    pub id: i64,
+    pub action: SubscriptionAction,
+    /// Set by the scheduler: act only if still due (another scheduler may have done it),
+    /// otherwise do nothing.
+    pub only_if_due: bool,
+    package: Mutex<Option<Package>>,
+}
+
+impl ChangeSubscription {
+    /// A change requested through the API.
+    pub fn new(id: i64, action: SubscriptionAction) -> Self {
+        ChangeSubscription {
+            id,
+            action,
+            only_if_due: false,
+            package: Mutex::new(None),
+        }
+    }
+
+    /// A change the scheduler makes when a date has passed.
+    pub fn scheduled(id: i64, action: SubscriptionAction) -> Self {
+        ChangeSubscription {
+            only_if_due: true,
+            ..Self::new(id, action)
+        }
+    }
+
+    fn package(&self) -> Result<Package, AppError> {
+        self.package
+            .lock()
+            .expect("not poisoned: no panics while held")
+            .clone()
+            .ok_or_else(|| AppError::Internal("package not loaded".into()))
+    }
+
+    fn is_due(&self, s: &Subscription, now: Timestamp) -> bool {
+        match self.action {
+            SubscriptionAction::Renew => s.period_end.is_some_and(|end| end <= now),
+            SubscriptionAction::Activate => s.start_dt <= now,
+            _ => true,
+        }
+    }
+}
+
+impl Action for ChangeSubscription {
+    type Object = Subscription;
+    fn event(&self) -> &'static str {
+        self.action.event()
+    }
+    fn kind(&self) -> Kind {
+        Kind::Update
+    }
+    async fn load(&self, conn: &mut Conn) -> Result<Option<Subscription>, AppError> {
+        let s = store::get(conn, self.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("subscription", self.id))?;
+        lock_client(conn, s.clients_id).await?;
+        let package = packages::get(conn, s.packages_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("package {} missing", s.packages_id)))?;
+        *self.package.lock().expect("not poisoned") = Some(package);
+        Ok(store::get(conn, self.id).await?)
+    }
+    fn propose(
+        &self,
+        current: Option<&Subscription>,
+        now: Timestamp,
+    ) -> Result<Proposal<Subscription>, AppError> {
+        let cur = current.ok_or_else(|| AppError::not_found("subscription", self.id))?;
+        if self.only_if_due && (cur.status != expected_from(self.action) || !self.is_due(cur, now))
+        {
+            return Ok(Proposal::Unchanged);
+        }
+        let Some(status) = self.action.target(cur.status) else {
+            return Err(AppError::InvalidTransition(format!(
+                "subscription {} is {}; it cannot {}",
+                self.id,
+                cur.status.as_str(),
+                self.action.name()
+            )));
+        };
+        let period = self.package()?.period;
+        let mut next = cur.clone();
+        next.status = status;
+        next.updated_at = now;
+        let new_period_from = match self.action {
+            SubscriptionAction::Activate if cur.status == SubscriptionStatus::Pending => {
+                Some(cur.start_dt.min(now))
+            }
+            // Resuming inside a paid period costs nothing; after it a new one starts.
+            SubscriptionAction::Activate => match cur.period_end {
+                Some(end) if end > now => None,
+                _ => Some(now),
+            },
+            SubscriptionAction::Renew => Some(cur.period_end.unwrap_or(now)),
+            _ => None,
+        };
+        if let Some(start) = new_period_from {
+            next.period_start = Some(start);
+            next.period_end = Some(period.add_to(start));
+        }
+        Ok(Proposal::Change(next))
+    }
+    async fn check(
+        &self,
+        _: &mut Conn,
+        _: Option<&Subscription>,
+        _: &Subscription,
+    ) -> Result<(), AppError> {
+        Ok(())
+    }
+    async fn write(
+        &self,
+        conn: &mut Conn,
+        current: Option<&Subscription>,
+        p: Subscription,
+        now: Timestamp,
+        effects: &mut Effects,
+    ) -> Result<Subscription, AppError> {
+        store::update(conn, &p).await?;
+        if current.is_some_and(|c| c.period_start != p.period_start) {
+            let package = self.package()?;
+            let notes = format!(
+                "{} fee, subscription {}, period {} to {}",
+                package.name,
+                p.id,
+                p.period_start.map(|t| t.to_string()).unwrap_or_default(),
+                p.period_end.map(|t| t.to_string()).unwrap_or_default()
+            );
+            charge_fee(conn, p.clients_id, package.fee, notes, now, effects).await?;
+        }
+        Ok(p)
+    }
+    fn object_id(&self, s: &Subscription) -> i64 {
+        s.id
+    }
+    fn ordering_key(&self, _: Option<&Subscription>, s: &Subscription) -> String {
+        client_key(s.clients_id)
+    }
+}
+
+/// The status a scheduled action expects: renewals of active, starts of pending ones.
+fn expected_from(action: SubscriptionAction) -> SubscriptionStatus {
+    match action {
+        SubscriptionAction::Activate => SubscriptionStatus::Pending,
+        _ => SubscriptionStatus::Active,
+    }
+}

@@ -1,0 +1,37 @@
+//! The application: the action pipeline and the services built on it (billing core,
+//! events, API keys) and the scheduler.
+
+pub mod actions;
+mod balance;
+mod error;
+pub mod input;
+pub mod keys;
+pub mod pipeline;
+pub mod queries;
+pub mod scheduler;
+
+pub use error::AppError;
+pub use pipeline::Pipeline;
+
+use billhook_store::Db;
+
+/// Everything a request needs: the database and the pipeline that changes it.
+#[derive(Clone)]
+pub struct App {
+    pub db: Db,
+    pub pipeline: Pipeline,
+    pub keys: keys::KeyRing,
+    pub queries: queries::Queries,
+}
+
+impl App {
+    /// Builds the application over a migrated database.
+    pub fn new(db: Db, admin_key: Option<String>) -> App {
+        App {
+            pipeline: Pipeline::new(db.clone()),
+            keys: keys::KeyRing::new(db.clone(), admin_key),
+            queries: queries::Queries::new(db.clone()),
+            db,
+        }
+    }
+}

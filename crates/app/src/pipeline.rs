@@ -1,0 +1,200 @@
+//! The action pipeline: the one way anything changes.
+//!
+//! An action is declared once (its event, how it loads and locks, how it proposes the
+//! new object, its checks and its write); [`Pipeline::run`] runs every action the same
+//! way: load → propose → check → (before chain) → write → events, all in one database
+//! transaction, so an acknowledged change always has its events and a refused one has
+//! none.
+
+use std::future::Future;
+
+use billhook_domain::payload::previous_of;
+use billhook_domain::Timestamp;
+use billhook_store::{events, Conn, Db, Tx};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::AppError;
+
+/// What an action does to its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Create,
+    Update,
+    Delete,
+}
+
+/// The outcome of `propose`: a new object, or nothing to do (no write, no event).
+pub enum Proposal<T> {
+    Change(T),
+    Unchanged,
+}
+
+/// An event to insert with the action's transaction.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub events_id: &'static str,
+    pub object_id: Option<i64>,
+    pub ordering_key: String,
+    pub data: Value,
+    pub previous: Map<String, Value>,
+}
+
+/// Events that an action's write raises besides its own (a fee's charge, a balance that
+/// crossed zero); they are stored after the action's own event, in push order.
+#[derive(Debug, Default)]
+pub struct Effects {
+    events: Vec<NewEvent>,
+}
+
+impl Effects {
+    /// Adds a derived event.
+    pub fn push(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// Adds every event of `other`, in order.
+    pub fn append(&mut self, other: Effects) {
+        self.events.extend(other.events);
+    }
+}
+
+/// One kind of change, declared once.
+pub trait Action: Send + Sync {
+    /// The object the action touches, as handlers receive it in `data`.
+    type Object: Serialize + Clone + Send + Sync;
+
+    /// The event the action raises.
+    fn event(&self) -> &'static str;
+
+    /// Whether it creates, updates or deletes.
+    fn kind(&self) -> Kind;
+
+    /// Locks the rows that order this action (the client's, on PostgreSQL) and loads the
+    /// current object; `None` for a create. Runs inside the write transaction.
+    fn load(
+        &self,
+        conn: &mut Conn,
+    ) -> impl Future<Output = Result<Option<Self::Object>, AppError>> + Send;
+
+    /// Builds the proposed object from the current one and the request; refuses a
+    /// transition the state does not allow.
+    fn propose(
+        &self,
+        current: Option<&Self::Object>,
+        now: Timestamp,
+    ) -> Result<Proposal<Self::Object>, AppError>;
+
+    /// Validates the proposal, including rules that need the database (references,
+    /// uniqueness, an archived client).
+    fn check(
+        &self,
+        conn: &mut Conn,
+        current: Option<&Self::Object>,
+        proposed: &Self::Object,
+    ) -> impl Future<Output = Result<(), AppError>> + Send;
+
+    /// Writes the proposal and returns the stored object (with its id); pushes derived
+    /// events into `effects`.
+    fn write(
+        &self,
+        conn: &mut Conn,
+        current: Option<&Self::Object>,
+        proposed: Self::Object,
+        now: Timestamp,
+        effects: &mut Effects,
+    ) -> impl Future<Output = Result<Self::Object, AppError>> + Send;
+
+    /// The id of the object, for `object_id`.
+    fn object_id(&self, object: &Self::Object) -> i64;
+
+    /// The ordering key: the client the object belongs to after the action (or before,
+    /// when the action detached it), else the object itself.
+    fn ordering_key(&self, current: Option<&Self::Object>, stored: &Self::Object) -> String;
+}
+
+/// Runs actions. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    db: Db,
+}
+
+impl Pipeline {
+    /// A pipeline writing to `db`.
+    pub fn new(db: Db) -> Pipeline {
+        Pipeline { db }
+    }
+
+    /// The database the pipeline writes to.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Runs `action` in its own transaction and returns the object after it.
+    pub async fn run<A: Action>(&self, action: &A) -> Result<A::Object, AppError> {
+        let mut tx: Tx = self.db.begin().await?;
+        let result = self.run_in(&mut tx, action).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// Runs `action` inside a transaction the caller owns (the scheduler and imports
+    /// batch several actions); nothing is visible until the caller commits.
+    pub async fn run_in<A: Action>(&self, tx: &mut Tx, action: &A) -> Result<A::Object, AppError> {
+        let now = Timestamp::now();
+        let current = action.load(tx).await?;
+        let proposed = match action.propose(current.as_ref(), now)? {
+            Proposal::Change(p) => p,
+            Proposal::Unchanged => {
+                return current.ok_or_else(|| AppError::Internal("unchanged create".into()))
+            }
+        };
+        action.check(tx, current.as_ref(), &proposed).await?;
+        let mut effects = Effects::default();
+        let stored = action
+            .write(tx, current.as_ref(), proposed, now, &mut effects)
+            .await?;
+
+        let data = to_json(&stored)?;
+        let previous = match (action.kind(), &current) {
+            (Kind::Update, Some(old)) => previous_of(&to_json(old)?, &data),
+            _ => Map::new(),
+        };
+        let own = NewEvent {
+            events_id: action.event(),
+            object_id: Some(action.object_id(&stored)),
+            ordering_key: action.ordering_key(current.as_ref(), &stored),
+            data,
+            previous,
+        };
+        for event in std::iter::once(own).chain(effects.events) {
+            insert_event(tx, event, now).await?;
+        }
+        Ok(stored)
+    }
+}
+
+/// Serialises an object for a payload.
+pub fn to_json<T: Serialize>(value: &T) -> Result<Value, AppError> {
+    serde_json::to_value(value).map_err(|e| AppError::Internal(format!("serialise: {e}")))
+}
+
+async fn insert_event(conn: &mut Conn, e: NewEvent, now: Timestamp) -> Result<(), AppError> {
+    let event = events::Event {
+        seq: 0,
+        uid: uuid::Uuid::now_v7().to_string(),
+        events_id: e.events_id.to_string(),
+        object_id: e.object_id,
+        ordering_key: e.ordering_key,
+        dt: now,
+        data: e.data,
+        previous: Value::Object(e.previous),
+    };
+    events::insert(conn, &event).await?;
+    Ok(())
+}
+
+/// The ordering key of a client's objects.
+pub fn client_key(clients_id: i64) -> String {
+    format!("clients:{clients_id}")
+}

@@ -1,0 +1,121 @@
+//! Configuration: defaults < `billhook.toml` (or `--config`) < `BILLHOOK_*` < flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// `sqlite:./billhook.db` (default) or `postgres://…`.
+    pub database_url: String,
+    /// The admin API key; when unset and none is stored, one is generated.
+    pub api_key: Option<String>,
+    /// Where script handlers live.
+    pub scripts_dir: PathBuf,
+    /// Log filter (`info`, `billhook=debug,…`).
+    pub log: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// How often the scheduler looks for due renewals and ended holds, in milliseconds.
+    pub scheduler_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite:./billhook.db".into(),
+            api_key: None,
+            scripts_dir: PathBuf::from("./scripts"),
+            log: "info".into(),
+            log_format: "text".into(),
+            scheduler_interval_ms: 1000,
+        }
+    }
+}
+
+/// Command-line flags; each overrides the same setting from anywhere else.
+#[derive(Debug, Args, Serialize, Default)]
+pub struct Overrides {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Database URL.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Scripts directory.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scripts_dir: Option<PathBuf>,
+    /// Log filter.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+}
+
+impl Config {
+    /// Merges the sources in their order of precedence.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                anyhow::ensure!(path.exists(), "config file {} not found", path.display());
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("billhook.toml")),
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("BILLHOOK_"))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .context("reading the configuration")?;
+        anyhow::ensure!(
+            matches!(config.log_format.as_str(), "text" | "json"),
+            "log_format must be text or json, not {:?}",
+            config.log_format
+        );
+        Ok(config)
+    }
+}
+
+/// Sets up logging to stderr (stdout carries the few lines meant for the operator).
+pub fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,109 @@
+//! `billhook`: the server and its administration commands.
+
+mod config;
+mod serve;
+
+use anyhow::Context;
+use billhook_app::keys::KeyRing;
+use billhook_store::Db;
+use clap::{Parser, Subcommand};
+
+use config::{Config, Overrides};
+
+/// billhook: a telecom billing core with a Provisioning API.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (default: ./billhook.toml when it exists).
+    #[arg(long, global = true)]
+    config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the API, the delivery workers and the scheduler.
+    Serve,
+    /// Applies the database migrations and exits.
+    Migrate,
+    /// Manages API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Creates a key and prints it (only this once).
+    Create {
+        /// A name to recognise the key by.
+        #[arg(default_value = "api")]
+        name: String,
+    },
+    /// Lists keys (never the keys themselves).
+    List,
+    /// Revokes a key by id.
+    Revoke { id: i64 },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref(), &cli.overrides)?;
+    config::init_logging(&config)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve::run(config).await,
+            Command::Migrate => {
+                let db = open(&config).await?;
+                db.close().await;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::Keys { command } => keys(&config, command).await,
+        }
+    })
+}
+
+/// Connects to the configured database and applies pending migrations.
+pub async fn open(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(&config.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", config::redact(&config.database_url)))?;
+    db.migrate().await.context("applying migrations")?;
+    Ok(db)
+}
+
+async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let db = open(config).await?;
+    let ring = KeyRing::new(db.clone(), None);
+    match command {
+        KeysCommand::Create { name } => {
+            let (id, key) = ring.create(&name).await?;
+            println!("created key {id} ({name}): {key}");
+            println!("store it now: only its hash is kept");
+        }
+        KeysCommand::List => {
+            for k in ring.list().await? {
+                let state = match k.revoked_at {
+                    Some(t) => format!("revoked {t}"),
+                    None => "live".to_string(),
+                };
+                println!(
+                    "{}\t{}\t{}…\tcreated {}\t{}",
+                    k.id, k.name, k.prefix, k.created_at, state
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            ring.revoke(id).await?;
+            println!("revoked key {id}");
+        }
+    }
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `billhook serve`: wiring and graceful start/stop.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use billhook_app::{scheduler, App};
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// Runs the server until SIGTERM or SIGINT, then stops taking requests, lets running
+/// ones finish and exits.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let db = crate::open(&config).await?;
+    let app = App::new(db.clone(), config.api_key.clone());
+    if let Some(key) = app.keys.ensure_initial_key().await? {
+        println!("generated the admin API key (shown only this once): {key}");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let scheduler = tokio::spawn(scheduler::run(
+        app.pipeline.clone(),
+        Duration::from_millis(config.scheduler_interval_ms.max(10)),
+        stop_rx,
+    ));
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read the port from this line.
+    println!("billhook listening on http://{addr}");
+    tracing::info!(%addr, database = %crate::config::redact(&config.database_url), "started");
+
+    axum::serve(listener, billhook_http::router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,49 @@
+//! The billing objects as the API shows them and handlers receive them.
+
+mod account;
+mod client;
+mod did;
+mod package;
+mod subscription;
+mod transaction;
+
+pub use account::{Account, AuthType};
+pub use client::{Client, ClientStatus};
+pub use did::{Did, DidAction, DidStatus};
+pub use package::{Package, PackageStatus};
+pub use subscription::{Subscription, SubscriptionAction, SubscriptionStatus};
+pub use transaction::{Transaction, TransactionKind};
+
+/// Declares a string enum with its wire names, `as_str` and `parse` so that the database
+/// and the API share one spelling.
+#[macro_export]
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $wire)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $wire),+ }
+            }
+
+            /// Parses the wire spelling.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($wire => Some($name::$variant),)+ _ => None }
+            }
+
+            /// The accepted spellings, for error messages.
+            pub fn expected() -> String {
+                let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                format!("must be one of: {}", names.join(", "))
+            }
+        }
+    };
+}

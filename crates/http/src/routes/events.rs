@@ -1,0 +1,67 @@
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use billhook_app::queries::{EventQuery, List};
+use billhook_app::App;
+use billhook_domain::catalogue::EVENT_TYPES;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{query_num, query_time, ApiResult, Paging};
+use crate::extract::ApiQuery;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/event_types", get(event_types))
+        .route("/events", get(list))
+        .route("/events/{uid}", get(one))
+}
+
+/// The catalogue: every event id with its group, description, stages and a sample.
+async fn event_types() -> Json<Value> {
+    let items: Vec<Value> = EVENT_TYPES
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "group": t.group,
+                "description": t.description,
+                "stages": t.stages(),
+                "sample": t.sample(),
+            })
+        })
+        .collect();
+    let total = items.len();
+    Json(json!({"items": items, "total": total}))
+}
+
+#[derive(Deserialize)]
+struct Filter {
+    events_id: Option<String>,
+    #[serde(default, deserialize_with = "query_num")]
+    object_id: Option<i64>,
+    #[serde(default, deserialize_with = "query_time")]
+    from: Option<billhook_domain::Timestamp>,
+    #[serde(default, deserialize_with = "query_time")]
+    to: Option<billhook_domain::Timestamp>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+async fn list(
+    State(app): State<App>,
+    ApiQuery(f): ApiQuery<Filter>,
+) -> ApiResult<Json<List<Value>>> {
+    let q = EventQuery {
+        events_id: f.events_id,
+        object_id: f.object_id,
+        from: f.from,
+        to: f.to,
+        ordering_key: None,
+    };
+    Ok(Json(app.queries.events(&q, f.paging.page()).await?))
+}
+
+async fn one(State(app): State<App>, Path(uid): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(app.queries.event(&uid).await?))
+}

@@ -1,0 +1,122 @@
+//! The route table.
+
+mod accounts;
+mod clients;
+mod dids;
+mod events;
+mod packages;
+mod subscriptions;
+mod transactions;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{middleware, Json, Router};
+use billhook_app::queries::Page;
+use billhook_app::{App, AppError};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::require_key;
+use crate::ApiError;
+
+/// The result of a route.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `limit` and `offset` of a list request.
+#[derive(Debug, Deserialize, Default)]
+pub struct Paging {
+    #[serde(default, deserialize_with = "query_num")]
+    pub limit: Option<u32>,
+    #[serde(default, deserialize_with = "query_num")]
+    pub offset: Option<u32>,
+}
+
+/// A number in the query string. Query values arrive as text (always so inside
+/// `#[serde(flatten)]`), so they are parsed here with a message naming the problem.
+pub fn query_num<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+{
+    let text = Option::<String>::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => t
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a valid number"))),
+    }
+}
+
+/// A timestamp in the query string.
+pub fn query_time<'de, D>(d: D) -> Result<Option<billhook_domain::Timestamp>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = Option::<String>::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => billhook_domain::Timestamp::parse(t)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{t:?}: {e}"))),
+    }
+}
+
+impl Paging {
+    /// The bounded page: limit 1 to 1000 (default 50).
+    pub fn page(&self) -> Page {
+        Page {
+            limit: i64::from(self.limit.unwrap_or(50).clamp(1, 1000)),
+            offset: i64::from(self.offset.unwrap_or(0)),
+        }
+    }
+}
+
+/// Builds the router of the whole server.
+pub fn router(app: App) -> Router {
+    let api = Router::new()
+        .merge(clients::routes())
+        .merge(accounts::routes())
+        .merge(packages::routes())
+        .merge(subscriptions::routes())
+        .merge(dids::routes())
+        .merge(transactions::routes())
+        .merge(events::routes())
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_key));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+async fn healthz(axum::extract::State(app): axum::extract::State<App>) -> impl IntoResponse {
+    if app.db.ping().await {
+        (StatusCode::OK, Json(json!({"status": "ok"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "database unavailable"})),
+        )
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError(AppError::NotFound("no such route".into()))
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(
+            json!({"error": {"message": "method not allowed on this route", "data": {"code": "method_not_allowed"}}}),
+        ),
+    )
+}
+
+/// `201 Created` with the object.
+pub fn created<T: serde::Serialize>(value: T) -> (StatusCode, Json<T>) {
+    (StatusCode::CREATED, Json(value))
+}

@@ -1,0 +1,171 @@
+//! Clients and their balances.
+
+use billhook_domain::entities::{Client, ClientStatus};
+use billhook_domain::{Money, Timestamp};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::db::for_update;
+use crate::query::{json_column, like_pattern, to_json_text, Bind, Filter};
+use crate::{Page, StoreError};
+
+const COLUMNS: &str =
+    "id, name, status, currency, balance, credit, email, tags, custom_fields, created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<Client, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Client {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        status: ClientStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("client status {status}")))?,
+        currency: row.try_get("currency")?,
+        balance: Money::from_micros(row.try_get("balance")?),
+        credit: Money::from_micros(row.try_get("credit")?),
+        email: row.try_get("email")?,
+        tags: json_column(&row.try_get::<String, _>("tags")?)?,
+        custom_fields: json_column(&row.try_get::<String, _>("custom_fields")?)?,
+        created_at: Timestamp::from_micros(row.try_get("created_at")?),
+        updated_at: Timestamp::from_micros(row.try_get("updated_at")?),
+    })
+}
+
+/// Inserts a new client and returns its id.
+pub async fn insert(conn: &mut AnyConnection, c: &Client) -> Result<i64, StoreError> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO clients (name, status, currency, balance, credit, email, tags, custom_fields, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+    )
+    .bind(&c.name)
+    .bind(c.status.as_str())
+    .bind(&c.currency)
+    .bind(c.balance.micros())
+    .bind(c.credit.micros())
+    .bind(c.email.as_deref())
+    .bind(to_json_text(&c.tags))
+    .bind(to_json_text(&c.custom_fields))
+    .bind(c.created_at.micros())
+    .bind(c.updated_at.micros())
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Loads a client; with `lock`, holds its row until the transaction ends (PostgreSQL),
+/// which orders every change concerning this client.
+pub async fn get(
+    conn: &mut AnyConnection,
+    id: i64,
+    lock: bool,
+) -> Result<Option<Client>, StoreError> {
+    let lock = if lock { for_update(conn) } else { "" };
+    let sql = format!("SELECT {COLUMNS} FROM clients WHERE id = $1{lock}");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Writes every field but the balance, which only `add_balance` changes.
+pub async fn update(conn: &mut AnyConnection, c: &Client) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE clients SET name = $1, status = $2, currency = $3, credit = $4, email = $5,
+         tags = $6, custom_fields = $7, updated_at = $8 WHERE id = $9",
+    )
+    .bind(&c.name)
+    .bind(c.status.as_str())
+    .bind(&c.currency)
+    .bind(c.credit.micros())
+    .bind(c.email.as_deref())
+    .bind(to_json_text(&c.tags))
+    .bind(to_json_text(&c.custom_fields))
+    .bind(c.updated_at.micros())
+    .bind(c.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds `delta` to the balance in one statement, so concurrent transactions never lose
+/// an update, and returns the new balance.
+pub async fn add_balance(
+    conn: &mut AnyConnection,
+    id: i64,
+    delta: Money,
+    now: Timestamp,
+) -> Result<Money, StoreError> {
+    let balance: i64 = sqlx::query_scalar(
+        "UPDATE clients SET balance = balance + $1, updated_at = $2 WHERE id = $3 RETURNING balance",
+    )
+    .bind(delta.micros())
+    .bind(now.micros())
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(Money::from_micros(balance))
+}
+
+/// Deletes a client row.
+pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM clients WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// What still refers to a client and keeps it from being deleted.
+#[derive(Debug, Default)]
+pub struct Dependents {
+    pub accounts: i64,
+    pub open_subscriptions: i64,
+    pub dids: i64,
+    pub transactions: i64,
+}
+
+/// Counts the objects that keep a client from being deleted.
+pub async fn dependents(conn: &mut AnyConnection, id: i64) -> Result<Dependents, StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM accounts WHERE clients_id = $1),
+                (SELECT COUNT(*) FROM subscriptions WHERE clients_id = $1 AND status <> 'closed'),
+                (SELECT COUNT(*) FROM dids WHERE clients_id = $1),
+                (SELECT COUNT(*) FROM transactions WHERE clients_id = $1)",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(Dependents {
+        accounts: row.try_get(0)?,
+        open_subscriptions: row.try_get(1)?,
+        dids: row.try_get(2)?,
+        transactions: row.try_get(3)?,
+    })
+}
+
+/// Filters of the client list.
+#[derive(Debug, Default)]
+pub struct ClientQuery {
+    pub status: Option<String>,
+    /// Matches name, email or tags, case-insensitively.
+    pub q: Option<String>,
+}
+
+/// Lists clients, newest first.
+pub async fn list(
+    conn: &mut AnyConnection,
+    query: &ClientQuery,
+    page: Page,
+) -> Result<(Vec<Client>, i64), StoreError> {
+    let mut filter = Filter::default();
+    filter.eq_text("status", query.status.as_deref());
+    if let Some(q) = &query.q {
+        let p = like_pattern(q);
+        filter.add(
+            "(LOWER(name) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(email, '')) LIKE ? ESCAPE '\\' OR LOWER(tags) LIKE ? ESCAPE '\\')",
+            vec![Bind::Text(p.clone()), Bind::Text(p.clone()), Bind::Text(p)],
+        );
+    }
+    let (rows, total) = filter
+        .page(conn, COLUMNS, "clients", "id DESC", page)
+        .await?;
+    let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((items, total))
+}

@@ -1,0 +1,165 @@
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor};
+
+/// A write transaction. On SQLite it is `BEGIN IMMEDIATE` on the single writer
+/// connection, so it never fails half-way with `SQLITE_BUSY` on lock upgrade.
+pub type Tx = sqlx::Transaction<'static, Any>;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when a unique index refused the write.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Sqlx(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
+/// Which database is behind the pools; the few statements that differ ask this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The database: a pool for reads and a pool for write transactions.
+///
+/// SQLite allows one writer at a time; a single writer connection queues writers in
+/// process (fair, no busy loops) while WAL lets readers go on. PostgreSQL uses one pool
+/// for both and row locks for ordering.
+#[derive(Clone)]
+pub struct Db {
+    pub read: AnyPool,
+    pub write: AnyPool,
+    pub dialect: Dialect,
+}
+
+static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Db {
+    /// Connects to `url` (`sqlite:…` or `postgres://…`); a SQLite file is created when
+    /// missing.
+    pub async fn connect(url: &str) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        };
+        match dialect {
+            Dialect::Postgres => {
+                let options = AnyConnectOptions::from_str(url)?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await?;
+                Ok(Db {
+                    read: pool.clone(),
+                    write: pool,
+                    dialect,
+                })
+            }
+            Dialect::Sqlite => {
+                let url = sqlite_url(url);
+                let options = AnyConnectOptions::from_str(&url)?;
+                let write = sqlite_pool(1).connect_with(options.clone()).await?;
+                // WAL is a property of the file: set once, before readers open it.
+                write.execute("PRAGMA journal_mode=WAL").await?;
+                let read = sqlite_pool(8).connect_with(options).await?;
+                Ok(Db {
+                    read,
+                    write,
+                    dialect,
+                })
+            }
+        }
+    }
+
+    /// Applies the migrations of this database that have not run yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => MIGRATE_SQLITE.run(&self.write).await?,
+            Dialect::Postgres => MIGRATE_POSTGRES.run(&self.write).await?,
+        }
+        Ok(())
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.write.begin().await?,
+        })
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+    }
+
+    /// Closes both pools, waiting for connections in use.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Accepts `sqlite:path`, `sqlite://path` or a bare path and asks for the file to be
+/// created when missing.
+fn sqlite_url(url: &str) -> String {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    if path.contains("mode=") {
+        format!("sqlite://{path}")
+    } else if path.contains('?') {
+        format!("sqlite://{path}&mode=rwc")
+    } else {
+        format!("sqlite://{path}?mode=rwc")
+    }
+}
+
+fn sqlite_pool(size: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(60))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // NORMAL with WAL is durable against a killed process (the WAL is in the
+                // OS), and only risks the last commits on power loss: the speed/safety
+                // trade the embedded default makes.
+                conn.execute(
+                    "PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+}
+
+/// `" FOR UPDATE"` on PostgreSQL, where concurrent writers need row locks; empty on
+/// SQLite, whose single writer already serialises them.
+pub(crate) fn for_update(conn: &sqlx::AnyConnection) -> &'static str {
+    if conn.backend_name() == "PostgreSQL" {
+        " FOR UPDATE"
+    } else {
+        ""
+    }
+}

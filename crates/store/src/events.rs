@@ -1,0 +1,99 @@
+//! The event outbox: one row per event, inserted in the transaction of its change.
+
+use billhook_domain::Timestamp;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::query::{json_column, to_json_text, Filter};
+use crate::{Page, StoreError};
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Position in the outbox; orders the events of one ordering key.
+    pub seq: i64,
+    pub uid: String,
+    pub events_id: String,
+    pub object_id: Option<i64>,
+    /// The client the event belongs to (`clients:12`), or the object itself when it has
+    /// no client (`dids:7`): deliveries of one key go out in `seq` order.
+    pub ordering_key: String,
+    pub dt: Timestamp,
+    pub data: Value,
+    pub previous: Value,
+}
+
+const COLUMNS: &str = "id, uid, events_id, object_id, ordering_key, dt, data, previous";
+
+fn from_row(row: &AnyRow) -> Result<Event, StoreError> {
+    Ok(Event {
+        seq: row.try_get("id")?,
+        uid: row.try_get("uid")?,
+        events_id: row.try_get("events_id")?,
+        object_id: row.try_get("object_id")?,
+        ordering_key: row.try_get("ordering_key")?,
+        dt: Timestamp::from_micros(row.try_get("dt")?),
+        data: json_column(&row.try_get::<String, _>("data")?)?,
+        previous: json_column(&row.try_get::<String, _>("previous")?)?,
+    })
+}
+
+/// Inserts an event (its `seq` is ignored) and returns its seq.
+pub async fn insert(conn: &mut AnyConnection, e: &Event) -> Result<i64, StoreError> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO events (uid, events_id, object_id, ordering_key, dt, data, previous)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(&e.uid)
+    .bind(&e.events_id)
+    .bind(e.object_id)
+    .bind(&e.ordering_key)
+    .bind(e.dt.micros())
+    .bind(to_json_text(&e.data))
+    .bind(to_json_text(&e.previous))
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Loads one event by uid.
+pub async fn get(conn: &mut AnyConnection, uid: &str) -> Result<Option<Event>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE uid = $1");
+    let row = sqlx::query(&sql).bind(uid).fetch_optional(conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Filters of the event list.
+#[derive(Debug, Default)]
+pub struct EventQuery {
+    pub events_id: Option<String>,
+    pub object_id: Option<i64>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub ordering_key: Option<String>,
+}
+
+/// Lists events, newest first.
+pub async fn list(
+    conn: &mut AnyConnection,
+    query: &EventQuery,
+    page: Page,
+) -> Result<(Vec<Event>, i64), StoreError> {
+    let mut filter = Filter::default();
+    filter
+        .eq_text("events_id", query.events_id.as_deref())
+        .eq_int("object_id", query.object_id)
+        .eq_text("ordering_key", query.ordering_key.as_deref());
+    if let Some(from) = query.from {
+        filter.add("dt >= ?", vec![crate::query::Bind::Int(from.micros())]);
+    }
+    if let Some(to) = query.to {
+        filter.add("dt <= ?", vec![crate::query::Bind::Int(to.micros())]);
+    }
+    let (rows, total) = filter
+        .page(conn, COLUMNS, "events", "id DESC", page)
+        .await?;
+    let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((items, total))
+}

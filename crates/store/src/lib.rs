@@ -1,0 +1,21 @@
+//! Storage of billhook on SQLite or PostgreSQL through one interface: repositories over
+//! sqlx's `Any` driver with SQL that both databases accept, and one migration set each.
+//!
+//! Columns are portable on purpose: money in integer micro-units, times in integer
+//! microseconds (UTC), lists and maps as JSON text, booleans as 0/1.
+
+pub mod accounts;
+pub mod clients;
+mod db;
+pub mod dids;
+pub mod events;
+pub mod keys;
+pub mod packages;
+mod query;
+pub mod subscriptions;
+pub mod transactions;
+
+pub use db::{Db, Dialect, StoreError, Tx};
+pub use query::Page;
+pub use sqlx::AnyConnection as Conn;
+pub use sqlx::Error as SqlxError;

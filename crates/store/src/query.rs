@@ -1,0 +1,143 @@
+//! Portable dynamic SQL: filters numbered `$1, $2, …`, which both SQLite and PostgreSQL
+//! accept, and the `{items, total}` page every list returns.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection};
+
+use crate::StoreError;
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// A `WHERE` clause under construction.
+#[derive(Debug, Default)]
+pub struct Filter {
+    clauses: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl Filter {
+    /// Adds `clause`, where each `?` stands for the next of `binds`.
+    pub fn add(&mut self, clause: &str, binds: Vec<Bind>) -> &mut Self {
+        let mut sql = String::new();
+        let mut next = binds.into_iter();
+        for ch in clause.chars() {
+            if ch == '?' {
+                self.binds.push(next.next().expect("one bind per '?'"));
+                sql.push_str(&format!("${}", self.binds.len()));
+            } else {
+                sql.push(ch);
+            }
+        }
+        self.clauses.push(sql);
+        self
+    }
+
+    /// Adds `column = value` when `value` is given.
+    pub fn eq_text(&mut self, column: &str, value: Option<&str>) -> &mut Self {
+        if let Some(v) = value {
+            self.add(&format!("{column} = ?"), vec![Bind::Text(v.to_string())]);
+        }
+        self
+    }
+
+    /// Adds `column = value` when `value` is given.
+    pub fn eq_int(&mut self, column: &str, value: Option<i64>) -> &mut Self {
+        if let Some(v) = value {
+            self.add(&format!("{column} = ?"), vec![Bind::Int(v)]);
+        }
+        self
+    }
+
+    fn where_sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    fn bind<'q>(
+        &'q self,
+        mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+        for b in &self.binds {
+            query = match b {
+                Bind::Int(i) => query.bind(*i),
+                Bind::Text(t) => query.bind(t.as_str()),
+            };
+        }
+        query
+    }
+
+    /// Runs `SELECT {columns} FROM {table} WHERE … ORDER BY {order} LIMIT … OFFSET …`
+    /// and the matching count.
+    pub async fn page(
+        &self,
+        conn: &mut AnyConnection,
+        columns: &str,
+        table: &str,
+        order: &str,
+        page: Page,
+    ) -> Result<(Vec<AnyRow>, i64), StoreError> {
+        let where_sql = self.where_sql();
+        let count_sql = format!("SELECT COUNT(*) FROM {table}{where_sql}");
+        let total: i64 = sqlx::Row::try_get(
+            &self
+                .bind(sqlx::query(&count_sql))
+                .fetch_one(&mut *conn)
+                .await?,
+            0,
+        )?;
+        let sql = format!(
+            "SELECT {columns} FROM {table}{where_sql} ORDER BY {order} LIMIT {} OFFSET {}",
+            page.limit, page.offset
+        );
+        let rows = self.bind(sqlx::query(&sql)).fetch_all(&mut *conn).await?;
+        Ok((rows, total))
+    }
+}
+
+/// `limit` and `offset` of a list request, already bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            limit: 50,
+            offset: 0,
+        }
+    }
+}
+
+/// Escapes `%`, `_` and `\` so user text matches literally inside `LIKE … ESCAPE '\'`.
+pub fn like_pattern(text: &str) -> String {
+    let mut out = String::from("%");
+    for ch in text.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}
+
+/// Decodes a JSON text column.
+pub fn json_column<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("JSON column: {e}")))
+}
+
+/// Encodes a value for a JSON text column.
+pub fn to_json_text<T: serde::Serialize>(value: &T) -> String {
+    // Serialising our own plain types cannot fail: no maps with non-string keys.
+    serde_json::to_string(value).expect("serialisable")
+}
