@@ -1,0 +1,5 @@
+//! Black-box tests of the billing core through the real server.
+
+#[allow(dead_code)]
+mod harness;
+mod smoke;
