@@ -4,6 +4,7 @@
 pub mod actions;
 mod balance;
 mod error;
+pub mod handlers;
 pub mod input;
 pub mod keys;
 pub mod pipeline;
@@ -22,13 +23,24 @@ pub struct App {
     pub pipeline: Pipeline,
     pub keys: keys::KeyRing,
     pub queries: queries::Queries,
+    pub handlers: handlers::Handlers,
+    pub engine: billhook_provisioning::DeliveryEngine,
 }
 
 impl App {
     /// Builds the application over a migrated database.
-    pub fn new(db: Db, admin_key: Option<String>) -> App {
+    pub fn new(db: Db, admin_key: Option<String>, scripts_dir: std::path::PathBuf) -> App {
+        let pipeline = Pipeline::new(db.clone());
+        let caller = billhook_provisioning::Caller::new(scripts_dir);
         App {
-            pipeline: Pipeline::new(db.clone()),
+            engine: billhook_provisioning::DeliveryEngine::new(
+                db.clone(),
+                caller.clone(),
+                pipeline.wake(),
+                billhook_provisioning::EngineConfig::default(),
+            ),
+            handlers: handlers::Handlers::new(db.clone(), caller),
+            pipeline,
             keys: keys::KeyRing::new(db.clone(), admin_key),
             queries: queries::Queries::new(db.clone()),
             db,

@@ -7,12 +7,14 @@
 //! none.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use billhook_domain::payload::previous_of;
 use billhook_domain::Timestamp;
-use billhook_store::{events, Conn, Db, Tx};
+use billhook_store::{deliveries, events, Conn, Db, Tx};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio::sync::Notify;
 
 use crate::AppError;
 
@@ -117,12 +119,21 @@ pub trait Action: Send + Sync {
 #[derive(Clone)]
 pub struct Pipeline {
     db: Db,
+    wake: Arc<Notify>,
 }
 
 impl Pipeline {
     /// A pipeline writing to `db`.
     pub fn new(db: Db) -> Pipeline {
-        Pipeline { db }
+        Pipeline {
+            db,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified after every commit that may have queued deliveries.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     /// The database the pipeline writes to.
@@ -135,11 +146,13 @@ impl Pipeline {
         let mut tx: Tx = self.db.begin().await?;
         let result = self.run_in(&mut tx, action).await?;
         tx.commit().await?;
+        self.wake.notify_one();
         Ok(result)
     }
 
-    /// Runs `action` inside a transaction the caller owns (the scheduler and imports
-    /// batch several actions); nothing is visible until the caller commits.
+    /// Runs `action` inside a transaction the caller owns (imports batch several
+    /// actions); nothing is visible until the caller commits, and the caller then calls
+    /// [`Pipeline::committed`].
     pub async fn run_in<A: Action>(&self, tx: &mut Tx, action: &A) -> Result<A::Object, AppError> {
         let now = Timestamp::now();
         let current = action.load(tx).await?;
@@ -174,6 +187,13 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Wakes the delivery engine after a caller-owned transaction committed.
+    pub fn committed(&self) {
+        self.wake.notify_one();
+    }
+}
+
 /// Serialises an object for a payload.
 pub fn to_json<T: Serialize>(value: &T) -> Result<Value, AppError> {
     serde_json::to_value(value).map_err(|e| AppError::Internal(format!("serialise: {e}")))
@@ -190,7 +210,10 @@ async fn insert_event(conn: &mut Conn, e: NewEvent, now: Timestamp) -> Result<()
         data: e.data,
         previous: Value::Object(e.previous),
     };
-    events::insert(conn, &event).await?;
+    // The outbox: the event and one delivery per matching after handler, in the
+    // transaction of the change.
+    let seq = events::insert(conn, &event).await?;
+    deliveries::fan_out(conn, seq, &event.events_id, &event.ordering_key, now).await?;
     Ok(())
 }
 

@@ -12,7 +12,11 @@ use crate::config::Config;
 /// ones finish and exits.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let db = crate::open(&config).await?;
-    let app = App::new(db.clone(), config.api_key.clone());
+    let app = App::new(
+        db.clone(),
+        config.api_key.clone(),
+        config.scripts_dir.clone(),
+    );
     if let Some(key) = app.keys.ensure_initial_key().await? {
         println!("generated the admin API key (shown only this once): {key}");
     }
@@ -21,8 +25,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let scheduler = tokio::spawn(scheduler::run(
         app.pipeline.clone(),
         Duration::from_millis(config.scheduler_interval_ms.max(10)),
-        stop_rx,
+        stop_rx.clone(),
     ));
+
+    let engine = tokio::spawn(app.engine.clone().run(stop_rx.clone()));
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -40,6 +46,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    // In-flight calls finish (bounded by their timeouts) or their leases are released.
+    let _ = engine.await;
     db.close().await;
     Ok(())
 }

@@ -1,1 +1,10 @@
-//! billhook-provisioning
+//! The Provisioning API's machinery: signing, the retry policy, the HTTP and script
+//! callers, and the delivery engine that takes after-stage deliveries from the outbox.
+
+pub mod caller;
+pub mod engine;
+pub mod retry;
+pub mod signing;
+
+pub use caller::{CallOutcome, Caller};
+pub use engine::{DeliveryEngine, EngineConfig};

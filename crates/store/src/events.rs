@@ -57,6 +57,13 @@ pub async fn insert(conn: &mut AnyConnection, e: &Event) -> Result<i64, StoreErr
     Ok(id)
 }
 
+/// Loads one event by its position in the outbox.
+pub async fn get_by_seq(conn: &mut AnyConnection, seq: i64) -> Result<Option<Event>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE id = $1");
+    let row = sqlx::query(&sql).bind(seq).fetch_optional(conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// Loads one event by uid.
 pub async fn get(conn: &mut AnyConnection, uid: &str) -> Result<Option<Event>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE uid = $1");

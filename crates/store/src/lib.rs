@@ -7,8 +7,11 @@
 pub mod accounts;
 pub mod clients;
 mod db;
+pub mod deliveries;
 pub mod dids;
 pub mod events;
+pub mod executions;
+pub mod handlers;
 pub mod keys;
 pub mod packages;
 mod query;

@@ -3,6 +3,7 @@
 mod account;
 mod client;
 mod did;
+mod handler;
 mod package;
 mod subscription;
 mod transaction;
@@ -10,6 +11,10 @@ mod transaction;
 pub use account::{Account, AuthType};
 pub use client::{Client, ClientStatus};
 pub use did::{Did, DidAction, DidStatus};
+pub use handler::{
+    check_script_name, check_url, Handler, HandlerStatus, HandlerType, OnFailure,
+    DEFAULT_RETRY_SCHEDULE, MAX_TIMEOUT_MS,
+};
 pub use package::{Package, PackageStatus};
 pub use subscription::{Subscription, SubscriptionAction, SubscriptionStatus};
 pub use transaction::{Transaction, TransactionKind};

@@ -63,5 +63,5 @@ async fn list(
 }
 
 async fn one(State(app): State<App>, Path(uid): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(app.queries.event(&uid).await?))
+    Ok(Json(app.handlers.event_with_deliveries(&uid).await?))
 }

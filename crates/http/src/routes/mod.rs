@@ -4,6 +4,8 @@ mod accounts;
 mod clients;
 mod dids;
 mod events;
+mod handlers;
+mod metrics;
 mod packages;
 mod subscriptions;
 mod transactions;
@@ -83,10 +85,12 @@ pub fn router(app: App) -> Router {
         .merge(dids::routes())
         .merge(transactions::routes())
         .merge(events::routes())
+        .merge(handlers::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)

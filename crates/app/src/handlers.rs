@@ -1,0 +1,388 @@
+//! Handlers of the Provisioning API: registration, secrets, test calls, recovery, and
+//! the monitoring reads (execution log, deliveries).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use billhook_domain::catalogue::{self, Stage, EVENT_TYPES};
+use billhook_domain::entities::{
+    check_script_name, Handler, HandlerStatus, HandlerType, OnFailure, DEFAULT_RETRY_SCHEDULE,
+};
+use billhook_domain::{FieldErrors, Timestamp};
+use billhook_provisioning::caller::CallMeta;
+use billhook_provisioning::{signing, Caller};
+use billhook_store::deliveries;
+pub use billhook_store::deliveries::{Delivery, DeliveryQuery};
+use billhook_store::executions;
+pub use billhook_store::executions::{Execution, ExecutionQuery};
+use billhook_store::handlers as store;
+pub use billhook_store::handlers::HandlerQuery;
+use billhook_store::{events, Db, Page, StoreError};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::input::required;
+use crate::queries::List;
+use crate::AppError;
+
+/// How long a rotated-out secret keeps signing.
+const OLD_SECRET_GRACE_SECONDS: i64 = 24 * 3600;
+
+/// Body of `POST /handlers` and `PATCH /handlers/{id}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct HandlerInput {
+    pub name: Option<String>,
+    pub status: Option<HandlerStatus>,
+    pub priority: Option<i64>,
+    pub event: Option<String>,
+    pub stage: Option<Stage>,
+    #[serde(rename = "type")]
+    pub kind: Option<HandlerType>,
+    pub task: Option<String>,
+    pub timeout_ms: Option<u32>,
+    pub on_failure: Option<OnFailure>,
+    pub retry_schedule: Option<Vec<u32>>,
+}
+
+/// A handler with its signing secret (shown on create).
+#[derive(Debug, serde::Serialize)]
+pub struct WithSecret {
+    #[serde(flatten)]
+    pub handler: Handler,
+    pub secret: String,
+}
+
+/// The handler service.
+#[derive(Clone)]
+pub struct Handlers {
+    db: Db,
+    caller: Caller,
+}
+
+fn conn_err(e: sqlx_core_error::Error) -> AppError {
+    StoreError::from(e).into()
+}
+mod sqlx_core_error {
+    pub use billhook_store::SqlxError as Error;
+}
+
+impl Handlers {
+    /// Handlers stored in `db`, called through `caller`.
+    pub fn new(db: Db, caller: Caller) -> Handlers {
+        Handlers { db, caller }
+    }
+
+    fn check(&self, h: &Handler) -> Result<(), AppError> {
+        let mut errors = match h.validate() {
+            Ok(()) => FieldErrors::new(),
+            Err(e) => e,
+        };
+        if h.kind == HandlerType::Script && check_script_name(&h.task).is_ok() {
+            if let Err(message) = check_script_file(self.caller.scripts_dir(), &h.task) {
+                errors.add("task", message);
+            }
+        }
+        Ok(errors.into_result()?)
+    }
+
+    /// Registers a handler; returns it with its new secret.
+    pub async fn create(&self, i: HandlerInput) -> Result<WithSecret, AppError> {
+        let now = Timestamp::now();
+        let mut h = Handler {
+            id: 0,
+            name: required(i.name, "name")?,
+            status: i.status.unwrap_or(HandlerStatus::Enabled),
+            priority: i.priority.unwrap_or(100),
+            event: required(i.event, "event")?,
+            stage: i.stage.unwrap_or(Stage::After),
+            kind: i.kind.unwrap_or(HandlerType::Http),
+            task: required(i.task, "task")?,
+            timeout_ms: i.timeout_ms.unwrap_or(5000),
+            on_failure: i.on_failure.unwrap_or(OnFailure::Forbid),
+            retry_schedule: i
+                .retry_schedule
+                .unwrap_or_else(|| DEFAULT_RETRY_SCHEDULE.to_vec()),
+            created_at: now,
+            updated_at: now,
+        };
+        self.check(&h)?;
+        let secret = signing::new_secret();
+        let mut tx = self.db.begin().await?;
+        h.id = store::insert(&mut tx, &h, &secret).await?;
+        tx.commit().await?;
+        Ok(WithSecret { handler: h, secret })
+    }
+
+    /// Lists handlers (archived hidden unless asked for).
+    pub async fn list(&self, q: &HandlerQuery, page: Page) -> Result<List<Handler>, AppError> {
+        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        Ok(store::list(&mut conn, q, page).await?.into())
+    }
+
+    /// One handler.
+    pub async fn get(&self, id: i64) -> Result<Handler, AppError> {
+        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        store::get(&mut conn, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("handler", id))
+    }
+
+    /// Changes a handler's fields.
+    pub async fn update(&self, id: i64, i: HandlerInput) -> Result<Handler, AppError> {
+        let mut tx = self.db.begin().await?;
+        let mut h = store::get(&mut tx, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("handler", id))?;
+        if let Some(v) = i.name {
+            h.name = v;
+        }
+        if let Some(v) = i.status {
+            h.status = v;
+        }
+        if let Some(v) = i.priority {
+            h.priority = v;
+        }
+        if let Some(v) = i.event {
+            h.event = v;
+        }
+        if let Some(v) = i.stage {
+            h.stage = v;
+        }
+        if let Some(v) = i.kind {
+            h.kind = v;
+        }
+        if let Some(v) = i.task {
+            h.task = v;
+        }
+        if let Some(v) = i.timeout_ms {
+            h.timeout_ms = v;
+        }
+        if let Some(v) = i.on_failure {
+            h.on_failure = v;
+        }
+        if let Some(v) = i.retry_schedule {
+            h.retry_schedule = v;
+        }
+        h.updated_at = Timestamp::now();
+        self.check(&h)?;
+        store::update(&mut tx, &h).await?;
+        tx.commit().await?;
+        Ok(h)
+    }
+
+    /// Sets the status (enable, disable, archive).
+    pub async fn set_status(&self, id: i64, status: HandlerStatus) -> Result<Handler, AppError> {
+        self.update(
+            id,
+            HandlerInput {
+                status: Some(status),
+                ..HandlerInput::default()
+            },
+        )
+        .await
+    }
+
+    /// Deletes a handler and its deliveries; its execution log stays.
+    pub async fn delete(&self, id: i64) -> Result<Handler, AppError> {
+        let mut tx = self.db.begin().await?;
+        let h = store::get(&mut tx, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("handler", id))?;
+        store::delete(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(h)
+    }
+
+    /// The current signing secret.
+    pub async fn secret(&self, id: i64) -> Result<String, AppError> {
+        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        Ok(store::secrets(&mut conn, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("handler", id))?
+            .current)
+    }
+
+    /// Replaces the secret; the old one signs too for 24 hours.
+    pub async fn rotate_secret(&self, id: i64) -> Result<String, AppError> {
+        let secret = signing::new_secret();
+        let mut tx = self.db.begin().await?;
+        store::get(&mut tx, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("handler", id))?;
+        let until = Timestamp::now().add_seconds(OLD_SECRET_GRACE_SECONDS);
+        store::rotate_secret(&mut tx, id, &secret, until).await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+
+    /// Calls the handler now with the sample of `events_id` (default: its own event, or
+    /// the first event its pattern matches) and returns the logged execution.
+    pub async fn test(&self, id: i64, events_id: Option<String>) -> Result<Execution, AppError> {
+        let h = self.get(id).await?;
+        let event = match events_id {
+            Some(e) => catalogue::find(&e)
+                .ok_or_else(|| AppError::field("events_id", format!("unknown event {e:?}")))?,
+            None => EVENT_TYPES
+                .iter()
+                .find(|t| catalogue::pattern_matches(&h.event, t.id))
+                .ok_or_else(|| AppError::field("events_id", "the handler matches no event"))?,
+        };
+        let mut request = event.sample();
+        request["event"]["stage"] = Value::String(h.stage.as_str().into());
+        request["event"]["uid"] = Value::String(uuid::Uuid::now_v7().to_string());
+        let uid = request["event"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let object_id = request["event"]["object_id"].as_i64();
+        let body = serde_json::to_vec(&request).expect("JSON values serialise");
+        let secrets = {
+            let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+            store::secrets(&mut conn, id)
+                .await?
+                .ok_or_else(|| AppError::not_found("handler", id))?
+        };
+        let meta = CallMeta {
+            events_id: event.id,
+            uid: &uid,
+            object_id,
+            stage: h.stage,
+        };
+        let outcome = self
+            .caller
+            .call(&h, &secrets.signing(Timestamp::now()), &meta, &body)
+            .await;
+        let mut execution = Execution {
+            id: 0,
+            dt: Timestamp::now(),
+            handlers_id: h.id,
+            handler: h.name.clone(),
+            events_id: event.id.into(),
+            event_uid: uid,
+            object_id,
+            stage: h.stage.as_str().into(),
+            attempt: 1,
+            status: if outcome.success { "success" } else { "fail" }.into(),
+            duration_ms: outcome.duration_ms,
+            request,
+            response_status: outcome.response_status,
+            response_body: outcome.response_body,
+            error: outcome.error,
+            modified: None,
+            deliveries_id: None,
+        };
+        let mut tx = self.db.begin().await?;
+        execution.id = executions::insert(&mut tx, &execution).await?;
+        tx.commit().await?;
+        Ok(execution)
+    }
+
+    /// Re-queues the handler's failed deliveries of events raised in `[since, until]`.
+    pub async fn recover(
+        &self,
+        id: i64,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Result<u64, AppError> {
+        self.get(id).await?;
+        let now = Timestamp::now();
+        let mut tx = self.db.begin().await?;
+        let n = deliveries::recover(&mut tx, id, since, until.unwrap_or(now), now).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The execution log.
+    pub async fn executions(
+        &self,
+        q: &ExecutionQuery,
+        page: Page,
+    ) -> Result<List<Execution>, AppError> {
+        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        Ok(executions::list(&mut conn, q, page).await?.into())
+    }
+
+    /// Deliveries.
+    pub async fn deliveries(
+        &self,
+        q: &DeliveryQuery,
+        page: Page,
+    ) -> Result<List<Delivery>, AppError> {
+        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        Ok(deliveries::list(&mut conn, q, page).await?.into())
+    }
+
+    /// A failed delivery back to pending for one more attempt.
+    pub async fn retry_delivery(&self, id: i64) -> Result<Delivery, AppError> {
+        let mut tx = self.db.begin().await?;
+        if !deliveries::retry(&mut tx, id, Timestamp::now()).await? {
+            return Err(AppError::Conflict(format!(
+                "delivery {id} does not exist or has not failed"
+            )));
+        }
+        tx.commit().await?;
+        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let q = DeliveryQuery {
+            id: Some(id),
+            ..DeliveryQuery::default()
+        };
+        let (mut items, _) = deliveries::list(&mut conn, &q, Page::default()).await?;
+        items
+            .pop()
+            .ok_or_else(|| AppError::not_found("delivery", id))
+    }
+
+    /// Pending deliveries and when the oldest was created.
+    pub async fn backlog(&self) -> Result<(i64, Option<Timestamp>), AppError> {
+        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        Ok(deliveries::backlog(&mut conn).await?)
+    }
+
+    /// One event's payload with the delivery state of each handler.
+    pub async fn event_with_deliveries(&self, uid: &str) -> Result<Value, AppError> {
+        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let event = events::get(&mut conn, uid)
+            .await?
+            .ok_or_else(|| AppError::not_found("event", uid))?;
+        let q = DeliveryQuery {
+            event_seq: Some(event.seq),
+            ..DeliveryQuery::default()
+        };
+        let (list, _) = deliveries::list(
+            &mut conn,
+            &q,
+            Page {
+                limit: 1000,
+                offset: 0,
+            },
+        )
+        .await?;
+        let mut value = crate::queries::event_payload(&event);
+        value["deliveries"] = serde_json::to_value(list).expect("serialisable");
+        Ok(value)
+    }
+}
+
+/// The script must exist inside the scripts directory and be executable.
+fn check_script_file(dir: &Path, task: &str) -> Result<(), String> {
+    let path: PathBuf = dir.join(task);
+    let meta = std::fs::metadata(&path).map_err(|_| {
+        format!(
+            "no script {task:?} in the scripts directory {}",
+            dir.display()
+        )
+    })?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("script {task:?} is not an executable file"));
+    }
+    // A symlink may not lead out of the scripts directory.
+    let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize()) else {
+        return Err(format!("script {task:?} cannot be resolved"));
+    };
+    if !real.starts_with(root) {
+        return Err(format!(
+            "script {task:?} leads outside the scripts directory"
+        ));
+    }
+    Ok(())
+}

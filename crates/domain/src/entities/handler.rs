@@ -1,0 +1,109 @@
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::{is_valid_pattern, pattern_allows_before, Stage};
+use crate::errors::check_name;
+use crate::{wire_enum, FieldErrors, Timestamp};
+
+wire_enum!(
+    /// Only enabled handlers are called; archived ones are hidden from the default list.
+    HandlerStatus { Enabled => "enabled", Disabled => "disabled", Archived => "archived" }
+);
+
+wire_enum!(
+    /// How a handler is called.
+    HandlerType { Http => "http", Script => "script" }
+);
+
+wire_enum!(
+    /// What a failing before handler means for the action.
+    OnFailure { Forbid => "forbid", Allow => "allow" }
+);
+
+/// The retry schedule of the spec, in seconds after each failed attempt.
+pub const DEFAULT_RETRY_SCHEDULE: &[u32] = &[5, 300, 1800, 7200, 18000, 36000, 36000];
+/// The longest a call may take.
+pub const MAX_TIMEOUT_MS: u32 = 30_000;
+
+/// An operator's handler: an endpoint or script called for matching events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handler {
+    pub id: i64,
+    pub name: String,
+    pub status: HandlerStatus,
+    pub priority: i64,
+    pub event: String,
+    pub stage: Stage,
+    #[serde(rename = "type")]
+    pub kind: HandlerType,
+    pub task: String,
+    pub timeout_ms: u32,
+    pub on_failure: OnFailure,
+    pub retry_schedule: Vec<u32>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Handler {
+    /// Checks everything that needs no file system (scripts are checked by the caller).
+    pub fn validate(&self) -> Result<(), FieldErrors> {
+        let mut errors = FieldErrors::new();
+        check_name(&mut errors, "name", &self.name);
+        if !is_valid_pattern(&self.event) {
+            errors.add(
+                "event",
+                format!(
+                    "{:?} is not an event id, a prefix pattern such as clients.* or *",
+                    self.event
+                ),
+            );
+        } else if self.stage == Stage::Before && !pattern_allows_before(&self.event) {
+            errors.add(
+                "stage",
+                format!("{} is after-only: it has no before stage", self.event),
+            );
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            errors.add("timeout_ms", format!("must be 1 to {MAX_TIMEOUT_MS}"));
+        }
+        if self.retry_schedule.len() > 50 || self.retry_schedule.iter().any(|s| *s > 7 * 86_400) {
+            errors.add("retry_schedule", "at most 50 delays of at most 7 days each");
+        }
+        match self.kind {
+            HandlerType::Http => {
+                if let Err(message) = check_url(&self.task) {
+                    errors.add("task", message);
+                }
+            }
+            HandlerType::Script => {
+                if let Err(message) = check_script_name(&self.task) {
+                    errors.add("task", message);
+                }
+            }
+        }
+        errors.into_result()
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("must be an http:// or https:// URL")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) || rest.contains(char::is_whitespace) {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    Ok(())
+}
+
+/// A script named relative to the scripts directory: no absolute path, no `..`.
+pub fn check_script_name(task: &str) -> Result<(), String> {
+    if task.is_empty() {
+        return Err("must name a script in the scripts directory".into());
+    }
+    if task.starts_with('/') || task.split('/').any(|part| part == ".." || part.is_empty()) {
+        return Err("must be a path inside the scripts directory (no absolute path, no ..)".into());
+    }
+    Ok(())
+}

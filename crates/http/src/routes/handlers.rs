@@ -1,0 +1,193 @@
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use billhook_app::handlers::{DeliveryQuery, ExecutionQuery, HandlerQuery};
+use billhook_app::handlers::{HandlerInput, WithSecret};
+use billhook_app::queries::List;
+use billhook_app::App;
+use billhook_domain::entities::{Handler, HandlerStatus};
+use billhook_domain::Timestamp;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{created, query_num, query_time, ApiResult, Paging};
+use crate::extract::{ApiJson, ApiQuery, Id};
+
+pub fn routes() -> Router<App> {
+    let mut router = Router::new()
+        .route("/handlers", post(create).get(list))
+        .route("/handlers/{id}", get(one).patch(patch).delete(delete))
+        .route("/handlers/{id}/secret", get(secret))
+        .route("/handlers/{id}/secret/rotate", post(rotate))
+        .route("/handlers/{id}/test", post(test))
+        .route("/handlers/{id}/recover", post(recover))
+        .route("/executions", get(executions))
+        .route("/deliveries", get(deliveries))
+        .route("/deliveries/{id}/retry", post(retry));
+    for (name, status) in [
+        ("enable", HandlerStatus::Enabled),
+        ("disable", HandlerStatus::Disabled),
+        ("archive", HandlerStatus::Archived),
+    ] {
+        router = router.route(
+            &format!("/handlers/{{id}}/{name}"),
+            post(move |State(app): State<App>, Id(id): Id| async move {
+                ApiResult::Ok(Json(app.handlers.set_status(id, status).await?))
+            }),
+        );
+    }
+    router
+}
+
+async fn create(
+    State(app): State<App>,
+    ApiJson(input): ApiJson<HandlerInput>,
+) -> ApiResult<(axum::http::StatusCode, Json<WithSecret>)> {
+    Ok(created(app.handlers.create(input).await?))
+}
+
+#[derive(Deserialize)]
+struct Filter {
+    status: Option<String>,
+    event: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    stage: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+async fn list(
+    State(app): State<App>,
+    ApiQuery(f): ApiQuery<Filter>,
+) -> ApiResult<Json<List<Handler>>> {
+    let q = HandlerQuery {
+        status: f.status,
+        event: f.event,
+        kind: f.kind,
+        stage: f.stage,
+    };
+    Ok(Json(app.handlers.list(&q, f.paging.page()).await?))
+}
+
+async fn one(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Handler>> {
+    Ok(Json(app.handlers.get(id).await?))
+}
+
+async fn patch(
+    State(app): State<App>,
+    Id(id): Id,
+    ApiJson(i): ApiJson<HandlerInput>,
+) -> ApiResult<Json<Handler>> {
+    Ok(Json(app.handlers.update(id, i).await?))
+}
+
+async fn delete(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Handler>> {
+    Ok(Json(app.handlers.delete(id).await?))
+}
+
+async fn secret(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({"secret": app.handlers.secret(id).await?})))
+}
+
+async fn rotate(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({"secret": app.handlers.rotate_secret(id).await?}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct TestInput {
+    events_id: Option<String>,
+}
+
+async fn test(
+    State(app): State<App>,
+    Id(id): Id,
+    ApiJson(i): ApiJson<TestInput>,
+) -> ApiResult<Json<Value>> {
+    let execution = app.handlers.test(id, i.events_id).await?;
+    Ok(Json(serde_json::to_value(execution).expect("serialisable")))
+}
+
+#[derive(Deserialize, Default)]
+struct RecoverInput {
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+}
+
+async fn recover(
+    State(app): State<App>,
+    Id(id): Id,
+    ApiJson(i): ApiJson<RecoverInput>,
+) -> ApiResult<Json<Value>> {
+    let since = billhook_app::input::required(i.since, "since")?;
+    let n = app.handlers.recover(id, since, i.until).await?;
+    Ok(Json(json!({"requeued": n})))
+}
+
+#[derive(Deserialize)]
+struct ExecutionFilter {
+    #[serde(default, deserialize_with = "query_num")]
+    handlers_id: Option<i64>,
+    status: Option<String>,
+    events_id: Option<String>,
+    stage: Option<String>,
+    #[serde(default, deserialize_with = "query_num")]
+    object_id: Option<i64>,
+    event_uid: Option<String>,
+    #[serde(default, deserialize_with = "query_time")]
+    from: Option<Timestamp>,
+    #[serde(default, deserialize_with = "query_time")]
+    to: Option<Timestamp>,
+    q: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+async fn executions(
+    State(app): State<App>,
+    ApiQuery(f): ApiQuery<ExecutionFilter>,
+) -> ApiResult<Json<Value>> {
+    let q = ExecutionQuery {
+        handlers_id: f.handlers_id,
+        status: f.status,
+        events_id: f.events_id,
+        stage: f.stage,
+        object_id: f.object_id,
+        event_uid: f.event_uid,
+        from: f.from,
+        to: f.to,
+        q: f.q,
+    };
+    let list = app.handlers.executions(&q, f.paging.page()).await?;
+    Ok(Json(serde_json::to_value(list).expect("serialisable")))
+}
+
+#[derive(Deserialize)]
+struct DeliveryFilter {
+    status: Option<String>,
+    #[serde(default, deserialize_with = "query_num")]
+    handlers_id: Option<i64>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+async fn deliveries(
+    State(app): State<App>,
+    ApiQuery(f): ApiQuery<DeliveryFilter>,
+) -> ApiResult<Json<Value>> {
+    let q = DeliveryQuery {
+        status: f.status,
+        handlers_id: f.handlers_id,
+        ..DeliveryQuery::default()
+    };
+    let list = app.handlers.deliveries(&q, f.paging.page()).await?;
+    Ok(Json(serde_json::to_value(list).expect("serialisable")))
+}
+
+async fn retry(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {
+    let d = app.handlers.retry_delivery(id).await?;
+    app.pipeline.committed();
+    Ok(Json(serde_json::to_value(d).expect("serialisable")))
+}

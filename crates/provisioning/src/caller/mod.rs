@@ -1,0 +1,101 @@
+//! Calling a handler: over HTTP(S) or as a local script, with the payload, headers or
+//! environment of the spec, a timeout, and capped responses.
+
+mod http;
+mod script;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use billhook_domain::catalogue::Stage;
+use billhook_domain::entities::{Handler, HandlerType};
+
+/// Response bodies and script output are kept up to this size (64 KiB).
+pub const BODY_CAP: usize = 64 * 1024;
+
+/// What one call produced.
+#[derive(Debug, Clone, Default)]
+pub struct CallOutcome {
+    /// 2xx, or a script's exit 0.
+    pub success: bool,
+    /// HTTP status, or a script's exit code.
+    pub response_status: Option<i64>,
+    /// The first 64 KiB of the body, or of a script's stdout.
+    pub response_body: Option<String>,
+    /// Why the call failed: timeout, connection, non-2xx, exit code and stderr.
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    /// `Retry-After` of a 429 or 503.
+    pub retry_after: Option<Duration>,
+}
+
+/// What the call is about, for headers and environment.
+#[derive(Debug, Clone)]
+pub struct CallMeta<'a> {
+    pub events_id: &'a str,
+    pub uid: &'a str,
+    pub object_id: Option<i64>,
+    pub stage: Stage,
+}
+
+/// Calls handlers. Cheap to clone: one pooled HTTP client for every call.
+#[derive(Clone)]
+pub struct Caller {
+    http: reqwest::Client,
+    scripts_dir: PathBuf,
+}
+
+impl Caller {
+    /// A caller running scripts from `scripts_dir`.
+    pub fn new(scripts_dir: PathBuf) -> Caller {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("billhook/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .expect("the HTTP client builds with static settings");
+        Caller { http, scripts_dir }
+    }
+
+    /// The scripts directory.
+    pub fn scripts_dir(&self) -> &std::path::Path {
+        &self.scripts_dir
+    }
+
+    /// Calls `handler` with `body`, signed with `secrets`; never longer than its timeout.
+    pub async fn call(
+        &self,
+        handler: &Handler,
+        secrets: &[&str],
+        meta: &CallMeta<'_>,
+        body: &[u8],
+    ) -> CallOutcome {
+        let started = Instant::now();
+        let timeout = Duration::from_millis(u64::from(handler.timeout_ms.max(1)));
+        let mut outcome = match handler.kind {
+            HandlerType::Http => {
+                http::call(&self.http, &handler.task, secrets, meta, body, timeout).await
+            }
+            HandlerType::Script => {
+                script::call(&self.scripts_dir, &handler.task, meta, body, timeout).await
+            }
+        };
+        outcome.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        outcome
+    }
+}
+
+/// Text of at most [`BODY_CAP`] bytes, cut at a character boundary.
+pub(crate) fn capped_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_CAP)]).into_owned();
+    if text.len() <= BODY_CAP {
+        return text;
+    }
+    let mut end = BODY_CAP;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}

@@ -1,0 +1,112 @@
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{capped_text, CallMeta, CallOutcome, BODY_CAP};
+
+/// Runs `scripts_dir/task` without a shell, in its own process group so that a timeout
+/// kills everything it started.
+pub(super) async fn call(
+    scripts_dir: &Path,
+    task: &str,
+    meta: &CallMeta<'_>,
+    body: &[u8],
+    timeout: Duration,
+) -> CallOutcome {
+    let failed = |error: String| CallOutcome {
+        error: Some(error),
+        ..CallOutcome::default()
+    };
+    let path = scripts_dir.join(task);
+    let mut child = match Command::new(&path)
+        .current_dir(scripts_dir)
+        .env("BILLHOOK_EVENT", meta.events_id)
+        .env("BILLHOOK_STAGE", meta.stage.as_str())
+        .env(
+            "BILLHOOK_OBJECT_ID",
+            meta.object_id.map(|i| i.to_string()).unwrap_or_default(),
+        )
+        .env("BILLHOOK_EVENT_UID", meta.uid)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot run script {}: {e}", path.display())),
+    };
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let body = body.to_vec();
+    let run = async {
+        // A script that does not read its stdin must not block us: ignore write errors.
+        let writer = async move {
+            let _ = stdin.write_all(&body).await;
+            drop(stdin);
+        };
+        let (_, out, err, status) = tokio::join!(
+            writer,
+            read_capped(stdout),
+            read_capped(stderr),
+            child.wait()
+        );
+        (out, err, status)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok((out, err, Ok(status))) => {
+            let stderr = capped_text(&err);
+            let code = status.code();
+            let success = status.success();
+            let error = (!success).then(|| match code {
+                Some(c) => format!("exit code {c}: {}", stderr.trim()),
+                None => format!("killed by a signal: {}", stderr.trim()),
+            });
+            CallOutcome {
+                success,
+                response_status: code.map(i64::from),
+                response_body: Some(capped_text(&out)),
+                error,
+                duration_ms: 0,
+                retry_after: None,
+            }
+        }
+        Ok((_, _, Err(e))) => failed(format!("waiting for the script: {e}")),
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: kill(2) with a negative pid signals the process group we
+                // created for this script; no memory is involved.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            failed(format!(
+                "timeout after {} ms: script killed",
+                timeout.as_millis()
+            ))
+        }
+    }
+}
+
+/// Reads up to the cap, then drains the rest so the script never blocks on a full pipe.
+async fn read_capped(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                if kept.len() < BODY_CAP {
+                    let take = n.min(BODY_CAP - kept.len());
+                    kept.extend_from_slice(&buf[..take]);
+                }
+            }
+        }
+    }
+}

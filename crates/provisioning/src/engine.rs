@@ -1,0 +1,351 @@
+//! The delivery engine: leases due deliveries from the outbox, calls their handlers,
+//! writes each attempt's outcome and log row, and schedules retries.
+//!
+//! No transaction or row lock is held across a call: a delivery is leased by a short
+//! UPDATE, called, then finished by another short transaction. A process that dies
+//! mid-call leaves only an expiring lease, after which any process takes the delivery
+//! again (at-least-once). Order per (handler, client) comes from the claim query: a
+//! delivery is claimable only when no earlier one of its handler and key is unfinished.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use billhook_domain::catalogue::Stage;
+use billhook_domain::entities::{Handler, HandlerStatus};
+use billhook_domain::payload::{payload, EventHeader};
+use billhook_domain::Timestamp;
+use billhook_store::deliveries::{self, Claimed, Outcome};
+use billhook_store::executions::{self, Execution};
+use billhook_store::{events, handlers, Db, StoreError};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::caller::{CallMeta, CallOutcome, Caller};
+use crate::retry::next_delay;
+
+/// Tuning of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Calls in flight at most, over all handlers.
+    pub max_in_flight: usize,
+    /// Calls in flight at most per handler (different clients in parallel).
+    pub per_handler: usize,
+    /// How long a lease lasts; longer than the longest call (30 s).
+    pub lease: Duration,
+    /// The slow fallback poll, for work woken by nothing (another process's commits
+    /// on SQLite, retries coming due).
+    pub poll: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_in_flight: 256,
+            per_handler: 32,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Deliveries of a disabled handler wait (in order) until it is enabled again.
+const PAUSED_RECHECK: Duration = Duration::from_secs(5);
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    /// (handlers_id, outcome) → count; outcome is success, retry or failed.
+    pub deliveries: Mutex<HashMap<(i64, &'static str), u64>>,
+    /// Call durations: counts per bucket upper bound (ms), sum and count.
+    pub durations: Mutex<Histogram>,
+}
+
+/// A Prometheus histogram of call durations in seconds.
+#[derive(Default, Debug, Clone)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+/// Bucket bounds in seconds.
+pub const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = BUCKETS.iter().map(|b| (*b, 0)).collect();
+        }
+        for (bound, n) in &mut self.buckets {
+            if seconds <= *bound {
+                *n += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// The engine of one process. Several processes may run on one database.
+#[derive(Clone)]
+pub struct DeliveryEngine {
+    db: Db,
+    caller: Caller,
+    wake: Arc<Notify>,
+    config: EngineConfig,
+    per_handler: Arc<Mutex<HashMap<i64, Arc<Semaphore>>>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl DeliveryEngine {
+    /// An engine woken through `wake` (the pipeline notifies it after each commit).
+    pub fn new(db: Db, caller: Caller, wake: Arc<Notify>, config: EngineConfig) -> Self {
+        DeliveryEngine {
+            db,
+            caller,
+            wake,
+            config,
+            per_handler: Arc::default(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Runs until `stop`; then lets calls in flight finish (they are bounded by their
+    /// timeouts) and gives back the leases of any that do not finish in time.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
+        let mut tasks: JoinSet<i64> = JoinSet::new();
+        let in_flight: Arc<Mutex<Vec<i64>>> = Arc::default();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let claimed = if free == 0 {
+                Vec::new()
+            } else {
+                match self.claim(free).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming deliveries failed");
+                        Vec::new()
+                    }
+                }
+            };
+            if claimed.is_empty() {
+                let wait = self.idle_wait(free == 0).await;
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                }
+                continue;
+            }
+            for c in claimed {
+                let permit = slots.clone().acquire_owned().await.expect("never closed");
+                let engine = self.clone();
+                let in_flight = in_flight.clone();
+                in_flight.lock().expect("not poisoned").push(c.id);
+                tasks.spawn(async move {
+                    let id = c.id;
+                    engine.deliver(c).await;
+                    in_flight.lock().expect("not poisoned").retain(|x| *x != id);
+                    drop(permit);
+                    id
+                });
+            }
+        }
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(35), drain)
+            .await
+            .is_err()
+        {
+            let ids = in_flight.lock().expect("not poisoned").clone();
+            if let Ok(mut conn) = self.db.write.acquire().await {
+                let _ = deliveries::release(&mut conn, &ids).await;
+            }
+        }
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        let now = Timestamp::now();
+        let until =
+            now.add_micros(i64::try_from(self.config.lease.as_micros()).unwrap_or(i64::MAX));
+        let mut tx = self.db.begin().await?;
+        let claimed =
+            deliveries::claim(&mut tx, self.db.dialect, now, until, limit.min(512) as i64).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// How long to sleep when there is nothing to claim: until the next retry is due,
+    /// but never longer than the fallback poll.
+    async fn idle_wait(&self, saturated: bool) -> Duration {
+        if saturated {
+            return self.config.poll;
+        }
+        let next = match self.db.read.acquire().await {
+            Ok(mut conn) => deliveries::next_due(&mut conn).await.ok().flatten(),
+            Err(_) => None,
+        };
+        let now = Timestamp::now();
+        match next {
+            Some(at) if at > now => {
+                let micros = u64::try_from(at.micros() - now.micros()).unwrap_or(0);
+                Duration::from_micros(micros).min(self.config.poll)
+            }
+            // Due now but not claimable: blocked behind an earlier delivery in flight,
+            // whose completion wakes us.
+            Some(_) => self.config.poll,
+            None => self.config.poll,
+        }
+    }
+
+    fn handler_slots(&self, handlers_id: i64) -> Arc<Semaphore> {
+        self.per_handler
+            .lock()
+            .expect("not poisoned")
+            .entry(handlers_id)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_handler)))
+            .clone()
+    }
+
+    async fn deliver(&self, c: Claimed) {
+        let slots = self.handler_slots(c.handlers_id);
+        let _permit = slots.acquire().await.expect("never closed");
+        if let Err(e) = self.attempt(&c).await {
+            // The lease expires and the delivery is taken again: nothing is lost.
+            tracing::warn!(error = %e, delivery = c.id, "delivery attempt not recorded");
+        }
+        // A finished delivery may unblock the next one of its client.
+        self.wake.notify_one();
+    }
+
+    async fn attempt(&self, c: &Claimed) -> Result<(), StoreError> {
+        let (event, handler, secrets) = {
+            let mut conn = self.db.read.acquire().await?;
+            let event = events::get_by_seq(&mut conn, c.event_seq).await?;
+            let handler = handlers::get(&mut conn, c.handlers_id).await?;
+            let secrets = handlers::secrets(&mut conn, c.handlers_id).await?;
+            (event, handler, secrets)
+        };
+        let (Some(event), Some(handler), Some(secrets)) = (event, handler, secrets) else {
+            return Err(StoreError::Corrupt(format!(
+                "delivery {} lost its event or handler",
+                c.id
+            )));
+        };
+        let now = Timestamp::now();
+        if handler.status != HandlerStatus::Enabled {
+            let mut tx = self.db.begin().await?;
+            let later = Outcome::Retry {
+                next_at: now.add_seconds(PAUSED_RECHECK.as_secs() as i64),
+                error: format!(
+                    "handler is {}; waiting until it is enabled",
+                    handler.status.as_str()
+                ),
+            };
+            deliveries::finish(&mut tx, c.id, c.attempts, &later, now).await?;
+            return Ok(tx.commit().await?);
+        }
+        let header = EventHeader {
+            dt: event.dt,
+            events_id: &event.events_id,
+            object_id: event.object_id,
+            uid: &event.uid,
+            stage: Stage::After,
+        };
+        let request = payload(&header, &event.data, &event.previous);
+        let body = serde_json::to_vec(&request).expect("JSON values serialise");
+        let meta = CallMeta {
+            events_id: &event.events_id,
+            uid: &event.uid,
+            object_id: event.object_id,
+            stage: Stage::After,
+        };
+        let signing = secrets.signing(now);
+        let outcome = self.caller.call(&handler, &signing, &meta, &body).await;
+        let attempts = c.attempts + 1;
+        let result = decide(&handler, attempts, &outcome);
+        self.record_metrics(&handler, &result, &outcome);
+
+        let execution = execution_row(&handler, &event, c, attempts, &outcome, request);
+        let done = Timestamp::now();
+        let mut tx = self.db.begin().await?;
+        deliveries::finish(&mut tx, c.id, attempts, &result, done).await?;
+        executions::insert(&mut tx, &execution).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn record_metrics(&self, handler: &Handler, result: &Outcome, outcome: &CallOutcome) {
+        let label = match result {
+            Outcome::Succeeded => "success",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Failed { .. } => "failed",
+        };
+        *self
+            .metrics
+            .deliveries
+            .lock()
+            .expect("not poisoned")
+            .entry((handler.id, label))
+            .or_default() += 1;
+        self.metrics
+            .durations
+            .lock()
+            .expect("not poisoned")
+            .observe(outcome.duration_ms as f64 / 1000.0);
+    }
+}
+
+/// Success, another try later, or the end of the schedule.
+fn decide(handler: &Handler, attempts: i64, outcome: &CallOutcome) -> Outcome {
+    if outcome.success {
+        return Outcome::Succeeded;
+    }
+    let error = outcome.error.clone().unwrap_or_else(|| "failed".into());
+    let done = usize::try_from(attempts).unwrap_or(usize::MAX);
+    match next_delay(&handler.retry_schedule, done, outcome.retry_after) {
+        Some(delay) => Outcome::Retry {
+            next_at: Timestamp::now()
+                .add_micros(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX)),
+            error,
+        },
+        None => Outcome::Failed { error },
+    }
+}
+
+fn execution_row(
+    handler: &Handler,
+    event: &events::Event,
+    c: &Claimed,
+    attempt: i64,
+    outcome: &CallOutcome,
+    request: serde_json::Value,
+) -> Execution {
+    Execution {
+        id: 0,
+        dt: Timestamp::now(),
+        handlers_id: handler.id,
+        handler: handler.name.clone(),
+        events_id: event.events_id.clone(),
+        event_uid: event.uid.clone(),
+        object_id: event.object_id,
+        stage: Stage::After.as_str().into(),
+        attempt,
+        status: if outcome.success { "success" } else { "fail" }.into(),
+        duration_ms: outcome.duration_ms,
+        request,
+        response_status: outcome.response_status,
+        response_body: outcome.response_body.clone(),
+        error: outcome.error.clone(),
+        modified: None,
+        deliveries_id: Some(c.id),
+    }
+}

@@ -1,0 +1,63 @@
+//! When to try again after a failed attempt.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// The longest `Retry-After` honoured: a receiver cannot park a delivery for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The delay before the next attempt after `attempts_done` failed ones, or `None` when
+/// the schedule is exhausted. The schedule's delay gets ±20 % jitter so that a receiver
+/// coming back up is not hit by every delivery at the same instant; a `Retry-After`
+/// (429/503) replaces it, capped at an hour.
+pub fn next_delay(
+    schedule: &[u32],
+    attempts_done: usize,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
+    let base = *schedule.get(attempts_done.checked_sub(1)?)?;
+    if let Some(after) = retry_after {
+        return Some(after.min(MAX_RETRY_AFTER));
+    }
+    let jitter = rand::thread_rng().gen_range(0.8..=1.2);
+    Some(Duration::from_secs_f64(f64::from(base) * jitter))
+}
+
+/// Parses `Retry-After` as seconds (the HTTP-date form is rare for webhooks and treated
+/// as absent).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_the_schedule_with_jitter() {
+        let schedule = [5, 300];
+        for _ in 0..100 {
+            let d = next_delay(&schedule, 1, None).unwrap().as_secs_f64();
+            assert!((4.0..=6.0).contains(&d), "{d}");
+            let d = next_delay(&schedule, 2, None).unwrap().as_secs_f64();
+            assert!((240.0..=360.0).contains(&d), "{d}");
+        }
+        assert_eq!(next_delay(&schedule, 3, None), None);
+        assert_eq!(next_delay(&[], 1, None), None);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_an_hour() {
+        let s = [5];
+        assert_eq!(
+            next_delay(&s, 1, Some(Duration::from_secs(42))),
+            Some(Duration::from_secs(42))
+        );
+        assert_eq!(
+            next_delay(&s, 1, Some(Duration::from_secs(99_999))),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(next_delay(&s, 2, Some(Duration::from_secs(1))), None);
+    }
+}

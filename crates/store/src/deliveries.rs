@@ -1,0 +1,278 @@
+//! Deliveries: one row per (event, after handler), written in the event's own
+//! transaction, claimed with leases, finished with the outcome of each attempt.
+
+use billhook_domain::Timestamp;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::handlers::MATCHES;
+use crate::query::{Bind, Filter};
+use crate::{Dialect, Page, StoreError};
+
+/// Inserts one pending delivery per enabled after handler matching the event. Done in
+/// SQL so that every process sees the same handlers as the transaction does.
+pub async fn fan_out(
+    conn: &mut AnyConnection,
+    event_seq: i64,
+    events_id: &str,
+    ordering_key: &str,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "INSERT INTO deliveries (event_seq, handlers_id, ordering_key, status, attempts, next_at, lease_until, created_at, updated_at)
+         SELECT $1, id, $3, 'pending', 0, $4, 0, $4, $4 FROM handlers
+         WHERE status = 'enabled' AND stage = 'after' AND {MATCHES}"
+    );
+    let done = sqlx::query(&sql)
+        .bind(event_seq)
+        .bind(events_id)
+        .bind(ordering_key)
+        .bind(now.micros())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// A delivery taken by a worker until `lease_until`.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub event_seq: i64,
+    pub handlers_id: i64,
+    /// Attempts made before this one.
+    pub attempts: i64,
+}
+
+/// Leases up to `limit` due deliveries. A delivery is due when it is pending, its time
+/// has come, its lease (if any) expired — which is how a crashed worker's deliveries come
+/// back — and no earlier delivery of the same handler and ordering key is unfinished.
+pub async fn claim(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    let skip_locked = match dialect {
+        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        Dialect::Sqlite => "",
+    };
+    // The outer conditions repeat the inner ones: PostgreSQL re-checks them on the row
+    // version it locks, so two processes never lease the same delivery.
+    let sql = format!(
+        "UPDATE deliveries SET lease_until = $1
+         WHERE status = 'pending' AND lease_until < $2 AND id IN (
+           SELECT d.id FROM deliveries d
+           WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2
+             AND NOT EXISTS (
+               SELECT 1 FROM deliveries e
+               WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
+                 AND e.status = 'pending' AND e.id < d.id)
+           ORDER BY d.id LIMIT $3{skip_locked})
+         RETURNING id, event_seq, handlers_id, attempts"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(lease_until.micros())
+        .bind(now.micros())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Claimed {
+                id: r.try_get(0)?,
+                event_seq: r.try_get(1)?,
+                handlers_id: r.try_get(2)?,
+                attempts: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+/// The outcome of an attempt, as it is written back.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded,
+    /// Try again at `next_at`.
+    Retry {
+        next_at: Timestamp,
+        error: String,
+    },
+    /// The schedule is exhausted.
+    Failed {
+        error: String,
+    },
+}
+
+/// Records an attempt's outcome and ends the lease.
+pub async fn finish(
+    conn: &mut AnyConnection,
+    id: i64,
+    attempts: i64,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (status, next_at, error) = match outcome {
+        Outcome::Succeeded => ("succeeded", now, None),
+        Outcome::Retry { next_at, error } => ("pending", *next_at, Some(error.as_str())),
+        Outcome::Failed { error } => ("failed", now, Some(error.as_str())),
+    };
+    sqlx::query(
+        "UPDATE deliveries SET status = $1, attempts = $2, next_at = $3, last_error = $4,
+         lease_until = 0, updated_at = $5 WHERE id = $6",
+    )
+    .bind(status)
+    .bind(attempts)
+    .bind(next_at.micros())
+    .bind(error)
+    .bind(now.micros())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives leases back (graceful shutdown) so another process may deliver at once.
+pub async fn release(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), StoreError> {
+    for id in ids {
+        sqlx::query("UPDATE deliveries SET lease_until = 0 WHERE id = $1 AND status = 'pending'")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// When the next pending delivery is due, if any (ignores ordering: a wake-up too early
+/// is harmless, one too late is not).
+pub async fn next_due(conn: &mut AnyConnection) -> Result<Option<Timestamp>, StoreError> {
+    let at: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END)
+         FROM deliveries WHERE status = 'pending'",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(at.map(Timestamp::from_micros))
+}
+
+/// A failed delivery back to pending for one more attempt; false when it is not failed.
+pub async fn retry(conn: &mut AnyConnection, id: i64, now: Timestamp) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1
+         WHERE id = $2 AND status = 'failed'",
+    )
+    .bind(now.micros())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Re-queues a handler's failed deliveries of events raised in `[since, until]`.
+pub async fn recover(
+    conn: &mut AnyConnection,
+    handlers_id: i64,
+    since: Timestamp,
+    until: Timestamp,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1
+         WHERE handlers_id = $2 AND status = 'failed'
+           AND event_seq IN (SELECT id FROM events WHERE dt >= $3 AND dt <= $4)",
+    )
+    .bind(now.micros())
+    .bind(handlers_id)
+    .bind(since.micros())
+    .bind(until.micros())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A delivery as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_uid: String,
+    pub events_id: String,
+    pub handlers_id: i64,
+    pub handler: String,
+    pub ordering_key: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+const VIEW: &str = "(SELECT d.id, e.uid AS event_uid, e.events_id, d.event_seq, d.handlers_id, h.name AS handler,
+    d.ordering_key, d.status, d.attempts, d.next_at, d.last_error, d.created_at, d.updated_at
+    FROM deliveries d JOIN events e ON e.id = d.event_seq JOIN handlers h ON h.id = d.handlers_id) v";
+
+const VIEW_COLUMNS: &str = "id, event_uid, events_id, handlers_id, handler, ordering_key, status, attempts, next_at, last_error, created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<Delivery, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        event_uid: row.try_get("event_uid")?,
+        events_id: row.try_get("events_id")?,
+        handlers_id: row.try_get("handlers_id")?,
+        handler: row.try_get("handler")?,
+        ordering_key: row.try_get("ordering_key")?,
+        next_at: (status == "pending")
+            .then(|| row.try_get("next_at").map(Timestamp::from_micros))
+            .transpose()?,
+        status,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        created_at: Timestamp::from_micros(row.try_get("created_at")?),
+        updated_at: Timestamp::from_micros(row.try_get("updated_at")?),
+    })
+}
+
+/// Filters of the delivery list.
+#[derive(Debug, Default)]
+pub struct DeliveryQuery {
+    pub status: Option<String>,
+    pub handlers_id: Option<i64>,
+    pub event_seq: Option<i64>,
+    pub id: Option<i64>,
+}
+
+/// Lists deliveries, newest first.
+pub async fn list(
+    conn: &mut AnyConnection,
+    q: &DeliveryQuery,
+    page: Page,
+) -> Result<(Vec<Delivery>, i64), StoreError> {
+    let mut filter = Filter::default();
+    filter
+        .eq_text("status", q.status.as_deref())
+        .eq_int("handlers_id", q.handlers_id)
+        .eq_int("id", q.id);
+    if let Some(seq) = q.event_seq {
+        filter.add("event_seq = ?", vec![Bind::Int(seq)]);
+    }
+    let (rows, total) = filter
+        .page(conn, VIEW_COLUMNS, VIEW, "id DESC", page)
+        .await?;
+    let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((items, total))
+}
+
+/// Pending deliveries: how many, and when the oldest was created.
+pub async fn backlog(conn: &mut AnyConnection) -> Result<(i64, Option<Timestamp>), StoreError> {
+    let row =
+        sqlx::query("SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'")
+            .fetch_one(conn)
+            .await?;
+    Ok((
+        row.try_get(0)?,
+        row.try_get::<Option<i64>, _>(1)?
+            .map(Timestamp::from_micros),
+    ))
+}

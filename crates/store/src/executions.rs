@@ -1,0 +1,139 @@
+//! The execution log: one row per handler call, both stages.
+
+use billhook_domain::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::query::{json_column, like_pattern, to_json_text, Bind, Filter};
+use crate::{Page, StoreError};
+
+/// One call of a handler.
+#[derive(Debug, Clone, Serialize)]
+pub struct Execution {
+    pub id: i64,
+    pub dt: Timestamp,
+    pub handlers_id: i64,
+    pub handler: String,
+    pub events_id: String,
+    pub event_uid: String,
+    pub object_id: Option<i64>,
+    pub stage: String,
+    pub attempt: i64,
+    /// `success` or `fail`.
+    pub status: String,
+    pub duration_ms: i64,
+    /// The payload sent.
+    pub request: Value,
+    pub response_status: Option<i64>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    /// Before stage: what the handler changed.
+    pub modified: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries_id: Option<i64>,
+}
+
+const COLUMNS: &str = "id, dt, handlers_id, handler, events_id, event_uid, object_id, stage, attempt, status, duration_ms, request, response_status, response_body, error, modified, deliveries_id";
+
+fn from_row(row: &AnyRow) -> Result<Execution, StoreError> {
+    Ok(Execution {
+        id: row.try_get("id")?,
+        dt: Timestamp::from_micros(row.try_get("dt")?),
+        handlers_id: row.try_get("handlers_id")?,
+        handler: row.try_get("handler")?,
+        events_id: row.try_get("events_id")?,
+        event_uid: row.try_get("event_uid")?,
+        object_id: row.try_get("object_id")?,
+        stage: row.try_get("stage")?,
+        attempt: row.try_get("attempt")?,
+        status: row.try_get("status")?,
+        duration_ms: row.try_get("duration_ms")?,
+        request: json_column(&row.try_get::<String, _>("request")?)?,
+        response_status: row.try_get("response_status")?,
+        response_body: row.try_get("response_body")?,
+        error: row.try_get("error")?,
+        modified: row
+            .try_get::<Option<String>, _>("modified")?
+            .map(|m| json_column(&m))
+            .transpose()?,
+        deliveries_id: row.try_get("deliveries_id")?,
+    })
+}
+
+/// Appends a row to the log and returns its id.
+pub async fn insert(conn: &mut AnyConnection, e: &Execution) -> Result<i64, StoreError> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO executions (dt, handlers_id, handler, events_id, event_uid, object_id, stage, attempt, status, duration_ms, request, response_status, response_body, error, modified, deliveries_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+    )
+    .bind(e.dt.micros())
+    .bind(e.handlers_id)
+    .bind(&e.handler)
+    .bind(&e.events_id)
+    .bind(&e.event_uid)
+    .bind(e.object_id)
+    .bind(&e.stage)
+    .bind(e.attempt)
+    .bind(&e.status)
+    .bind(e.duration_ms)
+    .bind(to_json_text(&e.request))
+    .bind(e.response_status)
+    .bind(e.response_body.as_deref())
+    .bind(e.error.as_deref())
+    .bind(e.modified.as_ref().map(to_json_text))
+    .bind(e.deliveries_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Filters of the execution log.
+#[derive(Debug, Default)]
+pub struct ExecutionQuery {
+    pub handlers_id: Option<i64>,
+    pub status: Option<String>,
+    pub events_id: Option<String>,
+    pub stage: Option<String>,
+    pub object_id: Option<i64>,
+    pub event_uid: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// Text searched in request, response body and error.
+    pub q: Option<String>,
+}
+
+/// Lists executions, newest first.
+pub async fn list(
+    conn: &mut AnyConnection,
+    q: &ExecutionQuery,
+    page: Page,
+) -> Result<(Vec<Execution>, i64), StoreError> {
+    let mut filter = Filter::default();
+    filter
+        .eq_int("handlers_id", q.handlers_id)
+        .eq_text("status", q.status.as_deref())
+        .eq_text("events_id", q.events_id.as_deref())
+        .eq_text("stage", q.stage.as_deref())
+        .eq_int("object_id", q.object_id)
+        .eq_text("event_uid", q.event_uid.as_deref());
+    if let Some(from) = q.from {
+        filter.add("dt >= ?", vec![Bind::Int(from.micros())]);
+    }
+    if let Some(to) = q.to {
+        filter.add("dt <= ?", vec![Bind::Int(to.micros())]);
+    }
+    if let Some(text) = &q.q {
+        let p = like_pattern(text);
+        filter.add(
+            "(LOWER(request) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(response_body, '')) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(error, '')) LIKE ? ESCAPE '\\')",
+            vec![Bind::Text(p.clone()), Bind::Text(p.clone()), Bind::Text(p)],
+        );
+    }
+    let (rows, total) = filter
+        .page(conn, COLUMNS, "executions", "id DESC", page)
+        .await?;
+    let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((items, total))
+}

@@ -1,0 +1,226 @@
+//! Handlers and their signing secrets.
+
+use billhook_domain::catalogue::Stage;
+use billhook_domain::entities::{Handler, HandlerStatus, HandlerType, OnFailure};
+use billhook_domain::Timestamp;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::query::{json_column, to_json_text, Bind, Filter};
+use crate::{Page, StoreError};
+
+const COLUMNS: &str = "id, name, status, priority, event, stage, type, task, timeout_ms, on_failure, retry_schedule, created_at, updated_at";
+
+fn corrupt(what: &str, v: &str) -> StoreError {
+    StoreError::Corrupt(format!("handler {what} {v}"))
+}
+
+fn from_row(row: &AnyRow) -> Result<Handler, StoreError> {
+    let status: String = row.try_get("status")?;
+    let stage: String = row.try_get("stage")?;
+    let kind: String = row.try_get("type")?;
+    let on_failure: String = row.try_get("on_failure")?;
+    Ok(Handler {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        status: HandlerStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        priority: row.try_get("priority")?,
+        event: row.try_get("event")?,
+        stage: match stage.as_str() {
+            "before" => Stage::Before,
+            "after" => Stage::After,
+            _ => return Err(corrupt("stage", &stage)),
+        },
+        kind: HandlerType::parse(&kind).ok_or_else(|| corrupt("type", &kind))?,
+        task: row.try_get("task")?,
+        timeout_ms: u32::try_from(row.try_get::<i64, _>("timeout_ms")?).unwrap_or(u32::MAX),
+        on_failure: OnFailure::parse(&on_failure)
+            .ok_or_else(|| corrupt("on_failure", &on_failure))?,
+        retry_schedule: json_column(&row.try_get::<String, _>("retry_schedule")?)?,
+        created_at: Timestamp::from_micros(row.try_get("created_at")?),
+        updated_at: Timestamp::from_micros(row.try_get("updated_at")?),
+    })
+}
+
+/// Inserts a handler with its first secret and returns its id.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    h: &Handler,
+    secret: &str,
+) -> Result<i64, StoreError> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO handlers (name, status, priority, event, stage, type, task, timeout_ms, on_failure, retry_schedule, secret, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+    )
+    .bind(&h.name)
+    .bind(h.status.as_str())
+    .bind(h.priority)
+    .bind(&h.event)
+    .bind(h.stage.as_str())
+    .bind(h.kind.as_str())
+    .bind(&h.task)
+    .bind(i64::from(h.timeout_ms))
+    .bind(h.on_failure.as_str())
+    .bind(to_json_text(&h.retry_schedule))
+    .bind(secret)
+    .bind(h.created_at.micros())
+    .bind(h.updated_at.micros())
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Loads a handler.
+pub async fn get(conn: &mut AnyConnection, id: i64) -> Result<Option<Handler>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM handlers WHERE id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Writes every field but the secrets.
+pub async fn update(conn: &mut AnyConnection, h: &Handler) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE handlers SET name = $1, status = $2, priority = $3, event = $4, stage = $5, type = $6,
+         task = $7, timeout_ms = $8, on_failure = $9, retry_schedule = $10, updated_at = $11 WHERE id = $12",
+    )
+    .bind(&h.name)
+    .bind(h.status.as_str())
+    .bind(h.priority)
+    .bind(&h.event)
+    .bind(h.stage.as_str())
+    .bind(h.kind.as_str())
+    .bind(&h.task)
+    .bind(i64::from(h.timeout_ms))
+    .bind(h.on_failure.as_str())
+    .bind(to_json_text(&h.retry_schedule))
+    .bind(h.updated_at.micros())
+    .bind(h.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a handler and its deliveries (its execution log stays).
+pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM deliveries WHERE handlers_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM handlers WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The secrets that sign now: the current one, and the previous one until it expires.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub current: String,
+    pub previous: Option<String>,
+    pub previous_until: Option<Timestamp>,
+}
+
+impl Secrets {
+    /// Every secret valid at `now`, current first.
+    pub fn signing(&self, now: Timestamp) -> Vec<&str> {
+        let mut all = vec![self.current.as_str()];
+        if let (Some(p), Some(until)) = (&self.previous, self.previous_until) {
+            if until > now {
+                all.push(p);
+            }
+        }
+        all
+    }
+}
+
+/// Loads a handler's secrets.
+pub async fn secrets(conn: &mut AnyConnection, id: i64) -> Result<Option<Secrets>, StoreError> {
+    let row = sqlx::query(
+        "SELECT secret, previous_secret, previous_secret_until FROM handlers WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(Secrets {
+            current: r.try_get(0)?,
+            previous: r.try_get(1)?,
+            previous_until: r.try_get::<Option<i64>, _>(2)?.map(Timestamp::from_micros),
+        })
+    })
+    .transpose()
+}
+
+/// Replaces the secret; the old one keeps signing until `old_until`.
+pub async fn rotate_secret(
+    conn: &mut AnyConnection,
+    id: i64,
+    new_secret: &str,
+    old_until: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE handlers SET previous_secret = secret, previous_secret_until = $1, secret = $2 WHERE id = $3",
+    )
+    .bind(old_until.micros())
+    .bind(new_secret)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Filters of the handler list.
+#[derive(Debug, Default)]
+pub struct HandlerQuery {
+    /// `None`: enabled and disabled (archived hidden).
+    pub status: Option<String>,
+    pub event: Option<String>,
+    pub kind: Option<String>,
+    pub stage: Option<String>,
+}
+
+/// Lists handlers by priority, then id.
+pub async fn list(
+    conn: &mut AnyConnection,
+    q: &HandlerQuery,
+    page: Page,
+) -> Result<(Vec<Handler>, i64), StoreError> {
+    let mut filter = Filter::default();
+    match &q.status {
+        Some(s) => filter.eq_text("status", Some(s)),
+        None => filter.add("status <> ?", vec![Bind::Text("archived".into())]),
+    };
+    filter
+        .eq_text("event", q.event.as_deref())
+        .eq_text("type", q.kind.as_deref())
+        .eq_text("stage", q.stage.as_deref());
+    let (rows, total) = filter
+        .page(conn, COLUMNS, "handlers", "priority, id", page)
+        .await?;
+    let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((items, total))
+}
+
+/// Enabled handlers of a stage whose pattern matches `events_id`, by priority then id.
+pub async fn matching(
+    conn: &mut AnyConnection,
+    stage: Stage,
+    events_id: &str,
+) -> Result<Vec<Handler>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM handlers WHERE status = 'enabled' AND stage = $1 AND {MATCHES}
+         ORDER BY priority, id"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(stage.as_str())
+        .bind(events_id)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// SQL for "handler pattern `event` matches `$2`": `*`, the exact id, or a prefix
+/// pattern `x.*` (whose `*` becomes LIKE's `%`).
+pub(crate) const MATCHES: &str =
+    "(event = '*' OR event = $2 OR (event LIKE '%.*' AND $2 LIKE REPLACE(event, '*', '%')))";
