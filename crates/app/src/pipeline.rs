@@ -183,6 +183,7 @@ impl Pipeline {
         for event in std::iter::once(own).chain(effects.events) {
             insert_event(tx, event, now).await?;
         }
+        self.db.notify_deliveries(tx).await?;
         Ok(stored)
     }
 }

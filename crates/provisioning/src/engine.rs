@@ -31,8 +31,9 @@ pub struct EngineConfig {
     pub max_in_flight: usize,
     /// Calls in flight at most per handler (different clients in parallel).
     pub per_handler: usize,
-    /// How long a lease lasts; longer than the longest call (30 s).
-    pub lease: Duration,
+    /// How long a lease lasts beyond the handler's own timeout: the margin for
+    /// waiting for a slot and writing the result.
+    pub lease_margin: Duration,
     /// The slow fallback poll, for work woken by nothing (another process's commits
     /// on SQLite, retries coming due).
     pub poll: Duration,
@@ -43,7 +44,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_in_flight: 256,
             per_handler: 32,
-            lease: Duration::from_secs(60),
+            lease_margin: Duration::from_secs(10),
             poll: Duration::from_secs(1),
         }
     }
@@ -116,6 +117,10 @@ impl DeliveryEngine {
     /// Runs until `stop`; then lets calls in flight finish (they are bounded by their
     /// timeouts) and gives back the leases of any that do not finish in time.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let listener = tokio::spawn({
+            let (db, wake) = (self.db.clone(), self.wake.clone());
+            async move { db.listen_deliveries(wake).await }
+        });
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
         let mut tasks: JoinSet<i64> = JoinSet::new();
         let in_flight: Arc<Mutex<Vec<i64>>> = Arc::default();
@@ -160,6 +165,7 @@ impl DeliveryEngine {
                 });
             }
         }
+        listener.abort();
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(35), drain)
             .await
@@ -175,7 +181,7 @@ impl DeliveryEngine {
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
         let now = Timestamp::now();
         let until =
-            now.add_micros(i64::try_from(self.config.lease.as_micros()).unwrap_or(i64::MAX));
+            now.add_micros(i64::try_from(self.config.lease_margin.as_micros()).unwrap_or(i64::MAX));
         let mut tx = self.db.begin().await?;
         let claimed =
             deliveries::claim(&mut tx, self.db.dialect, now, until, limit.min(512) as i64).await?;

@@ -46,6 +46,7 @@ pub struct Db {
     pub read: AnyPool,
     pub write: AnyPool,
     pub dialect: Dialect,
+    url: String,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -73,6 +74,7 @@ impl Db {
                     read: pool.clone(),
                     write: pool,
                     dialect,
+                    url: url.to_string(),
                 })
             }
             Dialect::Sqlite => {
@@ -86,6 +88,7 @@ impl Db {
                     read,
                     write,
                     dialect,
+                    url,
                 })
             }
         }
@@ -106,6 +109,41 @@ impl Db {
             Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.write.begin().await?,
         })
+    }
+
+    /// Tells other processes, when the transaction commits, that deliveries were
+    /// queued (PostgreSQL `NOTIFY`; SQLite processes rely on the fallback poll).
+    pub async fn notify_deliveries(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<(), StoreError> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify('billhook_deliveries', '')")
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// On PostgreSQL, wakes `wake` whenever any process queues deliveries; reconnects
+    /// after errors. Returns at once on SQLite.
+    pub async fn listen_deliveries(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        if self.dialect != Dialect::Postgres {
+            return;
+        }
+        loop {
+            match sqlx::postgres::PgListener::connect(&self.url).await {
+                Ok(mut listener) => {
+                    if listener.listen("billhook_deliveries").await.is_ok() {
+                        while listener.recv().await.is_ok() {
+                            wake.notify_one();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "LISTEN connection failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// True when the database answers.

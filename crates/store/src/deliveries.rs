@@ -44,6 +44,10 @@ pub struct Claimed {
     pub attempts: i64,
 }
 
+/// Leases up to `limit` due deliveries until `lease_base` plus the handler's timeout:
+/// a short lease lets another process (or this one, restarted) take over soon after a
+/// crash. Leases, not locks: nothing is held while the handler is called.
+///
 /// Leases up to `limit` due deliveries. A delivery is due when it is pending, its time
 /// has come, its lease (if any) expired — which is how a crashed worker's deliveries come
 /// back — and no earlier delivery of the same handler and ordering key is unfinished.
@@ -51,7 +55,7 @@ pub async fn claim(
     conn: &mut AnyConnection,
     dialect: Dialect,
     now: Timestamp,
-    lease_until: Timestamp,
+    lease_base: Timestamp,
     limit: i64,
 ) -> Result<Vec<Claimed>, StoreError> {
     let skip_locked = match dialect {
@@ -61,7 +65,8 @@ pub async fn claim(
     // The outer conditions repeat the inner ones: PostgreSQL re-checks them on the row
     // version it locks, so two processes never lease the same delivery.
     let sql = format!(
-        "UPDATE deliveries SET lease_until = $1
+        "UPDATE deliveries
+         SET lease_until = $1 + (SELECT h.timeout_ms FROM handlers h WHERE h.id = deliveries.handlers_id) * 1000
          WHERE status = 'pending' AND lease_until < $2 AND id IN (
            SELECT d.id FROM deliveries d
            WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2
@@ -73,7 +78,7 @@ pub async fn claim(
          RETURNING id, event_seq, handlers_id, attempts"
     );
     let rows = sqlx::query(&sql)
-        .bind(lease_until.micros())
+        .bind(lease_base.micros())
         .bind(now.micros())
         .bind(limit)
         .fetch_all(conn)
