@@ -1,5 +1,6 @@
 //! `billhook`: the server and its administration commands.
 
+mod bench;
 mod config;
 mod serve;
 
@@ -29,6 +30,8 @@ enum Command {
     Serve,
     /// Applies the database migrations and exits.
     Migrate,
+    /// Measures delivery throughput and latency against the machine's ceiling.
+    Bench(bench::BenchArgs),
     /// Manages API keys.
     Keys {
         #[command(subcommand)]
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Keys { command } => keys(&config, command).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

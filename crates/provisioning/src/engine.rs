@@ -18,7 +18,7 @@ use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Claimed, Outcome};
 use billhook_store::executions::{self, Execution};
 use billhook_store::{events, handlers, Db, StoreError};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::caller::{CallMeta, CallOutcome, Caller};
@@ -121,6 +121,14 @@ impl DeliveryEngine {
             let (db, wake) = (self.db.clone(), self.wake.clone());
             async move { db.listen_deliveries(wake).await }
         });
+        // Outcomes are written in batches by one task: one transaction for many
+        // deliveries instead of one each.
+        let (results, results_rx) = mpsc::channel::<Finished>(4096);
+        let writer = tokio::spawn(write_results(
+            self.db.clone(),
+            results_rx,
+            self.wake.clone(),
+        ));
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
         let mut tasks: JoinSet<i64> = JoinSet::new();
         let in_flight: Arc<Mutex<Vec<i64>>> = Arc::default();
@@ -155,10 +163,11 @@ impl DeliveryEngine {
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
                 let engine = self.clone();
                 let in_flight = in_flight.clone();
+                let results = results.clone();
                 in_flight.lock().expect("not poisoned").push(c.id);
                 tasks.spawn(async move {
                     let id = c.id;
-                    engine.deliver(c).await;
+                    engine.deliver(c, &results).await;
                     in_flight.lock().expect("not poisoned").retain(|x| *x != id);
                     drop(permit);
                     id
@@ -176,6 +185,9 @@ impl DeliveryEngine {
                 let _ = deliveries::release(&mut conn, &ids).await;
             }
         }
+        // Every finished call's outcome is written before the engine stops.
+        drop(results);
+        let _ = writer.await;
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
@@ -221,18 +233,19 @@ impl DeliveryEngine {
             .clone()
     }
 
-    async fn deliver(&self, c: Claimed) {
+    async fn deliver(&self, c: Claimed, results: &mpsc::Sender<Finished>) {
         let slots = self.handler_slots(c.handlers_id);
         let _permit = slots.acquire().await.expect("never closed");
-        if let Err(e) = self.attempt(&c).await {
+        match self.attempt(&c).await {
+            Ok(finished) => {
+                let _ = results.send(finished).await;
+            }
             // The lease expires and the delivery is taken again: nothing is lost.
-            tracing::warn!(error = %e, delivery = c.id, "delivery attempt not recorded");
+            Err(e) => tracing::warn!(error = %e, delivery = c.id, "delivery attempt failed"),
         }
-        // A finished delivery may unblock the next one of its client.
-        self.wake.notify_one();
     }
 
-    async fn attempt(&self, c: &Claimed) -> Result<(), StoreError> {
+    async fn attempt(&self, c: &Claimed) -> Result<Finished, StoreError> {
         let (event, handler, secrets) = {
             let mut conn = self.db.read.acquire().await?;
             let event = events::get_by_seq(&mut conn, c.event_seq).await?;
@@ -248,7 +261,6 @@ impl DeliveryEngine {
         };
         let now = Timestamp::now();
         if handler.status != HandlerStatus::Enabled {
-            let mut tx = self.db.begin().await?;
             let later = Outcome::Retry {
                 next_at: now.add_seconds(PAUSED_RECHECK.as_secs() as i64),
                 error: format!(
@@ -256,8 +268,12 @@ impl DeliveryEngine {
                     handler.status.as_str()
                 ),
             };
-            deliveries::finish(&mut tx, c.id, c.attempts, &later, now).await?;
-            return Ok(tx.commit().await?);
+            return Ok(Finished {
+                id: c.id,
+                attempts: c.attempts,
+                outcome: later,
+                execution: None,
+            });
         }
         let header = EventHeader {
             dt: event.dt,
@@ -281,12 +297,12 @@ impl DeliveryEngine {
         self.record_metrics(&handler, &result, &outcome);
 
         let execution = execution_row(&handler, &event, c, attempts, &outcome, request);
-        let done = Timestamp::now();
-        let mut tx = self.db.begin().await?;
-        deliveries::finish(&mut tx, c.id, attempts, &result, done).await?;
-        executions::insert(&mut tx, &execution).await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(Finished {
+            id: c.id,
+            attempts,
+            outcome: result,
+            execution: Some(execution),
+        })
     }
 
     fn record_metrics(&self, handler: &Handler, result: &Outcome, outcome: &CallOutcome) {
@@ -308,6 +324,54 @@ impl DeliveryEngine {
             .expect("not poisoned")
             .observe(outcome.duration_ms as f64 / 1000.0);
     }
+}
+
+/// An attempt's outcome, waiting to be written.
+struct Finished {
+    id: i64,
+    attempts: i64,
+    outcome: Outcome,
+    /// The log row; none when the attempt was skipped (handler disabled).
+    execution: Option<Execution>,
+}
+
+/// Writes outcomes in batches until every sender is gone. A batch that cannot be
+/// written is retried a few times; after that its leases expire and the deliveries are
+/// made again (at least once, never lost).
+async fn write_results(db: Db, mut rx: mpsc::Receiver<Finished>, wake: Arc<Notify>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        for attempt in 1..=5 {
+            match write_batch(&db, &batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "writing delivery outcomes failed");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+            }
+        }
+        // Finished deliveries may unblock the next ones of their clients.
+        wake.notify_one();
+    }
+}
+
+async fn write_batch(db: &Db, batch: &[Finished]) -> Result<(), StoreError> {
+    let now = Timestamp::now();
+    let mut tx = db.begin().await?;
+    for f in batch {
+        deliveries::finish(&mut tx, f.id, f.attempts, &f.outcome, now).await?;
+        if let Some(e) = &f.execution {
+            executions::insert(&mut tx, e).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Success, another try later, or the end of the schedule.

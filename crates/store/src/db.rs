@@ -146,6 +146,12 @@ impl Db {
         }
     }
 
+    /// Runs one administrative statement (`CREATE DATABASE` for tools and benchmarks).
+    pub async fn execute_admin(&self, sql: &str) -> Result<(), StoreError> {
+        self.write.execute(sql).await?;
+        Ok(())
+    }
+
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.read).await.is_ok()

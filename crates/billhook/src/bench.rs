@@ -1,0 +1,343 @@
+//! `billhook bench`: end-to-end throughput and latency of after-stage delivery, next to
+//! the ceiling of the same machine (the same receiver driven directly by the same client
+//! with the same payload).
+//!
+//! It starts this binary as a server on a fresh database, a minimal receiver on
+//! loopback, registers one after handler, sends N payments from C concurrent clients
+//! through the Core API and times each event from the API call to its receipt.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use clap::Args;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const KEY: &str = "bench-key";
+
+/// Options of `billhook bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Events to send.
+    #[arg(long, default_value_t = 5000)]
+    events: usize,
+    /// Concurrent API clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Database: `sqlite` (a fresh temporary file) or a PostgreSQL URL of a server where
+    /// a fresh database is created and dropped.
+    #[arg(long, default_value = "sqlite")]
+    database: String,
+    /// Send at this many events per second instead of as fast as possible (to measure
+    /// latency below saturation).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Distinct clients the events are spread over (the unit of ordering).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+}
+
+type Receipts = Arc<Mutex<HashMap<i64, Instant>>>;
+
+async fn start_receiver() -> anyhow::Result<(String, Receipts)> {
+    let receipts: Receipts = Arc::default();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(|State(r): State<Receipts>, body: Bytes| async move {
+                let at = Instant::now();
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    if let Some(id) = v["event"]["object_id"].as_i64() {
+                        r.lock().expect("not poisoned").entry(id).or_insert(at);
+                    }
+                }
+                ""
+            }),
+        )
+        .route("/ceiling", post(|| async { "" }))
+        .with_state(receipts.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((format!("http://{addr}"), receipts))
+}
+
+struct Child {
+    process: tokio::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_server(database_url: &str) -> anyhow::Result<Child> {
+    let dir = tempfile::tempdir()?;
+    let url = if database_url == "sqlite" {
+        format!("sqlite:{}", dir.path().join("bench.db").display())
+    } else {
+        database_url.to_string()
+    };
+    let mut process = tokio::process::Command::new(std::env::current_exe()?)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--log",
+            "warn",
+        ])
+        .current_dir(dir.path())
+        .env("BILLHOOK_API_KEY", KEY)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the server")?;
+    let mut lines = BufReader::new(process.stdout.take().context("stdout")?).lines();
+    let base = loop {
+        let line = lines
+            .next_line()
+            .await?
+            .context("server exited before listening")?;
+        if let Some(addr) = line.strip_prefix("billhook listening on ") {
+            break addr.to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Child {
+        process,
+        base,
+        _dir: dir,
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Runs `n` requests from `concurrency` tasks, optionally paced at `rate` per second;
+/// `send(i)` makes request i and returns whether it was acknowledged.
+async fn drive<F, Fut>(n: usize, concurrency: usize, rate: Option<f64>, send: F) -> Duration
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, send) = (next.clone(), send.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    if let Some(rate) = rate {
+                        let due = started + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    send(i).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    started.elapsed()
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (receiver, receipts) = start_receiver().await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .tcp_nodelay(true)
+        .build()?;
+
+    // The ceiling: the receiver driven directly with a payload of the same size.
+    let sample = json!({"event": {"dt": "2026-11-22T10:15:30.123456Z", "events_id": "accounting.payments.create",
+        "object_id": 1, "uid": "01935a1e-0000-7000-8000-000000000000", "stage": "after"},
+        "data": {"id": 1, "clients_id": 1, "amount": "1", "dt": "2026-11-22T10:15:30.123456Z", "notes": null,
+        "created_at": "2026-11-22T10:15:30.123456Z", "updated_at": "2026-11-22T10:15:30.123456Z"}, "previous": {}});
+    let body = serde_json::to_vec(&sample)?;
+    let ceiling_url = format!("{receiver}/ceiling");
+    let ceiling_time = {
+        let (http, url, body) = (http.clone(), ceiling_url.clone(), body.clone());
+        drive(args.events, args.concurrency, None, move |_| {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            async move {
+                let _ = http.post(&url).body(body).send().await;
+            }
+        })
+        .await
+    };
+    let ceiling = args.events as f64 / ceiling_time.as_secs_f64();
+
+    // The server under test.
+    let (database_url, dropper) = fresh_database(&args.database).await?;
+    let mut server = start_server(&database_url).await?;
+    let api = format!("{}/api/v1", server.base);
+    let post = |path: &str, body: Value| {
+        http.post(format!("{api}{path}"))
+            .header("X-Api-Key", KEY)
+            .json(&body)
+            .send()
+    };
+    let r = post(
+        "/handlers",
+        json!({"name": "bench", "event": "accounting.payments.create", "task": format!("{receiver}/hook")}),
+    )
+    .await?;
+    if !r.status().is_success() {
+        bail!("creating the handler: {}", r.text().await?);
+    }
+    let mut clients = Vec::new();
+    for n in 0..args.clients.max(1) {
+        let v: Value = post("/clients", json!({"name": format!("bench {n}")}))
+            .await?
+            .json()
+            .await?;
+        clients.push(v["id"].as_i64().context("client id")?);
+    }
+
+    let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let api_time = {
+        let (http, sent, acked, clients) =
+            (http.clone(), sent.clone(), acked.clone(), Arc::new(clients));
+        let url = format!("{api}/payments");
+        drive(args.events, args.concurrency, args.rate, move |i| {
+            let (http, sent, acked, clients, url) = (
+                http.clone(),
+                sent.clone(),
+                acked.clone(),
+                clients.clone(),
+                url.clone(),
+            );
+            async move {
+                let at = Instant::now();
+                let body = json!({"clients_id": clients[i % clients.len()], "amount": "1"});
+                let Ok(r) = http
+                    .post(&url)
+                    .header("X-Api-Key", KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if r.status().as_u16() != 201 {
+                    return;
+                }
+                if let Ok(v) = r.json::<Value>().await {
+                    if let Some(id) = v["id"].as_i64() {
+                        sent.lock().expect("not poisoned").insert(id, at);
+                        acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+        .await
+    };
+    let acked = acked.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let got = receipts.lock().expect("not poisoned").len();
+        if got >= acked || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sent = sent.lock().expect("not poisoned").clone();
+    let receipts = receipts.lock().expect("not poisoned").clone();
+    let last = receipts.values().max().copied().unwrap_or(started);
+    let delivery_time = last.duration_since(started);
+    let mut latencies: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| {
+            receipts
+                .get(id)
+                .map(|r| r.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+
+    let _ = server.process.start_kill();
+    let _ = server.process.wait().await;
+    if let Some(drop) = dropper {
+        drop.await;
+    }
+
+    let deliveries = receipts.len() as f64 / delivery_time.as_secs_f64();
+    println!(
+        "billhook bench: {} events, {} concurrent clients, {} ({})",
+        args.events,
+        args.concurrency,
+        if args.database == "sqlite" {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        },
+        args.rate
+            .map_or("as fast as possible".to_string(), |r| format!(
+                "paced at {r}/s"
+            ))
+    );
+    println!("  ceiling (receiver driven directly):   {ceiling:>9.0} requests/s");
+    println!(
+        "  events acknowledged by the API:       {:>9.0} events/s ({acked} acknowledged)",
+        acked as f64 / api_time.as_secs_f64()
+    );
+    println!("  deliveries:                           {deliveries:>9.0} deliveries/s ({} delivered, {:.0} % of ceiling)",
+        receipts.len(), 100.0 * deliveries / ceiling);
+    println!(
+        "  end-to-end latency (API call to receipt): p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    if receipts.len() < acked {
+        bail!(
+            "{} acknowledged events were not delivered within the deadline",
+            acked - receipts.len()
+        );
+    }
+    Ok(())
+}
+
+/// A fresh database for one run; for PostgreSQL, created on the given server and dropped
+/// afterwards by the returned future.
+async fn fresh_database(
+    spec: &str,
+) -> anyhow::Result<(
+    String,
+    Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+)> {
+    if spec == "sqlite" {
+        return Ok(("sqlite".into(), None));
+    }
+    if !spec.starts_with("postgres") {
+        bail!("--database must be sqlite or a postgres:// URL");
+    }
+    let name = format!("billhook_bench_{}", std::process::id());
+    let admin = billhook_store::Db::connect(spec).await?;
+    billhook_store::Db::execute_admin(&admin, &format!("CREATE DATABASE {name}")).await?;
+    let base = spec.rsplit_once('/').map_or(spec, |(b, _)| b).to_string();
+    let drop_sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    let dropper = Box::pin(async move {
+        let _ = billhook_store::Db::execute_admin(&admin, &drop_sql).await;
+        admin.close().await;
+    });
+    Ok((format!("{base}/{name}"), Some(dropper as _)))
+}
