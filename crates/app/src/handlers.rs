@@ -314,10 +314,17 @@ impl Handlers {
 
     /// A failed delivery back to pending for one more attempt.
     pub async fn retry_delivery(&self, id: i64) -> Result<Delivery, AppError> {
+        let exists = DeliveryQuery {
+            id: Some(id),
+            ..DeliveryQuery::default()
+        };
+        if self.deliveries(&exists, Page::default()).await?.total == 0 {
+            return Err(AppError::not_found("delivery", id));
+        }
         let mut tx = self.db.begin().await?;
         if !deliveries::retry(&mut tx, id, Timestamp::now()).await? {
             return Err(AppError::Conflict(format!(
-                "delivery {id} does not exist or has not failed"
+                "delivery {id} has not failed; only failed deliveries can be retried"
             )));
         }
         tx.commit().await?;

@@ -19,13 +19,44 @@ pub fn required<T>(value: Option<T>, field: &str) -> Result<T, AppError> {
     value.ok_or_else(|| AppError::field(field, "is required"))
 }
 
-/// Parses a JSON body into `T`, turning any failure into 400 `bad_request` with serde's
-/// message (which names the field and the expected type).
+/// Parses a JSON body into `T`. Malformed JSON and wrong types are 400 `bad_request`;
+/// a value of the right type that our types refuse (an amount with 7 decimals, an
+/// unknown status) is 422 `validation_failed` on the field it came from.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return serde_json::from_slice(b"{}")
-            .map_err(|e| AppError::BadRequest(format!("a JSON body is required: {e}")));
+    let body: &[u8] = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        b"{}"
+    } else {
+        body
+    };
+    // PostgreSQL text cannot hold NUL; no billing field needs it.
+    if body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return Err(AppError::BadRequest(
+            "NUL characters (\\u0000) are not allowed".into(),
+        ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        let type_error = inner.classify() != serde_json::error::Category::Data
+            || message.starts_with("invalid type")
+            || message.starts_with("invalid length")
+            || message.starts_with("missing field")
+            || field == "."
+            || field.is_empty();
+        if type_error {
+            AppError::BadRequest(format!("invalid JSON body at {field}: {message}"))
+        } else {
+            AppError::field(&field, message)
+        }
+    })?;
+    de.end()
+        .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
+    Ok(value)
 }

@@ -103,8 +103,13 @@ pub async fn add_balance(
     Ok(Money::from_micros(balance))
 }
 
-/// Deletes a client row.
+/// Deletes a client row with its closed subscriptions (the caller has checked that
+/// nothing else refers to it).
 pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM subscriptions WHERE clients_id = $1 AND status = 'closed'")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM clients WHERE id = $1")
         .bind(id)
         .execute(conn)
@@ -158,10 +163,18 @@ pub async fn list(
     filter.eq_text("status", query.status.as_deref());
     if let Some(q) = &query.q {
         let p = like_pattern(q);
-        filter.add(
-            "(LOWER(name) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(email, '')) LIKE ? ESCAPE '\\' OR LOWER(tags) LIKE ? ESCAPE '\\')",
-            vec![Bind::Text(p.clone()), Bind::Text(p.clone()), Bind::Text(p)],
-        );
+        // Tags are stored as JSON text: JSON's own punctuation would match every list.
+        if q.contains(['[', ']', '"', ',', '\\']) {
+            filter.add(
+                "(LOWER(name) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(email, '')) LIKE ? ESCAPE '\\')",
+                vec![Bind::Text(p.clone()), Bind::Text(p)],
+            );
+        } else {
+            filter.add(
+                "(LOWER(name) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(email, '')) LIKE ? ESCAPE '\\' OR LOWER(tags) LIKE ? ESCAPE '\\')",
+                vec![Bind::Text(p.clone()), Bind::Text(p.clone()), Bind::Text(p)],
+            );
+        }
     }
     let (rows, total) = filter
         .page(conn, COLUMNS, "clients", "id DESC", page)

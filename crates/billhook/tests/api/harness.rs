@@ -13,7 +13,12 @@ pub const KEY: &str = "test-admin-key";
 /// Where a test server keeps its state.
 pub enum Database {
     Sqlite(tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+    /// A database another server owns, known by its URL only; never dropped from here.
+    Shared(String),
 }
 
 impl Database {
@@ -49,12 +54,16 @@ impl Database {
                     .map_or(admin_url.as_str(), |(b, _)| b);
                 format!("{base}/{name}")
             }
+            Database::Shared(url) => url.clone(),
         }
     }
 
     /// True on PostgreSQL.
     pub fn is_postgres(&self) -> bool {
-        matches!(self, Database::Postgres { .. })
+        match self {
+            Database::Shared(url) => url.starts_with("postgres"),
+            _ => matches!(self, Database::Postgres { .. }),
+        }
     }
 }
 
@@ -113,6 +122,21 @@ impl Server {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             extra_env,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts another server process on an existing database (the URL of a running
+    /// server's `db`), e.g. a second scheduler; dropping it leaves the database alone.
+    pub async fn start_on(url: &str) -> Server {
+        let mut server = Server {
+            db: Database::Shared(url.to_string()),
+            base: String::new(),
+            http: reqwest::Client::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            extra_env: vec![],
         };
         server.spawn();
         server
@@ -244,9 +268,17 @@ impl Server {
 
     /// All events, oldest first.
     pub async fn events(&self) -> Vec<Value> {
-        let (s, v) = self.get("/api/v1/events?limit=1000").await;
-        assert_eq!(s, 200, "{v}");
-        let mut items = v["items"].as_array().expect("items").clone();
+        let mut items = Vec::new();
+        loop {
+            let path = format!("/api/v1/events?limit=1000&offset={}", items.len());
+            let (s, v) = self.get(&path).await;
+            assert_eq!(s, 200, "{v}");
+            let page = v["items"].as_array().expect("items");
+            items.extend(page.iter().cloned());
+            if page.is_empty() || items.len() as i64 >= v["total"].as_i64().expect("total") {
+                break;
+            }
+        }
         items.reverse();
         items
     }

@@ -63,5 +63,8 @@ async fn list(
 }
 
 async fn one(State(app): State<App>, Path(uid): Path<String>) -> ApiResult<Json<Value>> {
+    if uid.contains('\0') {
+        return Err(billhook_app::AppError::NotFound(format!("event {uid:?} not found")).into());
+    }
     Ok(Json(app.handlers.event_with_deliveries(&uid).await?))
 }

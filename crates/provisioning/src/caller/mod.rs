@@ -56,6 +56,9 @@ impl Caller {
             .tcp_nodelay(true)
             .build()
             .expect("the HTTP client builds with static settings");
+        // Scripts run with the scripts directory as their working directory, so the
+        // path to them must not be relative to ours.
+        let scripts_dir = std::path::absolute(&scripts_dir).unwrap_or(scripts_dir);
         Caller { http, scripts_dir }
     }
 
