@@ -22,6 +22,20 @@ pub enum AppError {
     /// Fields with invalid values (422 `validation_failed`).
     #[error("validation failed")]
     Validation(FieldErrors),
+    /// A before handler forbade the action (422 `forbidden_by_handler`).
+    #[error("{message}")]
+    Forbidden {
+        message: String,
+        handlers_id: i64,
+        handler: String,
+    },
+    /// A before handler failed and its `on_failure` is forbid (422 `handler_failed`).
+    #[error("{message}")]
+    HandlerFailed {
+        message: String,
+        handlers_id: i64,
+        handler: String,
+    },
     /// A bug or an unavailable database (500); details go to the log, not the client.
     #[error("internal error")]
     Internal(String),

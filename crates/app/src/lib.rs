@@ -30,8 +30,9 @@ pub struct App {
 impl App {
     /// Builds the application over a migrated database.
     pub fn new(db: Db, admin_key: Option<String>, scripts_dir: std::path::PathBuf) -> App {
-        let pipeline = Pipeline::new(db.clone());
         let caller = billhook_provisioning::Caller::new(scripts_dir);
+        let before = billhook_provisioning::before::BeforeChain::new(db.clone(), caller.clone());
+        let pipeline = Pipeline::new(db.clone(), before);
         App {
             engine: billhook_provisioning::DeliveryEngine::new(
                 db.clone(),

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use billhook_domain::payload::previous_of;
 use billhook_domain::Timestamp;
-use billhook_store::{deliveries, events, Conn, Db, Tx};
+use billhook_provisioning::before::{BeforeChain, BeforeEvent, Refusal};
+use billhook_store::{deliveries, events, Conn, Db, StoreError, Tx};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -64,7 +65,7 @@ impl Effects {
 /// One kind of change, declared once.
 pub trait Action: Send + Sync {
     /// The object the action touches, as handlers receive it in `data`.
-    type Object: Serialize + Clone + Send + Sync;
+    type Object: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync;
 
     /// The event the action raises.
     fn event(&self) -> &'static str;
@@ -107,6 +108,17 @@ pub trait Action: Send + Sync {
         effects: &mut Effects,
     ) -> impl Future<Output = Result<Self::Object, AppError>> + Send;
 
+    /// The fields of the object the request could set: all a before handler may change.
+    fn writable(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The rules of the object that need no database, applied to what a before handler
+    /// returns.
+    fn validate(&self, _object: &Self::Object) -> Result<(), AppError> {
+        Ok(())
+    }
+
     /// The id of the object, for `object_id`.
     fn object_id(&self, object: &Self::Object) -> i64;
 
@@ -120,14 +132,16 @@ pub trait Action: Send + Sync {
 pub struct Pipeline {
     db: Db,
     wake: Arc<Notify>,
+    before: BeforeChain,
 }
 
 impl Pipeline {
     /// A pipeline writing to `db`.
-    pub fn new(db: Db) -> Pipeline {
+    pub fn new(db: Db, before: BeforeChain) -> Pipeline {
         Pipeline {
             db,
             wake: Arc::new(Notify::new()),
+            before,
         }
     }
 
@@ -143,6 +157,10 @@ impl Pipeline {
 
     /// Runs `action` in its own transaction and returns the object after it.
     pub async fn run<A: Action>(&self, action: &A) -> Result<A::Object, AppError> {
+        let handlers = self.before.handlers_for(action.event()).await?;
+        if !handlers.is_empty() {
+            return self.run_with_before(action, &handlers).await;
+        }
         let mut tx: Tx = self.db.begin().await?;
         let result = self.run_in(&mut tx, action).await?;
         tx.commit().await?;
@@ -163,6 +181,103 @@ impl Pipeline {
             }
         };
         action.check(tx, current.as_ref(), &proposed).await?;
+        self.commit_change(tx, action, current, proposed, now).await
+    }
+
+    /// Runs an action that has before handlers: the chain is called outside any
+    /// transaction (it may take seconds); then, in the write transaction, the object is
+    /// loaded again and, if someone changed it meanwhile, the whole run starts over so
+    /// that handlers always judged what is written.
+    async fn run_with_before<A: Action>(
+        &self,
+        action: &A,
+        handlers: &[billhook_domain::entities::Handler],
+    ) -> Result<A::Object, AppError> {
+        for _ in 0..3 {
+            let now = Timestamp::now();
+            let (current, proposed) = {
+                let mut conn = self.db.read.acquire().await.map_err(StoreError::from)?;
+                let current = action.load(&mut conn).await?;
+                let proposed = match action.propose(current.as_ref(), now)? {
+                    Proposal::Change(p) => p,
+                    Proposal::Unchanged => {
+                        return current.ok_or_else(|| AppError::Internal("unchanged create".into()))
+                    }
+                };
+                action.check(&mut conn, current.as_ref(), &proposed).await?;
+                (current, proposed)
+            };
+            let creating = action.kind() == Kind::Create;
+            let mut data = to_json(&proposed)?;
+            if creating {
+                data["id"] = Value::Null;
+            }
+            let current_json = match &current {
+                Some(c) => to_json(c)?,
+                None => Value::Null,
+            };
+            let uid = uuid::Uuid::now_v7().to_string();
+            let event = BeforeEvent {
+                events_id: action.event(),
+                uid: &uid,
+                object_id: current.as_ref().map(|c| action.object_id(c)),
+                current: &current_json,
+                writable: action.writable(),
+            };
+            let decode = |v: &Value| -> Result<A::Object, AppError> {
+                let mut v = v.clone();
+                if creating {
+                    v["id"] = Value::from(0);
+                }
+                let object: A::Object =
+                    serde_json::from_value(v).map_err(|e| AppError::BadRequest(e.to_string()))?;
+                action.validate(&object)?;
+                Ok(object)
+            };
+            let validate = |v: &Value| decode(v).map(|_| ()).map_err(|e| describe(&e));
+            let final_data = self
+                .before
+                .run(handlers, &event, data.clone(), &validate)
+                .await
+                .map_err(refused)?;
+
+            let mut tx: Tx = self.db.begin().await?;
+            let fresh = action.load(&mut tx).await?;
+            let fresh_json = match &fresh {
+                Some(c) => to_json(c)?,
+                None => Value::Null,
+            };
+            if fresh_json != current_json {
+                tx.rollback().await?;
+                continue;
+            }
+            let object = if final_data == data {
+                proposed
+            } else {
+                decode(&final_data)?
+            };
+            action.check(&mut tx, fresh.as_ref(), &object).await?;
+            let stored = self
+                .commit_change(&mut tx, action, fresh, object, now)
+                .await?;
+            tx.commit().await?;
+            self.wake.notify_one();
+            return Ok(stored);
+        }
+        Err(AppError::Conflict(
+            "the object kept changing while before handlers ran; try again".into(),
+        ))
+    }
+
+    /// Writes a checked proposal and its events.
+    async fn commit_change<A: Action>(
+        &self,
+        tx: &mut Tx,
+        action: &A,
+        current: Option<A::Object>,
+        proposed: A::Object,
+        now: Timestamp,
+    ) -> Result<A::Object, AppError> {
         let mut effects = Effects::default();
         let stored = action
             .write(tx, current.as_ref(), proposed, now, &mut effects)
@@ -192,6 +307,43 @@ impl Pipeline {
     /// Wakes the delivery engine after a caller-owned transaction committed.
     pub fn committed(&self) {
         self.wake.notify_one();
+    }
+}
+
+/// A refusal of the before chain as the API reports it.
+fn refused(r: Refusal) -> AppError {
+    match r {
+        Refusal::Forbidden {
+            message,
+            handlers_id,
+            handler,
+        } => AppError::Forbidden {
+            message,
+            handlers_id,
+            handler,
+        },
+        Refusal::Failed {
+            message,
+            handlers_id,
+            handler,
+        } => AppError::HandlerFailed {
+            message,
+            handlers_id,
+            handler,
+        },
+    }
+}
+
+/// One line for an error, with the fields of a validation error.
+fn describe(e: &AppError) -> String {
+    match e {
+        AppError::Validation(fields) => fields
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
     }
 }
 

@@ -67,6 +67,24 @@ impl IntoResponse for ApiError {
                     json!({"code": "validation_failed", "fields": fields.0}),
                 )
             }
+            AppError::Forbidden {
+                handlers_id,
+                handler,
+                ..
+            } => body(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                message,
+                json!({"code": "forbidden_by_handler", "handlers_id": handlers_id, "handler": handler}),
+            ),
+            AppError::HandlerFailed {
+                handlers_id,
+                handler,
+                ..
+            } => body(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                message,
+                json!({"code": "handler_failed", "handlers_id": handlers_id, "handler": handler}),
+            ),
             AppError::Internal(_) => body(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 message,

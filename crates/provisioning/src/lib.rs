@@ -1,6 +1,7 @@
 //! The Provisioning API's machinery: signing, the retry policy, the HTTP and script
 //! callers, and the delivery engine that takes after-stage deliveries from the outbox.
 
+pub mod before;
 pub mod caller;
 pub mod engine;
 pub mod retry;

@@ -71,6 +71,12 @@ impl Action for CreateAccount {
         p.id = store::insert(conn, &p).await?;
         Ok(p)
     }
+    fn writable(&self) -> &'static [&'static str] {
+        Account::WRITABLE
+    }
+    fn validate(&self, a: &Account) -> Result<(), AppError> {
+        Ok(a.validate()?)
+    }
     fn object_id(&self, a: &Account) -> i64 {
         a.id
     }
@@ -178,6 +184,15 @@ impl Action for ChangeAccount {
             store::delete(conn, p.id).await?;
         }
         Ok(p)
+    }
+    fn writable(&self) -> &'static [&'static str] {
+        match self.patch {
+            Some(_) => &Account::WRITABLE[1..],
+            None => &[],
+        }
+    }
+    fn validate(&self, a: &Account) -> Result<(), AppError> {
+        Ok(a.validate()?)
     }
     fn object_id(&self, a: &Account) -> i64 {
         a.id

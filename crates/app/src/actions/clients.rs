@@ -81,6 +81,12 @@ impl Action for CreateClient {
         p.id = store::insert(conn, &p).await?;
         Ok(p)
     }
+    fn writable(&self) -> &'static [&'static str] {
+        Client::WRITABLE
+    }
+    fn validate(&self, c: &Client) -> Result<(), AppError> {
+        Ok(c.validate()?)
+    }
     fn object_id(&self, c: &Client) -> i64 {
         c.id
     }
@@ -255,6 +261,16 @@ impl Action for ChangeClient {
             _ => store::update(conn, &p).await?,
         }
         Ok(p)
+    }
+    fn writable(&self) -> &'static [&'static str] {
+        match self.change {
+            ClientChange::Patch(_) => &["name", "status", "credit", "email", "tags", "currency"],
+            ClientChange::CustomFields(_) => &["custom_fields"],
+            _ => &[],
+        }
+    }
+    fn validate(&self, c: &Client) -> Result<(), AppError> {
+        Ok(c.validate()?)
     }
     fn object_id(&self, c: &Client) -> i64 {
         c.id

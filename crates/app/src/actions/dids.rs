@@ -199,6 +199,20 @@ impl Action for DidActionRequest {
         }
         Ok(p)
     }
+    fn writable(&self) -> &'static [&'static str] {
+        match self.change {
+            DidChange::Create => &["number", "status", "clients_id", "accounts_id"],
+            DidChange::Patch => &["number", "accounts_id"],
+            DidChange::Transition(DidAction::Activate | DidAction::Reserve) => {
+                &["clients_id", "accounts_id"]
+            }
+            DidChange::Transition(DidAction::Hold) => &["hold_until", "status_after_hold"],
+            _ => &[],
+        }
+    }
+    fn validate(&self, d: &Did) -> Result<(), AppError> {
+        Ok(d.validate()?)
+    }
     fn object_id(&self, d: &Did) -> i64 {
         d.id
     }

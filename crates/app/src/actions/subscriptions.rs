@@ -89,6 +89,9 @@ impl Action for AssignSubscription {
         p.id = store::insert(conn, &p).await?;
         Ok(p)
     }
+    fn writable(&self) -> &'static [&'static str] {
+        &["clients_id", "packages_id", "start_dt"]
+    }
     fn object_id(&self, s: &Subscription) -> i64 {
         s.id
     }

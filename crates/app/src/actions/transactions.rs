@@ -159,6 +159,12 @@ impl Action for CreateTransaction {
     ) -> Result<Transaction, AppError> {
         insert(conn, self.kind, p, now, effects).await
     }
+    fn writable(&self) -> &'static [&'static str] {
+        Transaction::WRITABLE
+    }
+    fn validate(&self, t: &Transaction) -> Result<(), AppError> {
+        Ok(t.validate()?)
+    }
     fn object_id(&self, t: &Transaction) -> i64 {
         t.id
     }
@@ -254,6 +260,15 @@ impl Action for ChangeTransaction {
         let delta = Money::from_micros(new.micros() - old.micros());
         apply_delta(conn, p.clients_id, delta, now, effects).await?;
         Ok(p)
+    }
+    fn writable(&self) -> &'static [&'static str] {
+        match self.patch {
+            Some(_) => &Transaction::WRITABLE[1..],
+            None => &[],
+        }
+    }
+    fn validate(&self, t: &Transaction) -> Result<(), AppError> {
+        Ok(t.validate()?)
     }
     fn object_id(&self, t: &Transaction) -> i64 {
         t.id

@@ -73,6 +73,7 @@ async fn send(request: reqwest::RequestBuilder) -> CallOutcome {
         }
     }
     let success = status.is_success() && read_error.is_none();
+    let answered = read_error.is_none();
     let error = read_error.or_else(|| (!status.is_success()).then(|| format!("HTTP {status}")));
     CallOutcome {
         success,
@@ -81,6 +82,8 @@ async fn send(request: reqwest::RequestBuilder) -> CallOutcome {
         error,
         duration_ms: 0,
         retry_after,
+        answered,
+        stderr: None,
     }
 }
 

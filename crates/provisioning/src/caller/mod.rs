@@ -27,6 +27,12 @@ pub struct CallOutcome {
     pub duration_ms: i64,
     /// `Retry-After` of a 429 or 503.
     pub retry_after: Option<Duration>,
+    /// A script's stderr (its message when it forbids an action).
+    pub stderr: Option<String>,
+    /// The handler was called and answered (HTTP status, or a script's exit code), as
+    /// opposed to a timeout, a network error or a script that could not run or was
+    /// killed.
+    pub answered: bool,
 }
 
 /// What the call is about, for headers and environment.

@@ -75,6 +75,8 @@ pub(super) async fn call(
                 error,
                 duration_ms: 0,
                 retry_after: None,
+                answered: code.is_some(),
+                stderr: Some(stderr),
             }
         }
         Ok((_, _, Err(e))) => failed(format!("waiting for the script: {e}")),
