@@ -19,27 +19,19 @@ pub(crate) async fn apply_delta(
     if delta == Money::ZERO {
         return Ok(());
     }
-    let client = clients::get(conn, clients_id, false)
-        .await?
-        .ok_or_else(|| AppError::not_found("client", clients_id))?;
-    let old = client.balance;
-    // SQLite turns an overflowing integer into a float: check before the database does.
-    if old.checked_add(delta).is_none() {
+    let Some(after) = clients::add_balance(conn, clients_id, delta, now).await? else {
         return Err(AppError::field(
             "amount",
             "would overflow the client's balance",
         ));
-    }
-    let new = clients::add_balance(conn, clients_id, delta, now).await?;
+    };
+    let new = after.balance;
     let old = Money::from_micros(new.micros() - delta.micros());
     let crossing = match (old.is_positive(), new.is_positive()) {
         (true, false) => "clients.balance_zero",
         (false, true) => "clients.balance_notzero",
         _ => return Ok(()),
     };
-    let after = clients::get(conn, clients_id, false)
-        .await?
-        .ok_or_else(|| AppError::not_found("client", clients_id))?;
     let mut previous = Map::new();
     previous.insert("balance".into(), Value::String(old.to_string()));
     effects.push(NewEvent {

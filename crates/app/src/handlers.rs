@@ -9,6 +9,7 @@ use billhook_domain::entities::{
     check_script_name, Handler, HandlerStatus, HandlerType, OnFailure, DEFAULT_RETRY_SCHEDULE,
 };
 use billhook_domain::{FieldErrors, Timestamp};
+use billhook_provisioning::before::BeforeChain;
 use billhook_provisioning::caller::CallMeta;
 use billhook_provisioning::{signing, Caller};
 use billhook_store::deliveries;
@@ -57,6 +58,7 @@ pub struct WithSecret {
 pub struct Handlers {
     db: Db,
     caller: Caller,
+    before: BeforeChain,
 }
 
 fn conn_err(e: sqlx_core_error::Error) -> AppError {
@@ -68,8 +70,8 @@ mod sqlx_core_error {
 
 impl Handlers {
     /// Handlers stored in `db`, called through `caller`.
-    pub fn new(db: Db, caller: Caller) -> Handlers {
-        Handlers { db, caller }
+    pub fn new(db: Db, caller: Caller, before: BeforeChain) -> Handlers {
+        Handlers { db, caller, before }
     }
 
     fn check(&self, h: &Handler) -> Result<(), AppError> {
@@ -110,6 +112,7 @@ impl Handlers {
         let mut tx = self.db.begin().await?;
         h.id = store::insert(&mut tx, &h, &secret).await?;
         tx.commit().await?;
+        self.before.invalidate();
         Ok(WithSecret { handler: h, secret })
     }
 
@@ -167,6 +170,7 @@ impl Handlers {
         self.check(&h)?;
         store::update(&mut tx, &h).await?;
         tx.commit().await?;
+        self.before.invalidate();
         Ok(h)
     }
 
@@ -190,6 +194,7 @@ impl Handlers {
             .ok_or_else(|| AppError::not_found("handler", id))?;
         store::delete(&mut tx, id).await?;
         tx.commit().await?;
+        self.before.invalidate();
         Ok(h)
     }
 

@@ -32,7 +32,7 @@ impl App {
     pub fn new(db: Db, admin_key: Option<String>, scripts_dir: std::path::PathBuf) -> App {
         let caller = billhook_provisioning::Caller::new(scripts_dir);
         let before = billhook_provisioning::before::BeforeChain::new(db.clone(), caller.clone());
-        let pipeline = Pipeline::new(db.clone(), before);
+        let pipeline = Pipeline::new(db.clone(), before.clone());
         App {
             engine: billhook_provisioning::DeliveryEngine::new(
                 db.clone(),
@@ -40,7 +40,7 @@ impl App {
                 pipeline.wake(),
                 billhook_provisioning::EngineConfig::default(),
             ),
-            handlers: handlers::Handlers::new(db.clone(), caller),
+            handlers: handlers::Handlers::new(db.clone(), caller, before),
             pipeline,
             keys: keys::KeyRing::new(db.clone(), admin_key),
             queries: queries::Queries::new(db.clone()),

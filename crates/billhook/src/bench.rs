@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Distinct clients the events are spread over (the unit of ordering).
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Instead of delivery: Core API latency of one action with 0, 1 and 3 before
+    /// handlers on a loopback receiver that answers at once (sequential requests).
+    #[arg(long)]
+    before: bool,
 }
 
 type Receipts = Arc<Mutex<HashMap<i64, Instant>>>;
@@ -62,6 +66,7 @@ async fn start_receiver() -> anyhow::Result<(String, Receipts)> {
             }),
         )
         .route("/ceiling", post(|| async { "" }))
+        .route("/before", post(|| async { "" }))
         .with_state(receipts.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -159,6 +164,9 @@ where
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.before {
+        return before_latency(args).await;
+    }
     let (receiver, receipts) = start_receiver().await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
@@ -340,4 +348,79 @@ async fn fresh_database(
         admin.close().await;
     });
     Ok((format!("{base}/{name}"), Some(dropper as _)))
+}
+
+/// Latency of `POST /payments` with 0, 1 and 3 before handlers, one request at a time.
+async fn before_latency(args: BenchArgs) -> anyhow::Result<()> {
+    let (receiver, _) = start_receiver().await?;
+    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let n = args.events.min(2000);
+    println!(
+        "billhook bench --before: {n} sequential payments per run, {}",
+        if args.database == "sqlite" {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        }
+    );
+    let mut base_p50 = None;
+    for handlers in [0usize, 1, 3] {
+        let (database_url, dropper) = fresh_database(&args.database).await?;
+        let mut server = start_server(&database_url).await?;
+        let api = format!("{}/api/v1", server.base);
+        let post = |path: String, body: Value| {
+            http.post(format!("{api}{path}"))
+                .header("X-Api-Key", KEY)
+                .json(&body)
+                .send()
+        };
+        for i in 0..handlers {
+            let r = post(
+                "/handlers".into(),
+                json!({"name": format!("before {i}"), "event": "accounting.payments.create",
+                       "stage": "before", "task": format!("{receiver}/before")}),
+            )
+            .await?;
+            if !r.status().is_success() {
+                bail!("creating a before handler: {}", r.text().await?);
+            }
+        }
+        let client: Value = post("/clients".into(), json!({"name": "bench"}))
+            .await?
+            .json()
+            .await?;
+        let clients_id = client["id"].as_i64().context("client id")?;
+        let mut latencies = Vec::with_capacity(n);
+        for i in 0..n + 50 {
+            let at = Instant::now();
+            let r = post(
+                "/payments".into(),
+                json!({"clients_id": clients_id, "amount": "1"}),
+            )
+            .await?;
+            if r.status().as_u16() != 201 {
+                bail!("payment refused: {}", r.text().await?);
+            }
+            // The first requests warm connections and caches.
+            if i >= 50 {
+                latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+        let extra = match (base_p50, handlers) {
+            (Some(b), h) if h > 0 => format!(", {:.3} ms per handler at p50", (p50 - b) / h as f64),
+            _ => String::new(),
+        };
+        println!("  {handlers} before handlers: p50 {p50:.3} ms, p99 {p99:.3} ms{extra}");
+        if handlers == 0 {
+            base_p50 = Some(p50);
+        }
+        let _ = server.process.start_kill();
+        let _ = server.process.wait().await;
+        if let Some(drop) = dropper {
+            drop.await;
+        }
+    }
+    Ok(())
 }

@@ -64,7 +64,14 @@ pub struct BeforeChain {
     db: Db,
     caller: Caller,
     health: Arc<Mutex<HashMap<i64, Health>>>,
+    /// Every enabled before handler, read at most once a second: asking the database on
+    /// every action would cost each request a query even with no handler at all.
+    cache: Arc<Mutex<Option<(Instant, Vec<Handler>)>>>,
 }
+
+/// How long the list of before handlers is trusted. Changes made through this process
+/// apply at once; changes made by another process sharing the database within this.
+const HANDLERS_FRESH_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Health {
@@ -86,13 +93,37 @@ impl BeforeChain {
             db,
             caller,
             health: Arc::default(),
+            cache: Arc::default(),
         }
+    }
+
+    /// Forgets the cached handler list (a handler changed).
+    pub fn invalidate(&self) {
+        *self.cache.lock().expect("not poisoned") = None;
     }
 
     /// Enabled before handlers matching `events_id`, in calling order.
     pub async fn handlers_for(&self, events_id: &str) -> Result<Vec<Handler>, StoreError> {
-        let mut conn = self.db.read.acquire().await?;
-        handlers::matching(&mut conn, Stage::Before, events_id).await
+        let cached = {
+            let cache = self.cache.lock().expect("not poisoned");
+            cache
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < HANDLERS_FRESH_FOR)
+                .map(|(_, all)| all.clone())
+        };
+        let all = match cached {
+            Some(all) => all,
+            None => {
+                let mut conn = self.db.read.acquire().await?;
+                let all = handlers::enabled_before(&mut conn).await?;
+                *self.cache.lock().expect("not poisoned") = Some((Instant::now(), all.clone()));
+                all
+            }
+        };
+        Ok(all
+            .into_iter()
+            .filter(|h| billhook_domain::catalogue::pattern_matches(&h.event, events_id))
+            .collect())
     }
 
     /// Calls `handlers` in order on `data`; returns the data as the last one left it.

@@ -85,22 +85,26 @@ pub async fn update(conn: &mut AnyConnection, c: &Client) -> Result<(), StoreErr
 }
 
 /// Adds `delta` to the balance in one statement, so concurrent transactions never lose
-/// an update, and returns the new balance.
+/// an update, and returns the client after it; `None` when the client does not exist or
+/// the balance would leave the range of exact integers (SQLite would silently turn it
+/// into a float).
 pub async fn add_balance(
     conn: &mut AnyConnection,
     id: i64,
     delta: Money,
     now: Timestamp,
-) -> Result<Money, StoreError> {
-    let balance: i64 = sqlx::query_scalar(
-        "UPDATE clients SET balance = balance + $1, updated_at = $2 WHERE id = $3 RETURNING balance",
-    )
-    .bind(delta.micros())
-    .bind(now.micros())
-    .bind(id)
-    .fetch_one(conn)
-    .await?;
-    Ok(Money::from_micros(balance))
+) -> Result<Option<Client>, StoreError> {
+    let sql = format!(
+        "UPDATE clients SET balance = balance + $1, updated_at = $2
+         WHERE id = $3 AND ABS(balance) <= 9000000000000000000 - ABS($1) RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(delta.micros())
+        .bind(now.micros())
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
 }
 
 /// Deletes a client row with its closed subscriptions (the caller has checked that

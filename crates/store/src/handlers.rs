@@ -202,21 +202,12 @@ pub async fn list(
     Ok((items, total))
 }
 
-/// Enabled handlers of a stage whose pattern matches `events_id`, by priority then id.
-pub async fn matching(
-    conn: &mut AnyConnection,
-    stage: Stage,
-    events_id: &str,
-) -> Result<Vec<Handler>, StoreError> {
+/// Every enabled before handler, by priority then id.
+pub async fn enabled_before(conn: &mut AnyConnection) -> Result<Vec<Handler>, StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM handlers WHERE status = 'enabled' AND stage = $1 AND {MATCHES}
-         ORDER BY priority, id"
+        "SELECT {COLUMNS} FROM handlers WHERE status = 'enabled' AND stage = 'before' ORDER BY priority, id"
     );
-    let rows = sqlx::query(&sql)
-        .bind(stage.as_str())
-        .bind(events_id)
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query(&sql).fetch_all(conn).await?;
     rows.iter().map(from_row).collect()
 }
 
