@@ -66,8 +66,11 @@ pub struct BeforeChain {
     health: Arc<Mutex<HashMap<i64, Health>>>,
     /// Every enabled before handler, read at most once a second: asking the database on
     /// every action would cost each request a query even with no handler at all.
-    cache: Arc<Mutex<Option<(Instant, Vec<Handler>)>>>,
+    cache: Arc<Mutex<Option<Snapshot>>>,
 }
+
+/// The enabled before handlers and when they were read.
+type Snapshot = (Instant, Vec<Handler>);
 
 /// How long the list of before handlers is trusted. Changes made through this process
 /// apply at once; changes made by another process sharing the database within this.
