@@ -10,6 +10,7 @@ pub mod keys;
 pub mod pipeline;
 pub mod queries;
 pub mod scheduler;
+mod turns;
 
 pub use error::AppError;
 pub use pipeline::Pipeline;

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use billhook_domain::entities::OnFailure;
 use billhook_domain::payload::previous_of;
 use billhook_domain::Timestamp;
 use billhook_provisioning::before::{BeforeChain, BeforeEvent, Refusal};
@@ -115,7 +116,11 @@ pub trait Action: Send + Sync {
 
     /// The rules of the object that need no database, applied to what a before handler
     /// returns.
-    fn validate(&self, _object: &Self::Object) -> Result<(), AppError> {
+    fn validate(
+        &self,
+        _current: Option<&Self::Object>,
+        _object: &Self::Object,
+    ) -> Result<(), AppError> {
         Ok(())
     }
 
@@ -133,6 +138,7 @@ pub struct Pipeline {
     db: Db,
     wake: Arc<Notify>,
     before: BeforeChain,
+    object_turns: crate::turns::Turns,
 }
 
 impl Pipeline {
@@ -142,6 +148,7 @@ impl Pipeline {
             db,
             wake: Arc::new(Notify::new()),
             before,
+            object_turns: crate::turns::Turns::default(),
         }
     }
 
@@ -193,7 +200,28 @@ impl Pipeline {
         action: &A,
         handlers: &[billhook_domain::entities::Handler],
     ) -> Result<A::Object, AppError> {
-        for _ in 0..3 {
+        // Requests on one object wait for each other here instead of racing through
+        // their before chains and failing the re-check (other processes still may).
+        let _turn = match action.kind() {
+            Kind::Create => None,
+            _ => {
+                let mut conn = self.db.read.acquire().await.map_err(StoreError::from)?;
+                let key = action.load(&mut conn).await?.map(|c| {
+                    format!(
+                        "{}#{}",
+                        std::any::type_name::<A::Object>(),
+                        action.object_id(&c)
+                    )
+                });
+                // Never wait for a turn while holding a connection others need.
+                drop(conn);
+                match key {
+                    Some(key) => Some(self.object_turns.lock(key).await),
+                    None => None,
+                }
+            }
+        };
+        for _ in 0..5 {
             let now = Timestamp::now();
             let (current, proposed) = {
                 let mut conn = self.db.read.acquire().await.map_err(StoreError::from)?;
@@ -231,11 +259,11 @@ impl Pipeline {
                 }
                 let object: A::Object =
                     serde_json::from_value(v).map_err(|e| AppError::BadRequest(e.to_string()))?;
-                action.validate(&object)?;
+                action.validate(current.as_ref(), &object)?;
                 Ok(object)
             };
             let validate = |v: &Value| decode(v).map(|_| ()).map_err(|e| describe(&e));
-            let final_data = self
+            let (final_data, modifier) = self
                 .before
                 .run(handlers, &event, data.clone(), &validate)
                 .await
@@ -251,12 +279,38 @@ impl Pipeline {
                 tx.rollback().await?;
                 continue;
             }
-            let object = if final_data == data {
-                proposed
-            } else {
-                decode(&final_data)?
+            let object = match modifier {
+                None => proposed,
+                Some(m) => {
+                    let modified = decode(&final_data)?;
+                    // The database-backed checks judge the modified object; if they refuse
+                    // it, that is the modifying handler's failure, settled by on_failure.
+                    match action.check(&mut tx, fresh.as_ref(), &modified).await {
+                        Ok(()) => modified,
+                        Err(e) if m.on_failure == OnFailure::Allow => {
+                            tracing::info!(handler = m.handlers_id, error = %describe(&e), "modified data refused; using the request's own");
+                            proposed
+                        }
+                        Err(e) => {
+                            return Err(AppError::HandlerFailed {
+                                message: format!("the modified data is invalid: {}", describe(&e)),
+                                handlers_id: m.handlers_id,
+                                handler: m.handler,
+                            })
+                        }
+                    }
+                }
             };
             action.check(&mut tx, fresh.as_ref(), &object).await?;
+            // A handler may undo the change: then nothing changed, as for any update.
+            if action.kind() == Kind::Update {
+                if let Some(old) = &fresh {
+                    if previous_of(&to_json(old)?, &to_json(&object)?).is_empty() {
+                        tx.rollback().await?;
+                        return Ok(old.clone());
+                    }
+                }
+            }
             let stored = self
                 .commit_change(&mut tx, action, fresh, object, now)
                 .await?;

@@ -43,6 +43,15 @@ pub enum Refusal {
     },
 }
 
+/// The last handler that changed the data: answerable for it if the database then
+/// refuses the result.
+#[derive(Debug, Clone)]
+pub struct Modifier {
+    pub handlers_id: i64,
+    pub handler: String,
+    pub on_failure: OnFailure,
+}
+
 /// What the chain is called about.
 pub struct BeforeEvent<'a> {
     pub events_id: &'a str,
@@ -136,8 +145,9 @@ impl BeforeChain {
         event: &BeforeEvent<'_>,
         mut data: Value,
         validate: Validate<'_>,
-    ) -> Result<Value, Refusal> {
+    ) -> Result<(Value, Option<Modifier>), Refusal> {
         let deadline = Instant::now() + CHAIN_DEADLINE;
+        let mut modifier = None;
         for h in handlers {
             let now = Instant::now();
             let cooling = {
@@ -181,7 +191,14 @@ impl BeforeChain {
             self.log(h, event, request, outcome.as_ref(), &verdict, modified)
                 .await;
             match verdict {
-                Verdict::Allow(Some(new)) => data = new,
+                Verdict::Allow(Some(new)) => {
+                    data = new;
+                    modifier = Some(Modifier {
+                        handlers_id: h.id,
+                        handler: h.name.clone(),
+                        on_failure: h.on_failure,
+                    });
+                }
                 Verdict::Allow(None) => {}
                 Verdict::Forbid(message) => {
                     return Err(Refusal::Forbidden {
@@ -201,7 +218,7 @@ impl BeforeChain {
                 }
             }
         }
-        Ok(data)
+        Ok((data, modifier))
     }
 
     fn request(&self, event: &BeforeEvent<'_>, data: &Value) -> Value {

@@ -24,10 +24,17 @@ pub fn next_delay(
     Some(Duration::from_secs_f64(f64::from(base) * jitter))
 }
 
-/// Parses `Retry-After` as seconds (the HTTP-date form is rare for webhooks and treated
-/// as absent).
+/// Parses `Retry-After`: delay seconds, or an HTTP date (a date in the past means now).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -45,6 +52,19 @@ mod tests {
         }
         assert_eq!(next_delay(&schedule, 3, None), None);
         assert_eq!(next_delay(&[], 1, None), None);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after(" 42 "), Some(Duration::from_secs(42)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!((110..=120).contains(&d.as_secs()), "{d:?}");
+        assert_eq!(
+            parse_retry_after("Mon, 01 Jan 2001 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl Action for CreateAccount {
     fn writable(&self) -> &'static [&'static str] {
         Account::WRITABLE
     }
-    fn validate(&self, a: &Account) -> Result<(), AppError> {
+    fn validate(&self, _current: Option<&Account>, a: &Account) -> Result<(), AppError> {
         Ok(a.validate()?)
     }
     fn object_id(&self, a: &Account) -> i64 {
@@ -191,7 +191,7 @@ impl Action for ChangeAccount {
             None => &[],
         }
     }
-    fn validate(&self, a: &Account) -> Result<(), AppError> {
+    fn validate(&self, _current: Option<&Account>, a: &Account) -> Result<(), AppError> {
         Ok(a.validate()?)
     }
     fn object_id(&self, a: &Account) -> i64 {

@@ -84,7 +84,12 @@ impl Action for CreateClient {
     fn writable(&self) -> &'static [&'static str] {
         Client::WRITABLE
     }
-    fn validate(&self, c: &Client) -> Result<(), AppError> {
+    fn validate(&self, current: Option<&Client>, c: &Client) -> Result<(), AppError> {
+        // Archiving has its own request: no create or update may archive.
+        let was_archived = current.is_some_and(|c| c.status == ClientStatus::Archived);
+        if c.status == ClientStatus::Archived && !was_archived {
+            check_settable_status(Some(c.status))?;
+        }
         Ok(c.validate()?)
     }
     fn object_id(&self, c: &Client) -> i64 {
@@ -269,7 +274,12 @@ impl Action for ChangeClient {
             _ => &[],
         }
     }
-    fn validate(&self, c: &Client) -> Result<(), AppError> {
+    fn validate(&self, current: Option<&Client>, c: &Client) -> Result<(), AppError> {
+        // Archiving has its own request: no create or update may archive.
+        let was_archived = current.is_some_and(|c| c.status == ClientStatus::Archived);
+        if c.status == ClientStatus::Archived && !was_archived {
+            check_settable_status(Some(c.status))?;
+        }
         Ok(c.validate()?)
     }
     fn object_id(&self, c: &Client) -> i64 {

@@ -210,7 +210,7 @@ impl Action for DidActionRequest {
             _ => &[],
         }
     }
-    fn validate(&self, d: &Did) -> Result<(), AppError> {
+    fn validate(&self, _current: Option<&Did>, d: &Did) -> Result<(), AppError> {
         Ok(d.validate()?)
     }
     fn object_id(&self, d: &Did) -> i64 {

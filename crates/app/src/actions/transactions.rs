@@ -162,7 +162,7 @@ impl Action for CreateTransaction {
     fn writable(&self) -> &'static [&'static str] {
         Transaction::WRITABLE
     }
-    fn validate(&self, t: &Transaction) -> Result<(), AppError> {
+    fn validate(&self, _current: Option<&Transaction>, t: &Transaction) -> Result<(), AppError> {
         Ok(t.validate()?)
     }
     fn object_id(&self, t: &Transaction) -> i64 {
@@ -267,7 +267,7 @@ impl Action for ChangeTransaction {
             None => &[],
         }
     }
-    fn validate(&self, t: &Transaction) -> Result<(), AppError> {
+    fn validate(&self, _current: Option<&Transaction>, t: &Transaction) -> Result<(), AppError> {
         Ok(t.validate()?)
     }
     fn object_id(&self, t: &Transaction) -> i64 {

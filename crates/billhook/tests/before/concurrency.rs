@@ -1,0 +1,77 @@
+//! Concurrent requests on one client with a slow before handler stay consistent: every
+//! acknowledged change is what was stored at that moment, has its event, was judged by
+//! the handler as written, and the final state is the last event's.
+
+use serde_json::{json, Value};
+
+use crate::harness::{assert_error, Server};
+use crate::receiver::{Receiver, Reply};
+use crate::util::{client, get_client, http_hook, id, new_events, snapshot};
+
+const REQUESTS: i64 = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_patches_with_a_slow_before_handler_stay_consistent() {
+    let s = Server::start().await;
+    let c = client(&s, "Contended").await;
+    let cid = id(&c);
+    let r = Receiver::start(|p| Reply::json(200, p).after_ms(200)).await;
+    http_hook(&s, "slow judge", &r.url(), "forbid").await;
+    let before = snapshot(&s).await;
+
+    let path = format!("/api/v1/clients/{cid}");
+    let answers = futures::future::join_all(
+        (1..=REQUESTS).map(|credit| s.patch(&path, json!({"credit": credit.to_string()}))),
+    )
+    .await;
+
+    let mut acknowledged: Vec<Value> = Vec::new();
+    for (st, v) in &answers {
+        match st {
+            200 => acknowledged.push(v.clone()),
+            409 => assert_error(v, "conflict"),
+            _ => panic!("unexpected answer {st}: {v}"),
+        }
+    }
+    assert!(!acknowledged.is_empty(), "{answers:?}");
+
+    let events: Vec<Value> = new_events(&s, &before)
+        .await
+        .into_iter()
+        .filter(|e| e["event"]["object_id"] == cid)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["event"]["events_id"] == "clients.update"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.len(),
+        acknowledged.len(),
+        "one event per acknowledged change: {events:?} / {answers:?}"
+    );
+    for v in &acknowledged {
+        let matching = events.iter().filter(|e| e["data"] == *v).count();
+        assert_eq!(
+            matching, 1,
+            "the answer {v} is the data of one event: {events:?}"
+        );
+    }
+    // In event order, each change starts from the previous one's result.
+    let mut credit = c["credit"].clone();
+    for e in &events {
+        assert_eq!(e["previous"], json!({"credit": credit}), "{events:?}");
+        credit = e["data"]["credit"].clone();
+        let judged = r
+            .hits()
+            .iter()
+            .any(|h| h["data"]["credit"] == credit && h["previous"] == e["previous"]);
+        assert!(judged, "the handler judged the change as written: {e}");
+    }
+    assert_eq!(get_client(&s, cid).await, events.last().unwrap()["data"]);
+    eprintln!(
+        "{} of {REQUESTS} concurrent PATCHes acknowledged, the rest 409 conflict",
+        acknowledged.len()
+    );
+}

@@ -1,0 +1,178 @@
+//! Script before handlers: exit 0 allows (stdout may modify), a non-zero exit forbids
+//! with stderr as the message, a script killed at its timeout is a failure.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::Server;
+use crate::util::{
+    assert_nothing_written, assert_refused, before_rows, client, get_client, hook, id, message,
+    script, snapshot,
+};
+
+/// A script before handler for `clients.*`.
+async fn script_hook(s: &Server, name: &str, task: &str, on_failure: &str) -> i64 {
+    hook(
+        s,
+        json!({"name": name, "type": "script", "task": task, "on_failure": on_failure,
+               "timeout_ms": 5000}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_script_echoing_or_printing_nothing_allows_unchanged() {
+    let s = Server::start().await;
+    script(&s, "echo.sh", "#!/bin/sh\ncat\n");
+    script(&s, "quiet.sh", "#!/bin/sh\ncat >/dev/null\n");
+    let h1 = script_hook(&s, "echo", "echo.sh", "forbid").await;
+    let h2 = script_hook(&s, "quiet", "quiet.sh", "forbid").await;
+    let c = s
+        .ok(
+            "/api/v1/clients",
+            json!({"name": "Scripted", "credit": "2"}),
+            201,
+        )
+        .await;
+    assert_eq!(c["name"], "Scripted");
+    assert_eq!(c["credit"], "2");
+    let (st, v) = s
+        .patch(
+            &format!("/api/v1/clients/{}", id(&c)),
+            json!({"name": "Again"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(get_client(&s, id(&c)).await["name"], "Again");
+    for h in [h1, h2] {
+        let rows = before_rows(&s, h).await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows.iter().all(|r| r["status"] == "success"), "{rows:?}");
+        assert!(rows.iter().all(|r| r["modified"].is_null()), "{rows:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_script_printing_data_modifies_the_action() {
+    let s = Server::start().await;
+    script(
+        &s,
+        "rename.sh",
+        "#!/bin/sh\ncat >/dev/null\nprintf '{\"data\": {\"name\": \"Named by script\"}}'\n",
+    );
+    let h = script_hook(&s, "rename", "rename.sh", "forbid").await;
+    let c = s
+        .ok("/api/v1/clients", json!({"name": "Original"}), 201)
+        .await;
+    assert_eq!(c["name"], "Named by script", "{c}");
+    assert_eq!(get_client(&s, id(&c)).await, c);
+    let events = s.events().await;
+    assert_eq!(events.last().unwrap()["data"], c);
+    let rows = before_rows(&s, h).await;
+    assert_eq!(
+        rows[0]["modified"],
+        json!({"name": "Named by script"}),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_script_exiting_non_zero_forbids_with_its_stderr() {
+    let s = Server::start().await;
+    let cid = id(&client(&s, "Guarded").await);
+    script(
+        &s,
+        "deny.sh",
+        "#!/bin/sh\ncat >/dev/null\necho 'credit check failed' >&2\nexit 3\n",
+    );
+    let h = script_hook(&s, "deny", "deny.sh", "allow").await;
+    let before = snapshot(&s).await;
+    let (st, v) = s.post("/api/v1/clients", json!({"name": "Denied"})).await;
+    assert_refused(st, &v, "forbidden_by_handler", h, "deny");
+    assert_eq!(message(&v), "credit check failed");
+    let (st, v) = s
+        .patch(&format!("/api/v1/clients/{cid}"), json!({"credit": "9"}))
+        .await;
+    assert_refused(st, &v, "forbidden_by_handler", h, "deny");
+    assert_eq!(message(&v), "credit check failed");
+    assert_nothing_written(&s, &before).await;
+}
+
+/// The environment of the spec, seen through the forbid message.
+#[tokio::test]
+async fn a_script_gets_the_before_environment() {
+    let s = Server::start().await;
+    let cid = id(&client(&s, "Env").await);
+    script(
+        &s,
+        "env.sh",
+        "#!/bin/sh\necho \"$BILLHOOK_STAGE $BILLHOOK_EVENT [$BILLHOOK_OBJECT_ID] ${#BILLHOOK_EVENT_UID}\" >&2\nexit 1\n",
+    );
+    let h = script_hook(&s, "env", "env.sh", "forbid").await;
+    let (st, v) = s.post("/api/v1/clients", json!({"name": "E"})).await;
+    assert_refused(st, &v, "forbidden_by_handler", h, "env");
+    let m = message(&v);
+    assert!(m.starts_with("before clients.create [] "), "{m}");
+    assert_ne!(m, "before clients.create [] 0", "a uid is set");
+    let (st, v) = s
+        .patch(&format!("/api/v1/clients/{cid}"), json!({"name": "F"}))
+        .await;
+    assert_refused(st, &v, "forbidden_by_handler", h, "env");
+    assert!(
+        message(&v).starts_with(&format!("before clients.update [{cid}] ")),
+        "{v}"
+    );
+}
+
+/// Killed at its timeout: a failure (refuses under forbid, ignored under allow).
+#[tokio::test]
+async fn a_script_past_its_timeout_is_a_handler_failure() {
+    let s = Server::start().await;
+    let cid = id(&client(&s, "Slow").await);
+    script(&s, "slow.sh", "#!/bin/sh\ncat >/dev/null\nsleep 10\n");
+    let h = hook(
+        &s,
+        json!({"name": "slow", "type": "script", "task": "slow.sh", "timeout_ms": 300}),
+    )
+    .await;
+    let before = snapshot(&s).await;
+    let started = Instant::now();
+    let (st, v) = s
+        .patch(&format!("/api/v1/clients/{cid}"), json!({"name": "Fast"}))
+        .await;
+    assert_refused(st, &v, "handler_failed", h, "slow");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(message(&v).contains("timeout"), "{v}");
+    assert_nothing_written(&s, &before).await;
+
+    s.patch(
+        &format!("/api/v1/handlers/{h}"),
+        json!({"on_failure": "allow"}),
+    )
+    .await;
+    let (st, v) = s
+        .patch(&format!("/api/v1/clients/{cid}"), json!({"name": "Fast"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(get_client(&s, cid).await["name"], "Fast");
+}
+
+#[tokio::test]
+async fn a_script_printing_invalid_json_is_a_handler_failure() {
+    let s = Server::start().await;
+    script(
+        &s,
+        "garbage.sh",
+        "#!/bin/sh\ncat >/dev/null\necho 'not json {'\n",
+    );
+    let h = script_hook(&s, "garbage", "garbage.sh", "forbid").await;
+    let before = snapshot(&s).await;
+    let (st, v) = s.post("/api/v1/clients", json!({"name": "G"})).await;
+    assert_refused(st, &v, "handler_failed", h, "garbage");
+    assert_nothing_written(&s, &before).await;
+}

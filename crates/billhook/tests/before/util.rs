@@ -1,0 +1,123 @@
+//! Helpers: registering before handlers, scripts, the execution log, and proving that a
+//! refused action wrote nothing.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::{json, Value};
+
+use crate::harness::{assert_error, Server};
+
+/// Registers a before handler: `extra` over `{name, stage: before, type: http,
+/// event: clients.*}`; returns its id.
+pub async fn hook(s: &Server, extra: Value) -> i64 {
+    let mut body = json!({"name": "before hook", "stage": "before", "type": "http",
+                          "event": "clients.*"});
+    for (k, v) in extra.as_object().expect("object") {
+        body[k] = v.clone();
+    }
+    let h = s.ok("/api/v1/handlers", body, 201).await;
+    assert_eq!(h["stage"], "before", "{h}");
+    h["id"].as_i64().expect("handler id")
+}
+
+/// An HTTP before handler on `url` with `on_failure`, for `clients.*`.
+pub async fn http_hook(s: &Server, name: &str, url: &str, on_failure: &str) -> i64 {
+    hook(
+        s,
+        json!({"name": name, "task": url, "on_failure": on_failure}),
+    )
+    .await
+}
+
+/// Creates a client (answer 201); returns it.
+pub async fn client(s: &Server, name: &str) -> Value {
+    s.ok("/api/v1/clients", json!({"name": name}), 201).await
+}
+
+/// The id of an object.
+pub fn id(v: &Value) -> i64 {
+    v["id"].as_i64().unwrap_or_else(|| panic!("no id in {v}"))
+}
+
+/// Writes an executable `scripts/<name>` in the server's working directory (its default
+/// scripts directory).
+pub fn script(s: &Server, name: &str, body: &str) {
+    let dir = s.dir.path().join("scripts");
+    std::fs::create_dir_all(&dir).expect("scripts dir");
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// Execution rows matching `query`, oldest first.
+pub async fn executions(s: &Server, query: &str) -> Vec<Value> {
+    let (st, v) = s
+        .get(&format!("/api/v1/executions?limit=1000&{query}"))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut items = v["items"].as_array().expect("items").clone();
+    items.reverse();
+    items
+}
+
+/// The before-stage rows of one handler, oldest first.
+pub async fn before_rows(s: &Server, handlers_id: i64) -> Vec<Value> {
+    executions(s, &format!("handlers_id={handlers_id}&stage=before")).await
+}
+
+/// Asserts a 422 refusal with `code`, naming handler `handlers_id` called `name`.
+pub fn assert_refused(status: u16, body: &Value, code: &str, handlers_id: i64, name: &str) {
+    assert_eq!(status, 422, "{body}");
+    assert_error(body, code);
+    assert_eq!(body["error"]["data"]["handlers_id"], handlers_id, "{body}");
+    assert_eq!(body["error"]["data"]["handler"], name, "{body}");
+}
+
+/// The error message of an error body.
+pub fn message(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What a refused action must leave alone: all events, all clients.
+pub struct Snapshot {
+    events: Vec<Value>,
+    clients: Value,
+}
+
+/// Takes a snapshot.
+pub async fn snapshot(s: &Server) -> Snapshot {
+    let (st, clients) = s.get("/api/v1/clients?limit=1000").await;
+    assert_eq!(st, 200, "{clients}");
+    Snapshot {
+        events: s.events().await,
+        clients,
+    }
+}
+
+/// Asserts that nothing was written and no event raised since `before`.
+pub async fn assert_nothing_written(s: &Server, before: &Snapshot) {
+    let now = snapshot(s).await;
+    assert_eq!(
+        now.events.len(),
+        before.events.len(),
+        "a refused action raised events: {:?}",
+        &now.events[before.events.len().min(now.events.len())..]
+    );
+    assert_eq!(now.events, before.events);
+    assert_eq!(now.clients, before.clients, "a refused action wrote");
+}
+
+/// The events raised since `before` (oldest first).
+pub async fn new_events(s: &Server, before: &Snapshot) -> Vec<Value> {
+    s.events_since(before.events.len()).await
+}
+
+/// GET one client.
+pub async fn get_client(s: &Server, id: i64) -> Value {
+    let (st, v) = s.get(&format!("/api/v1/clients/{id}")).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}

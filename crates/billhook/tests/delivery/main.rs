@@ -1,0 +1,21 @@
+//! Black-box tests of after-handler delivery (SPEC §4): the handler routes, what a
+//! receiver gets, pattern matching, scripts, retries, order, and monitoring — against
+//! the real server and real receivers on 127.0.0.1.
+
+#[allow(dead_code)]
+#[path = "../api/harness.rs"]
+mod harness;
+
+mod flask;
+mod malformed;
+mod matching;
+mod monitoring;
+mod ordering;
+#[allow(dead_code)]
+mod receiver;
+mod retries;
+mod routes;
+mod scripts;
+mod signing;
+#[allow(dead_code)]
+mod util;

@@ -1,0 +1,311 @@
+//! Monitoring: `GET /events/{uid}` with its deliveries, the execution log and its
+//! filters, and the delivery metrics.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::harness::{assert_error, wait_for, Server};
+use crate::receiver::Receiver;
+use crate::util::{
+    client, create_handler, executions, http_handler, metric, metrics, micros, rename, uid_of,
+    wait_deliveries,
+};
+
+/// Three handlers of `clients.create` whose deliveries end succeeded, failed, pending.
+struct Three {
+    ok: i64,
+    bad: i64,
+    waiting: i64,
+    _receivers: (Receiver, Receiver),
+}
+
+async fn three_states(s: &Server) -> (Three, String) {
+    let good = Receiver::start().await;
+    let broken = Receiver::start().await;
+    broken.fail_always();
+    let ok = http_handler(s, "clients.create", &good.url("/ok"), &[0]).await;
+    let bad = http_handler(s, "clients.create", &broken.url("/bad"), &[]).await;
+    let waiting = http_handler(s, "clients.*", &broken.url("/wait"), &[3600]).await;
+    http_handler(s, "dids.*", &good.url("/dids"), &[0]).await;
+    let c = client(s, "Monitored").await;
+    let uid = uid_of(s, "clients.create", c).await;
+    let id = |h: &Value| h["id"].as_i64().unwrap();
+    let t = Three {
+        ok: id(&ok),
+        bad: id(&bad),
+        waiting: id(&waiting),
+        _receivers: (good, broken),
+    };
+    wait_deliveries(s, t.ok, "succeeded", 1, 30).await;
+    wait_deliveries(s, t.bad, "failed", 1, 30).await;
+    wait_for(30, "a failed attempt of the waiting handler", || async {
+        let log = executions(s, &format!("handlers_id={}", t.waiting)).await;
+        (!log.is_empty()).then_some(())
+    })
+    .await;
+    (t, uid)
+}
+
+#[tokio::test]
+async fn an_event_shows_the_delivery_state_of_each_handler() {
+    let s = Server::start().await;
+    let (t, uid) = three_states(&s).await;
+    let (st, ev) = s.get(&format!("/api/v1/events/{uid}")).await;
+    assert_eq!(st, 200, "{ev}");
+    assert_eq!(ev["event"]["uid"], uid);
+    assert_eq!(ev["event"]["events_id"], "clients.create");
+    assert_eq!(ev["data"]["name"], "Monitored");
+    let list = ev["deliveries"].as_array().expect("deliveries");
+    let state = |h: i64| -> Value {
+        let found: Vec<&Value> = list.iter().filter(|d| d["handlers_id"] == h).collect();
+        assert_eq!(found.len(), 1, "one delivery per handler: {ev}");
+        found[0].clone()
+    };
+    assert_eq!(list.len(), 3, "the dids.* handler has none: {ev}");
+    assert_eq!(state(t.ok)["status"], "succeeded");
+    assert_eq!(state(t.ok)["attempts"], 1);
+    assert_eq!(state(t.bad)["status"], "failed");
+    assert!(state(t.bad)["last_error"].is_string());
+    let w = state(t.waiting);
+    assert_eq!(w["status"], "pending", "{w}");
+    assert_eq!(w["attempts"], 1, "{w}");
+    assert!(micros(&w["next_at"]) > micros(&w["updated_at"]) + 2_000_000_000);
+
+    let (st, v) = s.get("/api/v1/events/no-such-uid").await;
+    assert_eq!(st, 404, "{v}");
+    assert_error(&v, "not_found");
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries_durations_and_the_backlog() {
+    let s = Server::start().await;
+    let (t, _) = three_states(&s).await;
+    let text = metrics(&s).await;
+    for name in [
+        "billhook_deliveries_total",
+        "billhook_call_duration_seconds",
+        "billhook_deliveries_pending",
+        "billhook_oldest_pending_delivery_age_seconds",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("# TYPE ") && l[7..].starts_with(name)),
+            "{name} has a TYPE line:\n{text}"
+        );
+    }
+    // One series per handler and outcome; labels are the server's choice, but each
+    // handler's id appears in its series and the attempts add up.
+    let series: Vec<(&str, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("billhook_deliveries_total"))
+        .filter_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            Some((name, v.parse().ok()?))
+        })
+        .collect();
+    let of = |h: i64| -> f64 {
+        let id = format!("\"{h}\"");
+        series
+            .iter()
+            .filter(|(name, _)| name.contains(&id))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(of(t.ok), 1.0, "one attempt, a success:\n{text}");
+    assert_eq!(of(t.bad), 1.0, "one attempt, failed for good:\n{text}");
+    assert!(of(t.waiting) >= 1.0, "{text}");
+    let outcomes = |h: i64| -> usize {
+        let id = format!("\"{h}\"");
+        series.iter().filter(|(n, _)| n.contains(&id)).count()
+    };
+    assert_eq!(outcomes(t.ok), 1, "{text}");
+    let ok_series = series
+        .iter()
+        .find(|(n, _)| n.contains(&format!("\"{}\"", t.ok)));
+    let bad_series = series
+        .iter()
+        .find(|(n, _)| n.contains(&format!("\"{}\"", t.bad)));
+    assert_ne!(
+        ok_series.map(|s| s.0.replace(&t.ok.to_string(), "")),
+        bad_series.map(|s| s.0.replace(&t.bad.to_string(), "")),
+        "a success and a failure are counted under different outcomes:\n{text}"
+    );
+    let count = metric(&text, "billhook_call_duration_seconds_count").expect("count");
+    assert!(count >= 3.0, "{text}");
+    let inf = metric(&text, "billhook_call_duration_seconds_bucket{le=\"+Inf\"}");
+    assert_eq!(inf, Some(count), "{text}");
+    assert!(metric(&text, "billhook_call_duration_seconds_sum").is_some());
+    let pending = metric(&text, "billhook_deliveries_pending").expect("pending");
+    assert!(pending >= 1.0, "the waiting delivery: {text}");
+    let age = metric(&text, "billhook_oldest_pending_delivery_age_seconds").expect("age");
+    assert!(age > 0.0 && age < 600.0, "{text}");
+}
+
+#[tokio::test]
+async fn the_execution_log_filters() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    r.reply("/ok", r#"{"marker":"zq-reply-marker"}"#);
+    let broken = Receiver::start().await;
+    broken.fail_always();
+    let h1 = http_handler(&s, "clients.*", &r.url("/ok"), &[0]).await["id"].clone();
+    let h2 = http_handler(&s, "clients.create", &broken.url("/bad"), &[]).await["id"].clone();
+    let a = client(&s, "Alfa Corp").await;
+    let b = client(&s, "Bravo Corp").await;
+    rename(&s, a, "Alfa Corp 2").await;
+    wait_deliveries(&s, h1.as_i64().unwrap(), "succeeded", 3, 30).await;
+    wait_deliveries(&s, h2.as_i64().unwrap(), "failed", 2, 30).await;
+
+    let all = executions(&s, "").await;
+    assert_eq!(all.len(), 5, "3 + 2 calls: {all:?}");
+    for e in &all {
+        for field in [
+            "id",
+            "dt",
+            "handlers_id",
+            "handler",
+            "events_id",
+            "event_uid",
+            "object_id",
+            "stage",
+            "attempt",
+            "status",
+            "duration_ms",
+            "request",
+            "response_status",
+            "response_body",
+            "error",
+            "modified",
+        ] {
+            assert!(e.get(field).is_some(), "execution lacks {field}: {e}");
+        }
+    }
+    let dts: Vec<i64> = all.iter().map(|e| micros(&e["dt"])).collect();
+    assert!(dts.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let ids = |rows: &[Value]| -> BTreeSet<i64> {
+        rows.iter().map(|e| e["id"].as_i64().unwrap()).collect()
+    };
+    let expect = |pred: &dyn Fn(&Value) -> bool| -> BTreeSet<i64> {
+        all.iter()
+            .filter(|e| pred(e))
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect()
+    };
+    let check = |query: String, want: BTreeSet<i64>, n: usize| {
+        let s = &s;
+        async move {
+            let got = ids(&executions(s, &query).await);
+            assert_eq!(got, want, "{query}");
+            assert_eq!(got.len(), n, "{query}");
+        }
+    };
+    check(
+        format!("handlers_id={h1}"),
+        expect(&|e| e["handlers_id"] == h1),
+        3,
+    )
+    .await;
+    check(
+        format!("handlers_id={h2}"),
+        expect(&|e| e["handlers_id"] == h2),
+        2,
+    )
+    .await;
+    check("status=fail".into(), expect(&|e| e["handlers_id"] == h2), 2).await;
+    check(
+        "status=success".into(),
+        expect(&|e| e["handlers_id"] == h1),
+        3,
+    )
+    .await;
+    let upd = |e: &Value| e["events_id"] == "clients.update";
+    check("events_id=clients.update".into(), expect(&upd), 1).await;
+    check("stage=after".into(), expect(&|_| true), 5).await;
+    check("stage=before".into(), BTreeSet::new(), 0).await;
+    check(
+        format!("object_id={a}"),
+        expect(&|e| e["object_id"] == a),
+        3,
+    )
+    .await;
+    check(
+        format!("object_id={b}"),
+        expect(&|e| e["object_id"] == b),
+        2,
+    )
+    .await;
+    let b_create = |e: &Value| e["object_id"] == b && e["handlers_id"] == h1;
+    check(
+        format!("handlers_id={h1}&events_id=clients.create&object_id={b}"),
+        expect(&b_create),
+        1,
+    )
+    .await;
+    // q searches the response body, the request and the error.
+    check(
+        "q=zq-reply-marker".into(),
+        expect(&|e| e["handlers_id"] == h1),
+        3,
+    )
+    .await;
+    check("q=Bravo".into(), expect(&|e| e["object_id"] == b), 2).await;
+    check("q=no-such-text-anywhere".into(), BTreeSet::new(), 0).await;
+    let errs: Vec<String> = all
+        .iter()
+        .filter_map(|e| e["error"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(errs.len(), 2, "the failed calls say why");
+
+    // from/to bound dt inclusively.
+    let mid = &all[2]["dt"];
+    let t = micros(mid);
+    let enc = mid.as_str().unwrap();
+    check(format!("from={enc}"), expect(&|e| micros(&e["dt"]) >= t), 3).await;
+    check(format!("to={enc}"), expect(&|e| micros(&e["dt"]) <= t), 3).await;
+    check(
+        format!("from={enc}&to={enc}"),
+        expect(&|e| e["dt"] == *mid),
+        1,
+    )
+    .await;
+    let (st, v) = s.get("/api/v1/executions?from=yesterday").await;
+    assert!(st == 400 || st == 422, "a bad time is refused: {st} {v}");
+}
+
+#[tokio::test]
+async fn a_before_call_is_logged_with_stage_before() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    let h = create_handler(
+        &s,
+        json!({"name": "gate", "event": "clients.update", "stage": "before",
+               "task": r.url("/before")}),
+    )
+    .await;
+    let c = client(&s, "Gated").await;
+    rename(&s, c, "Gated 2").await;
+    assert_eq!(r.hits_on("/before").len(), 1, "called before the update");
+    let log = executions(&s, "stage=before").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["handlers_id"], h["id"]);
+    assert_eq!(log[0]["events_id"], "clients.update");
+    assert_eq!(log[0]["request"]["event"]["stage"], "before");
+    assert_eq!(log[0]["object_id"], c);
+    assert!(executions(&s, "stage=after").await.is_empty());
+}
+
+#[tokio::test]
+async fn the_log_keeps_the_first_64_kib_of_a_response() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    let big = "x".repeat(100 * 1024);
+    r.reply("/big", &big);
+    let h = http_handler(&s, "clients.create", &r.url("/big"), &[0]).await;
+    client(&s, "Big").await;
+    wait_deliveries(&s, h["id"].as_i64().unwrap(), "succeeded", 1, 30).await;
+    let log = executions(&s, &format!("handlers_id={}", h["id"])).await;
+    let body = log[0]["response_body"].as_str().expect("body");
+    assert_eq!(body.len(), 64 * 1024, "the first 64 KiB");
+    assert!(big.starts_with(body));
+}

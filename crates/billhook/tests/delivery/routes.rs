@@ -1,0 +1,368 @@
+//! The handler routes: create (defaults, secret), validation, list filters, get, patch,
+//! delete, enable/disable/archive, secret and rotation, and the test call.
+
+use serde_json::{json, Value};
+
+use crate::harness::{assert_error, Server};
+use crate::receiver::Receiver;
+use crate::util::{create_handler, executions, write_script, HANDLERS};
+
+fn path(id: &Value, rest: &str) -> String {
+    format!("{HANDLERS}/{id}{rest}")
+}
+
+#[tokio::test]
+async fn create_applies_the_defaults_and_returns_a_signing_secret() {
+    let s = Server::start().await;
+    let h = create_handler(
+        &s,
+        json!({"name": "CRM", "event": "clients.create", "task": "http://127.0.0.1:9/api"}),
+    )
+    .await;
+    assert!(h["id"].is_i64(), "{h}");
+    assert_eq!(h["name"], "CRM");
+    assert_eq!(h["status"], "enabled");
+    assert_eq!(h["stage"], "after");
+    assert_eq!(h["type"], "http");
+    assert_eq!(h["priority"], 100);
+    assert_eq!(h["timeout_ms"], 5000);
+    assert_eq!(h["on_failure"], "forbid");
+    assert_eq!(
+        h["retry_schedule"],
+        json!([5, 300, 1800, 7200, 18000, 36000, 36000])
+    );
+    assert!(
+        h["created_at"].is_string() && h["updated_at"].is_string(),
+        "{h}"
+    );
+    let secret = h["secret"].as_str().expect("secret shown on create");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert!(
+        standardwebhooks::Webhook::new(secret).is_ok(),
+        "the secret is a Standard Webhooks secret: {secret}"
+    );
+
+    let (st, got) = s.get(&path(&h["id"], "")).await;
+    assert_eq!(st, 200, "{got}");
+    let mut without_secret = h.clone();
+    without_secret.as_object_mut().unwrap().remove("secret");
+    assert_eq!(got, without_secret, "GET shows the handler as created");
+    assert!(
+        got.get("secret").is_none(),
+        "the secret is not in GET: {got}"
+    );
+
+    let (st, v) = s.get(&path(&h["id"], "/secret")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["secret"], secret);
+
+    // A second handler gets a secret of its own.
+    let other = create_handler(
+        &s,
+        json!({"name": "CRM 2", "event": "*", "task": "https://example.com/hook"}),
+    )
+    .await;
+    assert_ne!(other["secret"], h["secret"]);
+}
+
+#[tokio::test]
+async fn invalid_handlers_answer_422() {
+    let s = Server::start().await;
+    write_script(&s, "ok.sh", "#!/bin/sh\nexit 0\n", true);
+    write_script(&s, "plain.sh", "#!/bin/sh\nexit 0\n", false);
+    std::os::unix::fs::symlink("/bin/true", s.dir.path().join("scripts/escape")).expect("symlink");
+    let url = "http://127.0.0.1:9/hook";
+    let cases = [
+        json!({"name": "x", "event": "clients.explode", "task": url}),
+        json!({"name": "x", "event": "nothing.*", "task": url}),
+        json!({"name": "x", "event": "clients.balance_zero", "stage": "before", "task": url}),
+        json!({"name": "x", "event": "importd.*", "stage": "before", "task": url}),
+        json!({"name": "x", "event": "email_rates_manager.import", "stage": "before", "task": url}),
+        json!({"name": "x", "event": "clients.create", "task": "ftp://127.0.0.1/hook"}),
+        json!({"name": "x", "event": "clients.create", "task": "http://"}),
+        json!({"name": "x", "event": "clients.create", "task": "not a url"}),
+        json!({"name": "x", "event": "clients.create", "type": "script", "task": "../ok.sh"}),
+        json!({"name": "x", "event": "clients.create", "type": "script", "task": "/bin/true"}),
+        json!({"name": "x", "event": "clients.create", "type": "script", "task": "missing.sh"}),
+        json!({"name": "x", "event": "clients.create", "type": "script", "task": "plain.sh"}),
+        json!({"name": "x", "event": "clients.create", "type": "script", "task": "escape"}),
+        json!({"name": "x", "event": "clients.create", "task": url, "timeout_ms": 30001}),
+        json!({"event": "clients.create", "task": url}),
+    ];
+    for body in cases {
+        let (st, v) = s.post(HANDLERS, body.clone()).await;
+        assert_eq!(st, 422, "{body}: {v}");
+        assert_error(&v, "validation_failed");
+        let fields = v["error"]["data"]["fields"].as_object();
+        assert!(fields.is_some_and(|f| !f.is_empty()), "{body}: {v}");
+    }
+    let (_, list) = s.get(HANDLERS).await;
+    assert_eq!(list["total"], 0, "nothing was stored: {list}");
+
+    // The valid neighbours of those cases are accepted.
+    for body in [
+        json!({"name": "s", "event": "clients.create", "type": "script", "task": "ok.sh"}),
+        json!({"name": "b", "event": "clients.*", "stage": "before", "task": url}),
+        json!({"name": "t", "event": "*", "task": url, "timeout_ms": 30000}),
+    ] {
+        create_handler(&s, body).await;
+    }
+
+    // PATCH is validated the same way and changes nothing when refused.
+    let h = create_handler(&s, json!({"name": "p", "event": "dids.*", "task": url})).await;
+    let (st, v) = s
+        .patch(&path(&h["id"], ""), json!({"task": "gopher://x"}))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_error(&v, "validation_failed");
+    let (st, v) = s
+        .patch(
+            &path(&h["id"], ""),
+            json!({"event": "clients.balance_notzero", "stage": "before"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let (_, got) = s.get(&path(&h["id"], "")).await;
+    assert_eq!(got["task"], url);
+    assert_eq!(got["event"], "dids.*");
+}
+
+#[tokio::test]
+async fn the_list_filters_by_status_event_type_and_stage_and_hides_archived() {
+    let s = Server::start().await;
+    write_script(&s, "check.sh", "#!/bin/sh\nexit 0\n", true);
+    let url = "http://127.0.0.1:9/hook";
+    let a = create_handler(
+        &s,
+        json!({"name": "a", "event": "clients.create", "task": url}),
+    )
+    .await;
+    let b = create_handler(
+        &s,
+        json!({"name": "b", "event": "clients.update", "stage": "before", "type": "script",
+               "task": "check.sh", "priority": 10}),
+    )
+    .await;
+    let c = create_handler(
+        &s,
+        json!({"name": "c", "event": "dids.*", "task": url, "status": "disabled"}),
+    )
+    .await;
+    let d = create_handler(
+        &s,
+        json!({"name": "d", "event": "clients.create", "task": url}),
+    )
+    .await;
+    let (st, v) = s.post(&path(&d["id"], "/archive"), json!({})).await;
+    assert_eq!(st, 200, "{v}");
+
+    let ids = |v: &Value| -> Vec<Value> {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|h| h["id"].clone())
+            .collect()
+    };
+    let list = |q: &'static str| {
+        let s = &s;
+        async move {
+            let (st, v) = s.get(&format!("{HANDLERS}?{q}")).await;
+            assert_eq!(st, 200, "{q}: {v}");
+            assert_eq!(v["total"], v["items"].as_array().unwrap().len(), "{q}: {v}");
+            v
+        }
+    };
+    // By priority, then id; archived hidden by default.
+    let all = list("").await;
+    assert_eq!(
+        ids(&all),
+        vec![b["id"].clone(), a["id"].clone(), c["id"].clone()]
+    );
+    assert!(
+        all["items"][0].get("secret").is_none(),
+        "no secrets in lists"
+    );
+    assert_eq!(ids(&list("status=archived").await), vec![d["id"].clone()]);
+    assert_eq!(ids(&list("status=disabled").await), vec![c["id"].clone()]);
+    assert_eq!(
+        ids(&list("status=enabled").await),
+        vec![b["id"].clone(), a["id"].clone()]
+    );
+    assert_eq!(
+        ids(&list("event=clients.create").await),
+        vec![a["id"].clone()]
+    );
+    assert_eq!(ids(&list("event=dids.*").await), vec![c["id"].clone()]);
+    assert_eq!(ids(&list("type=script").await), vec![b["id"].clone()]);
+    assert_eq!(
+        ids(&list("type=http").await),
+        vec![a["id"].clone(), c["id"].clone()]
+    );
+    assert_eq!(ids(&list("stage=before").await), vec![b["id"].clone()]);
+    assert_eq!(
+        ids(&list("stage=after&type=http&status=disabled").await),
+        vec![c["id"].clone()]
+    );
+    assert_eq!(ids(&list("event=dids.update").await), Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn get_patch_and_delete() {
+    let s = Server::start().await;
+    let h = create_handler(
+        &s,
+        json!({"name": "old", "event": "clients.create", "task": "http://127.0.0.1:9/a"}),
+    )
+    .await;
+    let (st, v) = s
+        .patch(
+            &path(&h["id"], ""),
+            json!({"name": "new", "priority": 5, "retry_schedule": [0, 1], "timeout_ms": 1500,
+                   "event": "clients.*", "task": "https://example.com/b"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["name"], "new");
+    assert_eq!(v["priority"], 5);
+    assert_eq!(v["retry_schedule"], json!([0, 1]));
+    assert_eq!(v["timeout_ms"], 1500);
+    assert_eq!(v["event"], "clients.*");
+    assert_eq!(v["task"], "https://example.com/b");
+    assert_eq!(v["stage"], "after", "untouched fields stay");
+    assert_eq!(v["created_at"], h["created_at"]);
+    assert!(v["updated_at"].as_str() >= h["updated_at"].as_str(), "{v}");
+    let (st, got) = s.get(&path(&h["id"], "")).await;
+    assert_eq!(st, 200);
+    assert_eq!(got, v, "GET shows the patched handler");
+
+    let (st, v) = s.delete(&path(&h["id"], "")).await;
+    assert_eq!(st, 200, "{v}");
+    for (method, p) in [
+        ("GET", path(&h["id"], "")),
+        ("DELETE", path(&h["id"], "")),
+        ("GET", path(&h["id"], "/secret")),
+    ] {
+        let (st, v) = s.call(method, &p, None).await;
+        assert_eq!(st, 404, "{method} {p}: {v}");
+        assert_error(&v, "not_found");
+    }
+    let (st, v) = s.patch(&path(&h["id"], ""), json!({"name": "x"})).await;
+    assert_eq!(st, 404, "{v}");
+    let (_, list) = s.get(HANDLERS).await;
+    assert_eq!(list["total"], 0);
+}
+
+#[tokio::test]
+async fn enable_disable_and_archive() {
+    let s = Server::start().await;
+    let h = create_handler(
+        &s,
+        json!({"name": "h", "event": "clients.create", "task": "http://127.0.0.1:9/a"}),
+    )
+    .await;
+    for (action, status) in [
+        ("disable", "disabled"),
+        ("enable", "enabled"),
+        ("archive", "archived"),
+    ] {
+        let (st, v) = s
+            .post(&path(&h["id"], &format!("/{action}")), json!({}))
+            .await;
+        assert_eq!(st, 200, "{action}: {v}");
+        assert_eq!(v["status"], status, "{action}: {v}");
+        let (_, got) = s.get(&path(&h["id"], "")).await;
+        assert_eq!(got["status"], status);
+    }
+    let (_, list) = s.get(HANDLERS).await;
+    assert_eq!(list["total"], 0, "archived is hidden: {list}");
+    for action in ["enable", "disable", "archive"] {
+        let (st, v) = s
+            .post(&format!("{HANDLERS}/99999/{action}"), json!({}))
+            .await;
+        assert_eq!(st, 404, "{action}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn rotating_the_secret_replaces_it() {
+    let s = Server::start().await;
+    let h = create_handler(
+        &s,
+        json!({"name": "h", "event": "clients.create", "task": "http://127.0.0.1:9/a"}),
+    )
+    .await;
+    let (st, v) = s.post(&path(&h["id"], "/secret/rotate"), json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    let new = v["secret"].as_str().expect("new secret");
+    assert!(new.starts_with("whsec_"), "{new}");
+    assert_ne!(new, h["secret"].as_str().unwrap());
+    let (_, got) = s.get(&path(&h["id"], "/secret")).await;
+    assert_eq!(got["secret"], new);
+    let (st, _) = s
+        .post(&format!("{HANDLERS}/99999/secret/rotate"), json!({}))
+        .await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test]
+async fn test_calls_the_handler_now_and_returns_the_execution() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    r.reply("/t", r#"{"pong":1}"#);
+    let h = create_handler(
+        &s,
+        json!({"name": "t", "event": "clients.create", "task": r.url("/t")}),
+    )
+    .await;
+    let (st, e) = s.post(&path(&h["id"], "/test"), json!({})).await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["status"], "success", "{e}");
+    assert_eq!(e["handlers_id"], h["id"]);
+    assert_eq!(e["events_id"], "clients.create");
+    assert_eq!(e["stage"], "after");
+    assert_eq!(e["attempt"], 1);
+    assert_eq!(e["response_status"], 200);
+    assert_eq!(e["response_body"], r#"{"pong":1}"#);
+    assert_eq!(e["request"]["event"]["events_id"], "clients.create");
+    assert_eq!(e["request"]["event"]["uid"], e["event_uid"]);
+    assert!(e["request"]["data"].is_object(), "the sample: {e}");
+    let hits = r.hits_on("/t");
+    assert_eq!(hits.len(), 1, "called once, at once");
+    assert_eq!(
+        hits[0].json, e["request"],
+        "the request logged is the one sent"
+    );
+    assert_eq!(hits[0].uid(), e["event_uid"].as_str().unwrap());
+    let secret = h["secret"].as_str().unwrap();
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&hits[0].body, &hits[0].headers)
+        .expect("the test call is signed");
+    let logged = executions(&s, &format!("handlers_id={}", h["id"])).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0]["id"], e["id"]);
+
+    // Another event's sample; an unknown event; a failing receiver.
+    let (st, e) = s
+        .post(
+            &path(&h["id"], "/test"),
+            json!({"events_id": "dids.create"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["events_id"], "dids.create");
+    assert_eq!(r.hits_on("/t")[1].events_id(), "dids.create");
+    let (st, v) = s
+        .post(&path(&h["id"], "/test"), json!({"events_id": "nope.nope"}))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    r.fail(1, 500, None);
+    let (st, e) = s.post(&path(&h["id"], "/test"), json!({})).await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["status"], "fail", "{e}");
+    assert_eq!(e["response_status"], 500);
+    assert!(e["error"].is_string(), "{e}");
+    let (st, _) = s.post(&format!("{HANDLERS}/99999/test"), json!({})).await;
+    assert_eq!(st, 404);
+}

@@ -1,0 +1,220 @@
+//! Script handlers: payload on stdin, `BILLHOOK_*` environment, stdout logged, a
+//! non-zero exit retried — from the default scripts directory (`./scripts`, relative to
+//! the server's working directory) and from an absolute `BILLHOOK_SCRIPTS_DIR`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::harness::{wait_for, Server};
+use crate::util::{
+    client, create_handler, executions, rename, uid_of, wait_deliveries, write_script_in,
+};
+
+/// A server and the scripts directory it runs scripts from.
+struct Scripts {
+    s: Server,
+    dir: PathBuf,
+    _abs: Option<tempfile::TempDir>,
+}
+
+/// A server with the default `./scripts`.
+async fn default_dir() -> Scripts {
+    let s = Server::start().await;
+    let dir = s.dir.path().join("scripts");
+    Scripts { s, dir, _abs: None }
+}
+
+/// A server with `BILLHOOK_SCRIPTS_DIR` set to an absolute directory.
+async fn absolute_dir() -> Scripts {
+    let abs = tempfile::tempdir().unwrap();
+    let dir = abs.path().to_path_buf();
+    let s = Server::start_with(vec![("BILLHOOK_SCRIPTS_DIR", dir.to_str().unwrap())]).await;
+    Scripts {
+        s,
+        dir,
+        _abs: Some(abs),
+    }
+}
+
+/// Reads `dir/name` once it exists.
+async fn wait_file(dir: &Path, name: &str) -> String {
+    let path = dir.join(name);
+    wait_for(30, &format!("{}", path.display()), || async {
+        std::fs::read_to_string(&path).ok()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_script_in_the_default_dir_gets_its_payload_and_environment() {
+    stdin_and_environment(default_dir().await).await;
+}
+
+#[tokio::test]
+async fn a_script_in_an_absolute_dir_gets_its_payload_and_environment() {
+    stdin_and_environment(absolute_dir().await).await;
+}
+
+#[tokio::test]
+async fn a_script_in_the_default_dir_exiting_non_zero_is_retried() {
+    non_zero_is_retried(default_dir().await).await;
+}
+
+#[tokio::test]
+async fn a_script_in_an_absolute_dir_exiting_non_zero_is_retried() {
+    non_zero_is_retried(absolute_dir().await).await;
+}
+
+async fn stdin_and_environment(sc: Scripts) {
+    let s = &sc.s;
+    let out = tempfile::tempdir().unwrap();
+    let d = out.path().display();
+    let script = format!(
+        r#"#!/bin/sh
+set -e
+u="$BILLHOOK_EVENT_UID"
+cat > "{d}/.$u.json"
+printf '%s\n%s\n%s\n%s\n' "$BILLHOOK_EVENT" "$BILLHOOK_STAGE" "$BILLHOOK_OBJECT_ID" "$BILLHOOK_EVENT_UID" > "{d}/.$u.env"
+mv "{d}/.$u.json" "{d}/$u.json"
+mv "{d}/.$u.env" "{d}/$u.env"
+echo "stored $u"
+"#
+    );
+    write_script_in(&sc.dir, "record.sh", &script, true);
+    let h = create_handler(
+        s,
+        json!({"name": "rec", "event": "clients.*", "type": "script", "task": "record.sh",
+               "retry_schedule": [0]}),
+    )
+    .await;
+    let c = client(s, "Scripted").await;
+    rename(s, c, "Scripted 2").await;
+    for events_id in ["clients.create", "clients.update"] {
+        let uid = uid_of(s, events_id, c).await;
+        let stdin: Value =
+            serde_json::from_str(&wait_file(out.path(), &format!("{uid}.json")).await)
+                .expect("JSON on stdin");
+        let (_, mut logged) = s.get(&format!("/api/v1/events/{uid}")).await;
+        logged.as_object_mut().unwrap().remove("deliveries");
+        assert_eq!(stdin, logged, "the payload on stdin");
+        let env = wait_file(out.path(), &format!("{uid}.env")).await;
+        let lines: Vec<&str> = env.lines().collect();
+        assert_eq!(
+            lines,
+            [events_id, "after", &c.to_string(), &uid],
+            "BILLHOOK_EVENT, _STAGE, _OBJECT_ID, _EVENT_UID"
+        );
+    }
+    let done = wait_deliveries(s, h["id"].as_i64().unwrap(), "succeeded", 2, 30).await;
+    assert_eq!(done.len(), 2);
+    let log = executions(s, &format!("handlers_id={}", h["id"])).await;
+    assert_eq!(log.len(), 2, "{log:?}");
+    for e in &log {
+        assert_eq!(e["status"], "success", "{e}");
+        assert_eq!(e["attempt"], 1);
+        let uid = e["event_uid"].as_str().unwrap();
+        assert!(
+            e["response_body"]
+                .as_str()
+                .is_some_and(|b| b.contains(&format!("stored {uid}"))),
+            "stdout is logged: {e}"
+        );
+    }
+}
+
+async fn non_zero_is_retried(sc: Scripts) {
+    let s = &sc.s;
+    let out = tempfile::tempdir().unwrap();
+    let count = out.path().join("count");
+    let script = format!(
+        r#"#!/bin/sh
+cat > /dev/null
+n=$(cat '{c}' 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > '{c}'
+if [ "$n" -le 2 ]; then echo "not yet $n" >&2; exit 3; fi
+echo "fine at $n"
+"#,
+        c = count.display()
+    );
+    write_script_in(&sc.dir, "flaky.sh", &script, true);
+    let h = create_handler(
+        s,
+        json!({"name": "flaky", "event": "clients.create", "type": "script",
+               "task": "flaky.sh", "retry_schedule": [0, 0, 0]}),
+    )
+    .await;
+    let id = h["id"].as_i64().unwrap();
+    let c = client(s, "Retried").await;
+    let uid = uid_of(s, "clients.create", c).await;
+    let done = wait_deliveries(s, id, "succeeded", 1, 30).await;
+    assert_eq!(done[0]["attempts"], 3, "{}", done[0]);
+    let mut log = executions(s, &format!("handlers_id={id}")).await;
+    log.reverse();
+    let summary: Vec<(i64, String)> = log
+        .iter()
+        .map(|e| {
+            (
+                e["attempt"].as_i64().unwrap(),
+                e["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "fail".into()),
+            (2, "fail".into()),
+            (3, "success".into())
+        ]
+    );
+    for e in &log {
+        assert_eq!(
+            e["event_uid"], uid,
+            "one event, the same uid on every attempt"
+        );
+    }
+    for e in &log[..2] {
+        assert!(
+            e["error"].as_str().is_some_and(|t| !t.is_empty()),
+            "a failed run says why: {e}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "3");
+}
+
+#[tokio::test]
+async fn a_script_past_its_timeout_is_killed_and_the_attempt_fails() {
+    let sc = default_dir().await;
+    let s = &sc.s;
+    let out = tempfile::tempdir().unwrap();
+    let late = out.path().join("late");
+    let script = format!(
+        "#!/bin/sh\ncat > /dev/null\nsleep 3\ntouch '{}'\n",
+        late.display()
+    );
+    write_script_in(&sc.dir, "slow.sh", &script, true);
+    let h = create_handler(
+        s,
+        json!({"name": "slow", "event": "clients.create", "type": "script",
+               "task": "slow.sh", "timeout_ms": 300, "retry_schedule": []}),
+    )
+    .await;
+    let id = h["id"].as_i64().unwrap();
+    client(s, "Slow script").await;
+    let failed = wait_deliveries(s, id, "failed", 1, 30).await;
+    assert_eq!(failed[0]["attempts"], 1);
+    let log = executions(s, &format!("handlers_id={id}")).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["status"], "fail");
+    assert!(log[0]["error"].is_string(), "{}", log[0]);
+    let took = log[0]["duration_ms"].as_i64().unwrap();
+    assert!(
+        took < 2000,
+        "stopped at the timeout, not after the script: {took} ms"
+    );
+    // The whole script was killed: it never gets to its last line.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert!(!late.exists(), "the script kept running after its timeout");
+}
