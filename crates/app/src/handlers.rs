@@ -11,7 +11,7 @@ use billhook_domain::entities::{
 use billhook_domain::{FieldErrors, Timestamp};
 use billhook_provisioning::before::BeforeChain;
 use billhook_provisioning::caller::CallMeta;
-use billhook_provisioning::{signing, Caller};
+use billhook_provisioning::{signing, Caller, HandlerCache};
 use billhook_store::deliveries;
 pub use billhook_store::deliveries::{Delivery, DeliveryQuery};
 use billhook_store::executions;
@@ -59,6 +59,7 @@ pub struct Handlers {
     db: Db,
     caller: Caller,
     before: BeforeChain,
+    cache: HandlerCache,
 }
 
 fn conn_err(e: sqlx_core_error::Error) -> AppError {
@@ -70,8 +71,19 @@ mod sqlx_core_error {
 
 impl Handlers {
     /// Handlers stored in `db`, called through `caller`.
-    pub fn new(db: Db, caller: Caller, before: BeforeChain) -> Handlers {
-        Handlers { db, caller, before }
+    pub fn new(db: Db, caller: Caller, before: BeforeChain, cache: HandlerCache) -> Handlers {
+        Handlers {
+            db,
+            caller,
+            before,
+            cache,
+        }
+    }
+
+    /// Makes every cached copy of handlers see a change at once.
+    fn changed(&self) {
+        self.before.invalidate();
+        self.cache.invalidate();
     }
 
     fn check(&self, h: &Handler) -> Result<(), AppError> {
@@ -112,7 +124,7 @@ impl Handlers {
         let mut tx = self.db.begin().await?;
         h.id = store::insert(&mut tx, &h, &secret).await?;
         tx.commit().await?;
-        self.before.invalidate();
+        self.changed();
         Ok(WithSecret { handler: h, secret })
     }
 
@@ -170,7 +182,7 @@ impl Handlers {
         self.check(&h)?;
         store::update(&mut tx, &h).await?;
         tx.commit().await?;
-        self.before.invalidate();
+        self.changed();
         Ok(h)
     }
 
@@ -194,7 +206,7 @@ impl Handlers {
             .ok_or_else(|| AppError::not_found("handler", id))?;
         store::delete(&mut tx, id).await?;
         tx.commit().await?;
-        self.before.invalidate();
+        self.changed();
         Ok(h)
     }
 
@@ -217,6 +229,7 @@ impl Handlers {
         let until = Timestamp::now().add_seconds(OLD_SECRET_GRACE_SECONDS);
         store::rotate_secret(&mut tx, id, &secret, until).await?;
         tx.commit().await?;
+        self.changed();
         Ok(secret)
     }
 

@@ -34,14 +34,16 @@ impl App {
         let caller = billhook_provisioning::Caller::new(scripts_dir);
         let before = billhook_provisioning::before::BeforeChain::new(db.clone(), caller.clone());
         let pipeline = Pipeline::new(db.clone(), before.clone());
+        let handler_cache = billhook_provisioning::HandlerCache::default();
         App {
             engine: billhook_provisioning::DeliveryEngine::new(
                 db.clone(),
                 caller.clone(),
                 pipeline.wake(),
                 billhook_provisioning::EngineConfig::default(),
+                handler_cache.clone(),
             ),
-            handlers: handlers::Handlers::new(db.clone(), caller, before),
+            handlers: handlers::Handlers::new(db.clone(), caller, before, handler_cache),
             pipeline,
             keys: keys::KeyRing::new(db.clone(), admin_key),
             queries: queries::Queries::new(db.clone()),

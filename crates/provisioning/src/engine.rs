@@ -17,11 +17,12 @@ use billhook_domain::payload::{payload, EventHeader};
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Claimed, Outcome};
 use billhook_store::executions::{self, Execution};
-use billhook_store::{events, handlers, Db, StoreError};
+use billhook_store::{events, Db, StoreError};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::caller::{CallMeta, CallOutcome, Caller};
+use crate::handler_cache::HandlerCache;
 use crate::retry::next_delay;
 
 /// Tuning of the engine.
@@ -98,18 +99,26 @@ pub struct DeliveryEngine {
     wake: Arc<Notify>,
     config: EngineConfig,
     per_handler: Arc<Mutex<HashMap<i64, Arc<Semaphore>>>>,
+    handlers: HandlerCache,
     pub metrics: Arc<Metrics>,
 }
 
 impl DeliveryEngine {
     /// An engine woken through `wake` (the pipeline notifies it after each commit).
-    pub fn new(db: Db, caller: Caller, wake: Arc<Notify>, config: EngineConfig) -> Self {
+    pub fn new(
+        db: Db,
+        caller: Caller,
+        wake: Arc<Notify>,
+        config: EngineConfig,
+        handlers: HandlerCache,
+    ) -> Self {
         DeliveryEngine {
             db,
             caller,
             wake,
             config,
             per_handler: Arc::default(),
+            handlers,
             metrics: Arc::default(),
         }
     }
@@ -159,7 +168,19 @@ impl DeliveryEngine {
                 }
                 continue;
             }
+            let events = match self.events_of(&claimed).await {
+                Ok(events) => events,
+                Err(e) => {
+                    // Their leases expire and they are claimed again.
+                    tracing::warn!(error = %e, "loading the events of claimed deliveries failed");
+                    continue;
+                }
+            };
             for c in claimed {
+                let Some(event) = events.get(&c.event_seq).cloned() else {
+                    tracing::warn!(delivery = c.id, "delivery lost its event");
+                    continue;
+                };
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
                 let engine = self.clone();
                 let in_flight = in_flight.clone();
@@ -167,7 +188,7 @@ impl DeliveryEngine {
                 in_flight.lock().expect("not poisoned").push(c.id);
                 tasks.spawn(async move {
                     let id = c.id;
-                    engine.deliver(c, &results).await;
+                    engine.deliver(c, event, &results).await;
                     in_flight.lock().expect("not poisoned").retain(|x| *x != id);
                     drop(permit);
                     id
@@ -233,10 +254,28 @@ impl DeliveryEngine {
             .clone()
     }
 
-    async fn deliver(&self, c: Claimed, results: &mpsc::Sender<Finished>) {
+    async fn events_of(
+        &self,
+        claimed: &[Claimed],
+    ) -> Result<HashMap<i64, Arc<events::Event>>, StoreError> {
+        let seqs: Vec<i64> = claimed.iter().map(|c| c.event_seq).collect();
+        let mut conn = self.db.read.acquire().await?;
+        Ok(events::get_many(&mut conn, &seqs)
+            .await?
+            .into_iter()
+            .map(|e| (e.seq, Arc::new(e)))
+            .collect())
+    }
+
+    async fn deliver(
+        &self,
+        c: Claimed,
+        event: Arc<events::Event>,
+        results: &mpsc::Sender<Finished>,
+    ) {
         let slots = self.handler_slots(c.handlers_id);
         let _permit = slots.acquire().await.expect("never closed");
-        match self.attempt(&c).await {
+        match self.attempt(&c, &event).await {
             Ok(finished) => {
                 let _ = results.send(finished).await;
             }
@@ -245,20 +284,14 @@ impl DeliveryEngine {
         }
     }
 
-    async fn attempt(&self, c: &Claimed) -> Result<Finished, StoreError> {
-        let (event, handler, secrets) = {
-            let mut conn = self.db.read.acquire().await?;
-            let event = events::get_by_seq(&mut conn, c.event_seq).await?;
-            let handler = handlers::get(&mut conn, c.handlers_id).await?;
-            let secrets = handlers::secrets(&mut conn, c.handlers_id).await?;
-            (event, handler, secrets)
-        };
-        let (Some(event), Some(handler), Some(secrets)) = (event, handler, secrets) else {
+    async fn attempt(&self, c: &Claimed, event: &events::Event) -> Result<Finished, StoreError> {
+        let Some(entry) = self.handlers.get(&self.db, c.handlers_id).await? else {
             return Err(StoreError::Corrupt(format!(
-                "delivery {} lost its event or handler",
+                "delivery {} lost its handler",
                 c.id
             )));
         };
+        let (handler, secrets) = &*entry;
         let now = Timestamp::now();
         if handler.status != HandlerStatus::Enabled {
             let later = Outcome::Retry {

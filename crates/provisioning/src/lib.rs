@@ -4,8 +4,10 @@
 pub mod before;
 pub mod caller;
 pub mod engine;
+pub mod handler_cache;
 pub mod retry;
 pub mod signing;
 
 pub use caller::{CallOutcome, Caller};
 pub use engine::{DeliveryEngine, EngineConfig};
+pub use handler_cache::HandlerCache;

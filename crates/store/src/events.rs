@@ -64,6 +64,22 @@ pub async fn get_by_seq(conn: &mut AnyConnection, seq: i64) -> Result<Option<Eve
     row.as_ref().map(from_row).transpose()
 }
 
+/// Loads the events at these positions (a claimed batch) in one query.
+pub async fn get_many(conn: &mut AnyConnection, seqs: &[i64]) -> Result<Vec<Event>, StoreError> {
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Integers only: safe to inline, and one statement whatever the batch size.
+    let list = seqs
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE id IN ({list})");
+    let rows = sqlx::query(&sql).fetch_all(conn).await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Loads one event by uid.
 pub async fn get(conn: &mut AnyConnection, uid: &str) -> Result<Option<Event>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE uid = $1");
