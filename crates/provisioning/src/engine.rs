@@ -324,12 +324,12 @@ impl DeliveryEngine {
             stage: Stage::After,
         };
         let signing = secrets.signing(now);
-        let outcome = self.caller.call(&handler, &signing, &meta, &body).await;
+        let outcome = self.caller.call(handler, &signing, &meta, &body).await;
         let attempts = c.attempts + 1;
-        let result = decide(&handler, attempts, &outcome);
-        self.record_metrics(&handler, &result, &outcome);
+        let result = decide(handler, attempts, &outcome);
+        self.record_metrics(handler, &result, &outcome);
 
-        let execution = execution_row(&handler, &event, c, attempts, &outcome, request);
+        let execution = execution_row(handler, event, c, attempts, &outcome, request);
         Ok(Finished {
             id: c.id,
             attempts,
