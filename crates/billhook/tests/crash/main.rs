@@ -198,3 +198,61 @@ async fn killed_server_loses_no_acknowledged_event() {
         duplicates
     );
 }
+
+/// SIGTERM while a call is in flight: the call finishes, its outcome is recorded, the
+/// process exits 0, and nothing is delivered twice after a restart.
+#[tokio::test]
+async fn sigterm_finishes_calls_in_flight_and_exits_zero() {
+    let calls: Received = Arc::default();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let app = Router::new()
+        .route(
+            "/slow",
+            post(
+                |State((r, started)): State<(Received, Arc<tokio::sync::Notify>)>,
+                 Json(v): Json<Value>| async move {
+                    started.notify_one();
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    r.lock().unwrap().push(v);
+                    "ok"
+                },
+            ),
+        )
+        .with_state((calls.clone(), started.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/slow", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut s = Server::start().await;
+    s.ok(
+        "/api/v1/handlers",
+        json!({"name": "slow", "event": "clients.create", "task": hook}),
+        201,
+    )
+    .await;
+    s.ok("/api/v1/clients", json!({"name": "Acme"}), 201).await;
+    tokio::time::timeout(Duration::from_secs(30), started.notified())
+        .await
+        .expect("the call started");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = s.terminate();
+        (s, status)
+    })
+    .await
+    .unwrap();
+    let (mut s, status) = status;
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        1,
+        "the call in flight finished"
+    );
+
+    s.spawn();
+    let (st, d) = s.get("/api/v1/deliveries?status=succeeded").await;
+    assert_eq!(st, 200);
+    assert_eq!(d["total"], 1, "the outcome was recorded before exit: {d}");
+    let (_, pending) = s.get("/api/v1/deliveries?status=pending").await;
+    assert_eq!(pending["total"], 0, "{pending}");
+    assert_eq!(calls.lock().unwrap().len(), 1, "not delivered again");
+}
