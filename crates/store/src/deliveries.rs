@@ -34,6 +34,19 @@ pub async fn fan_out(
     Ok(done.rows_affected())
 }
 
+/// Heads found by grouping the pending rows: one pass, whatever the backlog. On
+/// PostgreSQL the per-row probe below degraded badly behind a large backlog.
+const HEADS_BY_GROUPING: &str =
+    "JOIN (SELECT MIN(id) AS id FROM deliveries WHERE status = 'pending'
+     GROUP BY handlers_id, ordering_key) heads ON heads.id = d.id";
+
+/// Heads found by probing, per due row, for an earlier pending one of its queue: SQLite
+/// answers each probe from the partial index, and stops at the first `LIMIT` rows.
+const HEADS_BY_PROBING: &str = " AND d.status = 'pending' AND NOT EXISTS (
+       SELECT 1 FROM deliveries e
+       WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
+         AND e.status = 'pending' AND e.id < d.id)";
+
 /// A delivery taken by a worker until `lease_until`.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -58,22 +71,19 @@ pub async fn claim(
     lease_base: Timestamp,
     limit: i64,
 ) -> Result<Vec<Claimed>, StoreError> {
-    let skip_locked = match dialect {
-        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-        Dialect::Sqlite => "",
+    let (heads_join, heads_probe, skip_locked) = match dialect {
+        Dialect::Postgres => (HEADS_BY_GROUPING, "", " FOR UPDATE OF d SKIP LOCKED"),
+        Dialect::Sqlite => ("", HEADS_BY_PROBING, ""),
     };
+    // Only the head of each (handler, key) queue can go: the oldest pending one.
     // The outer conditions repeat the inner ones: PostgreSQL re-checks them on the row
     // version it locks, so two processes never lease the same delivery.
     let sql = format!(
         "UPDATE deliveries
          SET lease_until = $1 + (SELECT h.timeout_ms FROM handlers h WHERE h.id = deliveries.handlers_id) * 1000
          WHERE status = 'pending' AND lease_until < $2 AND id IN (
-           SELECT d.id FROM deliveries d
-           WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2
-             AND NOT EXISTS (
-               SELECT 1 FROM deliveries e
-               WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
-                 AND e.status = 'pending' AND e.id < d.id)
+           SELECT d.id FROM deliveries d {heads_join}
+           WHERE d.next_at <= $2 AND d.lease_until < $2{heads_probe}
            ORDER BY d.id LIMIT $3{skip_locked})
          RETURNING id, event_seq, handlers_id, attempts"
     );
