@@ -3,6 +3,9 @@
 //! cool-down, the execution log — against the real server, on either database.
 
 #[allow(dead_code)]
+#[path = "../api/flask_example.rs"]
+mod flask_example;
+#[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
 

@@ -1,11 +1,10 @@
 //! The execution log of the before stage, `POST /handlers/{id}/test` on a before
 //! handler, registration rules, and the reference Flask example as a before handler.
 
-use std::process::{Child, Command, Stdio};
-
 use serde_json::json;
 
-use crate::harness::{assert_error, wait_for, Server};
+use crate::flask_example::start_flask;
+use crate::harness::{assert_error, Server};
 use crate::receiver::{with_data, Receiver, Reply};
 use crate::util::{before_rows, client, executions, get_client, hook, id};
 
@@ -137,66 +136,9 @@ async fn a_before_handler_for_an_after_only_event_is_refused() {
     assert_eq!(list["total"], 0, "{list}");
 }
 
-/// The example handler of the reference documentation, verbatim.
-const FLASK_EXAMPLE: &str = r#"from flask import Flask, request
-import json
-app = Flask(__name__)
-@app.route("/api", methods=['GET', 'POST'])
-def api():
-    data = json.loads(request.data)
-    return json.dumps(data)
-if __name__ == "__main__":
-    app.run()
-"#;
-
-struct Python(Child);
-
-impl Drop for Python {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn the_reference_flask_example_is_a_valid_before_handler() {
-    let check = Command::new("python3")
-        .args(["-c", "import flask"])
-        .output()
-        .expect("python3 must be installed to run the reference example handler");
-    assert!(
-        check.status.success(),
-        "FLASK IS MISSING: `python3 -c 'import flask'` failed — install it (pip install \
-         flask); this test must not be skipped. stderr: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("handler.py"), FLASK_EXAMPLE).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let run = format!(
-        "import sys; sys.path.insert(0, {:?}); import handler; \
-         handler.app.run(host='127.0.0.1', port={port})",
-        dir.path().display().to_string()
-    );
-    let _python = Python(
-        Command::new("python3")
-            .args(["-c", &run])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the Flask example"),
-    );
-    wait_for(30, "the Flask example to listen", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-    })
-    .await;
-
+    let (_python, port) = start_flask().await;
     let s = Server::start().await;
     let h = hook(
         &s,

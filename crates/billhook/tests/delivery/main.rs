@@ -3,6 +3,9 @@
 //! the real server and real receivers on 127.0.0.1.
 
 #[allow(dead_code)]
+#[path = "../api/flask_example.rs"]
+mod flask_example;
+#[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
 
