@@ -66,7 +66,12 @@ impl EventType {
     /// A realistic, complete after-stage payload for this event, in exactly the shape
     /// handlers receive: `{"event": {...}, "data": {...}, "previous": {...}}`.
     pub fn sample(&self) -> Value {
-        let (object_id, data, previous) = sample_parts(self.id);
+        let (object_id, data, mut previous) = sample_parts(self.id);
+        // Real payloads leave `updated_at` out of `previous` (it changes on every write
+        // and would hide the change that matters); samples show what handlers receive.
+        if let Some(p) = previous.as_object_mut() {
+            p.remove("updated_at");
+        }
         let index = EVENT_TYPES
             .iter()
             .position(|e| e.id == self.id)
