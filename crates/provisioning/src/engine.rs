@@ -397,12 +397,16 @@ async fn write_results(db: Db, mut rx: mpsc::Receiver<Finished>, wake: Arc<Notif
 async fn write_batch(db: &Db, batch: &[Finished]) -> Result<(), StoreError> {
     let now = Timestamp::now();
     let mut tx = db.begin().await?;
+    let mut succeeded = Vec::new();
     for f in batch {
-        deliveries::finish(&mut tx, f.id, f.attempts, &f.outcome, now).await?;
-        if let Some(e) = &f.execution {
-            executions::insert(&mut tx, e).await?;
+        match &f.outcome {
+            Outcome::Succeeded => succeeded.push(f.id),
+            other => deliveries::finish(&mut tx, f.id, f.attempts, other, now).await?,
         }
     }
+    deliveries::finish_succeeded(&mut tx, &succeeded, now).await?;
+    let rows: Vec<&Execution> = batch.iter().filter_map(|f| f.execution.as_ref()).collect();
+    executions::insert_many(&mut tx, &rows).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -148,6 +148,31 @@ pub async fn finish(
     Ok(())
 }
 
+/// Records many successful attempts in one statement: each row's `attempts` grows by
+/// the one attempt its lease was for.
+pub async fn finish_succeeded(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(500) {
+        // Integers only: safe to inline.
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query(&format!(
+            "UPDATE deliveries SET status = 'succeeded', attempts = attempts + 1, next_at = $1,
+             last_error = NULL, lease_until = 0, updated_at = $1 WHERE id IN ({list})"
+        ))
+        .bind(now.micros())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Gives leases back (graceful shutdown) so another process may deliver at once.
 pub async fn release(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), StoreError> {
     for id in ids {

@@ -103,8 +103,9 @@ async fn the_next_attempt_follows_the_schedule_with_jitter_and_retry_after_is_ca
     let uid = uid_of(&s, "clients.create", c).await;
     let hits = timed.wait_hits("/timed", 2, 30).await;
     let gap = (hits[1].at - hits[0].at).as_secs_f64();
+    // 2 s ± 20 %, plus scheduling slack on a loaded 2-core machine.
     assert!(
-        (1.6..=2.9).contains(&gap),
+        (1.6..=3.5).contains(&gap),
         "schedule [2] ±20 %: the retry came {gap} s after the failure"
     );
     plain.wait_hits("/plain", 1, 30).await;
