@@ -1,0 +1,208 @@
+//! The command line: first-start key generation, `billhook keys`, `billhook migrate` and
+//! the order of configuration sources — through the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_billhook");
+
+fn run(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BILLHOOK_API_KEY")
+        .env("BILLHOOK_LOG", "warn")
+        .output()
+        .expect("run billhook");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Starts `serve` in `dir`; returns the child and every stdout line up to the address.
+fn serve(
+    dir: &std::path::Path,
+    envs: &[(&str, &str)],
+    args: &[&str],
+) -> (std::process::Child, Vec<String>) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BILLHOOK_API_KEY")
+        .env("BILLHOOK_LOG", "warn")
+        .stdout(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("serve printed its address");
+        let done = line.starts_with("billhook listening on ");
+        lines.push(line);
+        if done {
+            return (child, lines);
+        }
+    }
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait().expect("wait").success(), "graceful exit 0");
+}
+
+fn status(base: &str, key: Option<&str>) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().get(format!("{base}/api/v1/clients"));
+        if let Some(k) = key {
+            req = req.header("X-Api-Key", k);
+        }
+        req.send().await.expect("request").status().as_u16()
+    })
+}
+
+fn address(lines: &[String]) -> String {
+    lines
+        .last()
+        .and_then(|l| l.strip_prefix("billhook listening on "))
+        .expect("address")
+        .to_string()
+}
+
+#[test]
+fn first_start_generates_a_key_once_and_keys_can_be_managed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("b.db").display());
+    let (child, lines) = serve(
+        dir.path(),
+        &[],
+        &["--listen", "127.0.0.1:0", "--database-url", &db],
+    );
+    let generated = lines
+        .iter()
+        .find_map(|l| {
+            l.rsplit_once(": ")
+                .filter(|_| l.contains("generated"))
+                .map(|(_, k)| k.to_string())
+        })
+        .expect("the first start prints a generated key");
+    let base = address(&lines);
+    assert_eq!(status(&base, Some(&generated)), 200);
+    assert_eq!(status(&base, None), 401);
+    stop(child);
+
+    // A second start prints no key: it is stored (as a hash only).
+    let (child, lines) = serve(
+        dir.path(),
+        &[],
+        &["--listen", "127.0.0.1:0", "--database-url", &db],
+    );
+    assert!(!lines.iter().any(|l| l.contains("generated")), "{lines:?}");
+    let raw = std::fs::read(dir.path().join("b.db")).unwrap();
+    assert!(
+        !raw.windows(generated.len())
+            .any(|w| w == generated.as_bytes()),
+        "the key itself is never stored"
+    );
+
+    let created = run(
+        dir.path(),
+        &["keys", "create", "crm", "--database-url", &db],
+    );
+    let key = created
+        .split_whitespace()
+        .find(|w| w.starts_with("bh_"))
+        .expect("new key")
+        .to_string();
+    let base = address(&lines);
+    assert_eq!(status(&base, Some(&key)), 200);
+    let list = run(dir.path(), &["keys", "list", "--database-url", &db]);
+    let id = list
+        .lines()
+        .find(|l| l.contains("crm"))
+        .and_then(|l| l.split('\t').next())
+        .expect("listed")
+        .to_string();
+    assert!(!list.contains(&key), "list never shows keys");
+    run(dir.path(), &["keys", "revoke", &id, "--database-url", &db]);
+    // The server trusts a checked key for at most 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while status(&base, Some(&key)) != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revoked key still accepted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(child);
+}
+
+#[test]
+fn configuration_sources_apply_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_db = format!("sqlite:{}", dir.path().join("file.db").display());
+    let env_db = format!("sqlite:{}", dir.path().join("env.db").display());
+    std::fs::write(
+        dir.path().join("billhook.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{file_db}\"\napi_key = \"from-file\"\n"
+        ),
+    )
+    .unwrap();
+    // The file alone.
+    let (child, lines) = serve(dir.path(), &[], &[]);
+    assert_eq!(status(&address(&lines), Some("from-file")), 200);
+    stop(child);
+    assert!(dir.path().join("file.db").exists());
+    // The environment beats the file.
+    let (child, lines) = serve(
+        dir.path(),
+        &[
+            ("BILLHOOK_API_KEY", "from-env"),
+            ("BILLHOOK_DATABASE_URL", &env_db),
+        ],
+        &[],
+    );
+    assert_eq!(status(&address(&lines), Some("from-env")), 200);
+    assert_eq!(status(&address(&lines), Some("from-file")), 401);
+    stop(child);
+    assert!(dir.path().join("env.db").exists());
+    // A flag beats the environment.
+    let flag_db = format!("sqlite:{}", dir.path().join("flag.db").display());
+    let (child, _) = serve(
+        dir.path(),
+        &[
+            ("BILLHOOK_API_KEY", "from-env"),
+            ("BILLHOOK_DATABASE_URL", &env_db),
+        ],
+        &["--database-url", &flag_db],
+    );
+    stop(child);
+    assert!(dir.path().join("flag.db").exists());
+    // `migrate` creates and migrates a database and exits.
+    let migrated = format!("sqlite:{}", dir.path().join("m.db").display());
+    assert!(
+        run(dir.path(), &["migrate", "--database-url", &migrated]).contains("migrations applied")
+    );
+}
