@@ -11,6 +11,9 @@ use crate::config::Config;
 /// Runs the server until SIGTERM or SIGINT, then stops taking requests, lets running
 /// ones finish and exits.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives while starting must stop us gracefully,
+    // not by the default action.
+    let shutdown = shutdown_signal()?;
     let db = crate::open(&config).await?;
     let app = App::new(
         db.clone(),
@@ -39,7 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, database = %crate::config::redact(&config.database_url), "started");
 
     axum::serve(listener, billhook_http::router(app))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
 
@@ -52,11 +55,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
