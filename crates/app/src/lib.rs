@@ -3,12 +3,16 @@
 
 pub mod actions;
 mod balance;
+pub mod email_rates;
 mod error;
 pub mod handlers;
+pub mod imports;
 pub mod input;
 pub mod keys;
 pub mod pipeline;
+mod prepared;
 pub mod queries;
+pub mod rate_tables;
 pub mod scheduler;
 mod turns;
 
@@ -26,16 +30,26 @@ pub struct App {
     pub queries: queries::Queries,
     pub handlers: handlers::Handlers,
     pub engine: billhook_provisioning::DeliveryEngine,
+    pub imports: imports::Imports,
+    pub email_rates: email_rates::EmailRates,
 }
 
 impl App {
     /// Builds the application over a migrated database.
-    pub fn new(db: Db, admin_key: Option<String>, scripts_dir: std::path::PathBuf) -> App {
+    pub fn new(
+        db: Db,
+        admin_key: Option<String>,
+        scripts_dir: std::path::PathBuf,
+        imports: imports::ImportConfig,
+    ) -> Result<App, AppError> {
         let caller = billhook_provisioning::Caller::new(scripts_dir);
         let before = billhook_provisioning::before::BeforeChain::new(db.clone(), caller.clone());
         let pipeline = Pipeline::new(db.clone(), before.clone());
         let handler_cache = billhook_provisioning::HandlerCache::default();
-        App {
+        let imports = imports::Imports::new(db.clone(), pipeline.clone(), imports)?;
+        Ok(App {
+            email_rates: email_rates::EmailRates::new(db.clone(), pipeline.clone(), imports.clone()),
+            imports,
             engine: billhook_provisioning::DeliveryEngine::new(
                 db.clone(),
                 caller.clone(),
@@ -48,6 +62,6 @@ impl App {
             keys: keys::KeyRing::new(db.clone(), admin_key),
             queries: queries::Queries::new(db.clone()),
             db,
-        }
+        })
     }
 }

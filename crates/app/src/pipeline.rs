@@ -137,7 +137,7 @@ pub trait Action: Send + Sync {
 pub struct Pipeline {
     db: Db,
     wake: Arc<Notify>,
-    before: BeforeChain,
+    pub(crate) before: BeforeChain,
     object_turns: crate::turns::Turns,
 }
 
@@ -324,7 +324,7 @@ impl Pipeline {
     }
 
     /// Writes a checked proposal and its events.
-    async fn commit_change<A: Action>(
+    pub(crate) async fn commit_change<A: Action>(
         &self,
         tx: &mut Tx,
         action: &A,
@@ -358,6 +358,15 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Stores an event that no action raises (an import's end, a message of the email
+    /// rates manager) inside the caller's transaction; call [`Pipeline::committed`]
+    /// after the commit.
+    pub async fn raise(&self, tx: &mut Tx, event: NewEvent) -> Result<(), AppError> {
+        insert_event(tx, event, Timestamp::now()).await?;
+        self.db.notify_deliveries(tx).await?;
+        Ok(())
+    }
+
     /// Wakes the delivery engine after a caller-owned transaction committed.
     pub fn committed(&self) {
         self.wake.notify_one();
@@ -365,7 +374,7 @@ impl Pipeline {
 }
 
 /// A refusal of the before chain as the API reports it.
-fn refused(r: Refusal) -> AppError {
+pub(crate) fn refused(r: Refusal) -> AppError {
     match r {
         Refusal::Forbidden {
             message,
@@ -389,7 +398,7 @@ fn refused(r: Refusal) -> AppError {
 }
 
 /// One line for an error, with the fields of a validation error.
-fn describe(e: &AppError) -> String {
+pub(crate) fn describe(e: &AppError) -> String {
     match e {
         AppError::Validation(fields) => fields
             .0

@@ -25,6 +25,14 @@ pub struct Config {
     pub log_format: String,
     /// How often the scheduler looks for due renewals and ended holds, in milliseconds.
     pub scheduler_interval_ms: u64,
+    /// Where uploaded import files wait for their job.
+    pub imports_dir: PathBuf,
+    /// How long a running import is held without renewal; after a crash, the job is
+    /// taken up again once it has run out.
+    pub import_lease_secs: u64,
+    /// IMAP mailboxes the email rates manager polls.
+    #[serde(default, skip_serializing)]
+    pub mailboxes: Vec<billhook_mailbox::MailboxConfig>,
 }
 
 impl Default for Config {
@@ -37,6 +45,9 @@ impl Default for Config {
             log: "info".into(),
             log_format: "text".into(),
             scheduler_interval_ms: 1000,
+            imports_dir: PathBuf::from("./imports"),
+            import_lease_secs: 60,
+            mailboxes: Vec::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod email;
 mod serve;
 
 use anyhow::Context;
@@ -37,6 +38,17 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The email rates manager.
+    EmailRates {
+        #[command(subcommand)]
+        command: EmailRatesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EmailRatesCommand {
+    /// Handles one RFC 822 message read from standard input (for an MTA pipe).
+    Ingest,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +81,9 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Keys { command } => keys(&config, command).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::EmailRates {
+                command: EmailRatesCommand::Ingest,
+            } => email::ingest_stdin(&config).await,
         }
     })
 }
@@ -80,6 +95,14 @@ pub async fn open(config: &Config) -> anyhow::Result<Db> {
         .with_context(|| format!("connecting to {}", config::redact(&config.database_url)))?;
     db.migrate().await.context("applying migrations")?;
     Ok(db)
+}
+
+/// The import runner's settings from the configuration.
+pub fn import_config(config: &Config) -> billhook_app::imports::ImportConfig {
+    billhook_app::imports::ImportConfig {
+        dir: config.imports_dir.clone(),
+        lease: std::time::Duration::from_secs(config.import_lease_secs.max(1)),
+    }
 }
 
 async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {

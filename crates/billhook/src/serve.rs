@@ -19,7 +19,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         db.clone(),
         config.api_key.clone(),
         config.scripts_dir.clone(),
-    );
+        crate::import_config(&config),
+    )?;
     if let Some(key) = app.keys.ensure_initial_key().await? {
         println!("generated the admin API key (shown only this once): {key}");
     }
@@ -32,6 +33,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     let engine = tokio::spawn(app.engine.clone().run(stop_rx.clone()));
+    let imports = tokio::spawn(app.imports.clone().run(stop_rx.clone()));
+    let mailboxes = billhook_mailbox::spawn_pollers(
+        config.mailboxes.clone(),
+        std::sync::Arc::new(crate::email::Ingester(app.email_rates.clone())),
+        stop_rx.clone(),
+    );
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -51,6 +58,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = scheduler.await;
     // In-flight calls finish (bounded by their timeouts) or their leases are released.
     let _ = engine.await;
+    let _ = imports.await;
+    for m in mailboxes {
+        let _ = m.await;
+    }
     db.close().await;
     Ok(())
 }

@@ -761,6 +761,7 @@ fn import_job(success: bool) -> Value {
         "rows_imported": rows_imported,
         "errors": errors,
         "rate_tables_id": RATE_TABLE_ID,
+        "source": "email",
         "created_at": "2026-11-22T10:15:12.500000Z",
         "updated_at": NOW,
     })

@@ -215,3 +215,25 @@ pub async fn enabled_before(conn: &mut AnyConnection) -> Result<Vec<Handler>, St
 /// pattern `x.*` (whose `*` becomes LIKE's `%`).
 pub(crate) const MATCHES: &str =
     "(event = '*' OR event = $2 OR (event LIKE '%.*' AND $2 LIKE REPLACE(event, '*', '%')))";
+
+/// True when an enabled after handler names `events_id` itself or its group
+/// (`group.*`). The catch-all `*` does not count: a handler that logs everything has not
+/// asked to take over the work of the event (the email rates manager's import).
+pub async fn subscribed_after(
+    conn: &mut AnyConnection,
+    events_id: &str,
+) -> Result<bool, StoreError> {
+    let group = match events_id.rsplit_once('.') {
+        Some((group, _)) => format!("{group}.*"),
+        None => events_id.to_string(),
+    };
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM handlers WHERE status = 'enabled' AND stage = 'after'
+         AND (event = $1 OR event = $2)",
+    )
+    .bind(events_id)
+    .bind(group)
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}

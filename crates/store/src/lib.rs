@@ -9,12 +9,15 @@ pub mod clients;
 mod db;
 pub mod deliveries;
 pub mod dids;
+pub mod email_messages;
 pub mod events;
 pub mod executions;
 pub mod handlers;
+pub mod imports;
 pub mod keys;
 pub mod packages;
 mod query;
+pub mod rate_tables;
 pub mod subscriptions;
 pub mod transactions;
 

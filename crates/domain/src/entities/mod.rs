@@ -4,7 +4,9 @@ mod account;
 mod client;
 mod did;
 mod handler;
+mod import;
 mod package;
+mod rate_table;
 mod subscription;
 mod transaction;
 
@@ -15,7 +17,9 @@ pub use handler::{
     check_script_name, check_url, Handler, HandlerStatus, HandlerType, OnFailure,
     DEFAULT_RETRY_SCHEDULE, MAX_TIMEOUT_MS,
 };
+pub use import::{Import, ImportError, ImportKind, ImportStatus};
 pub use package::{Package, PackageStatus};
+pub use rate_table::{Rate, RateTable};
 pub use subscription::{Subscription, SubscriptionAction, SubscriptionStatus};
 pub use transaction::{Transaction, TransactionKind};
 

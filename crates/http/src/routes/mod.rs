@@ -3,10 +3,13 @@
 mod accounts;
 mod clients;
 mod dids;
+mod email_rates;
 mod events;
 mod handlers;
+mod imports;
 mod metrics;
 mod packages;
+mod rate_tables;
 mod subscriptions;
 mod transactions;
 
@@ -86,6 +89,9 @@ pub fn router(app: App) -> Router {
         .merge(transactions::routes())
         .merge(events::routes())
         .merge(handlers::routes())
+        .merge(rate_tables::routes())
+        .merge(imports::routes())
+        .merge(email_rates::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key));
     Router::new()
         .nest("/api/v1", api)

@@ -1,0 +1,30 @@
+//! `POST /email_rates/messages`: a raw RFC 822 message, handled like a polled one.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use billhook_app::email_rates::Report;
+use billhook_app::App;
+
+use super::ApiResult;
+use crate::ApiError;
+
+/// Rate decks are attachments; mail servers commonly cap messages at 50 MiB.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+pub fn routes() -> Router<App> {
+    Router::new().route(
+        "/email_rates/messages",
+        post(ingest).layer(DefaultBodyLimit::max(MAX_MESSAGE)),
+    )
+}
+
+async fn ingest(State(app): State<App>, body: Bytes) -> ApiResult<Json<Report>> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::bad_request(
+            "the body must be an RFC 822 message (Content-Type: message/rfc822)",
+        ));
+    }
+    Ok(Json(app.email_rates.ingest(&body, None).await?))
+}
