@@ -117,3 +117,34 @@ impl fmt::Debug for MailboxConfig {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_debug_without_password() {
+        let cfg: MailboxConfig = serde_json::from_str(
+            r#"{"name":"carrier-a","host":"imap.example.net","username":"rates","password":"hunter2"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.tls, TlsMode::Implicit);
+        assert_eq!(cfg.effective_port(), 993);
+        assert_eq!(cfg.folder, "INBOX");
+        assert_eq!(cfg.poll_interval_secs, 60);
+        assert_eq!(cfg.timeout_secs, 30);
+        assert!(cfg.move_to.is_none() && cfg.ca_file.is_none());
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+
+        let cfg: MailboxConfig = serde_json::from_str(
+            r#"{"name":"b","host":"h","username":"u","password":"p","tls":"starttls","move_to":"Done"}"#,
+        )
+        .unwrap();
+        assert_eq!((cfg.tls, cfg.effective_port()), (TlsMode::Starttls, 143));
+        let cfg: MailboxConfig = serde_json::from_str(
+            r#"{"name":"c","host":"h","username":"u","password":"p","tls":"none","port":1143}"#,
+        )
+        .unwrap();
+        assert_eq!((cfg.tls, cfg.effective_port()), (TlsMode::None, 1143));
+    }
+}

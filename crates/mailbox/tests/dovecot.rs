@@ -248,3 +248,28 @@ async fn pollers_keep_going_when_other_mailboxes_are_down() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn moved_by_copy_and_expunge_without_the_move_extension() {
+    // What the server announces after login; without MOVE the poller copies, flags
+    // \Deleted and expunges (UID EXPUNGE with UIDPLUS, plain EXPUNGE without).
+    for caps in ["IMAP4rev1 LITERAL+ UIDPLUS", "IMAP4rev1 LITERAL+"] {
+        let dovecot = Dovecot::start_with(&format!("imap_capability = {caps}")).await;
+        let mut s = dovecot.session().await;
+        let announced = s.capabilities().await.unwrap();
+        s.logout().await.unwrap();
+        assert!(!announced.has_str("MOVE"), "setup: {caps}");
+        assert_eq!(announced.has_str("UIDPLUS"), caps.contains("UIDPLUS"));
+        dovecot.append("INBOX", &message("deck-copy-1", "a")).await;
+        dovecot.append("INBOX", &message("deck-copy-2", "b")).await;
+        let mut cfg = dovecot.config("carrier-copy", TlsMode::None);
+        cfg.move_to = Some("Processed".to_string());
+        let rec = Recorder::default();
+
+        assert_eq!(poll_once(&cfg, &rec).await.unwrap(), 2, "{caps}");
+        assert!(dovecot.search("INBOX", "ALL").await.is_empty(), "{caps}");
+        assert_eq!(dovecot.search("Processed", "ALL").await.len(), 2, "{caps}");
+        assert_eq!(poll_once(&cfg, &rec).await.unwrap(), 0, "{caps}");
+        assert_eq!(rec.keys().len(), 2, "{caps}");
+    }
+}

@@ -91,6 +91,11 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
 
 impl Dovecot {
     pub async fn start() -> Dovecot {
+        Self::start_with("").await
+    }
+
+    /// Starts with `extra` appended to the configuration (e.g. a capability list).
+    pub async fn start_with(extra: &str) -> Dovecot {
         let binary = dovecot_binary();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -170,6 +175,7 @@ service imap-login {{
     ssl = yes
   }}
 }}
+{extra}
 "#
             ),
         );
