@@ -225,3 +225,53 @@ async fn an_import_killed_mid_flight_is_taken_up_again_after_restart() {
     assert_eq!(rate_count(&s, id).await, rows as i64);
     assert_eq!(events_of(&s, "importd.process_success").await.len(), 1);
 }
+
+/// Writes an executable script into the server's scripts directory.
+fn script(s: &Server, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = s.dir.path().join("scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn imported_rows_pass_the_before_chain_which_may_modify_or_forbid_them() {
+    let s = Server::start().await;
+    // Upper-cases the tag "vip"; forbids any client named "Blocked Co".
+    script(
+        &s,
+        "check.sh",
+        "#!/bin/sh\nbody=$(cat)\ncase \"$body\" in\n  *'Blocked Co'*) echo 'blocked by the CRM' >&2; exit 1;;\n  *'\"vip\"'*) printf '{\"data\": {\"tags\": [\"VIP\"]}}';;\nesac\n",
+    );
+    let h = s
+        .ok(
+            "/api/v1/handlers",
+            json!({"name": "crm check", "stage": "before", "type": "script", "task": "check.sh",
+                   "event": "clients.create", "on_failure": "forbid", "timeout_ms": 5000}),
+            201,
+        )
+        .await;
+    assert_eq!(h["stage"], "before");
+
+    let csv = "name,tags\nGood Co,vip\nPlain Co,\n";
+    let (_, v) = upload(&s, Some("clients"), None, Some(("ok.csv", csv.into()))).await;
+    let import = finished(&s, v["id"].as_i64().unwrap(), 30).await;
+    assert_eq!(import["status"], "success", "{import}");
+    let (_, clients) = s.get("/api/v1/clients").await;
+    let good = clients["items"].as_array().unwrap().iter().find(|c| c["name"] == "Good Co").unwrap();
+    assert_eq!(good["tags"], json!(["VIP"]), "the handler's change is what was written");
+    let created = events_of(&s, "clients.create").await;
+    assert_eq!(created.len(), 2);
+
+    let csv = "name\nFine Co\nBlocked Co\n";
+    let (_, v) = upload(&s, Some("clients"), None, Some(("blocked.csv", csv.into()))).await;
+    let import = finished(&s, v["id"].as_i64().unwrap(), 30).await;
+    assert_eq!(import["status"], "failed", "{import}");
+    assert_eq!(import["errors"][0]["line"], 3, "{import}");
+    assert!(import["errors"][0]["message"].as_str().unwrap().contains("blocked by the CRM"), "{import}");
+    let (_, clients) = s.get("/api/v1/clients").await;
+    assert_eq!(clients["total"], 2, "Fine Co was not imported either: {clients}");
+    assert_eq!(events_of(&s, "clients.create").await.len(), 2);
+}

@@ -2,6 +2,9 @@
 //! (SPEC §3) through the real server, with real files.
 
 #[allow(dead_code)]
+#[path = "../../../mailbox/tests/common/mod.rs"]
+mod dovecot;
+#[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
 #[allow(dead_code)]
@@ -9,6 +12,7 @@ mod harness;
 mod receiver;
 
 mod email;
+mod imap;
 mod imports;
 mod tables;
 
