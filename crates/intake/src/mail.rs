@@ -52,7 +52,15 @@ pub fn parse_message(raw: &[u8]) -> Result<Message, MailError> {
     let not_mail = || MailError {
         message: "not an e-mail message (no mail headers found)".into(),
     };
-    let parsed = MessageParser::default().parse(raw).ok_or_else(not_mail)?;
+    // mail-parser 0.11.9 has a `debug_assert!` that fires on some damaged
+    // nested messages (found by fuzzing, tests/data/damaged_nested.eml). In
+    // release builds it is compiled out and the parser recovers; in debug builds
+    // it would panic, so the call is guarded and the message refused instead.
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+        .map_err(|_| MailError {
+            message: "damaged MIME structure".into(),
+        })?
+        .ok_or_else(not_mail)?;
     // mail-parser takes almost anything for a header; a message has at least
     // one standard one (From, Date, Subject, Content-Type, ...).
     let standard = |header: &&mail_parser::Header<'_>| !matches!(header.name, HeaderName::Other(_));

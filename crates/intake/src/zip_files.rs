@@ -134,8 +134,8 @@ fn unzip_csv(archive_name: &str, data: &[u8], limit: u64) -> Result<Vec<RateFile
             error(
                 &file_name,
                 format!(
-                    "is larger than {} MiB once decompressed",
-                    limit / (1024 * 1024)
+                    "decompresses to more than {} (the limit per archive)",
+                    human_size(limit)
                 ),
             )
         };
@@ -168,6 +168,16 @@ fn unzip_csv(archive_name: &str, data: &[u8], limit: u64) -> Result<Vec<RateFile
     Ok(files)
 }
 
+/// `512 MiB`, or bytes below one MiB.
+fn human_size(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// A `.csv` file that is not macOS metadata (`__MACOSX/`, `._name`).
 fn is_csv_entry(name: &str) -> bool {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
@@ -178,6 +188,26 @@ fn is_csv_entry(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rates_zip() -> Vec<u8> {
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rates.zip")).unwrap()
+    }
+
+    #[test]
+    fn extraction_is_bounded_per_entry_and_per_archive() {
+        let zip = rates_zip();
+        // Entries: deck/rates_emea.csv (69 bytes), rates_americas.CSV (27 bytes).
+        assert_eq!(unzip_csv("a.zip", &zip, 96).unwrap().len(), 2);
+        let e = unzip_csv("a.zip", &zip, 50).unwrap_err();
+        assert_eq!(e.file_name, "a.zip/deck/rates_emea.csv");
+        assert_eq!(
+            e.reason,
+            "decompresses to more than 50 bytes (the limit per archive)"
+        );
+        let e = unzip_csv("a.zip", &zip, 80).unwrap_err();
+        assert_eq!(e.file_name, "a.zip/rates_americas.CSV");
+        assert_eq!(human_size(MAX_FILE_BYTES), "512 MiB");
+    }
 
     #[test]
     fn csv_entries() {

@@ -160,3 +160,11 @@ fn not_mail() {
         );
     }
 }
+
+#[test]
+fn damaged_nested_message_is_no_panic() {
+    // Found by fuzzing: refused in debug builds, partly read in release ones.
+    if let Ok(m) = parse_message(&data("damaged_nested.eml")) {
+        let _ = rate_files(&m);
+    }
+}
