@@ -137,6 +137,12 @@ impl<R: Read> CsvRows<R> {
         if head.starts_with(b"\xEF\xBB\xBF") {
             head.drain(..3);
         }
+        if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+            // Excel's "Unicode text" export.
+            return Err(HeaderError::new(
+                "the file is UTF-16 text; save it as UTF-8 CSV",
+            ));
+        }
         if head.contains(&0) {
             return Err(HeaderError::new(
                 "the file is not text (a CSV file is expected)",
@@ -418,6 +424,8 @@ mod tests {
         assert_eq!(e.message, "the file is empty");
         let e = read(b"\n \n").unwrap_err();
         assert_eq!(e.message, "the file is empty");
+        let e = read(b"\xFF\xFEa\x00,\x00b\x00").unwrap_err();
+        assert!(e.message.contains("UTF-16"), "{e}");
         let e = read(b"PK\x03\x04\x00\x00").unwrap_err();
         assert!(e.message.contains("not text"), "{e}");
     }
