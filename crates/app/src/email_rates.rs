@@ -109,7 +109,9 @@ impl EmailRates {
         };
         let steps = if matching.is_empty() {
             let reason = match &parsed {
-                Ok(_) => "No rate table's email_sender and email_subject match the message".to_string(),
+                Ok(_) => {
+                    "No rate table's email_sender and email_subject match the message".to_string()
+                }
                 Err(e) => format!("The message could not be read: {e}"),
             };
             let outcome = Outcome {
@@ -120,7 +122,11 @@ impl EmailRates {
                 imports_id: None,
             };
             let data = event_data(&message, None, &outcome, now);
-            vec![Step::Event("email_rates_manager.rate_tables_no_match", outcome, data)]
+            vec![Step::Event(
+                "email_rates_manager.rate_tables_no_match",
+                outcome,
+                data,
+            )]
         } else {
             self.plan(&message, &matching, now).await?
         };
@@ -133,7 +139,9 @@ impl EmailRates {
                 Step::Event(..) => None,
             })
             .collect();
-        let result = self.commit(&message, &source_key, steps, now, &mut report).await;
+        let result = self
+            .commit(&message, &source_key, steps, now, &mut report)
+            .await;
         if result.is_err() || report.duplicate {
             for p in saved {
                 let _ = std::fs::remove_file(p);
@@ -172,7 +180,11 @@ impl EmailRates {
                         Some(e.reason.clone()),
                     );
                     let data = event_data(message, Some(table), &o, now);
-                    steps.push(Step::Event("email_rates_manager.file_processing_error", o, data));
+                    steps.push(Step::Event(
+                        "email_rates_manager.file_processing_error",
+                        o,
+                        data,
+                    ));
                 }
                 Ok(files) if files.is_empty() => {
                     let o = outcome(

@@ -48,7 +48,11 @@ impl App {
         let handler_cache = billhook_provisioning::HandlerCache::default();
         let imports = imports::Imports::new(db.clone(), pipeline.clone(), imports)?;
         Ok(App {
-            email_rates: email_rates::EmailRates::new(db.clone(), pipeline.clone(), imports.clone()),
+            email_rates: email_rates::EmailRates::new(
+                db.clone(),
+                pipeline.clone(),
+                imports.clone(),
+            ),
             imports,
             engine: billhook_provisioning::DeliveryEngine::new(
                 db.clone(),

@@ -105,12 +105,7 @@ pub async fn list(db: &Db, name: Option<&str>, page: Page) -> Result<List<RateTa
 }
 
 /// Lists a table's rates; `prefix` and `number` must be digits.
-pub async fn rates(
-    db: &Db,
-    id: i64,
-    q: RateQuery,
-    page: Page,
-) -> Result<List<Rate>, AppError> {
+pub async fn rates(db: &Db, id: i64, q: RateQuery, page: Page) -> Result<List<Rate>, AppError> {
     for (field, v) in [("prefix", &q.prefix), ("number", &q.number)] {
         if let Some(v) = v {
             if v.is_empty() || v.len() > 32 || !v.bytes().all(|b| b.is_ascii_digit()) {

@@ -125,13 +125,12 @@ pub async fn extend(
     id: i64,
     lease_until: Timestamp,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE imports SET lease_until = $1 WHERE id = $2 AND status = 'processing'",
-    )
-    .bind(lease_until.micros())
-    .bind(id)
-    .execute(conn)
-    .await?;
+    let done =
+        sqlx::query("UPDATE imports SET lease_until = $1 WHERE id = $2 AND status = 'processing'")
+            .bind(lease_until.micros())
+            .bind(id)
+            .execute(conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -9,7 +9,8 @@ use crate::query::{Bind, Filter};
 use crate::{Page, StoreError};
 
 const COLUMNS: &str = "id, name, currency, email_sender, email_subject, created_at, updated_at";
-const RATE_COLUMNS: &str = "id, rate_tables_id, prefix, rate, effective_from, imports_id, created_at";
+const RATE_COLUMNS: &str =
+    "id, rate_tables_id, prefix, rate, effective_from, imports_id, created_at";
 
 fn from_row(row: &AnyRow) -> Result<RateTable, StoreError> {
     Ok(RateTable {
@@ -172,9 +173,7 @@ pub async fn rates(
         .map(|c| format!("r.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let (rows, total) = filter
-        .page(conn, &columns, "rates r", order, page)
-        .await?;
+    let (rows, total) = filter.page(conn, &columns, "rates r", order, page).await?;
     let items = rows.iter().map(rate_from_row).collect::<Result<_, _>>()?;
     Ok((items, total))
 }
@@ -219,12 +218,7 @@ pub async fn upsert_rates(
                 sql.push_str(", ");
             }
             let b = i * 3;
-            sql.push_str(&format!(
-                "($1, ${}, ${}, ${}, $2, $3)",
-                b + 4,
-                b + 5,
-                b + 6
-            ));
+            sql.push_str(&format!("($1, ${}, ${}, ${}, $2, $3)", b + 4, b + 5, b + 6));
         }
         sql.push_str(
             " ON CONFLICT (rate_tables_id, prefix, effective_from)

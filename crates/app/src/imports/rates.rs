@@ -90,8 +90,7 @@ fn open(
     impl Iterator<Item = Result<billhook_intake::RateRow, billhook_intake::RowError>>,
     (u64, String),
 > {
-    let file =
-        File::open(path).map_err(|e| (0, format!("cannot open the uploaded file: {e}")))?;
+    let file = File::open(path).map_err(|e| (0, format!("cannot open the uploaded file: {e}")))?;
     billhook_intake::rates(BufReader::with_capacity(1 << 16, file)).map_err(|e| (1, e.to_string()))
 }
 

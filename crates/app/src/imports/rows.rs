@@ -55,11 +55,17 @@ impl Imports {
             let written = match p {
                 Prepared::Client(line, action, object) => (
                     line,
-                    self.pipeline.write_prepared(&mut tx, &action, object).await.map(|_| ()),
+                    self.pipeline
+                        .write_prepared(&mut tx, &action, object)
+                        .await
+                        .map(|_| ()),
                 ),
                 Prepared::Did(line, action, object) => (
                     line,
-                    self.pipeline.write_prepared(&mut tx, &action, object).await.map(|_| ()),
+                    self.pipeline
+                        .write_prepared(&mut tx, &action, object)
+                        .await
+                        .map(|_| ()),
                 ),
             };
             match written {
@@ -76,7 +82,11 @@ impl Imports {
         self.finish_in(&mut tx, &mut job).await?;
         tx.commit().await?;
         self.pipeline.committed();
-        tracing::info!(import = job.id, rows = job.rows_imported, "import succeeded");
+        tracing::info!(
+            import = job.id,
+            rows = job.rows_imported,
+            "import succeeded"
+        );
         Ok(())
     }
 
@@ -157,4 +167,3 @@ fn to_json_body(row: &FieldRow) -> Result<Vec<u8>, AppError> {
     }
     Ok(serde_json::to_vec(&Value::Object(object)).expect("serialisable"))
 }
-

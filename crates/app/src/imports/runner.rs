@@ -42,7 +42,12 @@ impl Imports {
     async fn claim(&self) -> Result<Option<(Import, String)>, AppError> {
         let now = Timestamp::now();
         let until = lease_end(now, self.config.lease);
-        let mut conn = self.db.write.acquire().await.map_err(billhook_store::StoreError::from)?;
+        let mut conn = self
+            .db
+            .write
+            .acquire()
+            .await
+            .map_err(billhook_store::StoreError::from)?;
         Ok(store::claim(&mut conn, &self.node, now, until).await?)
     }
 
@@ -67,7 +72,9 @@ impl Imports {
                 }];
                 match self.fail(job, errors).await {
                     Ok(()) => super::remove_file(&path),
-                    Err(e) => tracing::error!(import = id, error = %e, "could not record the failure"),
+                    Err(e) => {
+                        tracing::error!(import = id, error = %e, "could not record the failure")
+                    }
                 }
             }
         }

@@ -19,9 +19,15 @@ async fn carrier_a(s: &Server) -> i64 {
 
 fn assert_message_data(data: &Value, table: Option<i64>) {
     assert_eq!(data["sender"], "rates@carrier-a.example", "{data}");
-    assert!(data["message_id"].as_str().unwrap().starts_with('<'), "{data}");
+    assert!(
+        data["message_id"].as_str().unwrap().starts_with('<'),
+        "{data}"
+    );
     assert!(data["subject"].is_string(), "{data}");
-    assert!(data["received_at"].as_str().unwrap().ends_with('Z'), "{data}");
+    assert!(
+        data["received_at"].as_str().unwrap().ends_with('Z'),
+        "{data}"
+    );
     assert_eq!(data["rate_tables_id"], json!(table), "{data}");
 }
 
@@ -31,7 +37,10 @@ async fn an_unknown_sender_raises_rate_tables_no_match() {
     carrier_a(&s).await;
     let (status, report) = post_message(&s, data("unknown_sender.eml")).await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report["outcomes"][0]["outcome"], "rate_tables_no_match", "{report}");
+    assert_eq!(
+        report["outcomes"][0]["outcome"], "rate_tables_no_match",
+        "{report}"
+    );
     let events = events_of(&s, "email_rates_manager.rate_tables_no_match").await;
     assert_eq!(events.len(), 1);
     let d = &events[0]["data"];
@@ -43,15 +52,25 @@ async fn an_unknown_sender_raises_rate_tables_no_match() {
 
     // A subject the table's pattern refuses does not match either.
     let (_, report) = post_message(&s, data("no_attachments.eml")).await;
-    assert_eq!(report["outcomes"][0]["outcome"], "rate_tables_no_match", "{report}");
+    assert_eq!(
+        report["outcomes"][0]["outcome"], "rate_tables_no_match",
+        "{report}"
+    );
 }
 
 #[tokio::test]
 async fn a_matching_message_without_attachments_raises_no_attachments() {
     let s = Server::start().await;
-    let id = table(&s, json!({"name": "Carrier A", "email_sender": "carrier-a"})).await;
+    let id = table(
+        &s,
+        json!({"name": "Carrier A", "email_sender": "carrier-a"}),
+    )
+    .await;
     let (_, report) = post_message(&s, data("no_attachments.eml")).await;
-    assert_eq!(report["outcomes"][0]["outcome"], "no_attachments", "{report}");
+    assert_eq!(
+        report["outcomes"][0]["outcome"], "no_attachments",
+        "{report}"
+    );
     let events = events_of(&s, "email_rates_manager.no_attachments").await;
     assert_eq!(events.len(), 1);
     let d = &events[0]["data"];
@@ -74,7 +93,10 @@ async fn a_broken_zip_raises_file_processing_error_with_the_file_and_reason() {
     let s = Server::start().await;
     let id = carrier_a(&s).await;
     let (_, report) = post_message(&s, data("broken_zip.eml")).await;
-    assert_eq!(report["outcomes"][0]["outcome"], "file_processing_error", "{report}");
+    assert_eq!(
+        report["outcomes"][0]["outcome"], "file_processing_error",
+        "{report}"
+    );
     let events = events_of(&s, "email_rates_manager.file_processing_error").await;
     assert_eq!(events.len(), 1);
     let d = &events[0]["data"];
@@ -102,7 +124,10 @@ async fn a_zipped_deck_is_imported_into_the_matching_table_once() {
     }
     let (_, rates) = s.get(&format!("/api/v1/rate_tables/{id}/rates")).await;
     assert!(rates["total"].as_i64().unwrap() > 0, "{rates}");
-    assert_eq!(events_of(&s, "importd.process_success").await.len(), outcomes.len());
+    assert_eq!(
+        events_of(&s, "importd.process_success").await.len(),
+        outcomes.len()
+    );
 
     // The same message again (an MTA retrying a pipe, say) is not handled twice.
     let before = s.events().await.len();
@@ -136,10 +161,16 @@ async fn an_import_handler_takes_the_file_and_the_builtin_import_stops() {
     assert_eq!(d["currency"], "EUR");
     let content = base64_decode(d["content_base64"].as_str().unwrap());
     assert_eq!(d["size"], content.len());
-    assert!(String::from_utf8(content).unwrap().contains(','), "a CSV file");
+    assert!(
+        String::from_utf8(content).unwrap().contains(','),
+        "a CSV file"
+    );
     assert!(d["file_name"].as_str().unwrap().ends_with(".csv"), "{d}");
     let (_, imports) = s.get("/api/v1/imports").await;
-    assert_eq!(imports["total"], 0, "the built-in import stopped: {imports}");
+    assert_eq!(
+        imports["total"], 0,
+        "the built-in import stopped: {imports}"
+    );
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
@@ -179,7 +210,10 @@ async fn email_rates_ingest_reads_a_message_from_standard_input() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
-    assert_eq!(report["outcomes"][0]["outcome"], "import_queued", "{report}");
+    assert_eq!(
+        report["outcomes"][0]["outcome"], "import_queued",
+        "{report}"
+    );
     // The server sharing the imports directory runs the job.
     let job = report["outcomes"][0]["imports_id"].as_i64().unwrap();
     let import = finished(&s, job, 30).await;
@@ -200,5 +234,8 @@ async fn an_empty_or_unreadable_body_is_refused_or_reported() {
     assert_eq!(status, 400, "{e}");
     let (status, report) = post_message(&s, data("not_mail.txt")).await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report["outcomes"][0]["outcome"], "rate_tables_no_match", "{report}");
+    assert_eq!(
+        report["outcomes"][0]["outcome"], "rate_tables_no_match",
+        "{report}"
+    );
 }

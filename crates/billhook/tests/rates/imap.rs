@@ -51,7 +51,9 @@ poll_interval_secs = 1
 
     wait_for(60, "both messages handled", || async {
         let done = !events_of(&s, "importd.process_success").await.is_empty()
-            && !events_of(&s, "email_rates_manager.rate_tables_no_match").await.is_empty();
+            && !events_of(&s, "email_rates_manager.rate_tables_no_match")
+                .await
+                .is_empty();
         done.then_some(())
     })
     .await;

@@ -7,7 +7,9 @@ use crate::harness::{assert_error, wait_for, Server};
 use crate::{data, events_of, finished, table, upload};
 
 async fn rate_count(s: &Server, table: i64) -> i64 {
-    let (_, v) = s.get(&format!("/api/v1/rate_tables/{table}/rates?limit=1")).await;
+    let (_, v) = s
+        .get(&format!("/api/v1/rate_tables/{table}/rates?limit=1"))
+        .await;
     v["total"].as_i64().expect("total")
 }
 
@@ -32,31 +34,60 @@ async fn a_rates_file_with_bom_and_semicolons_imports_and_raises_process_success
     assert_eq!(import["rows_imported"], 3);
     assert_eq!(import["errors"], json!([]));
     assert_eq!(rate_count(&s, id).await, 3);
-    let (_, r) = s.get(&format!("/api/v1/rate_tables/{id}/rates?prefix=4930")).await;
+    let (_, r) = s
+        .get(&format!("/api/v1/rate_tables/{id}/rates?prefix=4930"))
+        .await;
     assert_eq!(r["items"][0]["rate"], "0.02");
-    assert_eq!(r["items"][0]["effective_from"], "2025-02-01T00:00:00.000000Z");
+    assert_eq!(
+        r["items"][0]["effective_from"],
+        "2025-02-01T00:00:00.000000Z"
+    );
 
     let events = events_of(&s, "importd.process_success").await;
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert_eq!(e["event"]["object_id"], import["id"]);
     // The event carries the import as the API shows it, at its end.
-    for field in ["id", "kind", "status", "file_name", "rows_total", "rows_imported", "errors", "rate_tables_id"] {
+    for field in [
+        "id",
+        "kind",
+        "status",
+        "file_name",
+        "rows_total",
+        "rows_imported",
+        "errors",
+        "rate_tables_id",
+    ] {
         assert_eq!(e["data"][field], import[field], "{field}: {e}");
     }
 
     // Importing the same deck again replaces the same (prefix, start) rows.
-    let (_, v) = upload(&s, Some("rates"), Some(id), Some(("again.csv", data("rates_semicolon_bom.csv")))).await;
+    let (_, v) = upload(
+        &s,
+        Some("rates"),
+        Some(id),
+        Some(("again.csv", data("rates_semicolon_bom.csv"))),
+    )
+    .await;
     let again = finished(&s, v["id"].as_i64().unwrap(), 30).await;
     assert_eq!(again["status"], "success", "{again}");
-    assert!(rate_count(&s, id).await <= 4, "dated rows are replaced, not duplicated");
+    assert!(
+        rate_count(&s, id).await <= 4,
+        "dated rows are replaced, not duplicated"
+    );
 }
 
 #[tokio::test]
 async fn one_bad_row_fails_the_whole_rates_import_listing_every_bad_line() {
     let s = Server::start().await;
     let id = table(&s, json!({"name": "Carrier A"})).await;
-    let (_, v) = upload(&s, Some("rates"), Some(id), Some(("bad.csv", data("rates_bad_rows.csv")))).await;
+    let (_, v) = upload(
+        &s,
+        Some("rates"),
+        Some(id),
+        Some(("bad.csv", data("rates_bad_rows.csv"))),
+    )
+    .await;
     let import = finished(&s, v["id"].as_i64().unwrap(), 30).await;
     assert_eq!(import["status"], "failed", "{import}");
     assert_eq!(import["rows_imported"], 0);
@@ -74,8 +105,16 @@ async fn one_bad_row_fails_the_whole_rates_import_listing_every_bad_line() {
     for good in [2, 6, 8, 10] {
         assert!(!lines.contains(&good), "line {good} is good: {import}");
     }
-    let comma = import["errors"].as_array().unwrap().iter().find(|e| e["line"] == 3).unwrap();
-    assert!(comma["message"].as_str().unwrap().contains("rate"), "{comma}");
+    let comma = import["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["line"] == 3)
+        .unwrap();
+    assert!(
+        comma["message"].as_str().unwrap().contains("rate"),
+        "{comma}"
+    );
     assert_eq!(rate_count(&s, id).await, 0, "nothing is imported");
     let failed = events_of(&s, "importd.process_failed").await;
     assert_eq!(failed.len(), 1);
@@ -84,7 +123,13 @@ async fn one_bad_row_fails_the_whole_rates_import_listing_every_bad_line() {
     assert!(events_of(&s, "importd.process_success").await.is_empty());
 
     // A file that is not a rate deck at all fails with a message about its header.
-    let (_, v) = upload(&s, Some("rates"), Some(id), Some(("x.csv", data("rates_unknown_column.csv")))).await;
+    let (_, v) = upload(
+        &s,
+        Some("rates"),
+        Some(id),
+        Some(("x.csv", data("rates_unknown_column.csv"))),
+    )
+    .await;
     let import = finished(&s, v["id"].as_i64().unwrap(), 30).await;
     assert_eq!(import["status"], "failed", "{import}");
     assert_eq!(import["errors"][0]["line"], 1, "{import}");
@@ -93,7 +138,13 @@ async fn one_bad_row_fails_the_whole_rates_import_listing_every_bad_line() {
 #[tokio::test]
 async fn clients_import_through_the_pipeline_each_raising_clients_create() {
     let s = Server::start().await;
-    let (_, v) = upload(&s, Some("clients"), None, Some(("clients.csv", data("clients.csv")))).await;
+    let (_, v) = upload(
+        &s,
+        Some("clients"),
+        None,
+        Some(("clients.csv", data("clients.csv"))),
+    )
+    .await;
     let import = finished(&s, v["id"].as_i64().unwrap(), 30).await;
     assert_eq!(import["status"], "success", "{import}");
     assert_eq!(import["rows_imported"], 3);
@@ -108,12 +159,27 @@ async fn clients_import_through_the_pipeline_each_raising_clients_create() {
     assert_eq!(acme["currency"], "EUR");
     assert_eq!(acme["credit"], "100.5");
     assert_eq!(acme["tags"], json!(["gold", "vip"]));
-    assert!(clients["items"].as_array().unwrap().iter().any(|c| c["name"] == "Multi\nLine Co"));
+    assert!(clients["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "Multi\nLine Co"));
 
     // Each row raised its own clients.create, before the import's own event.
     let events = s.events().await;
-    let ids: Vec<&str> = events.iter().map(|e| e["event"]["events_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["clients.create", "clients.create", "clients.create", "importd.process_success"]);
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"]["events_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "clients.create",
+            "clients.create",
+            "clients.create",
+            "importd.process_success"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -126,7 +192,10 @@ async fn a_bad_client_row_imports_nothing_and_raises_no_client_events() {
     let errors = import["errors"].as_array().unwrap();
     let lines: Vec<i64> = errors.iter().map(|e| e["line"].as_i64().unwrap()).collect();
     assert_eq!(lines, [3, 4, 5], "{import}");
-    assert!(errors[1]["message"].as_str().unwrap().contains("email"), "{import}");
+    assert!(
+        errors[1]["message"].as_str().unwrap().contains("email"),
+        "{import}"
+    );
     let (_, clients) = s.get("/api/v1/clients").await;
     assert_eq!(clients["total"], 0, "all or nothing: {clients}");
     assert!(events_of(&s, "clients.create").await.is_empty());
@@ -162,7 +231,13 @@ async fn import_requests_are_validated() {
     let s = Server::start().await;
     let id = table(&s, json!({"name": "A"})).await;
     let csv = || Some(("r.csv", b"prefix,rate\n1,0.1\n".to_vec()));
-    let cases: Vec<(Option<&str>, Option<i64>, Option<(&str, Vec<u8>)>, &str)> = vec![
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<i64>,
+        Option<(&'a str, Vec<u8>)>,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (None, Some(id), csv(), "kind"),
         (Some("invoices"), None, csv(), "kind"),
         (Some("rates"), None, csv(), "rate_tables_id"),
@@ -174,10 +249,15 @@ async fn import_requests_are_validated() {
         let (status, e) = upload(&s, kind, table, file).await;
         assert_eq!(status, 422, "{field}: {e}");
         assert_error(&e, "validation_failed");
-        assert!(e["error"]["data"]["fields"][field].is_string(), "{field}: {e}");
+        assert!(
+            e["error"]["data"]["fields"][field].is_string(),
+            "{field}: {e}"
+        );
     }
     // Not a form at all.
-    let (status, e) = s.raw("POST", "/api/v1/imports", "{\"kind\": \"rates\"}").await;
+    let (status, e) = s
+        .raw("POST", "/api/v1/imports", "{\"kind\": \"rates\"}")
+        .await;
     assert_eq!(status, 400, "{e}");
     assert_error(&e, "bad_request");
     let (_, list) = s.get("/api/v1/imports").await;
@@ -208,7 +288,13 @@ async fn an_import_killed_mid_flight_is_taken_up_again_after_restart() {
     let mut s = Server::start_with(vec![("BILLHOOK_IMPORT_LEASE_SECS", "2")]).await;
     let id = table(&s, json!({"name": "Big"})).await;
     let rows = 600_000;
-    let (status, v) = upload(&s, Some("rates"), Some(id), Some(("big.csv", big_deck(rows)))).await;
+    let (status, v) = upload(
+        &s,
+        Some("rates"),
+        Some(id),
+        Some(("big.csv", big_deck(rows))),
+    )
+    .await;
     assert_eq!(status, 202, "{v}");
     let job = v["id"].as_i64().unwrap();
     let status = wait_for(30, "the import to start", || async {
@@ -260,8 +346,17 @@ async fn imported_rows_pass_the_before_chain_which_may_modify_or_forbid_them() {
     let import = finished(&s, v["id"].as_i64().unwrap(), 30).await;
     assert_eq!(import["status"], "success", "{import}");
     let (_, clients) = s.get("/api/v1/clients").await;
-    let good = clients["items"].as_array().unwrap().iter().find(|c| c["name"] == "Good Co").unwrap();
-    assert_eq!(good["tags"], json!(["VIP"]), "the handler's change is what was written");
+    let good = clients["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Good Co")
+        .unwrap();
+    assert_eq!(
+        good["tags"],
+        json!(["VIP"]),
+        "the handler's change is what was written"
+    );
     let created = events_of(&s, "clients.create").await;
     assert_eq!(created.len(), 2);
 
@@ -270,8 +365,17 @@ async fn imported_rows_pass_the_before_chain_which_may_modify_or_forbid_them() {
     let import = finished(&s, v["id"].as_i64().unwrap(), 30).await;
     assert_eq!(import["status"], "failed", "{import}");
     assert_eq!(import["errors"][0]["line"], 3, "{import}");
-    assert!(import["errors"][0]["message"].as_str().unwrap().contains("blocked by the CRM"), "{import}");
+    assert!(
+        import["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("blocked by the CRM"),
+        "{import}"
+    );
     let (_, clients) = s.get("/api/v1/clients").await;
-    assert_eq!(clients["total"], 2, "Fine Co was not imported either: {clients}");
+    assert_eq!(
+        clients["total"], 2,
+        "Fine Co was not imported either: {clients}"
+    );
     assert_eq!(events_of(&s, "clients.create").await.len(), 2);
 }

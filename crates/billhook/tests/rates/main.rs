@@ -1,7 +1,6 @@
 //! Black-box tests of rate tables, the Import Manager and the Email Rates Manager
 //! (SPEC §3) through the real server, with real files.
 
-#[allow(dead_code)]
 #[path = "../../../mailbox/tests/common/mod.rs"]
 mod dovecot;
 #[allow(dead_code)]

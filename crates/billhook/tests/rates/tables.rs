@@ -30,7 +30,10 @@ async fn rate_table_crud_and_validation() {
     assert_eq!(status, 422, "{e}");
     assert_error(&e, "validation_failed");
     for field in ["name", "currency", "email_sender", "email_subject"] {
-        assert!(e["error"]["data"]["fields"][field].is_string(), "{field}: {e}");
+        assert!(
+            e["error"]["data"]["fields"][field].is_string(),
+            "{field}: {e}"
+        );
     }
     let (status, e) = s.post("/api/v1/rate_tables", json!({"name": 5})).await;
     assert_eq!(status, 400, "{e}");
@@ -40,17 +43,26 @@ async fn rate_table_crud_and_validation() {
     assert_eq!(list["total"], 1, "{list}");
 
     let (status, t) = s
-        .patch(&format!("/api/v1/rate_tables/{id}"), json!({"email_subject": null, "name": "Carrier A wholesale"}))
+        .patch(
+            &format!("/api/v1/rate_tables/{id}"),
+            json!({"email_subject": null, "name": "Carrier A wholesale"}),
+        )
         .await;
     assert_eq!(status, 200, "{t}");
     assert_eq!(t["email_subject"], serde_json::Value::Null);
     assert_eq!(t["name"], "Carrier A wholesale");
     let (status, e) = s
-        .patch(&format!("/api/v1/rate_tables/{id}"), json!({"email_sender": "*bad"}))
+        .patch(
+            &format!("/api/v1/rate_tables/{id}"),
+            json!({"email_sender": "*bad"}),
+        )
         .await;
     assert_eq!(status, 422, "{e}");
     let (_, t) = s.get(&format!("/api/v1/rate_tables/{id}")).await;
-    assert_eq!(t["email_sender"], "@carrier-a\\.example$", "a refused patch changes nothing");
+    assert_eq!(
+        t["email_sender"], "@carrier-a\\.example$",
+        "a refused patch changes nothing"
+    );
 
     let (status, _) = s.delete(&format!("/api/v1/rate_tables/{id}")).await;
     assert_eq!(status, 200);
@@ -79,28 +91,44 @@ async fn rates_are_listed_with_prefix_number_and_date_filters() {
     let (_, all) = s.get(&format!("/api/v1/rate_tables/{id}/rates")).await;
     assert_eq!(all["total"], 5, "{all}");
     let first = &all["items"][0];
-    assert_eq!(first["rate"], "0.009", "money is an exact decimal string: {first}");
+    assert_eq!(
+        first["rate"], "0.009",
+        "money is an exact decimal string: {first}"
+    );
 
-    let (_, by_prefix) = s.get(&format!("/api/v1/rate_tables/{id}/rates?prefix=44")).await;
+    let (_, by_prefix) = s
+        .get(&format!("/api/v1/rate_tables/{id}/rates?prefix=44"))
+        .await;
     assert_eq!(by_prefix["total"], 3, "{by_prefix}");
 
     // In force on 2025-07-01: 44 at its newer price, 4420, 33; not 1 (starts 2030).
     let (_, at) = s
-        .get(&format!("/api/v1/rate_tables/{id}/rates?effective_at=2025-07-01"))
+        .get(&format!(
+            "/api/v1/rate_tables/{id}/rates?effective_at=2025-07-01"
+        ))
         .await;
     assert_eq!(at["total"], 3, "{at}");
-    let r44 = at["items"].as_array().unwrap().iter().find(|r| r["prefix"] == "44").unwrap();
+    let r44 = at["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["prefix"] == "44")
+        .unwrap();
     assert_eq!(r44["rate"], "0.04");
 
     // The price of a call: the longest prefix of the number comes first.
     let (_, n) = s
-        .get(&format!("/api/v1/rate_tables/{id}/rates?number=442071234567&effective_at=2025-07-01"))
+        .get(&format!(
+            "/api/v1/rate_tables/{id}/rates?number=442071234567&effective_at=2025-07-01"
+        ))
         .await;
     assert_eq!(n["items"][0]["prefix"], "4420", "{n}");
     assert_eq!(n["items"][0]["rate"], "0.01");
 
     for bad in ["prefix=4x", "number=+44", "effective_at=yesterday"] {
-        let (status, e) = s.get(&format!("/api/v1/rate_tables/{id}/rates?{bad}")).await;
+        let (status, e) = s
+            .get(&format!("/api/v1/rate_tables/{id}/rates?{bad}"))
+            .await;
         assert_eq!(status, 422, "{bad}: {e}");
         assert_error(&e, "validation_failed");
     }
@@ -109,5 +137,9 @@ async fn rates_are_listed_with_prefix_number_and_date_filters() {
     let (status, _) = s.delete(&format!("/api/v1/rate_tables/{id}")).await;
     assert_eq!(status, 200);
     let (_, imports) = s.get("/api/v1/imports").await;
-    assert_eq!(imports["items"][0]["rate_tables_id"], serde_json::Value::Null, "{imports}");
+    assert_eq!(
+        imports["items"][0]["rate_tables_id"],
+        serde_json::Value::Null,
+        "{imports}"
+    );
 }

@@ -97,7 +97,9 @@ mod tests {
 
     #[test]
     fn patterns_are_validated() {
-        assert!(table(Some("rates@carrier\\.example"), Some("^Rate")).validate().is_ok());
+        assert!(table(Some("rates@carrier\\.example"), Some("^Rate"))
+            .validate()
+            .is_ok());
         let e = table(Some("(unclosed"), None).validate().unwrap_err();
         assert!(e.0["email_sender"].contains("regular expression"));
     }

@@ -40,7 +40,10 @@ struct Filter {
     paging: Paging,
 }
 
-async fn list(State(app): State<App>, ApiQuery(f): ApiQuery<Filter>) -> ApiResult<Json<List<Import>>> {
+async fn list(
+    State(app): State<App>,
+    ApiQuery(f): ApiQuery<Filter>,
+) -> ApiResult<Json<List<Import>>> {
     Ok(Json(
         app.imports
             .list(
@@ -70,7 +73,10 @@ async fn create(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let multipart = multipart.map_err(|e| {
-        ApiError::bad_request(format!("expected a multipart/form-data body: {}", e.body_text()))
+        ApiError::bad_request(format!(
+            "expected a multipart/form-data body: {}",
+            e.body_text()
+        ))
     })?;
     let mut form = Form::default();
     let read = read_form(&app, multipart, &mut form).await;
@@ -115,9 +121,9 @@ async fn read_form(app: &App, mut multipart: Multipart, form: &mut Form) -> Resu
                     .await
                     .map_err(|e| ApiError(AppError::Internal(format!("saving the upload: {e}"))))?;
                 while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                    out.write_all(&chunk)
-                        .await
-                        .map_err(|e| ApiError(AppError::Internal(format!("saving the upload: {e}"))))?;
+                    out.write_all(&chunk).await.map_err(|e| {
+                        ApiError(AppError::Internal(format!("saving the upload: {e}")))
+                    })?;
                 }
                 out.flush()
                     .await
