@@ -30,7 +30,7 @@ pub struct EmailRates {
 
 /// What became of one message for one rate table (or of the message, when none
 /// matched).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     /// `rate_tables_no_match`, `no_attachments`, `file_processing_error`, `import`
     /// (handed to the handler) or `import_queued`.
@@ -42,7 +42,7 @@ pub struct Outcome {
 }
 
 /// The answer to one message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub source_key: String,
     pub message_id: Option<String>,

@@ -30,7 +30,7 @@ use crate::AppError;
 const OLD_SECRET_GRACE_SECONDS: i64 = 24 * 3600;
 
 /// Body of `POST /handlers` and `PATCH /handlers/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct HandlerInput {
     pub name: Option<String>,
     pub status: Option<HandlerStatus>,

@@ -12,7 +12,7 @@ use crate::queries::List;
 use crate::AppError;
 
 /// Body of `POST /rate_tables` and `PATCH /rate_tables/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct RateTableInput {
     pub name: Option<String>,
     pub currency: Option<String>,

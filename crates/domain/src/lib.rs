@@ -7,6 +7,7 @@ pub mod entities;
 pub mod errors;
 pub mod money;
 pub mod payload;
+mod schema;
 pub mod timestamp;
 
 pub use duration::IsoDuration;

@@ -5,6 +5,7 @@
 mod auth;
 mod error;
 mod extract;
+pub mod openapi;
 mod routes;
 
 use axum::Router;

@@ -11,7 +11,7 @@ use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
 use crate::AppError;
 
 /// Body of `POST /accounts` and `PATCH /accounts/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct AccountInput {
     pub clients_id: Option<i64>,
     pub name: Option<String>,

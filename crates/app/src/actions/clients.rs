@@ -12,7 +12,7 @@ use crate::pipeline::{client_key, Action, Kind, Proposal};
 use crate::AppError;
 
 /// Body of `POST /clients`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ClientInput {
     pub name: Option<String>,
     pub status: Option<ClientStatus>,
@@ -101,7 +101,7 @@ impl Action for CreateClient {
 }
 
 /// Body of `PATCH /clients/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ClientPatch {
     pub name: Option<String>,
     pub status: Option<ClientStatus>,

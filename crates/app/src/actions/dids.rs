@@ -14,7 +14,7 @@ use crate::AppError;
 const DEFAULT_HOLD_DAYS: u32 = 30;
 
 /// Body of `POST /dids`, `PATCH /dids/{id}` and of the transitions.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct DidInput {
     pub number: Option<String>,
     pub status: Option<DidStatus>,

@@ -9,7 +9,7 @@ use crate::input::required;
 use crate::AppError;
 
 /// Body of `POST /packages` and `PATCH /packages/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct PackageInput {
     pub name: Option<String>,
     pub period: Option<IsoDuration>,

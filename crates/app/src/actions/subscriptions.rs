@@ -17,7 +17,7 @@ use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
 use crate::AppError;
 
 /// Body of `POST /subscriptions`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct AssignInput {
     pub clients_id: Option<i64>,
     pub packages_id: Option<i64>,

@@ -13,7 +13,7 @@ use crate::pipeline::{client_key, to_json, Action, Effects, Kind, NewEvent, Prop
 use crate::AppError;
 
 /// Body of `POST /charges` and `POST /payments`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct TransactionInput {
     pub clients_id: Option<i64>,
     pub amount: Option<Money>,
@@ -22,7 +22,7 @@ pub struct TransactionInput {
 }
 
 /// Body of `PATCH /charges/{id}` and `PATCH /payments/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct TransactionPatch {
     pub amount: Option<Money>,
     pub dt: Option<Timestamp>,

@@ -8,6 +8,7 @@ mod events;
 #[allow(dead_code)]
 mod harness;
 mod malformed;
+mod openapi;
 mod smoke;
 mod subscriptions;
 mod transactions;

@@ -9,7 +9,7 @@ wire_enum!(
 );
 
 /// A client's VoIP account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Account {
     pub id: i64,
     pub clients_id: i64,

@@ -10,7 +10,7 @@ wire_enum!(
 );
 
 /// A customer of the operator; `balance` = payments − charges.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Client {
     pub id: i64,
     pub name: String,

@@ -88,7 +88,7 @@ impl DidAction {
 }
 
 /// A phone number.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Did {
     pub id: i64,
     pub number: String,

@@ -25,7 +25,7 @@ pub const DEFAULT_RETRY_SCHEDULE: &[u32] = &[5, 300, 1800, 7200, 18000, 36000, 3
 pub const MAX_TIMEOUT_MS: u32 = 30_000;
 
 /// An operator's handler: an endpoint or script called for matching events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Handler {
     pub id: i64,
     pub name: String,

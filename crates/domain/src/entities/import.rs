@@ -18,7 +18,7 @@ wire_enum!(
 );
 
 /// A line of an import file that could not be imported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImportError {
     /// 1-based line of the file (the header is line 1); 0 for the file as a whole.
     pub line: u64,
@@ -26,7 +26,7 @@ pub struct ImportError {
 }
 
 /// An import job, as the API shows it and `importd.*` events carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Import {
     pub id: i64,
     pub kind: ImportKind,

@@ -9,7 +9,7 @@ wire_enum!(
 );
 
 /// A recurring service with a fee charged every period.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Package {
     pub id: i64,
     pub name: String,

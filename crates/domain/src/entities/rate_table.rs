@@ -4,7 +4,7 @@ use crate::errors::{check_currency, check_name};
 use crate::{FieldErrors, Money, Timestamp};
 
 /// A price list; decks arriving by email are matched to it by sender and subject.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RateTable {
     pub id: i64,
     pub name: String,
@@ -68,7 +68,7 @@ fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
 
 /// One price of a rate table: calls to numbers starting with `prefix` cost `rate` per
 /// minute from `effective_from` on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rate {
     pub id: i64,
     pub rate_tables_id: i64,

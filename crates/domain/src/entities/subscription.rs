@@ -57,7 +57,7 @@ impl SubscriptionAction {
 }
 
 /// A package assigned to a client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Subscription {
     pub id: i64,
     pub clients_id: i64,

@@ -26,7 +26,7 @@ impl TransactionKind {
 }
 
 /// A charge or a payment of a client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transaction {
     pub id: i64,
     pub clients_id: i64,
