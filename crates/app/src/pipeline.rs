@@ -13,7 +13,7 @@ use billhook_domain::entities::OnFailure;
 use billhook_domain::payload::previous_of;
 use billhook_domain::Timestamp;
 use billhook_provisioning::before::{BeforeChain, BeforeEvent, Refusal};
-use billhook_store::{deliveries, events, Conn, Db, StoreError, Tx};
+use billhook_store::{events, outbox, Conn, Db, StoreError, Tx};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -349,9 +349,11 @@ impl Pipeline {
             data,
             previous,
         };
-        for event in std::iter::once(own).chain(effects.events) {
-            insert_event(tx, event, now).await?;
-        }
+        let events: Vec<events::Event> = std::iter::once(own)
+            .chain(effects.events)
+            .map(|e| stored_event(e, now))
+            .collect();
+        outbox::append(tx, self.db.dialect, &events, now).await?;
         self.db.notify_deliveries(tx).await?;
         Ok(stored)
     }
@@ -362,7 +364,8 @@ impl Pipeline {
     /// rates manager) inside the caller's transaction; call [`Pipeline::committed`]
     /// after the commit.
     pub async fn raise(&self, tx: &mut Tx, event: NewEvent) -> Result<(), AppError> {
-        insert_event(tx, event, Timestamp::now()).await?;
+        let now = Timestamp::now();
+        outbox::append(tx, self.db.dialect, &[stored_event(event, now)], now).await?;
         self.db.notify_deliveries(tx).await?;
         Ok(())
     }
@@ -415,8 +418,9 @@ pub fn to_json<T: Serialize>(value: &T) -> Result<Value, AppError> {
     serde_json::to_value(value).map_err(|e| AppError::Internal(format!("serialise: {e}")))
 }
 
-async fn insert_event(conn: &mut Conn, e: NewEvent, now: Timestamp) -> Result<(), AppError> {
-    let event = events::Event {
+/// The outbox row of a new event.
+fn stored_event(e: NewEvent, now: Timestamp) -> events::Event {
+    events::Event {
         seq: 0,
         uid: uuid::Uuid::now_v7().to_string(),
         events_id: e.events_id.to_string(),
@@ -425,12 +429,7 @@ async fn insert_event(conn: &mut Conn, e: NewEvent, now: Timestamp) -> Result<()
         dt: now,
         data: e.data,
         previous: Value::Object(e.previous),
-    };
-    // The outbox: the event and one delivery per matching after handler, in the
-    // transaction of the change.
-    let seq = events::insert(conn, &event).await?;
-    deliveries::fan_out(conn, seq, &event.events_id, &event.ordering_key, now).await?;
-    Ok(())
+    }
 }
 
 /// The ordering key of a client's objects.

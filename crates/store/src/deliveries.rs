@@ -6,33 +6,8 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::handlers::MATCHES;
 use crate::query::{Bind, Filter};
 use crate::{Dialect, Page, StoreError};
-
-/// Inserts one pending delivery per enabled after handler matching the event. Done in
-/// SQL so that every process sees the same handlers as the transaction does.
-pub async fn fan_out(
-    conn: &mut AnyConnection,
-    event_seq: i64,
-    events_id: &str,
-    ordering_key: &str,
-    now: Timestamp,
-) -> Result<u64, StoreError> {
-    let sql = format!(
-        "INSERT INTO deliveries (event_seq, handlers_id, ordering_key, status, attempts, next_at, lease_until, created_at, updated_at)
-         SELECT $1, id, $3, 'pending', 0, $4, 0, $4, $4 FROM handlers
-         WHERE status = 'enabled' AND stage = 'after' AND {MATCHES}"
-    );
-    let done = sqlx::query(&sql)
-        .bind(event_seq)
-        .bind(events_id)
-        .bind(ordering_key)
-        .bind(now.micros())
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
-}
 
 /// Heads found by grouping the pending rows: one pass, whatever the backlog. On
 /// PostgreSQL the per-row probe below degraded badly behind a large backlog.

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::query::{json_column, to_json_text, Filter};
+use crate::query::{json_column, Filter};
 use crate::{Page, StoreError};
 
 /// An event as stored.
@@ -37,24 +37,6 @@ fn from_row(row: &AnyRow) -> Result<Event, StoreError> {
         data: json_column(&row.try_get::<String, _>("data")?)?,
         previous: json_column(&row.try_get::<String, _>("previous")?)?,
     })
-}
-
-/// Inserts an event (its `seq` is ignored) and returns its seq.
-pub async fn insert(conn: &mut AnyConnection, e: &Event) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
-        "INSERT INTO events (uid, events_id, object_id, ordering_key, dt, data, previous)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-    )
-    .bind(&e.uid)
-    .bind(&e.events_id)
-    .bind(e.object_id)
-    .bind(&e.ordering_key)
-    .bind(e.dt.micros())
-    .bind(to_json_text(&e.data))
-    .bind(to_json_text(&e.previous))
-    .fetch_one(conn)
-    .await?;
-    Ok(id)
 }
 
 /// Loads one event by its position in the outbox.

@@ -211,11 +211,6 @@ pub async fn enabled_before(conn: &mut AnyConnection) -> Result<Vec<Handler>, St
     rows.iter().map(from_row).collect()
 }
 
-/// SQL for "handler pattern `event` matches `$2`": `*`, the exact id, or a prefix
-/// pattern `x.*` (whose `*` becomes LIKE's `%`).
-pub(crate) const MATCHES: &str =
-    "(event = '*' OR event = $2 OR (event LIKE '%.*' AND $2 LIKE REPLACE(event, '*', '%')))";
-
 /// True when an enabled after handler names `events_id` itself or its group
 /// (`group.*`). The catch-all `*` does not count: a handler that logs everything has not
 /// asked to take over the work of the event (the email rates manager's import).

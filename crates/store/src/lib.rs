@@ -15,6 +15,7 @@ pub mod executions;
 pub mod handlers;
 pub mod imports;
 pub mod keys;
+pub mod outbox;
 pub mod packages;
 mod query;
 pub mod rate_tables;
