@@ -62,11 +62,8 @@ pub struct Handlers {
     cache: HandlerCache,
 }
 
-fn conn_err(e: sqlx_core_error::Error) -> AppError {
-    StoreError::from(e).into()
-}
-mod sqlx_core_error {
-    pub use billhook_store::SqlxError as Error;
+fn conn_err(e: StoreError) -> AppError {
+    e.into()
 }
 
 impl Handlers {

@@ -5,9 +5,7 @@ use billhook_domain::entities::{
     Account, Client, Did, Package, Subscription, Transaction, TransactionKind,
 };
 use billhook_domain::payload::{payload, EventHeader};
-use billhook_store::{
-    accounts, clients, dids, events, packages, subscriptions, transactions, Db, StoreError,
-};
+use billhook_store::{accounts, clients, dids, events, packages, subscriptions, transactions, Db};
 use serde_json::Value;
 
 pub use billhook_store::clients::ClientQuery;
@@ -38,7 +36,7 @@ pub struct Queries {
 
 macro_rules! conn {
     ($self:ident) => {
-        &mut *$self.db.read.acquire().await.map_err(StoreError::from)?
+        &mut $self.db.read.acquire().await?
     };
 }
 

@@ -1,9 +1,8 @@
 //! VoIP accounts of clients.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::entities::{Account, AuthType};
 use billhook_domain::Timestamp;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::{json_column, to_json_text, Filter};
 use crate::{Page, StoreError};
@@ -11,7 +10,7 @@ use crate::{Page, StoreError};
 const COLUMNS: &str =
     "id, clients_id, name, auth_type, ips, login, password, enabled, created_at, updated_at";
 
-fn from_row(row: &AnyRow) -> Result<Account, StoreError> {
+fn from_row(row: &Row) -> Result<Account, StoreError> {
     let auth: String = row.try_get("auth_type")?;
     Ok(Account {
         id: row.try_get("id")?,
@@ -29,8 +28,8 @@ fn from_row(row: &AnyRow) -> Result<Account, StoreError> {
 }
 
 /// Inserts a new account and returns its id.
-pub async fn insert(conn: &mut AnyConnection, a: &Account) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+pub async fn insert(conn: &mut Conn, a: &Account) -> Result<i64, StoreError> {
+    let id = query_scalar(
         "INSERT INTO accounts (clients_id, name, auth_type, ips, login, password, enabled, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
@@ -49,15 +48,15 @@ pub async fn insert(conn: &mut AnyConnection, a: &Account) -> Result<i64, StoreE
 }
 
 /// Loads an account.
-pub async fn get(conn: &mut AnyConnection, id: i64) -> Result<Option<Account>, StoreError> {
+pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Account>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM accounts WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    let row = query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Writes the changeable fields.
-pub async fn update(conn: &mut AnyConnection, a: &Account) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn update(conn: &mut Conn, a: &Account) -> Result<(), StoreError> {
+    query(
         "UPDATE accounts SET name = $1, auth_type = $2, ips = $3, login = $4, password = $5,
          enabled = $6, updated_at = $7 WHERE id = $8",
     )
@@ -75,8 +74,8 @@ pub async fn update(conn: &mut AnyConnection, a: &Account) -> Result<(), StoreEr
 }
 
 /// Deletes an account row.
-pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM accounts WHERE id = $1")
+pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
+    query("DELETE FROM accounts WHERE id = $1")
         .bind(id)
         .execute(conn)
         .await?;
@@ -84,9 +83,9 @@ pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError>
 }
 
 /// Counts DIDs routed to an account.
-pub async fn dids_count(conn: &mut AnyConnection, id: i64) -> Result<i64, StoreError> {
+pub async fn dids_count(conn: &mut Conn, id: i64) -> Result<i64, StoreError> {
     Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM dids WHERE accounts_id = $1")
+        query_scalar("SELECT COUNT(*) FROM dids WHERE accounts_id = $1")
             .bind(id)
             .fetch_one(conn)
             .await?,
@@ -95,7 +94,7 @@ pub async fn dids_count(conn: &mut AnyConnection, id: i64) -> Result<i64, StoreE
 
 /// Lists accounts, newest first, optionally of one client.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     clients_id: Option<i64>,
     page: Page,
 ) -> Result<(Vec<Account>, i64), StoreError> {

@@ -1,9 +1,8 @@
 //! Clients and their balances.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::entities::{Client, ClientStatus};
 use billhook_domain::{Money, Timestamp};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::db::for_update;
 use crate::query::{json_column, like_pattern, to_json_text, Bind, Filter};
@@ -12,7 +11,7 @@ use crate::{Page, StoreError};
 const COLUMNS: &str =
     "id, name, status, currency, balance, credit, email, tags, custom_fields, created_at, updated_at";
 
-fn from_row(row: &AnyRow) -> Result<Client, StoreError> {
+fn from_row(row: &Row) -> Result<Client, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(Client {
         id: row.try_get("id")?,
@@ -31,8 +30,8 @@ fn from_row(row: &AnyRow) -> Result<Client, StoreError> {
 }
 
 /// Inserts a new client and returns its id.
-pub async fn insert(conn: &mut AnyConnection, c: &Client) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+pub async fn insert(conn: &mut Conn, c: &Client) -> Result<i64, StoreError> {
+    let id = query_scalar(
         "INSERT INTO clients (name, status, currency, balance, credit, email, tags, custom_fields, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
@@ -53,20 +52,16 @@ pub async fn insert(conn: &mut AnyConnection, c: &Client) -> Result<i64, StoreEr
 
 /// Loads a client; with `lock`, holds its row until the transaction ends (PostgreSQL),
 /// which orders every change concerning this client.
-pub async fn get(
-    conn: &mut AnyConnection,
-    id: i64,
-    lock: bool,
-) -> Result<Option<Client>, StoreError> {
+pub async fn get(conn: &mut Conn, id: i64, lock: bool) -> Result<Option<Client>, StoreError> {
     let lock = if lock { for_update(conn) } else { "" };
     let sql = format!("SELECT {COLUMNS} FROM clients WHERE id = $1{lock}");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    let row = query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Writes every field but the balance, which only `add_balance` changes.
-pub async fn update(conn: &mut AnyConnection, c: &Client) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn update(conn: &mut Conn, c: &Client) -> Result<(), StoreError> {
+    query(
         "UPDATE clients SET name = $1, status = $2, currency = $3, credit = $4, email = $5,
          tags = $6, custom_fields = $7, updated_at = $8 WHERE id = $9",
     )
@@ -89,7 +84,7 @@ pub async fn update(conn: &mut AnyConnection, c: &Client) -> Result<(), StoreErr
 /// the balance would leave the range of exact integers (SQLite would silently turn it
 /// into a float).
 pub async fn add_balance(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: i64,
     delta: Money,
     now: Timestamp,
@@ -98,7 +93,7 @@ pub async fn add_balance(
         "UPDATE clients SET balance = balance + $1, updated_at = $2
          WHERE id = $3 AND ABS(balance) <= 9000000000000000000 - ABS($1) RETURNING {COLUMNS}"
     );
-    let row = sqlx::query(&sql)
+    let row = query(&sql)
         .bind(delta.micros())
         .bind(now.micros())
         .bind(id)
@@ -109,12 +104,12 @@ pub async fn add_balance(
 
 /// Deletes a client row with its closed subscriptions (the caller has checked that
 /// nothing else refers to it).
-pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM subscriptions WHERE clients_id = $1 AND status = 'closed'")
+pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
+    query("DELETE FROM subscriptions WHERE clients_id = $1 AND status = 'closed'")
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM clients WHERE id = $1")
+    query("DELETE FROM clients WHERE id = $1")
         .bind(id)
         .execute(conn)
         .await?;
@@ -131,8 +126,8 @@ pub struct Dependents {
 }
 
 /// Counts the objects that keep a client from being deleted.
-pub async fn dependents(conn: &mut AnyConnection, id: i64) -> Result<Dependents, StoreError> {
-    let row = sqlx::query(
+pub async fn dependents(conn: &mut Conn, id: i64) -> Result<Dependents, StoreError> {
+    let row = query(
         "SELECT (SELECT COUNT(*) FROM accounts WHERE clients_id = $1),
                 (SELECT COUNT(*) FROM subscriptions WHERE clients_id = $1 AND status <> 'closed'),
                 (SELECT COUNT(*) FROM dids WHERE clients_id = $1),
@@ -159,7 +154,7 @@ pub struct ClientQuery {
 
 /// Lists clients, newest first.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     query: &ClientQuery,
     page: Page,
 ) -> Result<(Vec<Client>, i64), StoreError> {

@@ -2,17 +2,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::Executor;
 
-/// A write transaction. On SQLite it is `BEGIN IMMEDIATE` on the single writer
-/// connection, so it never fails half-way with `SQLITE_BUSY` on lock upgrade.
-pub type Tx = sqlx::Transaction<'static, Any>;
+use crate::sql::{query, Conn, LitePool, Pool, Tx};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -24,6 +24,11 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Sqlx(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ),
             _ => false,
         }
     }
@@ -43,8 +48,8 @@ pub enum Dialect {
 /// for both and row locks for ordering.
 #[derive(Clone)]
 pub struct Db {
-    pub read: AnyPool,
-    pub write: AnyPool,
+    pub read: Pool,
+    pub write: Pool,
     pub dialect: Dialect,
     url: String,
 }
@@ -71,24 +76,27 @@ impl Db {
                     .connect_with(options)
                     .await?;
                 Ok(Db {
-                    read: pool.clone(),
-                    write: pool,
+                    read: Pool::Any(pool.clone()),
+                    write: Pool::Any(pool),
                     dialect,
                     url: url.to_string(),
                 })
             }
             Dialect::Sqlite => {
-                let url = sqlite_url(url);
-                let options = AnyConnectOptions::from_str(&url)?;
-                let write = sqlite_pool(1).connect_with(options.clone()).await?;
-                // WAL is a property of the file: set once, before readers open it.
-                write.execute("PRAGMA journal_mode=WAL").await?;
-                let read = sqlite_pool(8).connect_with(options).await?;
+                let path = sqlite_path(url);
+                // NORMAL with WAL is durable against a killed process (the WAL is in the
+                // OS), and only risks the last commits on power loss: the speed/safety
+                // trade the embedded default makes.
+                let setup = "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
+                             PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+                // WAL is a property of the file: the writer sets it before readers open.
+                let write = LitePool::open(&path, 1, setup)?;
+                let read = LitePool::open(&path, 8, setup)?;
                 Ok(Db {
-                    read,
-                    write,
+                    read: Pool::Lite(read),
+                    write: Pool::Lite(write),
                     dialect,
-                    url,
+                    url: sqlite_url(url),
                 })
             }
         }
@@ -96,29 +104,30 @@ impl Db {
 
     /// Applies the migrations of this database that have not run yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self.dialect {
-            Dialect::Sqlite => MIGRATE_SQLITE.run(&self.write).await?,
-            Dialect::Postgres => MIGRATE_POSTGRES.run(&self.write).await?,
+        match (&self.write, self.dialect) {
+            (Pool::Any(pool), _) => MIGRATE_POSTGRES.run(pool).await?,
+            (Pool::Lite(_), _) => {
+                // Migrations run through sqlx's migrator on a connection of their own.
+                let options = AnyConnectOptions::from_str(&self.url)?;
+                let pool = sqlite_pool(1).connect_with(options).await?;
+                let result = MIGRATE_SQLITE.run(&pool).await;
+                pool.close().await;
+                result?;
+            }
         }
         Ok(())
     }
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.write.begin().await?,
-        })
+        self.write.begin().await
     }
 
     /// Tells other processes, when the transaction commits, that deliveries were
     /// queued (PostgreSQL `NOTIFY`; SQLite processes rely on the fallback poll).
-    pub async fn notify_deliveries(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-    ) -> Result<(), StoreError> {
+    pub async fn notify_deliveries(&self, conn: &mut Conn) -> Result<(), StoreError> {
         if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_notify('billhook_deliveries', '')")
+            query("SELECT pg_notify('billhook_deliveries', '')")
                 .execute(conn)
                 .await?;
         }
@@ -148,13 +157,17 @@ impl Db {
 
     /// Runs one administrative statement (`CREATE DATABASE` for tools and benchmarks).
     pub async fn execute_admin(&self, sql: &str) -> Result<(), StoreError> {
-        self.write.execute(sql).await?;
+        let mut conn = self.write.acquire().await?;
+        query(sql).execute(&mut conn).await?;
         Ok(())
     }
 
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+        match self.read.acquire().await {
+            Ok(mut conn) => query("SELECT 1").execute(&mut conn).await.is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// Closes both pools, waiting for connections in use.
@@ -162,6 +175,15 @@ impl Db {
         self.write.close().await;
         self.read.close().await;
     }
+}
+
+/// The file of a SQLite URL, for rusqlite.
+fn sqlite_path(url: &str) -> String {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    path.split('?').next().unwrap_or(path).to_string()
 }
 
 /// Accepts `sqlite:path`, `sqlite://path` or a bare path and asks for the file to be
@@ -200,8 +222,8 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
 
 /// `" FOR UPDATE"` on PostgreSQL, where concurrent writers need row locks; empty on
 /// SQLite, whose single writer already serialises them.
-pub(crate) fn for_update(conn: &sqlx::AnyConnection) -> &'static str {
-    if conn.backend_name() == "PostgreSQL" {
+pub(crate) fn for_update(conn: &Conn) -> &'static str {
+    if conn.is_postgres() {
         " FOR UPDATE"
     } else {
         ""

@@ -1,10 +1,9 @@
 //! Deliveries: one row per (event, after handler), written in the event's own
 //! transaction, claimed with leases, finished with the outcome of each attempt.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::Timestamp;
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::{Bind, Filter};
 use crate::{Dialect, Page, StoreError};
@@ -40,7 +39,7 @@ pub struct Claimed {
 /// has come, its lease (if any) expired — which is how a crashed worker's deliveries come
 /// back — and no earlier delivery of the same handler and ordering key is unfinished.
 pub async fn claim(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     dialect: Dialect,
     now: Timestamp,
     lease_base: Timestamp,
@@ -62,7 +61,7 @@ pub async fn claim(
            ORDER BY d.id LIMIT $3{skip_locked})
          RETURNING id, event_seq, handlers_id, attempts"
     );
-    let rows = sqlx::query(&sql)
+    let rows = query(&sql)
         .bind(lease_base.micros())
         .bind(now.micros())
         .bind(limit)
@@ -97,7 +96,7 @@ pub enum Outcome {
 
 /// Records an attempt's outcome and ends the lease.
 pub async fn finish(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: i64,
     attempts: i64,
     outcome: &Outcome,
@@ -108,7 +107,7 @@ pub async fn finish(
         Outcome::Retry { next_at, error } => ("pending", *next_at, Some(error.as_str())),
         Outcome::Failed { error } => ("failed", now, Some(error.as_str())),
     };
-    sqlx::query(
+    query(
         "UPDATE deliveries SET status = $1, attempts = $2, next_at = $3, last_error = $4,
          lease_until = 0, updated_at = $5 WHERE id = $6",
     )
@@ -126,7 +125,7 @@ pub async fn finish(
 /// Records many successful attempts in one statement: each row's `attempts` grows by
 /// the one attempt its lease was for.
 pub async fn finish_succeeded(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     ids: &[i64],
     now: Timestamp,
 ) -> Result<(), StoreError> {
@@ -137,7 +136,7 @@ pub async fn finish_succeeded(
             .map(i64::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        sqlx::query(&format!(
+        query(&format!(
             "UPDATE deliveries SET status = 'succeeded', attempts = attempts + 1, next_at = $1,
              last_error = NULL, lease_until = 0, updated_at = $1 WHERE id IN ({list})"
         ))
@@ -149,9 +148,9 @@ pub async fn finish_succeeded(
 }
 
 /// Gives leases back (graceful shutdown) so another process may deliver at once.
-pub async fn release(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), StoreError> {
+pub async fn release(conn: &mut Conn, ids: &[i64]) -> Result<(), StoreError> {
     for id in ids {
-        sqlx::query("UPDATE deliveries SET lease_until = 0 WHERE id = $1 AND status = 'pending'")
+        query("UPDATE deliveries SET lease_until = 0 WHERE id = $1 AND status = 'pending'")
             .bind(id)
             .execute(&mut *conn)
             .await?;
@@ -161,8 +160,8 @@ pub async fn release(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), StoreE
 
 /// When the next pending delivery is due, if any (ignores ordering: a wake-up too early
 /// is harmless, one too late is not).
-pub async fn next_due(conn: &mut AnyConnection) -> Result<Option<Timestamp>, StoreError> {
-    let at: Option<i64> = sqlx::query_scalar(
+pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
+    let at: Option<i64> = query_scalar(
         "SELECT MIN(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END)
          FROM deliveries WHERE status = 'pending'",
     )
@@ -172,8 +171,8 @@ pub async fn next_due(conn: &mut AnyConnection) -> Result<Option<Timestamp>, Sto
 }
 
 /// A failed delivery back to pending for one more attempt; false when it is not failed.
-pub async fn retry(conn: &mut AnyConnection, id: i64, now: Timestamp) -> Result<bool, StoreError> {
-    let done = sqlx::query(
+pub async fn retry(conn: &mut Conn, id: i64, now: Timestamp) -> Result<bool, StoreError> {
+    let done = query(
         "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1
          WHERE id = $2 AND status = 'failed'",
     )
@@ -186,13 +185,13 @@ pub async fn retry(conn: &mut AnyConnection, id: i64, now: Timestamp) -> Result<
 
 /// Re-queues a handler's failed deliveries of events raised in `[since, until]`.
 pub async fn recover(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     handlers_id: i64,
     since: Timestamp,
     until: Timestamp,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    let done = query(
         "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1
          WHERE handlers_id = $2 AND status = 'failed'
            AND event_seq IN (SELECT id FROM events WHERE dt >= $3 AND dt <= $4)",
@@ -229,7 +228,7 @@ const VIEW: &str = "(SELECT d.id, e.uid AS event_uid, e.events_id, d.event_seq, 
 
 const VIEW_COLUMNS: &str = "id, event_uid, events_id, handlers_id, handler, ordering_key, status, attempts, next_at, last_error, created_at, updated_at";
 
-fn from_row(row: &AnyRow) -> Result<Delivery, StoreError> {
+fn from_row(row: &Row) -> Result<Delivery, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(Delivery {
         id: row.try_get("id")?,
@@ -260,7 +259,7 @@ pub struct DeliveryQuery {
 
 /// Lists deliveries, newest first.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     q: &DeliveryQuery,
     page: Page,
 ) -> Result<(Vec<Delivery>, i64), StoreError> {
@@ -280,11 +279,10 @@ pub async fn list(
 }
 
 /// Pending deliveries: how many, and when the oldest was created.
-pub async fn backlog(conn: &mut AnyConnection) -> Result<(i64, Option<Timestamp>), StoreError> {
-    let row =
-        sqlx::query("SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'")
-            .fetch_one(conn)
-            .await?;
+pub async fn backlog(conn: &mut Conn) -> Result<(i64, Option<Timestamp>), StoreError> {
+    let row = query("SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'")
+        .fetch_one(conn)
+        .await?;
     Ok((
         row.try_get(0)?,
         row.try_get::<Option<i64>, _>(1)?

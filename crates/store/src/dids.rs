@@ -1,9 +1,8 @@
 //! DIDs: phone numbers and their life cycle.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::entities::{Did, DidStatus};
 use billhook_domain::Timestamp;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::db::for_update;
 use crate::query::{like_pattern, Bind, Filter};
@@ -15,7 +14,7 @@ fn status(text: &str) -> Result<DidStatus, StoreError> {
     DidStatus::parse(text).ok_or_else(|| StoreError::Corrupt(format!("DID status {text}")))
 }
 
-fn from_row(row: &AnyRow) -> Result<Did, StoreError> {
+fn from_row(row: &Row) -> Result<Did, StoreError> {
     Ok(Did {
         id: row.try_get("id")?,
         number: row.try_get("number")?,
@@ -35,8 +34,8 @@ fn from_row(row: &AnyRow) -> Result<Did, StoreError> {
 }
 
 /// Inserts a DID and returns its id; a live duplicate number is a unique violation.
-pub async fn insert(conn: &mut AnyConnection, d: &Did) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+pub async fn insert(conn: &mut Conn, d: &Did) -> Result<i64, StoreError> {
+    let id = query_scalar(
         "INSERT INTO dids (number, status, clients_id, accounts_id, hold_until, status_after_hold, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
@@ -54,16 +53,16 @@ pub async fn insert(conn: &mut AnyConnection, d: &Did) -> Result<i64, StoreError
 }
 
 /// Loads a DID; with `lock`, holds its row until the transaction ends (PostgreSQL).
-pub async fn get(conn: &mut AnyConnection, id: i64, lock: bool) -> Result<Option<Did>, StoreError> {
+pub async fn get(conn: &mut Conn, id: i64, lock: bool) -> Result<Option<Did>, StoreError> {
     let lock = if lock { for_update(conn) } else { "" };
     let sql = format!("SELECT {COLUMNS} FROM dids WHERE id = $1{lock}");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    let row = query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Writes every field.
-pub async fn update(conn: &mut AnyConnection, d: &Did) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn update(conn: &mut Conn, d: &Did) -> Result<(), StoreError> {
+    query(
         "UPDATE dids SET number = $1, status = $2, clients_id = $3, accounts_id = $4,
          hold_until = $5, status_after_hold = $6, updated_at = $7 WHERE id = $8",
     )
@@ -82,11 +81,11 @@ pub async fn update(conn: &mut AnyConnection, d: &Did) -> Result<(), StoreError>
 
 /// True when a non-archived DID other than `except` has `number`.
 pub async fn number_taken(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     number: &str,
     except: Option<i64>,
 ) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
+    let n: i64 = query_scalar(
         "SELECT COUNT(*) FROM dids WHERE number = $1 AND status <> 'archived' AND id <> $2",
     )
     .bind(number)
@@ -98,11 +97,11 @@ pub async fn number_taken(
 
 /// DIDs on hold whose hold has ended.
 pub async fn hold_expired(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     now: Timestamp,
     limit: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
+    Ok(query_scalar(
         "SELECT id FROM dids WHERE status = 'hold' AND hold_until <= $1 ORDER BY hold_until LIMIT $2",
     )
     .bind(now.micros())
@@ -122,7 +121,7 @@ pub struct DidQuery {
 
 /// Lists DIDs, newest first.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     query: &DidQuery,
     page: Page,
 ) -> Result<(Vec<Did>, i64), StoreError> {

@@ -1,7 +1,7 @@
 //! The messages the email rates manager handled: a message is handled once.
 
+use crate::sql::{query, Conn};
 use billhook_domain::Timestamp;
-use sqlx::AnyConnection;
 
 use crate::StoreError;
 
@@ -18,8 +18,8 @@ pub struct HandledMessage<'a> {
 
 /// Records a message; false when its key was already recorded (handled before), so the
 /// caller rolls back instead of handling it twice.
-pub async fn record(conn: &mut AnyConnection, m: &HandledMessage<'_>) -> Result<bool, StoreError> {
-    let done = sqlx::query(
+pub async fn record(conn: &mut Conn, m: &HandledMessage<'_>) -> Result<bool, StoreError> {
+    let done = query(
         "INSERT INTO email_messages (source_key, message_id, sender, subject, outcome, created_at)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source_key) DO NOTHING",
     )

@@ -1,9 +1,8 @@
 //! The event outbox: one row per event, inserted in the transaction of its change.
 
+use crate::sql::{query, Conn, Row};
 use billhook_domain::Timestamp;
 use serde_json::Value;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::{json_column, Filter};
 use crate::{Page, StoreError};
@@ -26,7 +25,7 @@ pub struct Event {
 
 const COLUMNS: &str = "id, uid, events_id, object_id, ordering_key, dt, data, previous";
 
-fn from_row(row: &AnyRow) -> Result<Event, StoreError> {
+fn from_row(row: &Row) -> Result<Event, StoreError> {
     Ok(Event {
         seq: row.try_get("id")?,
         uid: row.try_get("uid")?,
@@ -40,14 +39,14 @@ fn from_row(row: &AnyRow) -> Result<Event, StoreError> {
 }
 
 /// Loads one event by its position in the outbox.
-pub async fn get_by_seq(conn: &mut AnyConnection, seq: i64) -> Result<Option<Event>, StoreError> {
+pub async fn get_by_seq(conn: &mut Conn, seq: i64) -> Result<Option<Event>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE id = $1");
-    let row = sqlx::query(&sql).bind(seq).fetch_optional(conn).await?;
+    let row = query(&sql).bind(seq).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Loads the events at these positions (a claimed batch) in one query.
-pub async fn get_many(conn: &mut AnyConnection, seqs: &[i64]) -> Result<Vec<Event>, StoreError> {
+pub async fn get_many(conn: &mut Conn, seqs: &[i64]) -> Result<Vec<Event>, StoreError> {
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
@@ -58,14 +57,14 @@ pub async fn get_many(conn: &mut AnyConnection, seqs: &[i64]) -> Result<Vec<Even
         .collect::<Vec<_>>()
         .join(",");
     let sql = format!("SELECT {COLUMNS} FROM events WHERE id IN ({list})");
-    let rows = sqlx::query(&sql).fetch_all(conn).await?;
+    let rows = query(&sql).fetch_all(conn).await?;
     rows.iter().map(from_row).collect()
 }
 
 /// Loads one event by uid.
-pub async fn get(conn: &mut AnyConnection, uid: &str) -> Result<Option<Event>, StoreError> {
+pub async fn get(conn: &mut Conn, uid: &str) -> Result<Option<Event>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE uid = $1");
-    let row = sqlx::query(&sql).bind(uid).fetch_optional(conn).await?;
+    let row = query(&sql).bind(uid).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -81,7 +80,7 @@ pub struct EventQuery {
 
 /// Lists events, newest first.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     query: &EventQuery,
     page: Page,
 ) -> Result<(Vec<Event>, i64), StoreError> {

@@ -1,10 +1,9 @@
 //! The execution log: one row per handler call, both stages.
 
+use crate::sql::{query, Conn, Row};
 use billhook_domain::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::{json_column, like_pattern, to_json_text, Bind, Filter};
 use crate::{Page, StoreError};
@@ -37,7 +36,7 @@ pub struct Execution {
 
 const COLUMNS: &str = "id, dt, handlers_id, handler, events_id, event_uid, object_id, stage, attempt, status, duration_ms, request, response_status, response_body, error, modified, deliveries_id";
 
-fn from_row(row: &AnyRow) -> Result<Execution, StoreError> {
+fn from_row(row: &Row) -> Result<Execution, StoreError> {
     Ok(Execution {
         id: row.try_get("id")?,
         dt: Timestamp::from_micros(row.try_get("dt")?),
@@ -65,10 +64,7 @@ fn from_row(row: &AnyRow) -> Result<Execution, StoreError> {
 const INSERT: &str = "INSERT INTO executions (dt, handlers_id, handler, events_id, event_uid, object_id, stage, attempt, status, duration_ms, request, response_status, response_body, error, modified, deliveries_id) VALUES ";
 const FIELDS: usize = 16;
 
-fn bind_row<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    e: &'q Execution,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+fn bind_row<'q>(q: crate::sql::Query, e: &'q Execution) -> crate::sql::Query {
     q.bind(e.dt.micros())
         .bind(e.handlers_id)
         .bind(&e.handler)
@@ -100,20 +96,17 @@ fn placeholders(rows: usize) -> String {
 }
 
 /// Appends a row to the log and returns its id.
-pub async fn insert(conn: &mut AnyConnection, e: &Execution) -> Result<i64, StoreError> {
+pub async fn insert(conn: &mut Conn, e: &Execution) -> Result<i64, StoreError> {
     let sql = format!("{INSERT}{} RETURNING id", placeholders(1));
-    Ok(bind_row(sqlx::query(&sql), e)
-        .fetch_one(conn)
-        .await?
-        .try_get(0)?)
+    Ok(bind_row(query(&sql), e).fetch_one(conn).await?.try_get(0)?)
 }
 
 /// Appends many rows, several per statement (one round trip instead of one each).
-pub async fn insert_many(conn: &mut AnyConnection, rows: &[&Execution]) -> Result<(), StoreError> {
+pub async fn insert_many(conn: &mut Conn, rows: &[&Execution]) -> Result<(), StoreError> {
     // 64 rows × 16 values stays far below both databases' limits on bound values.
     for chunk in rows.chunks(64) {
         let sql = format!("{INSERT}{}", placeholders(chunk.len()));
-        let mut q = sqlx::query(&sql);
+        let mut q = query(&sql);
         for e in chunk {
             q = bind_row(q, e);
         }
@@ -139,7 +132,7 @@ pub struct ExecutionQuery {
 
 /// Lists executions, newest first.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     q: &ExecutionQuery,
     page: Page,
 ) -> Result<(Vec<Execution>, i64), StoreError> {

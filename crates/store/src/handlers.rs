@@ -1,10 +1,9 @@
 //! Handlers and their signing secrets.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::catalogue::Stage;
 use billhook_domain::entities::{Handler, HandlerStatus, HandlerType, OnFailure};
 use billhook_domain::Timestamp;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::{json_column, to_json_text, Bind, Filter};
 use crate::{Page, StoreError};
@@ -15,7 +14,7 @@ fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("handler {what} {v}"))
 }
 
-fn from_row(row: &AnyRow) -> Result<Handler, StoreError> {
+fn from_row(row: &Row) -> Result<Handler, StoreError> {
     let status: String = row.try_get("status")?;
     let stage: String = row.try_get("stage")?;
     let kind: String = row.try_get("type")?;
@@ -43,12 +42,8 @@ fn from_row(row: &AnyRow) -> Result<Handler, StoreError> {
 }
 
 /// Inserts a handler with its first secret and returns its id.
-pub async fn insert(
-    conn: &mut AnyConnection,
-    h: &Handler,
-    secret: &str,
-) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+pub async fn insert(conn: &mut Conn, h: &Handler, secret: &str) -> Result<i64, StoreError> {
+    let id = query_scalar(
         "INSERT INTO handlers (name, status, priority, event, stage, type, task, timeout_ms, on_failure, retry_schedule, secret, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
     )
@@ -71,15 +66,15 @@ pub async fn insert(
 }
 
 /// Loads a handler.
-pub async fn get(conn: &mut AnyConnection, id: i64) -> Result<Option<Handler>, StoreError> {
+pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Handler>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM handlers WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    let row = query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Writes every field but the secrets.
-pub async fn update(conn: &mut AnyConnection, h: &Handler) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn update(conn: &mut Conn, h: &Handler) -> Result<(), StoreError> {
+    query(
         "UPDATE handlers SET name = $1, status = $2, priority = $3, event = $4, stage = $5, type = $6,
          task = $7, timeout_ms = $8, on_failure = $9, retry_schedule = $10, updated_at = $11 WHERE id = $12",
     )
@@ -101,12 +96,12 @@ pub async fn update(conn: &mut AnyConnection, h: &Handler) -> Result<(), StoreEr
 }
 
 /// Deletes a handler and its deliveries (its execution log stays).
-pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM deliveries WHERE handlers_id = $1")
+pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
+    query("DELETE FROM deliveries WHERE handlers_id = $1")
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM handlers WHERE id = $1")
+    query("DELETE FROM handlers WHERE id = $1")
         .bind(id)
         .execute(conn)
         .await?;
@@ -135,13 +130,12 @@ impl Secrets {
 }
 
 /// Loads a handler's secrets.
-pub async fn secrets(conn: &mut AnyConnection, id: i64) -> Result<Option<Secrets>, StoreError> {
-    let row = sqlx::query(
-        "SELECT secret, previous_secret, previous_secret_until FROM handlers WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
+pub async fn secrets(conn: &mut Conn, id: i64) -> Result<Option<Secrets>, StoreError> {
+    let row =
+        query("SELECT secret, previous_secret, previous_secret_until FROM handlers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
     row.map(|r| {
         Ok(Secrets {
             current: r.try_get(0)?,
@@ -154,12 +148,12 @@ pub async fn secrets(conn: &mut AnyConnection, id: i64) -> Result<Option<Secrets
 
 /// Replaces the secret; the old one keeps signing until `old_until`.
 pub async fn rotate_secret(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: i64,
     new_secret: &str,
     old_until: Timestamp,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
         "UPDATE handlers SET previous_secret = secret, previous_secret_until = $1, secret = $2 WHERE id = $3",
     )
     .bind(old_until.micros())
@@ -182,7 +176,7 @@ pub struct HandlerQuery {
 
 /// Lists handlers by priority, then id.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     q: &HandlerQuery,
     page: Page,
 ) -> Result<(Vec<Handler>, i64), StoreError> {
@@ -203,26 +197,23 @@ pub async fn list(
 }
 
 /// Every enabled before handler, by priority then id.
-pub async fn enabled_before(conn: &mut AnyConnection) -> Result<Vec<Handler>, StoreError> {
+pub async fn enabled_before(conn: &mut Conn) -> Result<Vec<Handler>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM handlers WHERE status = 'enabled' AND stage = 'before' ORDER BY priority, id"
     );
-    let rows = sqlx::query(&sql).fetch_all(conn).await?;
+    let rows = query(&sql).fetch_all(conn).await?;
     rows.iter().map(from_row).collect()
 }
 
 /// True when an enabled after handler names `events_id` itself or its group
 /// (`group.*`). The catch-all `*` does not count: a handler that logs everything has not
 /// asked to take over the work of the event (the email rates manager's import).
-pub async fn subscribed_after(
-    conn: &mut AnyConnection,
-    events_id: &str,
-) -> Result<bool, StoreError> {
+pub async fn subscribed_after(conn: &mut Conn, events_id: &str) -> Result<bool, StoreError> {
     let group = match events_id.rsplit_once('.') {
         Some((group, _)) => format!("{group}.*"),
         None => events_id.to_string(),
     };
-    let n: i64 = sqlx::query_scalar(
+    let n: i64 = query_scalar(
         "SELECT COUNT(*) FROM handlers WHERE status = 'enabled' AND stage = 'after'
          AND (event = $1 OR event = $2)",
     )

@@ -1,9 +1,8 @@
 //! Import jobs: a queue of files to import, run by the server whose disk holds them.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::entities::{Import, ImportKind, ImportStatus};
 use billhook_domain::Timestamp;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::{json_column, to_json_text, Filter};
 use crate::{Page, StoreError};
@@ -11,7 +10,7 @@ use crate::{Page, StoreError};
 const COLUMNS: &str = "id, kind, status, file_name, rows_total, rows_imported, errors, \
     rate_tables_id, source, created_at, updated_at, file_path";
 
-fn from_row(row: &AnyRow) -> Result<Import, StoreError> {
+fn from_row(row: &Row) -> Result<Import, StoreError> {
     let kind: String = row.try_get("kind")?;
     let status: String = row.try_get("status")?;
     Ok(Import {
@@ -33,12 +32,12 @@ fn from_row(row: &AnyRow) -> Result<Import, StoreError> {
 
 /// Queues a job for `node`, whose disk holds `file_path`, and returns its id.
 pub async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     i: &Import,
     node: &str,
     file_path: &str,
 ) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+    let id = query_scalar(
         "INSERT INTO imports (kind, status, file_name, rate_tables_id, rows_total, rows_imported,
            errors, source, node, file_path, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
@@ -61,15 +60,15 @@ pub async fn insert(
 }
 
 /// Loads a job.
-pub async fn get(conn: &mut AnyConnection, id: i64) -> Result<Option<Import>, StoreError> {
+pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Import>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM imports WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    let row = query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Lists jobs, newest first.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     kind: Option<&str>,
     status: Option<&str>,
     rate_tables_id: Option<i64>,
@@ -91,7 +90,7 @@ pub async fn list(
 /// (its server died), marks it processing until `lease_until`, and returns it with its
 /// file's path.
 pub async fn claim(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     node: &str,
     now: Timestamp,
     lease_until: Timestamp,
@@ -107,7 +106,7 @@ pub async fn claim(
                      ORDER BY id LIMIT 1{skip})
          RETURNING {COLUMNS}"
     );
-    let row = sqlx::query(&sql)
+    let row = query(&sql)
         .bind(lease_until.micros())
         .bind(now.micros())
         .bind(node)
@@ -120,23 +119,18 @@ pub async fn claim(
 }
 
 /// Extends the lease of a running job; false when the job is no longer ours.
-pub async fn extend(
-    conn: &mut AnyConnection,
-    id: i64,
-    lease_until: Timestamp,
-) -> Result<bool, StoreError> {
-    let done =
-        sqlx::query("UPDATE imports SET lease_until = $1 WHERE id = $2 AND status = 'processing'")
-            .bind(lease_until.micros())
-            .bind(id)
-            .execute(conn)
-            .await?;
+pub async fn extend(conn: &mut Conn, id: i64, lease_until: Timestamp) -> Result<bool, StoreError> {
+    let done = query("UPDATE imports SET lease_until = $1 WHERE id = $2 AND status = 'processing'")
+        .bind(lease_until.micros())
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Records a job's progress or end.
-pub async fn save(conn: &mut AnyConnection, i: &Import) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn save(conn: &mut Conn, i: &Import) -> Result<(), StoreError> {
+    query(
         "UPDATE imports SET status = $1, rows_total = $2, rows_imported = $3, errors = $4,
            updated_at = $5, lease_until = 0 WHERE id = $6",
     )
@@ -152,11 +146,8 @@ pub async fn save(conn: &mut AnyConnection, i: &Import) -> Result<(), StoreError
 }
 
 /// True while a job for this rate table is queued or running.
-pub async fn active_for_table(
-    conn: &mut AnyConnection,
-    rate_tables_id: i64,
-) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
+pub async fn active_for_table(conn: &mut Conn, rate_tables_id: i64) -> Result<bool, StoreError> {
+    let n: i64 = query_scalar(
         "SELECT COUNT(*) FROM imports WHERE rate_tables_id = $1 AND status IN ('queued', 'processing')",
     )
     .bind(rate_tables_id)

@@ -1,8 +1,7 @@
 //! API keys: only a SHA-256 hash of each key is stored.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::Timestamp;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::StoreError;
 
@@ -17,7 +16,7 @@ pub struct ApiKey {
     pub revoked_at: Option<Timestamp>,
 }
 
-fn from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
+fn from_row(row: &Row) -> Result<ApiKey, StoreError> {
     Ok(ApiKey {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -31,13 +30,13 @@ fn from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
 
 /// Stores a key's hash; an existing identical hash is left as it is.
 pub async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     name: &str,
     prefix: &str,
     hash: &str,
     now: Timestamp,
 ) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+    let id = query_scalar(
         "INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (key_hash) DO UPDATE SET name = api_keys.name RETURNING id",
     )
@@ -51,40 +50,37 @@ pub async fn insert(
 }
 
 /// All keys, oldest first.
-pub async fn list(conn: &mut AnyConnection) -> Result<Vec<ApiKey>, StoreError> {
-    let rows =
-        sqlx::query("SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY id")
-            .fetch_all(conn)
-            .await?;
+pub async fn list(conn: &mut Conn) -> Result<Vec<ApiKey>, StoreError> {
+    let rows = query("SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY id")
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(from_row).collect()
 }
 
 /// Revokes a key; false when no such live key exists.
-pub async fn revoke(conn: &mut AnyConnection, id: i64, now: Timestamp) -> Result<bool, StoreError> {
-    let done =
-        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now.micros())
-            .bind(id)
-            .execute(conn)
-            .await?;
+pub async fn revoke(conn: &mut Conn, id: i64, now: Timestamp) -> Result<bool, StoreError> {
+    let done = query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now.micros())
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// True when a live key has this hash.
-pub async fn is_valid(conn: &mut AnyConnection, hash: &str) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-    )
-    .bind(hash)
-    .fetch_one(conn)
-    .await?;
+pub async fn is_valid(conn: &mut Conn, hash: &str) -> Result<bool, StoreError> {
+    let n: i64 =
+        query_scalar("SELECT COUNT(*) FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_one(conn)
+            .await?;
     Ok(n > 0)
 }
 
 /// Number of live keys.
-pub async fn live_count(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+pub async fn live_count(conn: &mut Conn) -> Result<i64, StoreError> {
     Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
+        query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
             .fetch_one(conn)
             .await?,
     )

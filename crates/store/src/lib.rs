@@ -19,10 +19,11 @@ pub mod outbox;
 pub mod packages;
 mod query;
 pub mod rate_tables;
+pub mod sql;
 pub mod subscriptions;
 pub mod transactions;
 
-pub use db::{Db, Dialect, StoreError, Tx};
+pub use db::{Db, Dialect, StoreError};
 pub use query::Page;
-pub use sqlx::AnyConnection as Conn;
+pub use sql::{Conn, Tx};
 pub use sqlx::Error as SqlxError;

@@ -1,19 +1,20 @@
 //! The outbox write: an action's events and their deliveries, in the action's
 //! transaction, in as few round trips as the database allows — on SQLite each statement
-//! is a hand-off to the connection's thread, the dominant cost of a write.
+//! through sqlx was a hand-off to the connection's thread; with our own SQLite driver the
+//! statements of one string still go in one call.
 
 use billhook_domain::Timestamp;
-use sqlx::AnyConnection;
 
 use crate::events::Event;
 use crate::query::to_json_text;
+use crate::sql::{query, Conn, Query};
 use crate::{Dialect, StoreError};
 
 /// Inserts `events` in order (their `seq` is ignored) and, for each, one pending
 /// delivery per enabled after handler whose pattern matches it. Matching is done in SQL
 /// so that every process sees the same handlers as the transaction does.
 pub async fn append(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     dialect: Dialect,
     events: &[Event],
     now: Timestamp,
@@ -26,28 +27,25 @@ pub async fn append(
                 .map(|i| statements(i * 8, Dialect::Sqlite))
                 .collect::<Vec<_>>()
                 .join(";\n");
-            let mut query = sqlx::query(&sql);
+            let mut q = query(&sql);
             for e in events {
-                query = bind(query, e, now);
+                q = bind(q, e, now);
             }
-            query.execute(conn).await?;
+            q.execute(conn).await?;
         }
         // PostgreSQL takes one statement per call: a data-modifying CTE per event.
         Dialect::Postgres => {
             let sql = statements(0, Dialect::Postgres);
             for e in events {
-                bind(sqlx::query(&sql), e, now).execute(&mut *conn).await?;
+                bind(query(&sql), e, now).execute(&mut *conn).await?;
             }
         }
     }
     Ok(())
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
-fn bind<'q>(query: Query<'q>, e: &'q Event, now: Timestamp) -> Query<'q> {
-    query
-        .bind(e.uid.as_str())
+fn bind(q: Query, e: &Event, now: Timestamp) -> Query {
+    q.bind(e.uid.as_str())
         .bind(e.events_id.as_str())
         .bind(e.object_id)
         .bind(e.ordering_key.as_str())

@@ -1,16 +1,15 @@
 //! Packages: recurring services with a period fee.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::entities::{Package, PackageStatus};
 use billhook_domain::{IsoDuration, Money, Timestamp};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::Filter;
 use crate::{Page, StoreError};
 
 const COLUMNS: &str = "id, name, period, fee, currency, status, created_at, updated_at";
 
-fn from_row(row: &AnyRow) -> Result<Package, StoreError> {
+fn from_row(row: &Row) -> Result<Package, StoreError> {
     let status: String = row.try_get("status")?;
     let period: String = row.try_get("period")?;
     Ok(Package {
@@ -28,8 +27,8 @@ fn from_row(row: &AnyRow) -> Result<Package, StoreError> {
 }
 
 /// Inserts a package and returns its id.
-pub async fn insert(conn: &mut AnyConnection, p: &Package) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+pub async fn insert(conn: &mut Conn, p: &Package) -> Result<i64, StoreError> {
+    let id = query_scalar(
         "INSERT INTO packages (name, period, fee, currency, status, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -46,15 +45,15 @@ pub async fn insert(conn: &mut AnyConnection, p: &Package) -> Result<i64, StoreE
 }
 
 /// Loads a package.
-pub async fn get(conn: &mut AnyConnection, id: i64) -> Result<Option<Package>, StoreError> {
+pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Package>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM packages WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    let row = query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Writes every field.
-pub async fn update(conn: &mut AnyConnection, p: &Package) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn update(conn: &mut Conn, p: &Package) -> Result<(), StoreError> {
+    query(
         "UPDATE packages SET name = $1, period = $2, fee = $3, currency = $4, status = $5,
          updated_at = $6 WHERE id = $7",
     )
@@ -71,8 +70,8 @@ pub async fn update(conn: &mut AnyConnection, p: &Package) -> Result<(), StoreEr
 }
 
 /// Deletes a package that no subscription refers to (the caller checks).
-pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM packages WHERE id = $1")
+pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
+    query("DELETE FROM packages WHERE id = $1")
         .bind(id)
         .execute(conn)
         .await?;
@@ -80,9 +79,9 @@ pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError>
 }
 
 /// Counts subscriptions of a package.
-pub async fn subscriptions_count(conn: &mut AnyConnection, id: i64) -> Result<i64, StoreError> {
+pub async fn subscriptions_count(conn: &mut Conn, id: i64) -> Result<i64, StoreError> {
     Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE packages_id = $1")
+        query_scalar("SELECT COUNT(*) FROM subscriptions WHERE packages_id = $1")
             .bind(id)
             .fetch_one(conn)
             .await?,
@@ -91,7 +90,7 @@ pub async fn subscriptions_count(conn: &mut AnyConnection, id: i64) -> Result<i6
 
 /// Lists packages, newest first.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     status: Option<&str>,
     page: Page,
 ) -> Result<(Vec<Package>, i64), StoreError> {

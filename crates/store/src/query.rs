@@ -1,8 +1,7 @@
 //! Portable dynamic SQL: filters numbered `$1, $2, …`, which both SQLite and PostgreSQL
 //! accept, and the `{items, total}` page every list returns.
 
-use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection};
+use crate::sql::{query, Conn, Query, Row};
 
 use crate::StoreError;
 
@@ -61,43 +60,38 @@ impl Filter {
         }
     }
 
-    fn bind<'q>(
-        &'q self,
-        mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
-    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    fn bind(&self, mut q: Query) -> Query {
         for b in &self.binds {
-            query = match b {
-                Bind::Int(i) => query.bind(*i),
-                Bind::Text(t) => query.bind(t.as_str()),
+            q = match b {
+                Bind::Int(i) => q.bind(*i),
+                Bind::Text(t) => q.bind(t.as_str()),
             };
         }
-        query
+        q
     }
 
     /// Runs `SELECT {columns} FROM {table} WHERE … ORDER BY {order} LIMIT … OFFSET …`
     /// and the matching count.
     pub async fn page(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         columns: &str,
         table: &str,
         order: &str,
         page: Page,
-    ) -> Result<(Vec<AnyRow>, i64), StoreError> {
+    ) -> Result<(Vec<Row>, i64), StoreError> {
         let where_sql = self.where_sql();
         let count_sql = format!("SELECT COUNT(*) FROM {table}{where_sql}");
-        let total: i64 = sqlx::Row::try_get(
-            &self
-                .bind(sqlx::query(&count_sql))
-                .fetch_one(&mut *conn)
-                .await?,
-            0,
-        )?;
+        let total: i64 = self
+            .bind(query(&count_sql))
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0usize)?;
         let sql = format!(
             "SELECT {columns} FROM {table}{where_sql} ORDER BY {order} LIMIT {} OFFSET {}",
             page.limit, page.offset
         );
-        let rows = self.bind(sqlx::query(&sql)).fetch_all(&mut *conn).await?;
+        let rows = self.bind(query(&sql)).fetch_all(&mut *conn).await?;
         Ok((rows, total))
     }
 }

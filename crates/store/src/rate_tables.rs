@@ -1,9 +1,8 @@
 //! Rate tables and their rates.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::entities::{Rate, RateTable};
 use billhook_domain::{Money, Timestamp};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::{Bind, Filter};
 use crate::{Page, StoreError};
@@ -12,7 +11,7 @@ const COLUMNS: &str = "id, name, currency, email_sender, email_subject, created_
 const RATE_COLUMNS: &str =
     "id, rate_tables_id, prefix, rate, effective_from, imports_id, created_at";
 
-fn from_row(row: &AnyRow) -> Result<RateTable, StoreError> {
+fn from_row(row: &Row) -> Result<RateTable, StoreError> {
     Ok(RateTable {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -24,7 +23,7 @@ fn from_row(row: &AnyRow) -> Result<RateTable, StoreError> {
     })
 }
 
-fn rate_from_row(row: &AnyRow) -> Result<Rate, StoreError> {
+fn rate_from_row(row: &Row) -> Result<Rate, StoreError> {
     Ok(Rate {
         id: row.try_get("id")?,
         rate_tables_id: row.try_get("rate_tables_id")?,
@@ -37,8 +36,8 @@ fn rate_from_row(row: &AnyRow) -> Result<Rate, StoreError> {
 }
 
 /// Inserts a rate table and returns its id.
-pub async fn insert(conn: &mut AnyConnection, t: &RateTable) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+pub async fn insert(conn: &mut Conn, t: &RateTable) -> Result<i64, StoreError> {
+    let id = query_scalar(
         "INSERT INTO rate_tables (name, currency, email_sender, email_subject, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
@@ -54,24 +53,24 @@ pub async fn insert(conn: &mut AnyConnection, t: &RateTable) -> Result<i64, Stor
 }
 
 /// Loads a rate table.
-pub async fn get(conn: &mut AnyConnection, id: i64) -> Result<Option<RateTable>, StoreError> {
+pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<RateTable>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM rate_tables WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    let row = query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Every rate table that takes email (has a sender pattern), oldest first.
-pub async fn with_email(conn: &mut AnyConnection) -> Result<Vec<RateTable>, StoreError> {
+pub async fn with_email(conn: &mut Conn) -> Result<Vec<RateTable>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM rate_tables WHERE email_sender IS NOT NULL AND email_sender <> '' ORDER BY id"
     );
-    let rows = sqlx::query(&sql).fetch_all(conn).await?;
+    let rows = query(&sql).fetch_all(conn).await?;
     rows.iter().map(from_row).collect()
 }
 
 /// Writes every field of a rate table.
-pub async fn update(conn: &mut AnyConnection, t: &RateTable) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn update(conn: &mut Conn, t: &RateTable) -> Result<(), StoreError> {
+    query(
         "UPDATE rate_tables SET name = $1, currency = $2, email_sender = $3, email_subject = $4,
          updated_at = $5 WHERE id = $6",
     )
@@ -87,16 +86,16 @@ pub async fn update(conn: &mut AnyConnection, t: &RateTable) -> Result<(), Store
 }
 
 /// Deletes a rate table with its rates; imports that named it keep their history.
-pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM rates WHERE rate_tables_id = $1")
+pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
+    query("DELETE FROM rates WHERE rate_tables_id = $1")
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE imports SET rate_tables_id = NULL WHERE rate_tables_id = $1")
+    query("UPDATE imports SET rate_tables_id = NULL WHERE rate_tables_id = $1")
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM rate_tables WHERE id = $1")
+    query("DELETE FROM rate_tables WHERE id = $1")
         .bind(id)
         .execute(conn)
         .await?;
@@ -105,7 +104,7 @@ pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError>
 
 /// Lists rate tables, newest first, optionally by name (substring, any case).
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     name: Option<&str>,
     page: Page,
 ) -> Result<(Vec<RateTable>, i64), StoreError> {
@@ -136,7 +135,7 @@ pub struct RateQuery {
 
 /// Lists the rates of a table, by prefix then newest start first.
 pub async fn rates(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     rate_tables_id: i64,
     q: &RateQuery,
     page: Page,
@@ -192,7 +191,7 @@ pub const RATE_BATCH: usize = 500;
 /// Stores rates; a rate with the same (table, prefix, start) is replaced. Within `batch`
 /// a later row for the same key wins, as it would row by row.
 pub async fn upsert_rates(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     rate_tables_id: i64,
     imports_id: Option<i64>,
     batch: &[NewRate],
@@ -224,7 +223,7 @@ pub async fn upsert_rates(
             " ON CONFLICT (rate_tables_id, prefix, effective_from)
               DO UPDATE SET rate = excluded.rate, imports_id = excluded.imports_id",
         );
-        let mut query = sqlx::query(&sql)
+        let mut query = query(&sql)
             .bind(rate_tables_id)
             .bind(imports_id)
             .bind(now.micros());

@@ -1,16 +1,15 @@
 //! Subscriptions of clients to packages.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::entities::{Subscription, SubscriptionStatus};
 use billhook_domain::Timestamp;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::{Bind, Filter};
 use crate::{Page, StoreError};
 
 const COLUMNS: &str = "id, clients_id, packages_id, status, start_dt, period_start, period_end, created_at, updated_at";
 
-fn from_row(row: &AnyRow) -> Result<Subscription, StoreError> {
+fn from_row(row: &Row) -> Result<Subscription, StoreError> {
     let status: String = row.try_get("status")?;
     let opt_ts = |name: &str| -> Result<Option<Timestamp>, StoreError> {
         Ok(row
@@ -32,8 +31,8 @@ fn from_row(row: &AnyRow) -> Result<Subscription, StoreError> {
 }
 
 /// Inserts a subscription and returns its id.
-pub async fn insert(conn: &mut AnyConnection, s: &Subscription) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+pub async fn insert(conn: &mut Conn, s: &Subscription) -> Result<i64, StoreError> {
+    let id = query_scalar(
         "INSERT INTO subscriptions (clients_id, packages_id, status, start_dt, period_start, period_end, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
@@ -51,15 +50,15 @@ pub async fn insert(conn: &mut AnyConnection, s: &Subscription) -> Result<i64, S
 }
 
 /// Loads a subscription.
-pub async fn get(conn: &mut AnyConnection, id: i64) -> Result<Option<Subscription>, StoreError> {
+pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Subscription>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    let row = query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Writes status and period.
-pub async fn update(conn: &mut AnyConnection, s: &Subscription) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn update(conn: &mut Conn, s: &Subscription) -> Result<(), StoreError> {
+    query(
         "UPDATE subscriptions SET status = $1, period_start = $2, period_end = $3, updated_at = $4
          WHERE id = $5",
     )
@@ -75,11 +74,11 @@ pub async fn update(conn: &mut AnyConnection, s: &Subscription) -> Result<(), St
 
 /// Active subscriptions whose period has ended, oldest first.
 pub async fn due_for_renewal(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     now: Timestamp,
     limit: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
+    Ok(query_scalar(
         "SELECT id FROM subscriptions WHERE status = 'active' AND period_end <= $1
          ORDER BY period_end LIMIT $2",
     )
@@ -91,11 +90,11 @@ pub async fn due_for_renewal(
 
 /// Pending subscriptions whose start has come.
 pub async fn due_for_start(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     now: Timestamp,
     limit: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
+    Ok(query_scalar(
         "SELECT id FROM subscriptions WHERE status = 'pending' AND start_dt <= $1
          ORDER BY start_dt LIMIT $2",
     )
@@ -107,7 +106,7 @@ pub async fn due_for_start(
 
 /// Lists subscriptions, newest first.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     clients_id: Option<i64>,
     status: Option<&str>,
     page: Page,

@@ -1,16 +1,15 @@
 //! Charges and payments, in one table told apart by `kind`.
 
+use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::entities::{Transaction, TransactionKind};
 use billhook_domain::{Money, Timestamp};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::query::Filter;
 use crate::{Page, StoreError};
 
 const COLUMNS: &str = "id, clients_id, amount, dt, notes, created_at, updated_at";
 
-fn from_row(row: &AnyRow) -> Result<Transaction, StoreError> {
+fn from_row(row: &Row) -> Result<Transaction, StoreError> {
     Ok(Transaction {
         id: row.try_get("id")?,
         clients_id: row.try_get("clients_id")?,
@@ -24,11 +23,11 @@ fn from_row(row: &AnyRow) -> Result<Transaction, StoreError> {
 
 /// Inserts a charge or payment and returns its id.
 pub async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     kind: TransactionKind,
     t: &Transaction,
 ) -> Result<i64, StoreError> {
-    let id = sqlx::query_scalar(
+    let id = query_scalar(
         "INSERT INTO transactions (kind, clients_id, amount, dt, notes, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -46,12 +45,12 @@ pub async fn insert(
 
 /// Loads a charge or payment of the given kind.
 pub async fn get(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     kind: TransactionKind,
     id: i64,
 ) -> Result<Option<Transaction>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM transactions WHERE id = $1 AND kind = $2");
-    let row = sqlx::query(&sql)
+    let row = query(&sql)
         .bind(id)
         .bind(kind.as_str())
         .fetch_optional(conn)
@@ -60,8 +59,8 @@ pub async fn get(
 }
 
 /// Writes amount, date and notes.
-pub async fn update(conn: &mut AnyConnection, t: &Transaction) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn update(conn: &mut Conn, t: &Transaction) -> Result<(), StoreError> {
+    query(
         "UPDATE transactions SET amount = $1, dt = $2, notes = $3, updated_at = $4 WHERE id = $5",
     )
     .bind(t.amount.micros())
@@ -75,8 +74,8 @@ pub async fn update(conn: &mut AnyConnection, t: &Transaction) -> Result<(), Sto
 }
 
 /// Deletes a transaction row.
-pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM transactions WHERE id = $1")
+pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
+    query("DELETE FROM transactions WHERE id = $1")
         .bind(id)
         .execute(conn)
         .await?;
@@ -85,7 +84,7 @@ pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError>
 
 /// Lists charges or payments, newest first, optionally of one client.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     kind: TransactionKind,
     clients_id: Option<i64>,
     page: Page,

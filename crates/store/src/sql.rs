@@ -1,0 +1,660 @@
+//! One query interface over two drivers: sqlx (`Any`) for PostgreSQL, and rusqlite for
+//! SQLite, whose statements run in the calling thread.
+//!
+//! Why not sqlx for SQLite too: its SQLite connection lives on a thread of its own and
+//! every statement is a hand-off to it and back. A write transaction of five statements
+//! then costs ten thread wake-ups while it holds the only writer, and under load those
+//! hand-offs, not SQLite, bound the whole server. A SQLite statement on an open
+//! connection takes microseconds, so running it in place is both faster and cheaper.
+//!
+//! The interface mirrors sqlx's (`query(sql).bind(v).fetch_one(conn)`), with `$N`
+//! parameters on both databases.
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::types::Value as LiteValue;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Row as _};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::StoreError;
+
+/// A value bound to a `$N` parameter.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    /// A NULL of the given column kind: PostgreSQL types parameters, and a NULL typed
+    /// as an integer does not go into a text column.
+    Null(NullKind),
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// The type of a bound NULL.
+#[derive(Debug, Clone, Copy)]
+pub enum NullKind {
+    Int,
+    Real,
+    Text,
+}
+
+/// Values that can be bound.
+pub trait IntoArg {
+    fn into_arg(self) -> Arg;
+    /// The NULL of this type, for `None`.
+    fn null() -> Arg {
+        Arg::Null(NullKind::Int)
+    }
+}
+
+impl IntoArg for i64 {
+    fn into_arg(self) -> Arg {
+        Arg::Int(self)
+    }
+}
+impl IntoArg for i32 {
+    fn into_arg(self) -> Arg {
+        Arg::Int(self.into())
+    }
+}
+impl IntoArg for &i64 {
+    fn into_arg(self) -> Arg {
+        Arg::Int(*self)
+    }
+}
+impl IntoArg for u32 {
+    fn into_arg(self) -> Arg {
+        Arg::Int(self.into())
+    }
+}
+impl IntoArg for bool {
+    fn into_arg(self) -> Arg {
+        Arg::Int(self.into())
+    }
+}
+impl IntoArg for f64 {
+    fn into_arg(self) -> Arg {
+        Arg::Real(self)
+    }
+    fn null() -> Arg {
+        Arg::Null(NullKind::Real)
+    }
+}
+impl IntoArg for String {
+    fn into_arg(self) -> Arg {
+        Arg::Text(self)
+    }
+    fn null() -> Arg {
+        Arg::Null(NullKind::Text)
+    }
+}
+impl IntoArg for &str {
+    fn into_arg(self) -> Arg {
+        Arg::Text(self.to_string())
+    }
+    fn null() -> Arg {
+        Arg::Null(NullKind::Text)
+    }
+}
+impl IntoArg for &String {
+    fn into_arg(self) -> Arg {
+        Arg::Text(self.clone())
+    }
+    fn null() -> Arg {
+        Arg::Null(NullKind::Text)
+    }
+}
+impl<T: IntoArg> IntoArg for Option<T> {
+    fn into_arg(self) -> Arg {
+        match self {
+            Some(v) => v.into_arg(),
+            None => T::null(),
+        }
+    }
+    fn null() -> Arg {
+        T::null()
+    }
+}
+
+/// A statement with its arguments.
+#[derive(Debug, Clone)]
+pub struct Query {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+/// Starts a statement.
+pub fn query(sql: &str) -> Query {
+    Query {
+        sql: sql.to_string(),
+        args: Vec::new(),
+    }
+}
+
+/// Starts a statement whose answer is the first column of its row.
+pub fn query_scalar<T: Decode>(sql: &str) -> Scalar<T> {
+    Scalar {
+        query: query(sql),
+        _t: std::marker::PhantomData,
+    }
+}
+
+/// What an executed statement changed.
+pub struct Done {
+    rows: u64,
+}
+
+impl Done {
+    pub fn rows_affected(&self) -> u64 {
+        self.rows
+    }
+}
+
+impl Query {
+    /// Binds the next `$N`.
+    pub fn bind(mut self, v: impl IntoArg) -> Self {
+        self.args.push(v.into_arg());
+        self
+    }
+
+    /// Binds a value already turned into an [`Arg`].
+    pub fn bind_arg(mut self, v: Arg) -> Self {
+        self.args.push(v);
+        self
+    }
+
+    pub async fn execute(self, conn: &mut Conn) -> Result<Done, StoreError> {
+        match conn.backend() {
+            Backend::Any(c) => {
+                let done = self.any().execute(c).await?;
+                Ok(Done {
+                    rows: done.rows_affected(),
+                })
+            }
+            Backend::Lite(c) => lite_execute(c, &self.sql, &self.args),
+        }
+    }
+
+    pub async fn fetch_all(self, conn: &mut Conn) -> Result<Vec<Row>, StoreError> {
+        match conn.backend() {
+            Backend::Any(c) => Ok(self
+                .any()
+                .fetch_all(c)
+                .await?
+                .into_iter()
+                .map(Row::Any)
+                .collect()),
+            Backend::Lite(c) => lite_rows(c, &self.sql, &self.args, usize::MAX),
+        }
+    }
+
+    pub async fn fetch_optional(self, conn: &mut Conn) -> Result<Option<Row>, StoreError> {
+        match conn.backend() {
+            Backend::Any(c) => Ok(self.any().fetch_optional(c).await?.map(Row::Any)),
+            Backend::Lite(c) => Ok(lite_rows(c, &self.sql, &self.args, 1)?.into_iter().next()),
+        }
+    }
+
+    pub async fn fetch_one(self, conn: &mut Conn) -> Result<Row, StoreError> {
+        self.fetch_optional(conn)
+            .await?
+            .ok_or(StoreError::Sqlx(sqlx::Error::RowNotFound))
+    }
+
+    fn any(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.sql);
+        for a in &self.args {
+            q = match a {
+                Arg::Null(NullKind::Int) => q.bind(None::<i64>),
+                Arg::Null(NullKind::Real) => q.bind(None::<f64>),
+                Arg::Null(NullKind::Text) => q.bind(None::<String>),
+                Arg::Int(i) => q.bind(*i),
+                Arg::Real(f) => q.bind(*f),
+                Arg::Text(t) => q.bind(t.as_str()),
+            };
+        }
+        q
+    }
+}
+
+/// A statement answering one value.
+pub struct Scalar<T> {
+    query: Query,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Decode> Scalar<T> {
+    pub fn bind(mut self, v: impl IntoArg) -> Self {
+        self.query = self.query.bind(v);
+        self
+    }
+
+    pub async fn fetch_one(self, conn: &mut Conn) -> Result<T, StoreError> {
+        self.query.fetch_one(conn).await?.try_get(0usize)
+    }
+
+    pub async fn fetch_all(self, conn: &mut Conn) -> Result<Vec<T>, StoreError> {
+        self.query
+            .fetch_all(conn)
+            .await?
+            .iter()
+            .map(|row| row.try_get(0usize))
+            .collect()
+    }
+
+    pub async fn fetch_optional(self, conn: &mut Conn) -> Result<Option<T>, StoreError> {
+        match self.query.fetch_optional(conn).await? {
+            Some(row) => Ok(Some(row.try_get(0usize)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A result row of either driver.
+pub enum Row {
+    Any(AnyRow),
+    Lite(LiteRow),
+}
+
+/// A SQLite row, read out of its statement.
+pub struct LiteRow {
+    columns: Arc<Vec<String>>,
+    values: Vec<LiteValue>,
+}
+
+/// A column by name or position.
+pub trait ColumnIndex: sqlx::ColumnIndex<AnyRow> + Copy + std::fmt::Debug {
+    fn position(self, columns: &[String]) -> Option<usize>;
+}
+
+impl ColumnIndex for &str {
+    fn position(self, columns: &[String]) -> Option<usize> {
+        columns.iter().position(|c| c == self)
+    }
+}
+
+impl ColumnIndex for usize {
+    fn position(self, columns: &[String]) -> Option<usize> {
+        (self < columns.len()).then_some(self)
+    }
+}
+
+impl Row {
+    /// The value of a column, decoded.
+    pub fn try_get<T: Decode, I: ColumnIndex>(&self, index: I) -> Result<T, StoreError> {
+        match self {
+            Row::Any(row) => Ok(T::from_any(row, index)?),
+            Row::Lite(row) => {
+                let i = index.position(&row.columns).ok_or_else(|| {
+                    StoreError::Corrupt(format!("no column {index:?} in the result"))
+                })?;
+                T::from_lite(&row.values[i]).ok_or_else(|| {
+                    StoreError::Corrupt(format!("column {index:?}: unexpected type"))
+                })
+            }
+        }
+    }
+}
+
+/// Types a column decodes into.
+pub trait Decode: Sized {
+    fn from_any<I: ColumnIndex>(row: &AnyRow, index: I) -> Result<Self, sqlx::Error>;
+    fn from_lite(v: &LiteValue) -> Option<Self>;
+}
+
+macro_rules! decode_via_sqlx {
+    ($t:ty, $lite:expr) => {
+        impl Decode for $t {
+            fn from_any<I: ColumnIndex>(row: &AnyRow, index: I) -> Result<Self, sqlx::Error> {
+                row.try_get::<$t, I>(index)
+            }
+            fn from_lite(v: &LiteValue) -> Option<Self> {
+                let f: fn(&LiteValue) -> Option<$t> = $lite;
+                f(v)
+            }
+        }
+        impl Decode for Option<$t> {
+            fn from_any<I: ColumnIndex>(row: &AnyRow, index: I) -> Result<Self, sqlx::Error> {
+                row.try_get::<Option<$t>, I>(index)
+            }
+            fn from_lite(v: &LiteValue) -> Option<Self> {
+                match v {
+                    LiteValue::Null => Some(None),
+                    v => <$t as Decode>::from_lite(v).map(Some),
+                }
+            }
+        }
+    };
+}
+
+decode_via_sqlx!(i64, |v| match v {
+    LiteValue::Integer(i) => Some(*i),
+    _ => None,
+});
+decode_via_sqlx!(i32, |v| match v {
+    LiteValue::Integer(i) => i32::try_from(*i).ok(),
+    _ => None,
+});
+decode_via_sqlx!(bool, |v| match v {
+    LiteValue::Integer(i) => Some(*i != 0),
+    _ => None,
+});
+decode_via_sqlx!(f64, |v| match v {
+    LiteValue::Real(f) => Some(*f),
+    LiteValue::Integer(i) => Some(*i as f64),
+    _ => None,
+});
+decode_via_sqlx!(String, |v| match v {
+    LiteValue::Text(t) => Some(t.clone()),
+    _ => None,
+});
+
+/// A connection: a pooled sqlx one, a sqlx transaction, or a SQLite connection of our
+/// own (inside a transaction or not).
+pub struct Conn {
+    inner: Inner,
+}
+
+enum Inner {
+    AnyPooled(sqlx::pool::PoolConnection<Any>),
+    AnyTx(sqlx::Transaction<'static, Any>),
+    Lite(LiteConn),
+}
+
+enum Backend<'a> {
+    Any(&'a mut AnyConnection),
+    Lite(&'a mut rusqlite::Connection),
+}
+
+impl Conn {
+    fn backend(&mut self) -> Backend<'_> {
+        match &mut self.inner {
+            Inner::AnyPooled(c) => Backend::Any(&mut **c),
+            Inner::AnyTx(t) => Backend::Any(&mut **t),
+            Inner::Lite(c) => Backend::Lite(c.conn.as_mut().expect("connection present")),
+        }
+    }
+
+    /// True on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        !matches!(self.inner, Inner::Lite(_))
+    }
+
+    /// The sqlx connection under this one, for the few calls that need sqlx itself
+    /// (PostgreSQL only).
+    pub fn as_any(&mut self) -> Option<&mut AnyConnection> {
+        match self.backend() {
+            Backend::Any(c) => Some(c),
+            Backend::Lite(_) => None,
+        }
+    }
+}
+
+/// A write transaction: commit it, or it is rolled back when dropped.
+pub struct Tx {
+    conn: Conn,
+    open: bool,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+impl Tx {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.open = false;
+        match std::mem::replace(&mut self.conn.inner, Inner::Lite(LiteConn::empty())) {
+            Inner::AnyTx(t) => t.commit().await?,
+            Inner::Lite(mut c) => {
+                let result = c.conn.as_mut().expect("connection").execute_batch("COMMIT");
+                if result.is_err() {
+                    // A failed COMMIT leaves the transaction open: end it before the
+                    // connection goes back to the pool.
+                    let _ = c
+                        .conn
+                        .as_mut()
+                        .expect("connection")
+                        .execute_batch("ROLLBACK");
+                }
+                result?;
+            }
+            Inner::AnyPooled(_) => {}
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(mut self) -> Result<(), StoreError> {
+        self.open = false;
+        match std::mem::replace(&mut self.conn.inner, Inner::Lite(LiteConn::empty())) {
+            Inner::AnyTx(t) => t.rollback().await?,
+            Inner::Lite(mut c) => {
+                c.conn
+                    .as_mut()
+                    .expect("connection")
+                    .execute_batch("ROLLBACK")?;
+            }
+            Inner::AnyPooled(_) => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            if let Inner::Lite(c) = &mut self.conn.inner {
+                if let Some(conn) = c.conn.as_mut() {
+                    // Dropped without commit (an error on the way): undo it, as sqlx does.
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
+    }
+}
+
+/// A pool of either driver.
+#[derive(Clone)]
+pub enum Pool {
+    Any(sqlx::AnyPool),
+    Lite(Arc<LitePool>),
+}
+
+impl Pool {
+    /// Takes a connection, waiting for one to be free.
+    pub async fn acquire(&self) -> Result<Conn, StoreError> {
+        Ok(Conn {
+            inner: match self {
+                Pool::Any(p) => Inner::AnyPooled(p.acquire().await?),
+                Pool::Lite(p) => Inner::Lite(p.acquire().await?),
+            },
+        })
+    }
+
+    /// Starts a write transaction: `BEGIN IMMEDIATE` on SQLite, so it never fails
+    /// half-way on a lock upgrade.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        let conn = match self {
+            Pool::Any(p) => Conn {
+                inner: Inner::AnyTx(p.begin().await?),
+            },
+            Pool::Lite(p) => {
+                let mut c = p.acquire().await?;
+                c.conn
+                    .as_mut()
+                    .expect("connection")
+                    .execute_batch("BEGIN IMMEDIATE")?;
+                Conn {
+                    inner: Inner::Lite(c),
+                }
+            }
+        };
+        Ok(Tx { conn, open: true })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Pool::Any(p) => p.close().await,
+            Pool::Lite(p) => p.close(),
+        }
+    }
+}
+
+/// SQLite connections to one file, handed out one holder at a time each.
+pub struct LitePool {
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A SQLite connection out of its pool; it goes back when dropped.
+pub struct LiteConn {
+    conn: Option<rusqlite::Connection>,
+    pool: Option<Arc<LitePool>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl LiteConn {
+    fn empty() -> LiteConn {
+        LiteConn {
+            conn: None,
+            pool: None,
+            _permit: None,
+        }
+    }
+}
+
+impl Drop for LiteConn {
+    fn drop(&mut self) {
+        if let (Some(conn), Some(pool)) = (self.conn.take(), &self.pool) {
+            pool.idle.lock().expect("not poisoned").push(conn);
+        }
+    }
+}
+
+impl LitePool {
+    /// Opens `size` connections to `path` with the given setup statements.
+    pub fn open(path: &str, size: usize, setup: &str) -> Result<Arc<LitePool>, StoreError> {
+        let mut idle = Vec::with_capacity(size);
+        for _ in 0..size {
+            let conn = rusqlite::Connection::open(path)?;
+            conn.execute_batch(setup)?;
+            conn.set_prepared_statement_cache_capacity(256);
+            idle.push(conn);
+        }
+        Ok(Arc::new(LitePool {
+            idle: Mutex::new(idle),
+            permits: Arc::new(Semaphore::new(size)),
+        }))
+    }
+
+    async fn acquire(self: &Arc<Self>) -> Result<LiteConn, StoreError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Corrupt("the database is closed".into()))?;
+        let conn = self
+            .idle
+            .lock()
+            .expect("not poisoned")
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("a pooled connection went missing".into()))?;
+        Ok(LiteConn {
+            conn: Some(conn),
+            pool: Some(self.clone()),
+            _permit: Some(permit),
+        })
+    }
+
+    fn close(&self) {
+        self.permits.close();
+        self.idle.lock().expect("not poisoned").clear();
+    }
+}
+
+/// Binds `$N` parameters by their names, as sqlx does: the same `$N` may appear in
+/// several places, and in several statements of one string.
+fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), StoreError> {
+    for i in 1..=stmt.parameter_count() {
+        let n: usize = match stmt.parameter_name(i) {
+            Some(name) => name
+                .trim_start_matches(['$', '?'])
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("parameter {name} is not $N")))?,
+            None => i,
+        };
+        let Some(arg) = args.get(n - 1) else {
+            continue; // unbound: NULL, as SQLite and sqlx treat it
+        };
+        match arg {
+            Arg::Null(_) => stmt.raw_bind_parameter(i, rusqlite::types::Null)?,
+            Arg::Int(v) => stmt.raw_bind_parameter(i, v)?,
+            Arg::Real(v) => stmt.raw_bind_parameter(i, v)?,
+            Arg::Text(v) => stmt.raw_bind_parameter(i, v.as_str())?,
+        }
+    }
+    Ok(())
+}
+
+/// The statements of a string. Our SQL has no `;` inside literals, so splitting on it
+/// is exact.
+fn statements(sql: &str) -> impl Iterator<Item = &str> {
+    sql.split(';').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn lite_execute(
+    conn: &mut rusqlite::Connection,
+    sql: &str,
+    args: &[Arg],
+) -> Result<Done, StoreError> {
+    let mut rows = 0;
+    for one in statements(sql) {
+        let mut stmt = conn.prepare_cached(one)?;
+        bind(&mut stmt, args)?;
+        let mut result = stmt.raw_query();
+        while result.next()?.is_some() {}
+        drop(result);
+        rows += conn.changes();
+    }
+    Ok(Done { rows })
+}
+
+fn lite_rows(
+    conn: &mut rusqlite::Connection,
+    sql: &str,
+    args: &[Arg],
+    limit: usize,
+) -> Result<Vec<Row>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql.trim().trim_end_matches(';'))?;
+    bind(&mut stmt, args)?;
+    let columns: Arc<Vec<String>> =
+        Arc::new(stmt.column_names().into_iter().map(String::from).collect());
+    let n = columns.len();
+    let mut out = Vec::new();
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            values.push(row.get::<_, LiteValue>(i)?);
+        }
+        out.push(Row::Lite(LiteRow {
+            columns: columns.clone(),
+            values,
+        }));
+        if out.len() >= limit {
+            // Run the statement to its end: an UPDATE … RETURNING must finish its work.
+            while rows.next()?.is_some() {}
+            break;
+        }
+    }
+    Ok(out)
+}
