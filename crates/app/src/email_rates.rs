@@ -11,7 +11,7 @@ use base64::Engine;
 use billhook_domain::entities::{ImportKind, RateTable};
 use billhook_domain::Timestamp;
 use billhook_intake::{Message, RateFile};
-use billhook_store::{email_messages, handlers, rate_tables, Db, StoreError};
+use billhook_store::{email_messages, handlers, rate_tables, Db};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::Digest;
@@ -97,7 +97,7 @@ impl EmailRates {
         };
 
         let tables = {
-            let mut conn = self.db.read.acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.db.read.acquire().await?;
             rate_tables::with_email(&mut conn).await?
         };
         let matching: Vec<RateTable> = match &parsed {
@@ -160,7 +160,7 @@ impl EmailRates {
     ) -> Result<Vec<Step>, AppError> {
         let files = billhook_intake::rate_files(message);
         let handed_over = {
-            let mut conn = self.db.read.acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.db.read.acquire().await?;
             handlers::subscribed_after(&mut conn, "email_rates_manager.import").await?
         };
         let mut steps = Vec::new();

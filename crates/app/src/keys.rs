@@ -68,12 +68,7 @@ impl KeyRing {
                 return Ok(true);
             }
         }
-        let mut conn = self
-            .db
-            .read
-            .acquire()
-            .await
-            .map_err(billhook_store::StoreError::from)?;
+        let mut conn = self.db.read.acquire().await?;
         let valid = keys::is_valid(&mut conn, &h).await?;
         if valid {
             let mut cache = self.cache.lock().expect("not poisoned");
@@ -112,12 +107,7 @@ impl KeyRing {
 
     /// Every stored key (hashes are never shown).
     pub async fn list(&self) -> Result<Vec<ApiKey>, AppError> {
-        let mut conn = self
-            .db
-            .read
-            .acquire()
-            .await
-            .map_err(billhook_store::StoreError::from)?;
+        let mut conn = self.db.read.acquire().await?;
         Ok(keys::list(&mut conn).await?)
     }
 

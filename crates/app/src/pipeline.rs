@@ -13,7 +13,7 @@ use billhook_domain::entities::OnFailure;
 use billhook_domain::payload::previous_of;
 use billhook_domain::Timestamp;
 use billhook_provisioning::before::{BeforeChain, BeforeEvent, Refusal};
-use billhook_store::{events, outbox, Conn, Db, StoreError, Tx};
+use billhook_store::{events, outbox, Conn, Db, Tx};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -205,7 +205,7 @@ impl Pipeline {
         let _turn = match action.kind() {
             Kind::Create => None,
             _ => {
-                let mut conn = self.db.read.acquire().await.map_err(StoreError::from)?;
+                let mut conn = self.db.read.acquire().await?;
                 let key = action.load(&mut conn).await?.map(|c| {
                     format!(
                         "{}#{}",
@@ -224,7 +224,7 @@ impl Pipeline {
         for _ in 0..5 {
             let now = Timestamp::now();
             let (current, proposed) = {
-                let mut conn = self.db.read.acquire().await.map_err(StoreError::from)?;
+                let mut conn = self.db.read.acquire().await?;
                 let current = action.load(&mut conn).await?;
                 let proposed = match action.propose(current.as_ref(), now)? {
                     Proposal::Change(p) => p,

@@ -5,7 +5,7 @@
 
 use billhook_domain::entities::OnFailure;
 use billhook_provisioning::before::BeforeEvent;
-use billhook_store::{StoreError, Tx};
+use billhook_store::Tx;
 use serde_json::Value;
 
 use crate::pipeline::{describe, refused, to_json, Action, Kind, Pipeline, Proposal};
@@ -18,7 +18,7 @@ impl Pipeline {
         debug_assert_eq!(action.kind(), Kind::Create);
         let now = billhook_domain::Timestamp::now();
         let proposed = {
-            let mut conn = self.db().read.acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.db().read.acquire().await?;
             let current = action.load(&mut conn).await?;
             let proposed = match action.propose(current.as_ref(), now)? {
                 Proposal::Change(p) => p,
@@ -59,7 +59,7 @@ impl Pipeline {
             return Ok(proposed);
         };
         let modified = decode(&final_data)?;
-        let mut conn = self.db().read.acquire().await.map_err(StoreError::from)?;
+        let mut conn = self.db().read.acquire().await?;
         match action.check(&mut conn, None, &modified).await {
             Ok(()) => Ok(modified),
             Err(_) if m.on_failure == OnFailure::Allow => Ok(proposed),

@@ -4,7 +4,7 @@ use billhook_domain::entities::{Rate, RateTable};
 use billhook_domain::Timestamp;
 use billhook_store::rate_tables as store;
 pub use billhook_store::rate_tables::RateQuery;
-use billhook_store::{imports, Db, Page, StoreError};
+use billhook_store::{imports, Db, Page};
 use serde::Deserialize;
 
 use crate::input::{nullable, required};
@@ -92,7 +92,7 @@ pub async fn delete(db: &Db, id: i64) -> Result<RateTable, AppError> {
 
 /// Loads a rate table.
 pub async fn get(db: &Db, id: i64) -> Result<RateTable, AppError> {
-    let mut conn = db.read.acquire().await.map_err(StoreError::from)?;
+    let mut conn = db.read.acquire().await?;
     store::get(&mut conn, id)
         .await?
         .ok_or_else(|| AppError::not_found("rate table", id))
@@ -100,7 +100,7 @@ pub async fn get(db: &Db, id: i64) -> Result<RateTable, AppError> {
 
 /// Lists rate tables.
 pub async fn list(db: &Db, name: Option<&str>, page: Page) -> Result<List<RateTable>, AppError> {
-    let mut conn = db.read.acquire().await.map_err(StoreError::from)?;
+    let mut conn = db.read.acquire().await?;
     Ok(store::list(&mut conn, name, page).await?.into())
 }
 
@@ -113,7 +113,7 @@ pub async fn rates(db: &Db, id: i64, q: RateQuery, page: Page) -> Result<List<Ra
             }
         }
     }
-    let mut conn = db.read.acquire().await.map_err(StoreError::from)?;
+    let mut conn = db.read.acquire().await?;
     if store::get(&mut conn, id).await?.is_none() {
         return Err(AppError::not_found("rate table", id));
     }

@@ -38,11 +38,7 @@ pub async fn pass(pipeline: &Pipeline) -> Result<usize, AppError> {
     let now = Timestamp::now();
     let db = pipeline.db();
     let (starts, renewals, holds) = {
-        let mut conn = db
-            .read
-            .acquire()
-            .await
-            .map_err(billhook_store::StoreError::from)?;
+        let mut conn = db.read.acquire().await?;
         (
             subscriptions::due_for_start(&mut conn, now, BATCH).await?,
             subscriptions::due_for_renewal(&mut conn, now, BATCH).await?,
@@ -60,11 +56,7 @@ pub async fn pass(pipeline: &Pipeline) -> Result<usize, AppError> {
         }
     }
     for id in holds {
-        let mut conn = db
-            .read
-            .acquire()
-            .await
-            .map_err(billhook_store::StoreError::from)?;
+        let mut conn = db.read.acquire().await?;
         let Some(did) = dids::get(&mut conn, id, false).await? else {
             continue;
         };

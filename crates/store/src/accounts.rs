@@ -84,12 +84,10 @@ pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
 
 /// Counts DIDs routed to an account.
 pub async fn dids_count(conn: &mut Conn, id: i64) -> Result<i64, StoreError> {
-    Ok(
-        query_scalar("SELECT COUNT(*) FROM dids WHERE accounts_id = $1")
-            .bind(id)
-            .fetch_one(conn)
-            .await?,
-    )
+    query_scalar("SELECT COUNT(*) FROM dids WHERE accounts_id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await
 }
 
 /// Lists accounts, newest first, optionally of one client.

@@ -101,13 +101,13 @@ pub async fn hold_expired(
     now: Timestamp,
     limit: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(query_scalar(
+    query_scalar(
         "SELECT id FROM dids WHERE status = 'hold' AND hold_until <= $1 ORDER BY hold_until LIMIT $2",
     )
     .bind(now.micros())
     .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await
 }
 
 /// Filters of the DID list.

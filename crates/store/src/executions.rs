@@ -64,7 +64,7 @@ fn from_row(row: &Row) -> Result<Execution, StoreError> {
 const INSERT: &str = "INSERT INTO executions (dt, handlers_id, handler, events_id, event_uid, object_id, stage, attempt, status, duration_ms, request, response_status, response_body, error, modified, deliveries_id) VALUES ";
 const FIELDS: usize = 16;
 
-fn bind_row<'q>(q: crate::sql::Query, e: &'q Execution) -> crate::sql::Query {
+fn bind_row(q: crate::sql::Query, e: &Execution) -> crate::sql::Query {
     q.bind(e.dt.micros())
         .bind(e.handlers_id)
         .bind(&e.handler)
@@ -98,7 +98,7 @@ fn placeholders(rows: usize) -> String {
 /// Appends a row to the log and returns its id.
 pub async fn insert(conn: &mut Conn, e: &Execution) -> Result<i64, StoreError> {
     let sql = format!("{INSERT}{} RETURNING id", placeholders(1));
-    Ok(bind_row(query(&sql), e).fetch_one(conn).await?.try_get(0)?)
+    bind_row(query(&sql), e).fetch_one(conn).await?.try_get(0)
 }
 
 /// Appends many rows, several per statement (one round trip instead of one each).

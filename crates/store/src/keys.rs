@@ -79,9 +79,7 @@ pub async fn is_valid(conn: &mut Conn, hash: &str) -> Result<bool, StoreError> {
 
 /// Number of live keys.
 pub async fn live_count(conn: &mut Conn) -> Result<i64, StoreError> {
-    Ok(
-        query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
-            .fetch_one(conn)
-            .await?,
-    )
+    query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
+        .fetch_one(conn)
+        .await
 }

@@ -80,12 +80,10 @@ pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
 
 /// Counts subscriptions of a package.
 pub async fn subscriptions_count(conn: &mut Conn, id: i64) -> Result<i64, StoreError> {
-    Ok(
-        query_scalar("SELECT COUNT(*) FROM subscriptions WHERE packages_id = $1")
-            .bind(id)
-            .fetch_one(conn)
-            .await?,
-    )
+    query_scalar("SELECT COUNT(*) FROM subscriptions WHERE packages_id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await
 }
 
 /// Lists packages, newest first.

@@ -369,8 +369,8 @@ enum Backend<'a> {
 impl Conn {
     fn backend(&mut self) -> Backend<'_> {
         match &mut self.inner {
-            Inner::AnyPooled(c) => Backend::Any(&mut **c),
-            Inner::AnyTx(t) => Backend::Any(&mut **t),
+            Inner::AnyPooled(c) => Backend::Any(c),
+            Inner::AnyTx(t) => Backend::Any(t),
             Inner::Lite(c) => Backend::Lite(c.conn.as_mut().expect("connection present")),
         }
     }

@@ -78,14 +78,14 @@ pub async fn due_for_renewal(
     now: Timestamp,
     limit: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(query_scalar(
+    query_scalar(
         "SELECT id FROM subscriptions WHERE status = 'active' AND period_end <= $1
          ORDER BY period_end LIMIT $2",
     )
     .bind(now.micros())
     .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await
 }
 
 /// Pending subscriptions whose start has come.
@@ -94,14 +94,14 @@ pub async fn due_for_start(
     now: Timestamp,
     limit: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(query_scalar(
+    query_scalar(
         "SELECT id FROM subscriptions WHERE status = 'pending' AND start_dt <= $1
          ORDER BY start_dt LIMIT $2",
     )
     .bind(now.micros())
     .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await
 }
 
 /// Lists subscriptions, newest first.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use billhook_domain::entities::{Import, ImportError, ImportKind, ImportStatus};
 use billhook_domain::Timestamp;
-use billhook_store::{imports as store, rate_tables, Db, Page, StoreError, Tx};
+use billhook_store::{imports as store, rate_tables, Db, Page, Tx};
 use serde_json::Map;
 use tokio::sync::Notify;
 
@@ -161,7 +161,7 @@ impl Imports {
 
     /// Loads a job.
     pub async fn get(&self, id: i64) -> Result<Import, AppError> {
-        let mut conn = self.db.read.acquire().await.map_err(StoreError::from)?;
+        let mut conn = self.db.read.acquire().await?;
         store::get(&mut conn, id)
             .await?
             .ok_or_else(|| AppError::not_found("import", id))
@@ -175,7 +175,7 @@ impl Imports {
         rate_tables_id: Option<i64>,
         page: Page,
     ) -> Result<List<Import>, AppError> {
-        let mut conn = self.db.read.acquire().await.map_err(StoreError::from)?;
+        let mut conn = self.db.read.acquire().await?;
         Ok(store::list(&mut conn, kind, status, rate_tables_id, page)
             .await?
             .into())

@@ -42,12 +42,7 @@ impl Imports {
     async fn claim(&self) -> Result<Option<(Import, String)>, AppError> {
         let now = Timestamp::now();
         let until = lease_end(now, self.config.lease);
-        let mut conn = self
-            .db
-            .write
-            .acquire()
-            .await
-            .map_err(billhook_store::StoreError::from)?;
+        let mut conn = self.db.write.acquire().await?;
         Ok(store::claim(&mut conn, &self.node, now, until).await?)
     }
 
