@@ -13,6 +13,9 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A group commit failed; every transaction of the group is undone.
+    #[error("database: commit failed: {0}")]
+    Commit(String),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -90,7 +93,7 @@ impl Db {
                 let setup = "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
                              PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
                 // WAL is a property of the file: the writer sets it before readers open.
-                let write = LitePool::open(&path, 1, setup)?;
+                let write = LitePool::open_writer(&path, setup)?;
                 let read = LitePool::open(&path, 8, setup)?;
                 Ok(Db {
                     read: Pool::Lite(read),
@@ -121,6 +124,11 @@ impl Db {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         self.write.begin().await
+    }
+
+    /// Starts a write transaction that will run long (an import's rows).
+    pub async fn begin_long(&self) -> Result<Tx, StoreError> {
+        self.write.begin_long().await
     }
 
     /// Tells other processes, when the transaction commits, that deliveries were

@@ -11,6 +11,7 @@ pub mod deliveries;
 pub mod dids;
 pub mod email_messages;
 pub mod events;
+mod group_commit;
 pub mod executions;
 pub mod handlers;
 pub mod imports;

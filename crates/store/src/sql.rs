@@ -394,6 +394,8 @@ impl Conn {
 pub struct Tx {
     conn: Conn,
     open: bool,
+    /// Its place in the SQLite writer's group commit.
+    member: Option<crate::group_commit::Member>,
 }
 
 impl std::ops::Deref for Tx {
@@ -414,6 +416,10 @@ impl Tx {
         self.open = false;
         match std::mem::replace(&mut self.conn.inner, Inner::Lite(LiteConn::empty())) {
             Inner::AnyTx(t) => t.commit().await?,
+            Inner::Lite(c) if self.member.is_some() => {
+                let member = self.member.take().expect("checked");
+                crate::group_commit::commit(c, member).await?;
+            }
             Inner::Lite(mut c) => {
                 let result = c.conn.as_mut().expect("connection").execute_batch("COMMIT");
                 if result.is_err() {
@@ -436,6 +442,10 @@ impl Tx {
         self.open = false;
         match std::mem::replace(&mut self.conn.inner, Inner::Lite(LiteConn::empty())) {
             Inner::AnyTx(t) => t.rollback().await?,
+            Inner::Lite(mut c) if self.member.is_some() => {
+                let member = self.member.take().expect("checked");
+                crate::group_commit::abandon(&mut c, &member);
+            }
             Inner::Lite(mut c) => {
                 c.conn
                     .as_mut()
@@ -452,9 +462,15 @@ impl Drop for Tx {
     fn drop(&mut self) {
         if self.open {
             if let Inner::Lite(c) = &mut self.conn.inner {
-                if let Some(conn) = c.conn.as_mut() {
-                    // Dropped without commit (an error on the way): undo it, as sqlx does.
-                    let _ = conn.execute_batch("ROLLBACK");
+                if c.conn.is_none() {
+                    return;
+                }
+                // Dropped without commit (an error on the way): undo it, as sqlx does.
+                match self.member.take() {
+                    Some(member) => crate::group_commit::abandon(c, &member),
+                    None => {
+                        let _ = c.raw().execute_batch("ROLLBACK");
+                    }
                 }
             }
         }
@@ -486,18 +502,52 @@ impl Pool {
             Pool::Any(p) => Conn {
                 inner: Inner::AnyTx(p.begin().await?),
             },
-            Pool::Lite(p) => {
-                let mut c = p.acquire().await?;
-                c.conn
-                    .as_mut()
-                    .expect("connection")
-                    .execute_batch("BEGIN IMMEDIATE")?;
-                Conn {
-                    inner: Inner::Lite(c),
+            Pool::Lite(p) => match &p.group {
+                Some(group) => {
+                    let (c, member) = crate::group_commit::begin(p, group).await?;
+                    return Ok(Tx {
+                        conn: Conn {
+                            inner: Inner::Lite(c),
+                        },
+                        open: true,
+                        member: Some(member),
+                    });
                 }
-            }
+                None => {
+                    let mut c = p.acquire().await?;
+                    c.raw().execute_batch("BEGIN IMMEDIATE")?;
+                    Conn {
+                        inner: Inner::Lite(c),
+                    }
+                }
+            },
         };
-        Ok(Tx { conn, open: true })
+        Ok(Tx {
+            conn,
+            open: true,
+            member: None,
+        })
+    }
+
+    /// Starts a write transaction that will run long (an import): on SQLite it does not
+    /// join a group commit, so short transactions are not held up waiting for it.
+    pub async fn begin_long(&self) -> Result<Tx, StoreError> {
+        match self {
+            Pool::Lite(p) => match &p.group {
+                Some(group) => {
+                    let c = crate::group_commit::begin_alone(p, group).await?;
+                    Ok(Tx {
+                        conn: Conn {
+                            inner: Inner::Lite(c),
+                        },
+                        open: true,
+                        member: None,
+                    })
+                }
+                None => self.begin().await,
+            },
+            Pool::Any(_) => self.begin().await,
+        }
     }
 
     pub async fn close(&self) {
@@ -512,6 +562,8 @@ impl Pool {
 pub struct LitePool {
     idle: Mutex<Vec<rusqlite::Connection>>,
     permits: Arc<Semaphore>,
+    /// The writer's group commit (the write pool only).
+    group: Option<Arc<crate::group_commit::Group>>,
 }
 
 /// A SQLite connection out of its pool; it goes back when dropped.
@@ -522,6 +574,16 @@ pub struct LiteConn {
 }
 
 impl LiteConn {
+    /// The connection itself.
+    pub(crate) fn raw(&mut self) -> &mut rusqlite::Connection {
+        self.conn.as_mut().expect("connection present")
+    }
+
+    /// The pool it returns to.
+    pub(crate) fn pool(&self) -> Option<Arc<LitePool>> {
+        self.pool.clone()
+    }
+
     fn empty() -> LiteConn {
         LiteConn {
             conn: None,
@@ -540,8 +602,19 @@ impl Drop for LiteConn {
 }
 
 impl LitePool {
+    /// Opens the single writer connection, with group commit.
+    pub fn open_writer(path: &str, setup: &str) -> Result<Arc<LitePool>, StoreError> {
+        let mut pool = Self::connect(path, 1, setup)?;
+        pool.group = Some(crate::group_commit::Group::new());
+        Ok(Arc::new(pool))
+    }
+
     /// Opens `size` connections to `path` with the given setup statements.
     pub fn open(path: &str, size: usize, setup: &str) -> Result<Arc<LitePool>, StoreError> {
+        Ok(Arc::new(Self::connect(path, size, setup)?))
+    }
+
+    fn connect(path: &str, size: usize, setup: &str) -> Result<LitePool, StoreError> {
         let mut idle = Vec::with_capacity(size);
         for _ in 0..size {
             let conn = rusqlite::Connection::open(path)?;
@@ -549,13 +622,14 @@ impl LitePool {
             conn.set_prepared_statement_cache_capacity(256);
             idle.push(conn);
         }
-        Ok(Arc::new(LitePool {
+        Ok(LitePool {
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
-        }))
+            group: None,
+        })
     }
 
-    async fn acquire(self: &Arc<Self>) -> Result<LiteConn, StoreError> {
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<LiteConn, StoreError> {
         let permit = self
             .permits
             .clone()

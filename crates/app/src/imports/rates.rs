@@ -37,7 +37,7 @@ impl Imports {
         let (send, mut batches) = mpsc::channel::<Vec<NewRate>>(BATCHES_AHEAD);
         let reader = spawn_reader(path.to_path_buf(), now, send);
 
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_long().await?;
         let mut written = 0i64;
         while let Some(batch) = batches.recv().await {
             upsert_rates(&mut tx, table, Some(job.id), &batch, now).await?;

@@ -50,7 +50,7 @@ impl Imports {
             return self.fail(job, errors.into_vec()).await;
         }
 
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_long().await?;
         for p in prepared {
             let written = match p {
                 Prepared::Client(line, action, object) => (

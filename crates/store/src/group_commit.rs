@@ -1,0 +1,242 @@
+//! Group commit for the SQLite writer: write transactions that follow each other on the
+//! one writer connection share a single database transaction, each in a savepoint of its
+//! own, and the group is committed once — when no writer is waiting, or when it is 64
+//! members or 2 ms old. Every member's `commit()` returns only after the group's COMMIT,
+//! so nothing is acknowledged before it is durable; a member that fails or rolls back
+//! undoes only its savepoint.
+//!
+//! Why: each COMMIT writes every page the transaction touched (the client, the event,
+//! the delivery and their indexes) to the WAL. Under load most of those pages are the
+//! same from one transaction to the next, so a group writes them once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::sql::{LiteConn, LitePool};
+use crate::StoreError;
+
+const MAX_MEMBERS: usize = 64;
+const MAX_AGE: Duration = Duration::from_millis(2);
+/// How long a member waits for the group before committing it itself (the writer that
+/// was expected to continue the group may have gone away).
+const TAKE_OVER_AFTER: Duration = Duration::from_millis(5);
+
+/// The group state of one writer connection.
+pub(crate) struct Group {
+    /// Tasks waiting for the writer: while there are some, the group stays open.
+    waiting: AtomicUsize,
+    state: Mutex<State>,
+    /// The highest group epoch that has ended (committed or failed).
+    done: watch::Sender<u64>,
+    /// Recent groups whose COMMIT failed, with the error.
+    failed: Mutex<VecDeque<(u64, String)>>,
+}
+
+struct State {
+    open: bool,
+    epoch: u64,
+    /// Members that released their savepoint and wait for the COMMIT.
+    pending: usize,
+    started: Instant,
+}
+
+/// A transaction's place in a group.
+pub(crate) struct Member {
+    group: Arc<Group>,
+    epoch: u64,
+}
+
+impl Group {
+    pub(crate) fn new() -> Arc<Group> {
+        Arc::new(Group {
+            waiting: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                open: false,
+                epoch: 0,
+                pending: 0,
+                started: Instant::now(),
+            }),
+            done: watch::channel(0).0,
+            failed: Mutex::new(VecDeque::new()),
+        })
+    }
+}
+
+/// Decrements the waiting count even when the waiting task is cancelled.
+struct Waiting<'a>(&'a Group);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn exec(c: &mut LiteConn, sql: &str) -> Result<(), StoreError> {
+    Ok(c.raw().execute_batch(sql)?)
+}
+
+/// Takes the writer and starts a member: joins the open group or opens one.
+pub(crate) async fn begin(
+    pool: &Arc<LitePool>,
+    group: &Arc<Group>,
+) -> Result<(LiteConn, Member), StoreError> {
+    let mut c = {
+        group.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(group);
+        pool.acquire().await?
+    };
+    let epoch = {
+        let mut st = group.state.lock().expect("not poisoned");
+        if !st.open {
+            exec(&mut c, "BEGIN IMMEDIATE")?;
+            st.open = true;
+            st.epoch += 1;
+            st.pending = 0;
+            st.started = Instant::now();
+        }
+        st.epoch
+    };
+    if let Err(e) = exec(&mut c, "SAVEPOINT member") {
+        end_if_idle(&mut c, group);
+        return Err(e);
+    }
+    Ok((
+        c,
+        Member {
+            group: group.clone(),
+            epoch,
+        },
+    ))
+}
+
+/// Commits a member: keeps its savepoint's work in the group and returns once the group
+/// is committed.
+pub(crate) async fn commit(mut c: LiteConn, m: Member) -> Result<(), StoreError> {
+    if let Err(e) = exec(&mut c, "RELEASE member") {
+        let _ = exec(&mut c, "ROLLBACK TO member; RELEASE member");
+        end_if_idle(&mut c, &m.group);
+        return Err(e);
+    }
+    let commit_now = {
+        let mut st = m.group.state.lock().expect("not poisoned");
+        st.pending += 1;
+        m.group.waiting.load(Ordering::SeqCst) == 0
+            || st.pending >= MAX_MEMBERS
+            || st.started.elapsed() >= MAX_AGE
+    };
+    if commit_now {
+        return commit_group(&mut c, &m.group);
+    }
+    let pool = c.pool();
+    drop(c); // the next writer continues the group
+    wait(&m, pool).await
+}
+
+/// Undoes a member (an error, or a transaction dropped without commit).
+pub(crate) fn abandon(c: &mut LiteConn, m: &Member) {
+    let _ = exec(c, "ROLLBACK TO member; RELEASE member");
+    end_if_idle(c, &m.group);
+}
+
+/// With nobody waiting, ends the group now: committed if members wait for it, else
+/// rolled back (it holds nothing).
+fn end_if_idle(c: &mut LiteConn, group: &Group) {
+    if group.waiting.load(Ordering::SeqCst) > 0 {
+        return;
+    }
+    let pending = {
+        let st = group.state.lock().expect("not poisoned");
+        if !st.open {
+            return;
+        }
+        st.pending
+    };
+    if pending > 0 {
+        let _ = commit_group(c, group);
+    } else {
+        let _ = exec(c, "ROLLBACK");
+        let mut st = group.state.lock().expect("not poisoned");
+        st.open = false;
+        group.done.send_replace(st.epoch);
+    }
+}
+
+/// COMMITs the open group and tells its members.
+fn commit_group(c: &mut LiteConn, group: &Group) -> Result<(), StoreError> {
+    let result = exec(c, "COMMIT");
+    if result.is_err() {
+        let _ = exec(c, "ROLLBACK");
+    }
+    let mut st = group.state.lock().expect("not poisoned");
+    st.open = false;
+    if let Err(e) = &result {
+        let mut failed = group.failed.lock().expect("not poisoned");
+        failed.push_back((st.epoch, e.to_string()));
+        if failed.len() > 64 {
+            failed.pop_front();
+        }
+    }
+    group.done.send_replace(st.epoch);
+    result
+}
+
+/// Waits until the member's group has ended; takes the group over and commits it if
+/// nobody else does.
+async fn wait(m: &Member, pool: Option<Arc<LitePool>>) -> Result<(), StoreError> {
+    let mut done = m.group.done.subscribe();
+    loop {
+        if *done.borrow_and_update() >= m.epoch {
+            let failed = m.group.failed.lock().expect("not poisoned");
+            return match failed.iter().find(|(e, _)| *e == m.epoch) {
+                Some((_, error)) => Err(StoreError::Commit(error.clone())),
+                None => Ok(()),
+            };
+        }
+        tokio::select! {
+            _ = done.changed() => {}
+            _ = tokio::time::sleep(TAKE_OVER_AFTER) => {
+                if let Some(pool) = &pool {
+                    let mut c = pool.acquire().await?;
+                    let ours = {
+                        let st = m.group.state.lock().expect("not poisoned");
+                        st.open && st.epoch == m.epoch
+                    };
+                    if ours {
+                        let _ = commit_group(&mut c, &m.group);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Takes the writer for a long transaction of its own (an import): the open group is
+/// committed first, so that its members do not wait for the long one.
+pub(crate) async fn begin_alone(
+    pool: &Arc<LitePool>,
+    group: &Arc<Group>,
+) -> Result<LiteConn, StoreError> {
+    let mut c = {
+        group.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(group);
+        pool.acquire().await?
+    };
+    let (open, pending) = {
+        let st = group.state.lock().expect("not poisoned");
+        (st.open, st.pending)
+    };
+    if open && pending > 0 {
+        let _ = commit_group(&mut c, group);
+    } else if open {
+        let _ = exec(&mut c, "ROLLBACK");
+        let mut st = group.state.lock().expect("not poisoned");
+        st.open = false;
+        group.done.send_replace(st.epoch);
+    }
+    exec(&mut c, "BEGIN IMMEDIATE")?;
+    Ok(c)
+}
