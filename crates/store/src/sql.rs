@@ -140,6 +140,7 @@ pub fn query_scalar<T: Decode>(sql: &str) -> Scalar<T> {
 }
 
 /// What an executed statement changed.
+#[derive(Debug)]
 pub struct Done {
     rows: u64,
 }
