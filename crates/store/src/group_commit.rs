@@ -220,6 +220,17 @@ pub(crate) async fn begin_alone(
     pool: &Arc<LitePool>,
     group: &Arc<Group>,
 ) -> Result<LiteConn, StoreError> {
+    let mut c = acquire_plain(pool, group).await?;
+    exec(&mut c, "BEGIN IMMEDIATE")?;
+    Ok(c)
+}
+
+/// Takes the writer outside any group (a statement in autocommit): the open group is
+/// ended first, or the statement would run inside it and share its fate.
+pub(crate) async fn acquire_plain(
+    pool: &Arc<LitePool>,
+    group: &Arc<Group>,
+) -> Result<LiteConn, StoreError> {
     let mut c = {
         group.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(group);
@@ -230,13 +241,12 @@ pub(crate) async fn begin_alone(
         (st.open, st.pending)
     };
     if open && pending > 0 {
-        let _ = commit_group(&mut c, group);
+        commit_group(&mut c, group)?;
     } else if open {
         let _ = exec(&mut c, "ROLLBACK");
         let mut st = group.state.lock().expect("not poisoned");
         st.open = false;
         group.done.send_replace(st.epoch);
     }
-    exec(&mut c, "BEGIN IMMEDIATE")?;
     Ok(c)
 }

@@ -491,7 +491,10 @@ impl Pool {
         Ok(Conn {
             inner: match self {
                 Pool::Any(p) => Inner::AnyPooled(p.acquire().await?),
-                Pool::Lite(p) => Inner::Lite(p.acquire().await?),
+                Pool::Lite(p) => Inner::Lite(match &p.group {
+                    Some(group) => crate::group_commit::acquire_plain(p, group).await?,
+                    None => p.acquire().await?,
+                }),
             },
         })
     }

@@ -86,3 +86,37 @@ async fn concurrent_transactions_commit_or_undo_alone() {
     let again = Db::connect(&url).await.unwrap();
     assert_eq!(count(&again).await, 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_statement_on_the_writer_never_joins_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("p.db").display());
+    let db = Arc::new(Db::connect(&url).await.unwrap());
+    db.migrate().await.unwrap();
+    let insert = |name: &str| {
+        query("INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES ($1, 'p', $1, 0)")
+            .bind(name.to_string())
+    };
+
+    // A holds the writer; B waits for it to run a statement outside any transaction.
+    let mut a = db.begin().await.unwrap();
+    insert("a").execute(&mut a).await.unwrap();
+    let b = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut conn = db.write.acquire().await.unwrap();
+            insert("b").execute(&mut conn).await.unwrap();
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // A commits while B waits: the group stays open for B, and B must end it first.
+    a.commit().await.unwrap();
+    b.await.unwrap();
+    // C is undone: only C.
+    let mut c = db.begin().await.unwrap();
+    insert("c").execute(&mut c).await.unwrap();
+    drop(c);
+    assert_eq!(count(&db).await, 2);
+    db.close().await;
+    assert_eq!(count(&Db::connect(&url).await.unwrap()).await, 2);
+}
