@@ -21,9 +21,20 @@ pub use pipeline::Pipeline;
 
 use billhook_store::Db;
 
-/// Everything a request needs: the database and the pipeline that changes it.
+/// Everything a request needs: the database and the pipeline that changes it. One
+/// `Arc`, because every request clones it (axum's state).
 #[derive(Clone)]
-pub struct App {
+pub struct App(std::sync::Arc<Services>);
+
+impl std::ops::Deref for App {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services of [`App`].
+pub struct Services {
     pub db: Db,
     pub pipeline: Pipeline,
     pub keys: keys::KeyRing,
@@ -47,7 +58,7 @@ impl App {
         let pipeline = Pipeline::new(db.clone(), before.clone());
         let handler_cache = billhook_provisioning::HandlerCache::default();
         let imports = imports::Imports::new(db.clone(), pipeline.clone(), imports)?;
-        Ok(App {
+        Ok(App(std::sync::Arc::new(Services {
             email_rates: email_rates::EmailRates::new(
                 db.clone(),
                 pipeline.clone(),
@@ -66,6 +77,6 @@ impl App {
             keys: keys::KeyRing::new(db.clone(), admin_key),
             queries: queries::Queries::new(db.clone()),
             db,
-        })
+        })))
     }
 }

@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
 
 use config::{Config, Overrides};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// billhook: a telecom billing core with a Provisioning API.
 #[derive(Parser)]
 #[command(version, about)]
