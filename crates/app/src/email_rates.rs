@@ -75,13 +75,7 @@ impl EmailRates {
         let parsed = billhook_intake::parse_message(raw);
         let message = match &parsed {
             Ok(m) => m.clone(),
-            Err(_) => Message {
-                message_id: None,
-                sender: String::new(),
-                subject: String::new(),
-                date: None,
-                attachments: Vec::new(),
-            },
+            Err(_) => Message::default(),
         };
         let source_key = source_key.unwrap_or_else(|| match &message.message_id {
             Some(id) => format!("message-id:{id}"),

@@ -8,6 +8,7 @@ mod error;
 pub mod handlers;
 pub mod imports;
 pub mod input;
+mod judged;
 pub mod keys;
 pub mod pipeline;
 mod prepared;

@@ -9,10 +9,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use billhook_domain::entities::OnFailure;
 use billhook_domain::payload::previous_of;
 use billhook_domain::Timestamp;
-use billhook_provisioning::before::{BeforeChain, BeforeEvent, Refusal};
+use billhook_provisioning::before::{BeforeChain, Refusal};
 use billhook_store::{events, outbox, Conn, Db, Tx};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -235,39 +234,13 @@ impl Pipeline {
                 action.check(&mut conn, current.as_ref(), &proposed).await?;
                 (current, proposed)
             };
-            let creating = action.kind() == Kind::Create;
-            let mut data = to_json(&proposed)?;
-            if creating {
-                data["id"] = Value::Null;
-            }
             let current_json = match &current {
                 Some(c) => to_json(c)?,
                 None => Value::Null,
             };
-            let uid = uuid::Uuid::now_v7().to_string();
-            let event = BeforeEvent {
-                events_id: action.event(),
-                uid: &uid,
-                object_id: current.as_ref().map(|c| action.object_id(c)),
-                current: &current_json,
-                writable: action.writable(),
-            };
-            let decode = |v: &Value| -> Result<A::Object, AppError> {
-                let mut v = v.clone();
-                if creating {
-                    v["id"] = Value::from(0);
-                }
-                let object: A::Object =
-                    serde_json::from_value(v).map_err(|e| AppError::BadRequest(e.to_string()))?;
-                action.validate(current.as_ref(), &object)?;
-                Ok(object)
-            };
-            let validate = |v: &Value| decode(v).map(|_| ()).map_err(|e| describe(&e));
-            let (final_data, modifier) = self
-                .before
-                .run(handlers, &event, data.clone(), &validate)
-                .await
-                .map_err(refused)?;
+            let judged = self
+                .judge(action, handlers, current.as_ref(), proposed)
+                .await?;
 
             let mut tx: Tx = self.db.begin().await?;
             let fresh = action.load(&mut tx).await?;
@@ -279,28 +252,7 @@ impl Pipeline {
                 tx.rollback().await?;
                 continue;
             }
-            let object = match modifier {
-                None => proposed,
-                Some(m) => {
-                    let modified = decode(&final_data)?;
-                    // The database-backed checks judge the modified object; if they refuse
-                    // it, that is the modifying handler's failure, settled by on_failure.
-                    match action.check(&mut tx, fresh.as_ref(), &modified).await {
-                        Ok(()) => modified,
-                        Err(e) if m.on_failure == OnFailure::Allow => {
-                            tracing::info!(handler = m.handlers_id, error = %describe(&e), "modified data refused; using the request's own");
-                            proposed
-                        }
-                        Err(e) => {
-                            return Err(AppError::HandlerFailed {
-                                message: format!("the modified data is invalid: {}", describe(&e)),
-                                handlers_id: m.handlers_id,
-                                handler: m.handler,
-                            })
-                        }
-                    }
-                }
-            };
+            let object = crate::judged::settle(action, &mut tx, fresh.as_ref(), judged).await?;
             action.check(&mut tx, fresh.as_ref(), &object).await?;
             // A handler may undo the change: then nothing changed, as for any update.
             if action.kind() == Kind::Update {

@@ -3,12 +3,10 @@
 //! all rows written in one transaction, so an import is all or nothing and holds no lock
 //! while handlers are called.
 
-use billhook_domain::entities::OnFailure;
-use billhook_provisioning::before::BeforeEvent;
 use billhook_store::Tx;
-use serde_json::Value;
 
-use crate::pipeline::{describe, refused, to_json, Action, Kind, Pipeline, Proposal};
+use crate::judged::settle;
+use crate::pipeline::{Action, Kind, Pipeline, Proposal};
 use crate::AppError;
 
 impl Pipeline {
@@ -31,44 +29,9 @@ impl Pipeline {
         if handlers.is_empty() {
             return Ok(proposed);
         }
-        let mut data = to_json(&proposed)?;
-        data["id"] = Value::Null;
-        let uid = uuid::Uuid::now_v7().to_string();
-        let event = BeforeEvent {
-            events_id: action.event(),
-            uid: &uid,
-            object_id: None,
-            current: &Value::Null,
-            writable: action.writable(),
-        };
-        let decode = |v: &Value| -> Result<A::Object, AppError> {
-            let mut v = v.clone();
-            v["id"] = Value::from(0);
-            let object: A::Object =
-                serde_json::from_value(v).map_err(|e| AppError::BadRequest(e.to_string()))?;
-            action.validate(None, &object)?;
-            Ok(object)
-        };
-        let validate = |v: &Value| decode(v).map(|_| ()).map_err(|e| describe(&e));
-        let (final_data, modifier) = self
-            .before
-            .run(&handlers, &event, data, &validate)
-            .await
-            .map_err(refused)?;
-        let Some(m) = modifier else {
-            return Ok(proposed);
-        };
-        let modified = decode(&final_data)?;
+        let judged = self.judge(action, &handlers, None, proposed).await?;
         let mut conn = self.db().read.acquire().await?;
-        match action.check(&mut conn, None, &modified).await {
-            Ok(()) => Ok(modified),
-            Err(_) if m.on_failure == OnFailure::Allow => Ok(proposed),
-            Err(e) => Err(AppError::HandlerFailed {
-                message: format!("the modified data is invalid: {}", describe(&e)),
-                handlers_id: m.handlers_id,
-                handler: m.handler,
-            }),
-        }
+        settle(action, &mut conn, None, judged).await
     }
 
     /// Writes an object made by [`Pipeline::prepare_create`] inside the caller's

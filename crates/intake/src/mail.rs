@@ -14,7 +14,7 @@ use billhook_domain::Timestamp;
 const MAX_NESTING: usize = 4;
 
 /// The parts of an e-mail billhook cares about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     /// As in the header, with angle brackets: `<abc@host>`.
     pub message_id: Option<String>,

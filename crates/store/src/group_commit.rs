@@ -142,27 +142,31 @@ pub(crate) fn abandon(c: &mut LiteConn, m: &Member) {
     end_if_idle(c, &m.group);
 }
 
-/// With nobody waiting, ends the group now: committed if members wait for it, else
-/// rolled back (it holds nothing).
+/// With nobody waiting, ends the group now.
 fn end_if_idle(c: &mut LiteConn, group: &Group) {
-    if group.waiting.load(Ordering::SeqCst) > 0 {
-        return;
+    if group.waiting.load(Ordering::SeqCst) == 0 {
+        let _ = end_group(c, group);
     }
-    let pending = {
+}
+
+/// Ends the open group, if any: committed if members wait for it, else rolled back (it
+/// holds nothing).
+fn end_group(c: &mut LiteConn, group: &Group) -> Result<(), StoreError> {
+    let (open, pending) = {
         let st = group.state.lock().expect("not poisoned");
-        if !st.open {
-            return;
-        }
-        st.pending
+        (st.open, st.pending)
     };
-    if pending > 0 {
-        let _ = commit_group(c, group);
-    } else {
-        let _ = exec(c, "ROLLBACK");
-        let mut st = group.state.lock().expect("not poisoned");
-        st.open = false;
-        group.done.send_replace(st.epoch);
+    if !open {
+        return Ok(());
     }
+    if pending > 0 {
+        return commit_group(c, group);
+    }
+    let _ = exec(c, "ROLLBACK");
+    let mut st = group.state.lock().expect("not poisoned");
+    st.open = false;
+    group.done.send_replace(st.epoch);
+    Ok(())
 }
 
 /// COMMITs the open group and tells its members.
@@ -236,17 +240,6 @@ pub(crate) async fn acquire_plain(
         let _waiting = Waiting(group);
         pool.acquire().await?
     };
-    let (open, pending) = {
-        let st = group.state.lock().expect("not poisoned");
-        (st.open, st.pending)
-    };
-    if open && pending > 0 {
-        commit_group(&mut c, group)?;
-    } else if open {
-        let _ = exec(&mut c, "ROLLBACK");
-        let mut st = group.state.lock().expect("not poisoned");
-        st.open = false;
-        group.done.send_replace(st.epoch);
-    }
+    end_group(&mut c, group)?;
     Ok(c)
 }

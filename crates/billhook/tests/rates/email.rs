@@ -79,11 +79,13 @@ async fn a_matching_message_without_attachments_raises_no_attachments() {
     assert_eq!(d["subject"], "Rates coming tomorrow");
     assert!(d["reason"].is_string());
 
-    // A ZIP without any CSV inside is no rate deck either way: the file is unreadable.
+    // A ZIP without any CSV inside is a file that cannot be read as a rate deck.
     let (_, report) = post_message(&s, data("zip_without_csv.eml")).await;
-    let outcome = report["outcomes"][0]["outcome"].as_str().unwrap();
-    assert!(
-        ["no_attachments", "file_processing_error"].contains(&outcome),
+    let outcome = &report["outcomes"][0];
+    assert_eq!(outcome["outcome"], "file_processing_error", "{report}");
+    assert_eq!(outcome["file_name"], "docs.zip", "{report}");
+    assert_eq!(
+        outcome["reason"], "the ZIP archive contains no CSV file",
         "{report}"
     );
 }

@@ -66,13 +66,27 @@ poll_interval_secs = 1
     .await;
     assert_eq!(flagged.len(), 2);
 
-    // Restarted, the server takes nothing twice.
+    // Restarted, the server takes nothing twice: once a message that arrives after the
+    // restart has been handled, the mailbox has been polled again, and the old two did
+    // not come back.
     let before = s.events().await.len();
     let (_, imports_before) = s.get("/api/v1/imports").await;
     s.kill();
     s.spawn();
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(s.events().await.len(), before);
+    dovecot.append("INBOX", &data("no_attachments.eml")).await;
+    wait_for(60, "the new message handled", || async {
+        // Its subject is not the table's: a second `rate_tables_no_match`.
+        let n = events_of(&s, "email_rates_manager.rate_tables_no_match")
+            .await
+            .len();
+        (n == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.events().await.len(),
+        before + 1,
+        "only the new message's event"
+    );
     let (_, imports) = s.get("/api/v1/imports").await;
     assert_eq!(imports["total"], imports_before["total"], "{imports}");
 }

@@ -133,7 +133,8 @@ async fn rates_are_listed_with_prefix_number_and_date_filters() {
         assert_error(&e, "validation_failed");
     }
 
-    // A table with a running or queued import cannot be deleted; afterwards it can.
+    // Once its import has ended, the table can be deleted; the import keeps its history
+    // without the table.
     let (status, _) = s.delete(&format!("/api/v1/rate_tables/{id}")).await;
     assert_eq!(status, 200);
     let (_, imports) = s.get("/api/v1/imports").await;

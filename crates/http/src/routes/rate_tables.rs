@@ -81,7 +81,11 @@ async fn rates(
         Some("now") => Some(Timestamp::now()),
         Some(t) => Some(parse_time(t)?),
     };
-    let q = billhook_store_query(f.prefix, f.number, effective_at);
+    let q = rate_tables::RateQuery {
+        prefix: f.prefix.filter(|p| !p.is_empty()),
+        number: f.number.filter(|n| !n.is_empty()),
+        effective_at,
+    };
     Ok(Json(
         rate_tables::rates(&app.db, id, q, f.paging.page()).await?,
     ))
@@ -100,16 +104,4 @@ fn parse_time(t: &str) -> Result<Timestamp, crate::ApiError> {
             format!("{t:?} is not a date or an RFC 3339 time: {e}"),
         ))
     })
-}
-
-fn billhook_store_query(
-    prefix: Option<String>,
-    number: Option<String>,
-    effective_at: Option<Timestamp>,
-) -> rate_tables::RateQuery {
-    rate_tables::RateQuery {
-        prefix: prefix.filter(|p| !p.is_empty()),
-        number: number.filter(|n| !n.is_empty()),
-        effective_at,
-    }
 }
