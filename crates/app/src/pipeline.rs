@@ -174,19 +174,13 @@ impl Pipeline {
         Ok(result)
     }
 
-    /// Runs `action` inside a transaction the caller owns (imports batch several
-    /// actions); nothing is visible until the caller commits, and the caller then calls
-    /// [`Pipeline::committed`].
-    pub async fn run_in<A: Action>(&self, tx: &mut Tx, action: &A) -> Result<A::Object, AppError> {
+    /// Runs `action` (without before handlers) inside `tx`.
+    async fn run_in<A: Action>(&self, tx: &mut Tx, action: &A) -> Result<A::Object, AppError> {
         let now = Timestamp::now();
-        let current = action.load(tx).await?;
-        let proposed = match action.propose(current.as_ref(), now)? {
-            Proposal::Change(p) => p,
-            Proposal::Unchanged => {
-                return current.ok_or_else(|| AppError::Internal("unchanged create".into()))
-            }
+        let (current, proposed) = checked_proposal(tx, action, now).await?;
+        let Some(proposed) = proposed else {
+            return unchanged(current);
         };
-        action.check(tx, current.as_ref(), &proposed).await?;
         self.commit_change(tx, action, current, proposed, now).await
     }
 
@@ -224,15 +218,10 @@ impl Pipeline {
             let now = Timestamp::now();
             let (current, proposed) = {
                 let mut conn = self.db.read.acquire().await?;
-                let current = action.load(&mut conn).await?;
-                let proposed = match action.propose(current.as_ref(), now)? {
-                    Proposal::Change(p) => p,
-                    Proposal::Unchanged => {
-                        return current.ok_or_else(|| AppError::Internal("unchanged create".into()))
-                    }
-                };
-                action.check(&mut conn, current.as_ref(), &proposed).await?;
-                (current, proposed)
+                checked_proposal(&mut conn, action, now).await?
+            };
+            let Some(proposed) = proposed else {
+                return unchanged(current);
             };
             let current_json = match &current {
                 Some(c) => to_json(c)?,
@@ -305,9 +294,20 @@ impl Pipeline {
             .chain(effects.events)
             .map(|e| stored_event(e, now))
             .collect();
-        outbox::append(tx, self.db.dialect, &events, now).await?;
-        self.db.notify_deliveries(tx).await?;
+        self.append(tx, &events, now).await?;
         Ok(stored)
+    }
+
+    /// The outbox write, and the wake-up of other processes when it commits.
+    async fn append(
+        &self,
+        tx: &mut Tx,
+        events: &[events::Event],
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        outbox::append(tx, self.db.dialect, events, now).await?;
+        self.db.notify_deliveries(tx).await?;
+        Ok(())
     }
 }
 
@@ -317,15 +317,34 @@ impl Pipeline {
     /// after the commit.
     pub async fn raise(&self, tx: &mut Tx, event: NewEvent) -> Result<(), AppError> {
         let now = Timestamp::now();
-        outbox::append(tx, self.db.dialect, &[stored_event(event, now)], now).await?;
-        self.db.notify_deliveries(tx).await?;
-        Ok(())
+        self.append(tx, &[stored_event(event, now)], now).await
     }
 
     /// Wakes the delivery engine after a caller-owned transaction committed.
     pub fn committed(&self) {
         self.wake.notify_one();
     }
+}
+
+/// Loads the current object (taking its locks) and builds and checks the proposal;
+/// `None` when the action would change nothing.
+pub(crate) async fn checked_proposal<A: Action>(
+    conn: &mut Conn,
+    action: &A,
+    now: Timestamp,
+) -> Result<(Option<A::Object>, Option<A::Object>), AppError> {
+    let current = action.load(conn).await?;
+    let proposed = match action.propose(current.as_ref(), now)? {
+        Proposal::Change(p) => p,
+        Proposal::Unchanged => return Ok((current, None)),
+    };
+    action.check(conn, current.as_ref(), &proposed).await?;
+    Ok((current, Some(proposed)))
+}
+
+/// The answer to an action that changes nothing: the object as it is.
+fn unchanged<O>(current: Option<O>) -> Result<O, AppError> {
+    current.ok_or_else(|| AppError::Internal("unchanged create".into()))
 }
 
 /// A refusal of the before chain as the API reports it.

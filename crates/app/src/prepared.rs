@@ -6,7 +6,7 @@
 use billhook_store::Tx;
 
 use crate::judged::settle;
-use crate::pipeline::{Action, Kind, Pipeline, Proposal};
+use crate::pipeline::{checked_proposal, Action, Kind, Pipeline};
 use crate::AppError;
 
 impl Pipeline {
@@ -17,14 +17,10 @@ impl Pipeline {
         let now = billhook_domain::Timestamp::now();
         let proposed = {
             let mut conn = self.db().read.acquire().await?;
-            let current = action.load(&mut conn).await?;
-            let proposed = match action.propose(current.as_ref(), now)? {
-                Proposal::Change(p) => p,
-                Proposal::Unchanged => return Err(AppError::Internal("unchanged create".into())),
-            };
-            action.check(&mut conn, None, &proposed).await?;
-            proposed
+            checked_proposal(&mut conn, action, now).await?.1
         };
+        let proposed =
+            proposed.ok_or_else(|| AppError::Internal("a create always changes".into()))?;
         let handlers = self.before.handlers_for(action.event()).await?;
         if handlers.is_empty() {
             return Ok(proposed);
@@ -44,6 +40,7 @@ impl Pipeline {
         object: A::Object,
     ) -> Result<A::Object, AppError> {
         let now = billhook_domain::Timestamp::now();
+        // Loaded for its locks (the referenced client's row on PostgreSQL).
         action.load(tx).await?;
         action.check(tx, None, &object).await?;
         self.commit_change(tx, action, None, object, now).await

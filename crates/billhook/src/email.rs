@@ -15,7 +15,7 @@ pub struct Ingester(pub EmailRates);
 
 impl billhook_mailbox::Ingest for Ingester {
     async fn ingest(&self, raw: Vec<u8>, key: billhook_mailbox::MessageKey) -> Result<(), String> {
-        match self.0.ingest(&raw, Some(key.as_string())).await {
+        match self.0.ingest(&raw, Some(key.to_string())).await {
             Ok(report) => {
                 tracing::info!(
                     mailbox = %key.mailbox,

@@ -33,13 +33,7 @@ pub struct MessageKey {
     pub uid: u32,
 }
 
-impl MessageKey {
-    /// `imap:NAME:UIDVALIDITY:UID`, e.g. `imap:carrier-a:1700000000:42`.
-    pub fn as_string(&self) -> String {
-        self.to_string()
-    }
-}
-
+/// `imap:NAME:UIDVALIDITY:UID`, e.g. `imap:carrier-a:1700000000:42`.
 impl fmt::Display for MessageKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -329,3 +329,28 @@ pub fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["data"]["code"], code, "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
 }
+
+/// Writes `body` as `scripts/<name>` in the server's working directory (the default
+/// scripts directory `./scripts`), executable or not.
+pub fn write_script(s: &Server, name: &str, body: &str, executable: bool) -> std::path::PathBuf {
+    write_script_in(&s.dir.path().join("scripts"), name, body, executable)
+}
+
+/// Writes `body` as `dir/<name>`, executable or not.
+pub fn write_script_in(
+    dir: &std::path::Path,
+    name: &str,
+    body: &str,
+    executable: bool,
+) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).expect("scripts dir");
+    let path = dir.join(name);
+    // Write under another name and rename: a script is never seen half-written.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, body).expect("write script");
+    let mode = if executable { 0o755 } else { 0o644 };
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    std::fs::rename(&tmp, &path).expect("rename script");
+    path
+}

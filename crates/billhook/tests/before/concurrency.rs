@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{assert_error, Server};
+use crate::harness::Server;
 use crate::receiver::{Receiver, Reply};
 use crate::util::{client, get_client, http_hook, id, new_events, snapshot};
 
@@ -25,15 +25,14 @@ async fn concurrent_patches_with_a_slow_before_handler_stay_consistent() {
     )
     .await;
 
+    // Within one process, requests on one object take turns through their before
+    // chains: none has to be refused as a conflict.
     let mut acknowledged: Vec<Value> = Vec::new();
     for (st, v) in &answers {
-        match st {
-            200 => acknowledged.push(v.clone()),
-            409 => assert_error(v, "conflict"),
-            _ => panic!("unexpected answer {st}: {v}"),
-        }
+        assert_eq!(*st, 200, "{v}");
+        acknowledged.push(v.clone());
     }
-    assert!(!acknowledged.is_empty(), "{answers:?}");
+    assert_eq!(acknowledged.len() as i64, REQUESTS, "{answers:?}");
 
     let events: Vec<Value> = new_events(&s, &before)
         .await

@@ -1,8 +1,6 @@
 //! Helpers: registering before handlers, scripts, the execution log, and proving that a
 //! refused action wrote nothing.
 
-use std::os::unix::fs::PermissionsExt;
-
 use serde_json::{json, Value};
 
 use crate::harness::{assert_error, Server};
@@ -42,11 +40,7 @@ pub fn id(v: &Value) -> i64 {
 /// Writes an executable `scripts/<name>` in the server's working directory (its default
 /// scripts directory).
 pub fn script(s: &Server, name: &str, body: &str) {
-    let dir = s.dir.path().join("scripts");
-    std::fs::create_dir_all(&dir).expect("scripts dir");
-    let path = dir.join(name);
-    std::fs::write(&path, body).expect("write script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    crate::harness::write_script(s, name, body, true);
 }
 
 /// Execution rows matching `query`, oldest first.

@@ -254,5 +254,19 @@ async fn sigterm_finishes_calls_in_flight_and_exits_zero() {
     assert_eq!(d["total"], 1, "the outcome was recorded before exit: {d}");
     let (_, pending) = s.get("/api/v1/deliveries?status=pending").await;
     assert_eq!(pending["total"], 0, "{pending}");
-    assert_eq!(calls.lock().unwrap().len(), 1, "not delivered again");
+    // The restarted engine delivers new work, and only that: the first event is not
+    // delivered again.
+    s.ok("/api/v1/clients", json!({"name": "After restart"}), 201)
+        .await;
+    let delivered = wait_for(30, "the new event delivered", || {
+        let calls = calls.lock().unwrap().clone();
+        async move { (calls.len() >= 2).then_some(calls) }
+    })
+    .await;
+    let names: Vec<&Value> = delivered.iter().map(|c| &c["data"]["name"]).collect();
+    assert_eq!(
+        names,
+        [&json!("Acme"), &json!("After restart")],
+        "not delivered again"
+    );
 }

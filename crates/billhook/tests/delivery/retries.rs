@@ -257,33 +257,7 @@ async fn recover_requeues_the_failed_deliveries_of_a_handler() {
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` for a Unix time.
 fn http_date(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        months[(month - 1) as usize],
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-#[test]
-fn http_dates_are_formatted_as_rfc_9110_says() {
-    assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(unix as u64))
 }
 
 #[tokio::test]
@@ -291,7 +265,7 @@ async fn retry_after_as_an_http_date_is_honoured() {
     let s = Server::start().await;
     let r = Receiver::start().await;
     http_handler(&s, "clients.create", &r.url("/h"), &[0, 0]).await;
-    let until = micros_now() / 1_000_000 + 4;
+    let until = crate::util::now_micros() / 1_000_000 + 4;
     r.fail(1, 503, Some(&http_date(until)));
     client(&s, "Dated").await;
     let hits = r.wait_hits("/h", 2, 30).await;
@@ -301,10 +275,6 @@ async fn retry_after_as_an_http_date_is_honoured() {
         "503 Retry-After: {} honoured: next attempt after {gap:?}",
         http_date(until)
     );
-}
-
-fn micros_now() -> i64 {
-    crate::util::now_micros()
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 
 use serde_json::{json, Value};
 
+use crate::harness::write_script;
 use crate::harness::{assert_error, Server};
 use crate::receiver::Receiver;
-use crate::util::{create_handler, executions, write_script, HANDLERS};
+use crate::util::{create_handler, executions, HANDLERS};
 
 fn path(id: &Value, rest: &str) -> String {
     format!("{HANDLERS}/{id}{rest}")

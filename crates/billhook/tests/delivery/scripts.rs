@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::harness::write_script_in;
 use crate::harness::{wait_for, Server};
-use crate::util::{
-    client, create_handler, executions, rename, uid_of, wait_deliveries, write_script_in,
-};
+use crate::util::{client, create_handler, executions, rename, uid_of, wait_deliveries};
 
 /// A server and the scripts directory it runs scripts from.
 struct Scripts {

@@ -135,23 +135,12 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Microseconds since the epoch of `2026-11-22T10:15:30.123456Z`.
+/// Microseconds since the epoch of an API time (`2026-11-22T10:15:30.123456Z`).
 pub fn micros(t: &Value) -> i64 {
     let s = t.as_str().unwrap_or_else(|| panic!("not a time: {t}"));
-    let num = |a: usize, b: usize| -> i64 { s[a..b].parse().expect("digits") };
-    let (y, m, d) = (num(0, 4), num(5, 7), num(8, 10));
-    let secs_of_day = num(11, 13) * 3600 + num(14, 16) * 60 + num(17, 19);
-    let frac = s[19..].trim_start_matches('.').trim_end_matches('Z');
-    let frac_micros: i64 = format!("{frac:0<6}")[..6].parse().expect("fraction");
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    (days * 86_400 + secs_of_day) * 1_000_000 + frac_micros
+    billhook_domain::Timestamp::parse(s)
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+        .micros()
 }
 
 /// Polls `done` until it holds or `secs` pass, whichever is first: a bounded quiet
@@ -180,35 +169,7 @@ pub fn first_seen(list: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// Writes `body` as `scripts/<name>` in the server's working directory (the default
-/// scripts directory `./scripts`), executable or not.
-pub fn write_script(s: &Server, name: &str, body: &str, executable: bool) -> std::path::PathBuf {
-    write_script_in(&s.dir.path().join("scripts"), name, body, executable)
-}
-
-/// Writes `body` as `dir/<name>`, executable or not.
-pub fn write_script_in(
-    dir: &std::path::Path,
-    name: &str,
-    body: &str,
-    executable: bool,
-) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).expect("scripts dir");
-    let path = dir.join(name);
-    // Write under another name and rename: a script is never seen half-written.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, body).expect("write script");
-    let mode = if executable { 0o755 } else { 0o644 };
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    std::fs::rename(&tmp, &path).expect("rename script");
-    path
-}
-
 /// Now, in microseconds since the epoch (the server runs on this machine's clock).
 pub fn now_micros() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    i64::try_from(d.as_micros()).expect("fits")
+    billhook_domain::Timestamp::now().micros()
 }

@@ -312,24 +312,15 @@ async fn an_import_killed_mid_flight_is_taken_up_again_after_restart() {
     assert_eq!(events_of(&s, "importd.process_success").await.len(), 1);
 }
 
-/// Writes an executable script into the server's scripts directory.
-fn script(s: &Server, name: &str, body: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = s.dir.path().join("scripts");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, body).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 #[tokio::test]
 async fn imported_rows_pass_the_before_chain_which_may_modify_or_forbid_them() {
     let s = Server::start().await;
     // Upper-cases the tag "vip"; forbids any client named "Blocked Co".
-    script(
+    crate::harness::write_script(
         &s,
         "check.sh",
         "#!/bin/sh\nbody=$(cat)\ncase \"$body\" in\n  *'Blocked Co'*) echo 'blocked by the CRM' >&2; exit 1;;\n  *'\"vip\"'*) printf '{\"data\": {\"tags\": [\"VIP\"]}}';;\nesac\n",
+        true,
     );
     let h = s
         .ok(
