@@ -38,6 +38,10 @@ pub struct EngineConfig {
     /// The slow fallback poll, for work woken by nothing (another process's commits
     /// on SQLite, retries coming due).
     pub poll: Duration,
+    /// The least time between two claims. Every commit wakes the engine; claiming at
+    /// each wake-up made one write transaction per event under load, where waiting this
+    /// long gathers the events of many commits into one claim.
+    pub claim_gap: Duration,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +51,7 @@ impl Default for EngineConfig {
             per_handler: 32,
             lease_margin: Duration::from_secs(10),
             poll: Duration::from_secs(1),
+            claim_gap: Duration::from_millis(2),
         }
     }
 }
@@ -141,15 +146,20 @@ impl DeliveryEngine {
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
         let mut tasks: JoinSet<i64> = JoinSet::new();
         let in_flight: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let mut last_claim: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 break;
+            }
+            if let Some(at) = last_claim {
+                tokio::time::sleep_until(at + self.config.claim_gap).await;
             }
             while tasks.try_join_next().is_some() {}
             let free = slots.available_permits();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
+                last_claim = Some(tokio::time::Instant::now());
                 match self.claim(free).await {
                     Ok(c) => c,
                     Err(e) => {

@@ -91,7 +91,8 @@ impl Db {
                 // OS), and only risks the last commits on power loss: the speed/safety
                 // trade the embedded default makes.
                 let setup = "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
-                             PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+                             PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; \
+                             PRAGMA temp_store=MEMORY;";
                 // WAL is a property of the file: the writer sets it before readers open.
                 let write = LitePool::open_writer(&path, setup)?;
                 let read = LitePool::open(&path, 8, setup)?;

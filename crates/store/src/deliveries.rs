@@ -16,10 +16,14 @@ const HEADS_BY_GROUPING: &str =
 
 /// Heads found by probing, per due row, for an earlier pending one of its queue: SQLite
 /// answers each probe from the partial index, and stops at the first `LIMIT` rows.
-const HEADS_BY_PROBING: &str = " AND d.status = 'pending' AND NOT EXISTS (
+const HEADS_BY_PROBING: &str = " AND NOT EXISTS (
        SELECT 1 FROM deliveries e
        WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
          AND e.status = 'pending' AND e.id < d.id)";
+
+/// The lease: `$1` plus the handler's own timeout.
+const LEASE: &str =
+    "$1 + (SELECT h.timeout_ms FROM handlers h WHERE h.id = deliveries.handlers_id) * 1000";
 
 /// A delivery taken by a worker until `lease_until`.
 #[derive(Debug, Clone)]
@@ -35,9 +39,9 @@ pub struct Claimed {
 /// a short lease lets another process (or this one, restarted) take over soon after a
 /// crash. Leases, not locks: nothing is held while the handler is called.
 ///
-/// Leases up to `limit` due deliveries. A delivery is due when it is pending, its time
-/// has come, its lease (if any) expired — which is how a crashed worker's deliveries come
-/// back — and no earlier delivery of the same handler and ordering key is unfinished.
+/// A delivery is due when it is pending, its time has come, its lease (if any) expired
+/// — which is how a crashed worker's deliveries come back — and no earlier delivery of
+/// the same handler and ordering key is unfinished.
 pub async fn claim(
     conn: &mut Conn,
     dialect: Dialect,
@@ -45,22 +49,31 @@ pub async fn claim(
     lease_base: Timestamp,
     limit: i64,
 ) -> Result<Vec<Claimed>, StoreError> {
-    let (heads_join, heads_probe, skip_locked) = match dialect {
-        Dialect::Postgres => (HEADS_BY_GROUPING, "", " FOR UPDATE OF d SKIP LOCKED"),
-        Dialect::Sqlite => ("", HEADS_BY_PROBING, ""),
-    };
     // Only the head of each (handler, key) queue can go: the oldest pending one.
-    // The outer conditions repeat the inner ones: PostgreSQL re-checks them on the row
-    // version it locks, so two processes never lease the same delivery.
-    let sql = format!(
-        "UPDATE deliveries
-         SET lease_until = $1 + (SELECT h.timeout_ms FROM handlers h WHERE h.id = deliveries.handlers_id) * 1000
-         WHERE status = 'pending' AND lease_until < $2 AND id IN (
-           SELECT d.id FROM deliveries d {heads_join}
-           WHERE d.next_at <= $2 AND d.lease_until < $2{heads_probe}
-           ORDER BY d.id LIMIT $3{skip_locked})
-         RETURNING id, event_seq, handlers_id, attempts"
-    );
+    let sql = match dialect {
+        // The outer conditions repeat the inner ones: PostgreSQL re-checks them on the
+        // row version it locks, so two processes never lease the same delivery.
+        Dialect::Postgres => format!(
+            "UPDATE deliveries SET lease_until = {LEASE}
+             WHERE status = 'pending' AND lease_until < $2 AND id IN (
+               SELECT d.id FROM deliveries d {HEADS_BY_GROUPING}
+               WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2
+               ORDER BY d.next_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED)
+             RETURNING id, event_seq, handlers_id, attempts"
+        ),
+        // SQLite has one writer, so the inner query's view is the one the update
+        // sees; repeating its conditions outside made SQLite scan every pending row
+        // through an index on them instead of fetching the chosen ids. The inner query
+        // walks the pending rows in due order and stops at the limit.
+        Dialect::Sqlite => format!(
+            "UPDATE deliveries SET lease_until = {LEASE}
+             WHERE id IN (
+               SELECT d.id FROM deliveries d
+               WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2{HEADS_BY_PROBING}
+               ORDER BY d.next_at LIMIT $3)
+             RETURNING id, event_seq, handlers_id, attempts"
+        ),
+    };
     let rows = query(&sql)
         .bind(lease_base.micros())
         .bind(now.micros())
@@ -129,21 +142,19 @@ pub async fn finish_succeeded(
     ids: &[i64],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    for chunk in ids.chunks(500) {
-        // Integers only: safe to inline.
-        let list = chunk
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        query(&format!(
-            "UPDATE deliveries SET status = 'succeeded', attempts = attempts + 1, next_at = $1,
-             last_error = NULL, lease_until = 0, updated_at = $1 WHERE id IN ({list})"
-        ))
-        .bind(now.micros())
-        .execute(&mut *conn)
-        .await?;
+    if ids.is_empty() {
+        return Ok(());
     }
+    let sql = format!(
+        "UPDATE deliveries SET status = 'succeeded', attempts = attempts + 1, next_at = $1,
+         last_error = NULL, lease_until = 0, updated_at = $1 WHERE {}",
+        crate::query::in_ids(conn, "id", 2)
+    );
+    query(&sql)
+        .bind(now.micros())
+        .bind(crate::query::ids_json(ids))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -50,14 +50,14 @@ pub async fn get_many(conn: &mut Conn, seqs: &[i64]) -> Result<Vec<Event>, Store
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
-    // Integers only: safe to inline, and one statement whatever the batch size.
-    let list = seqs
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let sql = format!("SELECT {COLUMNS} FROM events WHERE id IN ({list})");
-    let rows = query(&sql).fetch_all(conn).await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE {}",
+        crate::query::in_ids(conn, "id", 1)
+    );
+    let rows = query(&sql)
+        .bind(crate::query::ids_json(seqs))
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(from_row).collect()
 }
 

@@ -5,6 +5,7 @@
 //! microseconds (UTC), lists and maps as JSON text, booleans as 0/1.
 
 pub mod accounts;
+mod checkpoint;
 pub mod clients;
 mod db;
 pub mod deliveries;

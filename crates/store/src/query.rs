@@ -135,3 +135,19 @@ pub fn to_json_text<T: serde::Serialize>(value: &T) -> String {
     // Serialising our own plain types cannot fail: no maps with non-string keys.
     serde_json::to_string(value).expect("serialisable")
 }
+
+/// `column IN (…)` over ids bound as one JSON array in `$param`: the statement's text is
+/// the same whatever the list, so it is prepared once (a list written into the SQL made
+/// every batch a new statement to parse). Bind the list with [`ids_json`].
+pub fn in_ids(conn: &crate::Conn, column: &str, param: usize) -> String {
+    if conn.is_sqlite() {
+        format!("{column} IN (SELECT value FROM json_each(${param}))")
+    } else {
+        format!("{column} IN (SELECT jsonb_array_elements_text(${param}::jsonb)::bigint)")
+    }
+}
+
+/// The JSON array for [`in_ids`].
+pub fn ids_json(ids: &[i64]) -> String {
+    serde_json::to_string(ids).expect("integers serialise")
+}

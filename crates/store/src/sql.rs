@@ -368,6 +368,11 @@ enum Backend<'a> {
 }
 
 impl Conn {
+    /// Whether this is a SQLite connection (else PostgreSQL).
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.inner, Inner::Lite(_))
+    }
+
     fn backend(&mut self) -> Backend<'_> {
         match &mut self.inner {
             Inner::AnyPooled(c) => Backend::Any(c),
@@ -608,9 +613,12 @@ impl Drop for LiteConn {
 impl LitePool {
     /// Opens the single writer connection, with group commit.
     pub fn open_writer(path: &str, setup: &str) -> Result<Arc<LitePool>, StoreError> {
-        let mut pool = Self::connect(path, 1, setup)?;
+        let setup = format!("{setup} {}", crate::checkpoint::WRITER_SETUP);
+        let mut pool = Self::connect(path, 1, &setup)?;
         pool.group = Some(crate::group_commit::Group::new());
-        Ok(Arc::new(pool))
+        let pool = Arc::new(pool);
+        crate::checkpoint::start(path, &pool)?;
+        Ok(pool)
     }
 
     /// Opens `size` connections to `path` with the given setup statements.
@@ -631,6 +639,14 @@ impl LitePool {
             permits: Arc::new(Semaphore::new(size)),
             group: None,
         })
+    }
+
+    /// The writer alone, with no group open, for the WAL checkpoint.
+    pub(crate) async fn acquire_for_checkpoint(self: &Arc<Self>) -> Result<LiteConn, StoreError> {
+        match &self.group {
+            Some(group) => crate::group_commit::acquire_plain(self, group).await,
+            None => self.acquire().await,
+        }
     }
 
     pub(crate) async fn acquire(self: &Arc<Self>) -> Result<LiteConn, StoreError> {
