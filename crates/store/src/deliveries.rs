@@ -8,14 +8,10 @@ use serde::Serialize;
 use crate::query::{Bind, Filter};
 use crate::{Dialect, Page, StoreError};
 
-/// Heads found by grouping the pending rows: one pass, whatever the backlog. On
-/// PostgreSQL the per-row probe below degraded badly behind a large backlog.
-const HEADS_BY_GROUPING: &str =
-    "JOIN (SELECT MIN(id) AS id FROM deliveries WHERE status = 'pending'
-     GROUP BY handlers_id, ordering_key) heads ON heads.id = d.id";
-
 /// Heads found by probing, per due row, for an earlier pending one of its queue: SQLite
-/// answers each probe from the partial index, and stops at the first `LIMIT` rows.
+/// answers each probe from the partial index, and stops at the first `LIMIT` rows. (On
+/// PostgreSQL the probe degraded badly behind a large backlog: there the heads are found
+/// by grouping the pending rows, one pass whatever the backlog.)
 const HEADS_BY_PROBING: &str = " AND NOT EXISTS (
        SELECT 1 FROM deliveries e
        WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
@@ -51,15 +47,24 @@ pub async fn claim(
 ) -> Result<Vec<Claimed>, StoreError> {
     // Only the head of each (handler, key) queue can go: the oldest pending one.
     let sql = match dialect {
+        // Each step is computed once (MATERIALIZED): on a table without statistics yet
+        // the planner otherwise ran the locking subquery again for every pending row.
         // The outer conditions repeat the inner ones: PostgreSQL re-checks them on the
         // row version it locks, so two processes never lease the same delivery.
         Dialect::Postgres => format!(
-            "UPDATE deliveries SET lease_until = {LEASE}
-             WHERE status = 'pending' AND lease_until < $2 AND id IN (
-               SELECT d.id FROM deliveries d {HEADS_BY_GROUPING}
+            "WITH heads AS MATERIALIZED (
+               SELECT MIN(id) AS id FROM deliveries WHERE status = 'pending'
+               GROUP BY handlers_id, ordering_key),
+             chosen AS MATERIALIZED (
+               SELECT d.id FROM heads JOIN deliveries d ON d.id = heads.id
                WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2
                ORDER BY d.next_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED)
-             RETURNING id, event_seq, handlers_id, attempts"
+             UPDATE deliveries SET lease_until = {LEASE}
+             FROM chosen
+             WHERE deliveries.id = chosen.id AND deliveries.status = 'pending'
+               AND deliveries.lease_until < $2
+             RETURNING deliveries.id, deliveries.event_seq, deliveries.handlers_id,
+               deliveries.attempts"
         ),
         // SQLite has one writer, so the inner query's view is the one the update
         // sees; repeating its conditions outside made SQLite scan every pending row
