@@ -567,6 +567,30 @@ impl Pool {
     }
 }
 
+/// Process-wide SQLite settings, made once before the library is first used (SQLite
+/// refuses them afterwards). Memory statistics off: with them, every allocation SQLite
+/// made took one global mutex, shared by the writer and every reader thread; nothing of
+/// ours reads the statistics.
+pub(crate) fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config with SQLITE_CONFIG_MEMSTATUS takes one int; it is only
+        // valid before sqlite3_initialize, and returns SQLITE_MISUSE (harmless) after.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::info!(
+                rc,
+                "SQLite was in use already: its memory statistics stay on"
+            );
+        }
+    });
+}
+
 /// SQLite connections to one file, handed out one holder at a time each.
 pub struct LitePool {
     idle: Mutex<Vec<rusqlite::Connection>>,
@@ -675,20 +699,30 @@ impl LitePool {
     }
 }
 
-/// Binds `$N` parameters by their names, as sqlx does: the same `$N` may appear in
-/// several places, and in several statements of one string.
+/// The SQL for SQLite, with `$N` written `?N`. SQLite gives `?N` the index N itself, so
+/// arguments bind by position, with the same meaning as sqlx gives `$N` (the same
+/// number may appear in several places, and in several statements of one string).
+/// `$N` would be a named parameter, numbered by order of appearance, whose name had to
+/// be looked up and parsed for every argument of every statement. Our SQL has no `$`
+/// inside literals.
+fn numbered(sql: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = sql.as_bytes();
+    let is_param = |i: usize| bytes[i] == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit);
+    if !(0..bytes.len()).any(is_param) {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let out: Vec<u8> = (0..bytes.len())
+        .map(|i| if is_param(i) { b'?' } else { bytes[i] })
+        .collect();
+    std::borrow::Cow::Owned(String::from_utf8(out).expect("only an ASCII byte was replaced"))
+}
+
+/// Binds the arguments by position to a statement of [`numbered`] SQL.
 fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), StoreError> {
-    for i in 1..=stmt.parameter_count() {
-        let n: usize = match stmt.parameter_name(i) {
-            Some(name) => name
-                .trim_start_matches(['$', '?'])
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("parameter {name} is not $N")))?,
-            None => i,
-        };
-        let Some(arg) = args.get(n - 1) else {
-            continue; // unbound: NULL, as SQLite and sqlx treat it
-        };
+    let count = stmt.parameter_count().min(args.len());
+    // Parameters beyond the arguments stay unbound: NULL, as SQLite and sqlx treat it.
+    for (i, arg) in args.iter().enumerate().take(count) {
+        let i = i + 1;
         match arg {
             Arg::Null(_) => stmt.raw_bind_parameter(i, rusqlite::types::Null)?,
             Arg::Int(v) => stmt.raw_bind_parameter(i, v)?,
@@ -711,7 +745,8 @@ fn lite_execute(
     args: &[Arg],
 ) -> Result<Done, StoreError> {
     let mut rows = 0;
-    for one in statements(sql) {
+    let sql = numbered(sql);
+    for one in statements(&sql) {
         let mut stmt = conn.prepare_cached(one)?;
         bind(&mut stmt, args)?;
         let mut result = stmt.raw_query();
@@ -728,6 +763,7 @@ fn lite_rows(
     args: &[Arg],
     limit: usize,
 ) -> Result<Vec<Row>, StoreError> {
+    let sql = numbered(sql);
     let mut stmt = conn.prepare_cached(sql.trim().trim_end_matches(';'))?;
     bind(&mut stmt, args)?;
     let columns: Arc<Vec<String>> =
