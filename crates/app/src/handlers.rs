@@ -250,7 +250,8 @@ impl Handlers {
             .unwrap_or_default()
             .to_string();
         let object_id = request["event"]["object_id"].as_i64();
-        let body = serde_json::to_vec(&request).expect("JSON values serialise");
+        let request = serde_json::value::to_raw_value(&request).expect("JSON values serialise");
+        let body = request.get().as_bytes();
         let secrets = {
             let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
             store::secrets(&mut conn, id)
@@ -265,7 +266,7 @@ impl Handlers {
         };
         let outcome = self
             .caller
-            .call(&h, &secrets.signing(Timestamp::now()), &meta, &body)
+            .call(&h, &secrets.signing(Timestamp::now()), &meta, body)
             .await;
         let mut execution = Execution {
             id: 0,

@@ -1,5 +1,7 @@
 //! The payload a handler receives: `{event, data, previous}`.
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::catalogue::Stage;
@@ -30,6 +32,44 @@ pub fn payload(header: &EventHeader<'_>, data: &Value, previous: &Value) -> Valu
     })
 }
 
+/// The payload as JSON text, from the stored JSON text of `data` and `previous`: the
+/// same bytes as [`payload`] serialised (the same fields in the same sorted order),
+/// without parsing the stored text into values and writing it out again — the delivery
+/// engine does this for every call.
+pub fn payload_text(
+    header: &EventHeader<'_>,
+    data: &RawValue,
+    previous: &RawValue,
+) -> Box<RawValue> {
+    // Fields in the order serde_json's sorted maps give them.
+    #[derive(Serialize)]
+    struct Body<'a> {
+        data: &'a RawValue,
+        event: Header<'a>,
+        previous: &'a RawValue,
+    }
+    #[derive(Serialize)]
+    struct Header<'a> {
+        dt: String,
+        events_id: &'a str,
+        object_id: Option<i64>,
+        stage: &'a str,
+        uid: &'a str,
+    }
+    let body = Body {
+        data,
+        event: Header {
+            dt: header.dt.to_string(),
+            events_id: header.events_id,
+            object_id: header.object_id,
+            stage: header.stage.as_str(),
+            uid: header.uid,
+        },
+        previous,
+    };
+    serde_json::value::to_raw_value(&body).expect("JSON text and plain fields serialise")
+}
+
 /// Fields left out of `previous`: they change with every write and would hide the
 /// change that matters.
 const NOT_COMPARED: &[&str] = &["updated_at"];
@@ -55,6 +95,28 @@ pub fn previous_of(old: &Value, new: &Value) -> Map<String, Value> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn payload_text_is_the_payload_serialised_byte_for_byte() {
+        let data = json!({"id": 7, "name": "Acme \"Ltd\" ☎", "tags": ["a"], "amount": "1.5",
+                          "nested": {"z": null, "a": [1, {"y": 2, "b": 3}]}});
+        let previous = json!({"name": "Old"});
+        for (object_id, previous) in [(Some(7), previous), (None, json!({}))] {
+            let header = EventHeader {
+                dt: Timestamp::parse("2026-11-22T10:15:30.123456Z").expect("valid"),
+                events_id: "clients.update",
+                object_id,
+                uid: "01935a1e-0000-7000-8000-000000000000",
+                stage: Stage::After,
+            };
+            // The stored text is what the outbox wrote: the values serialised.
+            let stored = |v: &Value| RawValue::from_string(v.to_string()).expect("valid JSON");
+            let text = payload_text(&header, &stored(&data), &stored(&previous));
+            let expected =
+                serde_json::to_string(&payload(&header, &data, &previous)).expect("serialises");
+            assert_eq!(text.get(), expected);
+        }
+    }
 
     #[test]
     fn previous_holds_only_changed_fields() {

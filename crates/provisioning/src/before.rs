@@ -296,7 +296,7 @@ impl BeforeChain {
             attempt: 1,
             status: status.into(),
             duration_ms: outcome.map_or(0, |o| o.duration_ms),
-            request,
+            request: serde_json::value::to_raw_value(&request).expect("JSON values serialise"),
             response_status: outcome.and_then(|o| o.response_status),
             response_body: outcome.and_then(|o| o.response_body.clone()),
             error,

@@ -7,29 +7,33 @@
 //! again (at-least-once). Order per (handler, client) comes from the claim query: a
 //! delivery is claimable only when no earlier one of its handler and key is unfinished.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use billhook_domain::catalogue::Stage;
 use billhook_domain::entities::{Handler, HandlerStatus};
-use billhook_domain::payload::{payload, EventHeader};
+use billhook_domain::payload::{payload_text, EventHeader};
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Claimed, Outcome};
-use billhook_store::executions::{self, Execution};
+use billhook_store::executions::Execution;
 use billhook_store::{events, Db, StoreError};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::caller::{CallMeta, CallOutcome, Caller};
 use crate::handler_cache::HandlerCache;
+use crate::outcomes::{write_results, Finished, Written};
 use crate::retry::next_delay;
 
 /// Tuning of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Calls in flight at most, over all handlers.
+    /// Calls in flight at most, over all handlers (one per queue being worked on).
     pub max_in_flight: usize,
+    /// Deliveries of one (handler, client) queue taken in one claim and made one after
+    /// the other without going back to the database in between (SQLite).
+    pub per_queue: usize,
     /// Calls in flight at most per handler (different clients in parallel).
     pub per_handler: usize,
     /// How long a lease lasts beyond the handler's own timeout: the margin for
@@ -48,6 +52,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_in_flight: 256,
+            per_queue: 16,
             per_handler: 32,
             lease_margin: Duration::from_secs(10),
             poll: Duration::from_secs(1),
@@ -137,15 +142,15 @@ impl DeliveryEngine {
         });
         // Outcomes are written in batches by one task: one transaction for many
         // deliveries instead of one each.
-        let (results, results_rx) = mpsc::channel::<Finished>(4096);
+        let (results, results_rx) = mpsc::channel::<Written>(4096);
         let writer = tokio::spawn(write_results(
             self.db.clone(),
             results_rx,
             self.wake.clone(),
         ));
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
-        let mut tasks: JoinSet<i64> = JoinSet::new();
-        let in_flight: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let mut last_claim: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
@@ -186,22 +191,23 @@ impl DeliveryEngine {
                     continue;
                 }
             };
-            for c in claimed {
-                let Some(event) = events.get(&c.event_seq).cloned() else {
-                    tracing::warn!(delivery = c.id, "delivery lost its event");
-                    continue;
-                };
+            for queue in queues_of(claimed, &events) {
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
-                let engine = self.clone();
-                let in_flight = in_flight.clone();
-                let results = results.clone();
-                in_flight.lock().expect("not poisoned").push(c.id);
+                let (engine, in_flight, results, stop) = (
+                    self.clone(),
+                    in_flight.clone(),
+                    results.clone(),
+                    stop.clone(),
+                );
+                in_flight
+                    .lock()
+                    .expect("not poisoned")
+                    .extend(queue.iter().map(|(c, _)| c.id));
                 tasks.spawn(async move {
-                    let id = c.id;
-                    engine.deliver(c, event, &results).await;
-                    in_flight.lock().expect("not poisoned").retain(|x| *x != id);
+                    engine
+                        .deliver_queue(queue, &results, &in_flight, &stop)
+                        .await;
                     drop(permit);
-                    id
                 });
             }
         }
@@ -211,7 +217,12 @@ impl DeliveryEngine {
             .await
             .is_err()
         {
-            let ids = in_flight.lock().expect("not poisoned").clone();
+            let ids: Vec<i64> = in_flight
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .copied()
+                .collect();
             if let Ok(mut conn) = self.db.write.acquire().await {
                 let _ = deliveries::release(&mut conn, &ids).await;
             }
@@ -221,13 +232,20 @@ impl DeliveryEngine {
         let _ = writer.await;
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim(&self, queues: usize) -> Result<Vec<Claimed>, StoreError> {
         let now = Timestamp::now();
         let until =
             now.add_micros(i64::try_from(self.config.lease_margin.as_micros()).unwrap_or(i64::MAX));
         let mut tx = self.db.begin().await?;
-        let claimed =
-            deliveries::claim(&mut tx, self.db.dialect, now, until, limit.min(512) as i64).await?;
+        let claimed = deliveries::claim(
+            &mut tx,
+            self.db.dialect,
+            now,
+            until,
+            queues.min(256) as i64,
+            self.config.per_queue as i64,
+        )
+        .await?;
         tx.commit().await?;
         Ok(claimed)
     }
@@ -267,7 +285,7 @@ impl DeliveryEngine {
     async fn events_of(
         &self,
         claimed: &[Claimed],
-    ) -> Result<HashMap<i64, Arc<events::Event>>, StoreError> {
+    ) -> Result<HashMap<i64, Arc<events::EventText>>, StoreError> {
         let seqs: Vec<i64> = claimed.iter().map(|c| c.event_seq).collect();
         let mut conn = self.db.read.acquire().await?;
         Ok(events::get_many(&mut conn, &seqs)
@@ -277,24 +295,66 @@ impl DeliveryEngine {
             .collect())
     }
 
-    async fn deliver(
+    /// Makes the deliveries of one queue in order. It stops at the first that must be
+    /// tried again later (the rest wait behind it) and gives the rest back; so it does
+    /// with a delivery whose lease would end before its call could, and on shutdown.
+    async fn deliver_queue(
         &self,
-        c: Claimed,
-        event: Arc<events::Event>,
-        results: &mpsc::Sender<Finished>,
+        queue: Queue,
+        results: &mpsc::Sender<Written>,
+        in_flight: &Mutex<HashSet<i64>>,
+        stop: &watch::Receiver<bool>,
     ) {
-        let slots = self.handler_slots(c.handlers_id);
+        let Some((first, _)) = queue.first() else {
+            return;
+        };
+        let slots = self.handler_slots(first.handlers_id);
         let _permit = slots.acquire().await.expect("never closed");
-        match self.attempt(&c, &event).await {
-            Ok(finished) => {
-                let _ = results.send(finished).await;
+        let mut queue = queue.into_iter().enumerate().peekable();
+        while let Some((i, (c, event))) = queue.next() {
+            let go = i == 0 || (!*stop.borrow() && self.lease_covers_call(&c).await);
+            let go_on = go
+                && match self.attempt(&c, &event).await {
+                    Ok(finished) => {
+                        let final_outcome = !matches!(finished.outcome, Outcome::Retry { .. });
+                        let _ = results.send(Written::Attempt(Box::new(finished))).await;
+                        final_outcome
+                    }
+                    // The lease expires and the delivery is taken again: nothing is lost.
+                    Err(e) => {
+                        tracing::warn!(error = %e, delivery = c.id, "delivery attempt failed");
+                        false
+                    }
+                };
+            in_flight.lock().expect("not poisoned").remove(&c.id);
+            if !go_on {
+                let untried = (!go).then_some(c.id).into_iter();
+                for id in untried.chain(queue.by_ref().map(|(_, (c, _))| c.id)) {
+                    in_flight.lock().expect("not poisoned").remove(&id);
+                    let _ = results.send(Written::Release(id)).await;
+                }
             }
-            // The lease expires and the delivery is taken again: nothing is lost.
-            Err(e) => tracing::warn!(error = %e, delivery = c.id, "delivery attempt failed"),
         }
     }
 
-    async fn attempt(&self, c: &Claimed, event: &events::Event) -> Result<Finished, StoreError> {
+    /// Whether the delivery's lease lasts until its call must have ended: a delivery
+    /// that waited behind others of its queue may have used up its lease, and another
+    /// process may take it once the lease ends.
+    async fn lease_covers_call(&self, c: &Claimed) -> bool {
+        match self.handlers.get(&self.db, c.handlers_id).await {
+            Ok(Some(entry)) => {
+                let call_ends = Timestamp::now().add_micros(i64::from(entry.0.timeout_ms) * 1000);
+                call_ends < c.lease_until
+            }
+            _ => false,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        c: &Claimed,
+        event: &events::EventText,
+    ) -> Result<Finished, StoreError> {
         let Some(entry) = self.handlers.get(&self.db, c.handlers_id).await? else {
             return Err(StoreError::Corrupt(format!(
                 "delivery {} lost its handler",
@@ -325,8 +385,7 @@ impl DeliveryEngine {
             uid: &event.uid,
             stage: Stage::After,
         };
-        let request = payload(&header, &event.data, &event.previous);
-        let body = serde_json::to_vec(&request).expect("JSON values serialise");
+        let request = payload_text(&header, &event.data, &event.previous);
         let meta = CallMeta {
             events_id: &event.events_id,
             uid: &event.uid,
@@ -334,7 +393,10 @@ impl DeliveryEngine {
             stage: Stage::After,
         };
         let signing = secrets.signing(now);
-        let outcome = self.caller.call(handler, &signing, &meta, &body).await;
+        let outcome = self
+            .caller
+            .call(handler, &signing, &meta, request.get().as_bytes())
+            .await;
         let attempts = c.attempts + 1;
         let result = decide(handler, attempts, &outcome);
         self.record_metrics(handler, &result, &outcome);
@@ -369,56 +431,40 @@ impl DeliveryEngine {
     }
 }
 
-/// An attempt's outcome, waiting to be written.
-struct Finished {
-    id: i64,
-    attempts: i64,
-    outcome: Outcome,
-    /// The log row; none when the attempt was skipped (handler disabled).
-    execution: Option<Execution>,
-}
+/// The deliveries of one (handler, ordering key) queue taken by one claim, in order,
+/// with their events.
+type Queue = Vec<(Claimed, Arc<events::EventText>)>;
 
-/// Writes outcomes in batches until every sender is gone. A batch that cannot be
-/// written is retried a few times; after that its leases expire and the deliveries are
-/// made again (at least once, never lost).
-async fn write_results(db: Db, mut rx: mpsc::Receiver<Finished>, wake: Arc<Notify>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(f) => batch.push(f),
-                Err(_) => break,
-            }
+/// The claimed deliveries grouped by queue, each queue in order, with their events. A
+/// queue ends before a delivery whose event is missing (its lease runs out and it is
+/// claimed again; the ones behind it wait for it).
+fn queues_of(claimed: Vec<Claimed>, events: &HashMap<i64, Arc<events::EventText>>) -> Vec<Queue> {
+    let mut queues: HashMap<(i64, String), Queue> = HashMap::new();
+    let mut broken: HashSet<(i64, String)> = HashSet::new();
+    let mut order = Vec::new();
+    // `claimed` is in id order, so each queue's deliveries stay in theirs.
+    for c in claimed {
+        let key = (c.handlers_id, c.ordering_key.clone());
+        if broken.contains(&key) {
+            continue;
         }
-        for attempt in 1..=5 {
-            match write_batch(&db, &batch).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "writing delivery outcomes failed");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-            }
-        }
-        // Finished deliveries may unblock the next ones of their clients.
-        wake.notify_one();
+        let Some(event) = events.get(&c.event_seq).cloned() else {
+            tracing::warn!(delivery = c.id, "delivery lost its event");
+            broken.insert(key);
+            continue;
+        };
+        queues
+            .entry(key.clone())
+            .or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            })
+            .push((c, event));
     }
-}
-
-async fn write_batch(db: &Db, batch: &[Finished]) -> Result<(), StoreError> {
-    let now = Timestamp::now();
-    let mut tx = db.begin().await?;
-    let mut succeeded = Vec::new();
-    for f in batch {
-        match &f.outcome {
-            Outcome::Succeeded => succeeded.push(f.id),
-            other => deliveries::finish(&mut tx, f.id, f.attempts, other, now).await?,
-        }
-    }
-    deliveries::finish_succeeded(&mut tx, &succeeded, now).await?;
-    let rows: Vec<&Execution> = batch.iter().filter_map(|f| f.execution.as_ref()).collect();
-    executions::insert_many(&mut tx, &rows).await?;
-    tx.commit().await?;
-    Ok(())
+    order
+        .into_iter()
+        .filter_map(|k| queues.remove(&k))
+        .collect()
 }
 
 /// Success, another try later, or the end of the schedule.
@@ -440,11 +486,11 @@ fn decide(handler: &Handler, attempts: i64, outcome: &CallOutcome) -> Outcome {
 
 fn execution_row(
     handler: &Handler,
-    event: &events::Event,
+    event: &events::EventText,
     c: &Claimed,
     attempt: i64,
     outcome: &CallOutcome,
-    request: serde_json::Value,
+    request: Box<serde_json::value::RawValue>,
 ) -> Execution {
     Execution {
         id: 0,

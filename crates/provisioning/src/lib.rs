@@ -5,6 +5,7 @@ pub mod before;
 pub mod caller;
 pub mod engine;
 pub mod handler_cache;
+mod outcomes;
 pub mod retry;
 pub mod signing;
 

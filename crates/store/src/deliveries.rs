@@ -27,23 +27,32 @@ pub struct Claimed {
     pub id: i64,
     pub event_seq: i64,
     pub handlers_id: i64,
+    pub ordering_key: String,
     /// Attempts made before this one.
     pub attempts: i64,
+    pub lease_until: Timestamp,
 }
 
-/// Leases up to `limit` due deliveries until `lease_base` plus the handler's timeout:
-/// a short lease lets another process (or this one, restarted) take over soon after a
-/// crash. Leases, not locks: nothing is held while the handler is called.
+/// Leases the heads of up to `queues` (handler, ordering key) queues with due work until
+/// `lease_base` plus the handler's timeout: a short lease lets another process (or this
+/// one, restarted) take over soon after a crash. Leases, not locks: nothing is held
+/// while the handler is called.
 ///
 /// A delivery is due when it is pending, its time has come, its lease (if any) expired
 /// — which is how a crashed worker's deliveries come back — and no earlier delivery of
-/// the same handler and ordering key is unfinished.
+/// the same handler and ordering key is unfinished: the head of its queue.
+///
+/// On SQLite each head comes with up to `per_queue - 1` deliveries that follow it in its
+/// queue, due and unleased with nothing in between that is not, for the worker to make
+/// in order. A client with a burst of events is then not served one event per claim.
+/// The rows come in id order within a queue.
 pub async fn claim(
     conn: &mut Conn,
     dialect: Dialect,
     now: Timestamp,
     lease_base: Timestamp,
-    limit: i64,
+    queues: i64,
+    per_queue: i64,
 ) -> Result<Vec<Claimed>, StoreError> {
     // Only the head of each (handler, key) queue can go: the oldest pending one.
     let sql = match dialect {
@@ -64,37 +73,58 @@ pub async fn claim(
              WHERE deliveries.id = chosen.id AND deliveries.status = 'pending'
                AND deliveries.lease_until < $2
              RETURNING deliveries.id, deliveries.event_seq, deliveries.handlers_id,
-               deliveries.attempts"
+               deliveries.ordering_key, deliveries.attempts, deliveries.lease_until"
         ),
         // SQLite has one writer, so the inner query's view is the one the update
         // sees; repeating its conditions outside made SQLite scan every pending row
-        // through an index on them instead of fetching the chosen ids. The inner query
-        // walks the pending rows in due order and stops at the limit.
+        // through an index on them instead of fetching the chosen ids. The heads come
+        // from the pending rows walked in due order up to the limit; each brings the
+        // first pending rows of its queue that are due with none before them that is
+        // not.
         Dialect::Sqlite => format!(
             "UPDATE deliveries SET lease_until = {LEASE}
              WHERE id IN (
-               SELECT d.id FROM deliveries d
-               WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2{HEADS_BY_PROBING}
-               ORDER BY d.next_at LIMIT $3)
-             RETURNING id, event_seq, handlers_id, attempts"
+               SELECT f.id FROM (
+                   SELECT d.handlers_id, d.ordering_key FROM deliveries d
+                   WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2{HEADS_BY_PROBING}
+                   ORDER BY d.next_at LIMIT $3) h
+               JOIN deliveries f ON f.id IN (
+                   SELECT g.id FROM deliveries g
+                   WHERE g.handlers_id = h.handlers_id AND g.ordering_key = h.ordering_key
+                     AND g.status = 'pending'
+                   ORDER BY g.id LIMIT $4)
+               WHERE f.next_at <= $2 AND f.lease_until < $2 AND NOT EXISTS (
+                   SELECT 1 FROM deliveries g
+                   WHERE g.handlers_id = f.handlers_id AND g.ordering_key = f.ordering_key
+                     AND g.status = 'pending' AND g.id < f.id
+                     AND (g.next_at > $2 OR g.lease_until >= $2)))
+             RETURNING id, event_seq, handlers_id, ordering_key, attempts, lease_until"
         ),
     };
-    let rows = query(&sql)
+    let mut q = query(&sql)
         .bind(lease_base.micros())
         .bind(now.micros())
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
+        .bind(queues);
+    if dialect == Dialect::Sqlite {
+        q = q.bind(per_queue.max(1));
+    }
+    let rows = q.fetch_all(conn).await?;
+    let mut claimed = rows
+        .iter()
         .map(|r| {
             Ok(Claimed {
                 id: r.try_get(0)?,
                 event_seq: r.try_get(1)?,
                 handlers_id: r.try_get(2)?,
-                attempts: r.try_get(3)?,
+                ordering_key: r.try_get(3)?,
+                attempts: r.try_get(4)?,
+                lease_until: Timestamp::from_micros(r.try_get(5)?),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // RETURNING gives no order: put each queue's rows in the order they must go.
+    claimed.sort_by_key(|c| c.id);
+    Ok(claimed)
 }
 
 /// The outcome of an attempt, as it is written back.
@@ -165,12 +195,17 @@ pub async fn finish_succeeded(
 
 /// Gives leases back (graceful shutdown) so another process may deliver at once.
 pub async fn release(conn: &mut Conn, ids: &[i64]) -> Result<(), StoreError> {
-    for id in ids {
-        query("UPDATE deliveries SET lease_until = 0 WHERE id = $1 AND status = 'pending'")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+    if ids.is_empty() {
+        return Ok(());
     }
+    let sql = format!(
+        "UPDATE deliveries SET lease_until = 0 WHERE status = 'pending' AND {}",
+        crate::query::in_ids(conn, "id", 1)
+    );
+    query(&sql)
+        .bind(crate::query::ids_json(ids))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

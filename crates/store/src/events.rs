@@ -2,6 +2,7 @@
 
 use crate::sql::{query, Conn, Row};
 use billhook_domain::Timestamp;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::query::{json_column, Filter};
@@ -45,8 +46,37 @@ pub async fn get_by_seq(conn: &mut Conn, seq: i64) -> Result<Option<Event>, Stor
     row.as_ref().map(from_row).transpose()
 }
 
+/// An event for delivery: `data` and `previous` as the JSON text stored, which goes
+/// into the payload as it is.
+#[derive(Debug)]
+pub struct EventText {
+    pub seq: i64,
+    pub uid: String,
+    pub events_id: String,
+    pub object_id: Option<i64>,
+    pub dt: Timestamp,
+    pub data: Box<RawValue>,
+    pub previous: Box<RawValue>,
+}
+
+fn text_from_row(row: &Row) -> Result<EventText, StoreError> {
+    let raw = |column: &str| -> Result<Box<RawValue>, StoreError> {
+        RawValue::from_string(row.try_get(column)?)
+            .map_err(|e| StoreError::Corrupt(format!("events.{column} is not JSON: {e}")))
+    };
+    Ok(EventText {
+        seq: row.try_get("id")?,
+        uid: row.try_get("uid")?,
+        events_id: row.try_get("events_id")?,
+        object_id: row.try_get("object_id")?,
+        dt: Timestamp::from_micros(row.try_get("dt")?),
+        data: raw("data")?,
+        previous: raw("previous")?,
+    })
+}
+
 /// Loads the events at these positions (a claimed batch) in one query.
-pub async fn get_many(conn: &mut Conn, seqs: &[i64]) -> Result<Vec<Event>, StoreError> {
+pub async fn get_many(conn: &mut Conn, seqs: &[i64]) -> Result<Vec<EventText>, StoreError> {
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
@@ -58,7 +88,7 @@ pub async fn get_many(conn: &mut Conn, seqs: &[i64]) -> Result<Vec<Event>, Store
         .bind(crate::query::ids_json(seqs))
         .fetch_all(conn)
         .await?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(text_from_row).collect()
 }
 
 /// Loads one event by uid.

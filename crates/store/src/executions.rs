@@ -3,6 +3,7 @@
 use crate::sql::{query, Conn, Row};
 use billhook_domain::Timestamp;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::query::{json_column, like_pattern, to_json_text, Bind, Filter};
@@ -23,8 +24,8 @@ pub struct Execution {
     /// `success` or `fail`.
     pub status: String,
     pub duration_ms: i64,
-    /// The payload sent.
-    pub request: Value,
+    /// The payload sent, as sent.
+    pub request: Box<RawValue>,
     pub response_status: Option<i64>,
     pub response_body: Option<String>,
     pub error: Option<String>,
@@ -49,7 +50,8 @@ fn from_row(row: &Row) -> Result<Execution, StoreError> {
         attempt: row.try_get("attempt")?,
         status: row.try_get("status")?,
         duration_ms: row.try_get("duration_ms")?,
-        request: json_column(&row.try_get::<String, _>("request")?)?,
+        request: RawValue::from_string(row.try_get("request")?)
+            .map_err(|e| StoreError::Corrupt(format!("executions.request is not JSON: {e}")))?,
         response_status: row.try_get("response_status")?,
         response_body: row.try_get("response_body")?,
         error: row.try_get("error")?,
@@ -75,7 +77,7 @@ fn bind_row(q: crate::sql::Query, e: &Execution) -> crate::sql::Query {
         .bind(e.attempt)
         .bind(&e.status)
         .bind(e.duration_ms)
-        .bind(to_json_text(&e.request))
+        .bind(e.request.get())
         .bind(e.response_status)
         .bind(e.response_body.as_deref())
         .bind(e.error.as_deref())

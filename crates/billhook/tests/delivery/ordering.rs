@@ -246,3 +246,32 @@ async fn two_servers_on_one_database_deliver_as_one() {
         "each event delivered once, as by one server: {all:?}"
     );
 }
+
+/// A burst for one client goes out in order, several deliveries per claim; when one of
+/// them fails, the ones behind it wait for its retry instead of going on.
+#[tokio::test]
+async fn a_failure_inside_a_burst_holds_back_the_rest_of_the_burst() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    http_handler(&s, "clients.*", &r.url("/h"), &[1; 5]).await;
+    let a = client(&s, "A").await;
+    r.wait_hits("/h", 1, 30).await;
+    // The 3rd request from now fails once.
+    r.plan(&[
+        (200, Duration::ZERO),
+        (200, Duration::ZERO),
+        (500, Duration::ZERO),
+    ]);
+    for n in 1..=20 {
+        rename(&s, a, &format!("A{n}")).await;
+    }
+    let raised = raised_per_client(&s).await.remove(&a).expect("A's events");
+    let hits = r.wait_hits("/h", raised.len() + 1, 60).await;
+    let arrived: Vec<String> = hits.iter().map(|h| h.uid()).collect();
+    let mut expected = raised.clone();
+    expected.insert(4, raised[3].clone());
+    assert_eq!(
+        arrived, expected,
+        "each event once, in order, the failed one twice and nothing after it before its retry"
+    );
+}
