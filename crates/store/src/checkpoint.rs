@@ -25,6 +25,14 @@ const EVERY: Duration = Duration::from_millis(100);
 /// WAL pages (4 KiB) beyond which the checkpoint takes the writer to start the WAL over.
 const RESTART_AT: i64 = 4096;
 
+/// How long the checkpoint waits for readers still on old pages of the WAL, while it
+/// holds the writer; a long read makes it give up (and try again later) rather than
+/// hold every write up.
+const READERS_WAIT: &str = "PRAGMA busy_timeout=50;";
+
+/// The least time between two attempts to start the WAL over.
+const RESTART_EVERY: Duration = Duration::from_millis(250);
+
 /// Setup of the writer connection: no automatic checkpoints, and a WAL file cut back to
 /// this size when it starts over.
 pub(crate) const WRITER_SETUP: &str =
@@ -34,19 +42,21 @@ pub(crate) const WRITER_SETUP: &str =
 /// when the writer pool is closed or dropped.
 pub(crate) fn start(path: &str, writer: &Arc<LitePool>) -> Result<(), StoreError> {
     let conn = rusqlite::Connection::open(path)?;
-    conn.execute_batch("PRAGMA busy_timeout=10000;")?;
+    conn.execute_batch(READERS_WAIT)?;
     let conn = Arc::new(Mutex::new(conn));
     let writer = Arc::downgrade(writer);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_restart = tokio::time::Instant::now();
         loop {
             tick.tick().await;
-            if let Err(e) = checkpoint(&conn, &writer).await {
-                match e {
-                    Stop => return,
-                    Failed(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
-                }
+            let may_restart = last_restart.elapsed() >= RESTART_EVERY;
+            match checkpoint(&conn, &writer, may_restart).await {
+                Ok(true) => last_restart = tokio::time::Instant::now(),
+                Ok(false) => {}
+                Err(Stop) => return,
+                Err(Failed(e)) => tracing::warn!(error = %e, "WAL checkpoint failed"),
             }
         }
     });
@@ -59,19 +69,23 @@ enum Outcome {
 }
 use Outcome::{Failed, Stop};
 
+/// A passive checkpoint, and the WAL started over if it is large and `may_restart`;
+/// true when that was tried.
 async fn checkpoint(
     conn: &Arc<Mutex<rusqlite::Connection>>,
     writer: &Weak<LitePool>,
-) -> Result<(), Outcome> {
+    may_restart: bool,
+) -> Result<bool, Outcome> {
     let wal_pages = run(conn, "PRAGMA wal_checkpoint(PASSIVE)").await?;
-    if wal_pages < RESTART_AT {
-        return Ok(());
+    if wal_pages < RESTART_AT || !may_restart {
+        return Ok(false);
     }
     let pool = writer.upgrade().ok_or(Stop)?;
-    // Holding the writer: nothing is appended while the rest is copied.
+    // Holding the writer: nothing is appended while the rest is copied. A reader on
+    // old pages makes it end unfinished ("busy"), which is no error.
     let _writer = pool.acquire_for_checkpoint().await.map_err(|_| Stop)?;
     run(conn, "PRAGMA wal_checkpoint(RESTART)").await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Runs a checkpoint statement on the blocking pool; returns the WAL's size in pages.
