@@ -29,7 +29,7 @@ fn from_row(row: &Row) -> Result<Account, StoreError> {
 
 /// Inserts a new account and returns its id.
 pub async fn insert(conn: &mut Conn, a: &Account) -> Result<i64, StoreError> {
-    let id = query_scalar(
+    let id = query(
         "INSERT INTO accounts (clients_id, name, auth_type, ips, login, password, enabled, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
@@ -42,7 +42,7 @@ pub async fn insert(conn: &mut Conn, a: &Account) -> Result<i64, StoreError> {
     .bind(a.enabled as i64)
     .bind(a.created_at.micros())
     .bind(a.updated_at.micros())
-    .fetch_one(conn)
+    .insert_id(conn)
     .await?;
     Ok(id)
 }

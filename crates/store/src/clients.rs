@@ -1,6 +1,6 @@
 //! Clients and their balances.
 
-use crate::sql::{query, query_scalar, Conn, Row};
+use crate::sql::{query, Conn, Row};
 use billhook_domain::entities::{Client, ClientStatus};
 use billhook_domain::{Money, Timestamp};
 
@@ -31,7 +31,7 @@ fn from_row(row: &Row) -> Result<Client, StoreError> {
 
 /// Inserts a new client and returns its id.
 pub async fn insert(conn: &mut Conn, c: &Client) -> Result<i64, StoreError> {
-    let id = query_scalar(
+    let id = query(
         "INSERT INTO clients (name, status, currency, balance, credit, email, tags, custom_fields, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
@@ -45,7 +45,7 @@ pub async fn insert(conn: &mut Conn, c: &Client) -> Result<i64, StoreError> {
     .bind(to_json_text(&c.custom_fields))
     .bind(c.created_at.micros())
     .bind(c.updated_at.micros())
-    .fetch_one(conn)
+    .insert_id(conn)
     .await?;
     Ok(id)
 }

@@ -35,7 +35,7 @@ fn from_row(row: &Row) -> Result<Did, StoreError> {
 
 /// Inserts a DID and returns its id; a live duplicate number is a unique violation.
 pub async fn insert(conn: &mut Conn, d: &Did) -> Result<i64, StoreError> {
-    let id = query_scalar(
+    let id = query(
         "INSERT INTO dids (number, status, clients_id, accounts_id, hold_until, status_after_hold, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
@@ -47,7 +47,7 @@ pub async fn insert(conn: &mut Conn, d: &Did) -> Result<i64, StoreError> {
     .bind(d.status_after_hold.map(|s| s.as_str()))
     .bind(d.created_at.micros())
     .bind(d.updated_at.micros())
-    .fetch_one(conn)
+    .insert_id(conn)
     .await?;
     Ok(id)
 }

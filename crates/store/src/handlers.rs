@@ -43,7 +43,7 @@ fn from_row(row: &Row) -> Result<Handler, StoreError> {
 
 /// Inserts a handler with its first secret and returns its id.
 pub async fn insert(conn: &mut Conn, h: &Handler, secret: &str) -> Result<i64, StoreError> {
-    let id = query_scalar(
+    let id = query(
         "INSERT INTO handlers (name, status, priority, event, stage, type, task, timeout_ms, on_failure, retry_schedule, secret, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
     )
@@ -60,7 +60,7 @@ pub async fn insert(conn: &mut Conn, h: &Handler, secret: &str) -> Result<i64, S
     .bind(secret)
     .bind(h.created_at.micros())
     .bind(h.updated_at.micros())
-    .fetch_one(conn)
+    .insert_id(conn)
     .await?;
     Ok(id)
 }

@@ -37,7 +37,7 @@ pub async fn insert(
     node: &str,
     file_path: &str,
 ) -> Result<i64, StoreError> {
-    let id = query_scalar(
+    let id = query(
         "INSERT INTO imports (kind, status, file_name, rate_tables_id, rows_total, rows_imported,
            errors, source, node, file_path, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
@@ -54,7 +54,7 @@ pub async fn insert(
     .bind(file_path)
     .bind(i.created_at.micros())
     .bind(i.updated_at.micros())
-    .fetch_one(conn)
+    .insert_id(conn)
     .await?;
     Ok(id)
 }

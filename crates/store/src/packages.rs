@@ -28,7 +28,7 @@ fn from_row(row: &Row) -> Result<Package, StoreError> {
 
 /// Inserts a package and returns its id.
 pub async fn insert(conn: &mut Conn, p: &Package) -> Result<i64, StoreError> {
-    let id = query_scalar(
+    let id = query(
         "INSERT INTO packages (name, period, fee, currency, status, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -39,7 +39,7 @@ pub async fn insert(conn: &mut Conn, p: &Package) -> Result<i64, StoreError> {
     .bind(p.status.as_str())
     .bind(p.created_at.micros())
     .bind(p.updated_at.micros())
-    .fetch_one(conn)
+    .insert_id(conn)
     .await?;
     Ok(id)
 }

@@ -1,6 +1,6 @@
 //! Rate tables and their rates.
 
-use crate::sql::{query, query_scalar, Conn, Row};
+use crate::sql::{query, Conn, Row};
 use billhook_domain::entities::{Rate, RateTable};
 use billhook_domain::{Money, Timestamp};
 
@@ -37,7 +37,7 @@ fn rate_from_row(row: &Row) -> Result<Rate, StoreError> {
 
 /// Inserts a rate table and returns its id.
 pub async fn insert(conn: &mut Conn, t: &RateTable) -> Result<i64, StoreError> {
-    let id = query_scalar(
+    let id = query(
         "INSERT INTO rate_tables (name, currency, email_sender, email_subject, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
@@ -47,7 +47,7 @@ pub async fn insert(conn: &mut Conn, t: &RateTable) -> Result<i64, StoreError> {
     .bind(t.email_subject.as_deref())
     .bind(t.created_at.micros())
     .bind(t.updated_at.micros())
-    .fetch_one(conn)
+    .insert_id(conn)
     .await?;
     Ok(id)
 }

@@ -202,6 +202,25 @@ impl Query {
             .ok_or(StoreError::Sqlx(sqlx::Error::RowNotFound))
     }
 
+    /// Runs an `INSERT … RETURNING id` and gives the new row's id. SQLite runs the
+    /// statement without its RETURNING clause and reads the connection's last rowid:
+    /// with RETURNING it opened a temporary table for every insert, to hold one id.
+    pub async fn insert_id(self, conn: &mut Conn) -> Result<i64, StoreError> {
+        match conn.backend() {
+            Backend::Any(c) => Ok(self.any().fetch_one(c).await?.try_get(0usize)?),
+            Backend::Lite(c) => {
+                let sql = self.sql.trim_end();
+                let Some(insert) = sql.strip_suffix("RETURNING id") else {
+                    return Err(StoreError::Corrupt(format!(
+                        "insert_id needs an INSERT … RETURNING id: {sql}"
+                    )));
+                };
+                lite_execute(c, insert, &self.args)?;
+                Ok(c.last_insert_rowid())
+            }
+        }
+    }
+
     fn any(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
         let mut q = sqlx::query(&self.sql);
         for a in &self.args {

@@ -32,7 +32,7 @@ fn from_row(row: &Row) -> Result<Subscription, StoreError> {
 
 /// Inserts a subscription and returns its id.
 pub async fn insert(conn: &mut Conn, s: &Subscription) -> Result<i64, StoreError> {
-    let id = query_scalar(
+    let id = query(
         "INSERT INTO subscriptions (clients_id, packages_id, status, start_dt, period_start, period_end, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
@@ -44,7 +44,7 @@ pub async fn insert(conn: &mut Conn, s: &Subscription) -> Result<i64, StoreError
     .bind(s.period_end.map(|t| t.micros()))
     .bind(s.created_at.micros())
     .bind(s.updated_at.micros())
-    .fetch_one(conn)
+    .insert_id(conn)
     .await?;
     Ok(id)
 }

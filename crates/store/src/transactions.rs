@@ -1,6 +1,6 @@
 //! Charges and payments, in one table told apart by `kind`.
 
-use crate::sql::{query, query_scalar, Conn, Row};
+use crate::sql::{query, Conn, Row};
 use billhook_domain::entities::{Transaction, TransactionKind};
 use billhook_domain::{Money, Timestamp};
 
@@ -27,7 +27,7 @@ pub async fn insert(
     kind: TransactionKind,
     t: &Transaction,
 ) -> Result<i64, StoreError> {
-    let id = query_scalar(
+    let id = query(
         "INSERT INTO transactions (kind, clients_id, amount, dt, notes, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -38,7 +38,7 @@ pub async fn insert(
     .bind(t.notes.as_deref())
     .bind(t.created_at.micros())
     .bind(t.updated_at.micros())
-    .fetch_one(conn)
+    .insert_id(conn)
     .await?;
     Ok(id)
 }
