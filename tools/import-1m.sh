@@ -12,7 +12,7 @@ with open('rates_1m.csv','w') as f:
         f.write(f'{1000000+i},0.{i%10000:04d},2026-01-01\\n')
 "
 rm -rf run && mkdir run && cd run
-BIN=$ROOT/target/release/billhook
+BIN=${BIN:-$ROOT/target/release/billhook}
 DB=${DB:-sqlite:./billhook.db}
 BILLHOOK_API_KEY=k BILLHOOK_LOG=warn /usr/bin/time -v $BIN serve --listen 127.0.0.1:18099 --database-url "$DB" > out.log 2> time.log &
 sleep 2
