@@ -213,10 +213,13 @@ impl DeliveryEngine {
         }
         listener.abort();
         let drain = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(35), drain)
+        if tokio::time::timeout(Duration::from_secs(35), &mut Box::pin(drain))
             .await
             .is_err()
         {
+            // Stop the calls still running before their leases are given back, so that
+            // no delivery is both called here and free to be taken elsewhere.
+            tasks.shutdown().await;
             let ids: Vec<i64> = in_flight
                 .lock()
                 .expect("not poisoned")
@@ -310,9 +313,11 @@ impl DeliveryEngine {
         };
         let slots = self.handler_slots(first.handlers_id);
         let _permit = slots.acquire().await.expect("never closed");
-        let mut queue = queue.into_iter().enumerate().peekable();
-        while let Some((i, (c, event))) = queue.next() {
-            let go = i == 0 || (!*stop.borrow() && self.lease_covers_call(&c).await);
+        let mut queue = queue.into_iter();
+        while let Some((c, event)) = queue.next() {
+            // Checked for the first too: it may have waited for the handler's permit
+            // while other queues of the handler were worked on.
+            let go = !*stop.borrow() && self.lease_covers_call(&c).await;
             let go_on = go
                 && match self.attempt(&c, &event).await {
                     Ok(finished) => {
@@ -329,7 +334,7 @@ impl DeliveryEngine {
             in_flight.lock().expect("not poisoned").remove(&c.id);
             if !go_on {
                 let untried = (!go).then_some(c.id).into_iter();
-                for id in untried.chain(queue.by_ref().map(|(_, (c, _))| c.id)) {
+                for id in untried.chain(queue.by_ref().map(|(c, _)| c.id)) {
                     in_flight.lock().expect("not poisoned").remove(&id);
                     let _ = results.send(Written::Release(id)).await;
                 }
@@ -337,14 +342,17 @@ impl DeliveryEngine {
         }
     }
 
-    /// Whether the delivery's lease lasts until its call must have ended: a delivery
-    /// that waited behind others of its queue may have used up its lease, and another
-    /// process may take it once the lease ends.
+    /// Whether the delivery's lease lasts until its call must have ended and its
+    /// outcome been written (half the lease margin is kept for that): a delivery that
+    /// waited behind others may have used up its lease, and once the lease ends another
+    /// process, or this one, may take it again.
     async fn lease_covers_call(&self, c: &Claimed) -> bool {
         match self.handlers.get(&self.db, c.handlers_id).await {
             Ok(Some(entry)) => {
-                let call_ends = Timestamp::now().add_micros(i64::from(entry.0.timeout_ms) * 1000);
-                call_ends < c.lease_until
+                let margin = self.config.lease_margin.as_micros() / 2;
+                let needed = i64::from(entry.0.timeout_ms) * 1000
+                    + i64::try_from(margin).unwrap_or(i64::MAX / 2);
+                Timestamp::now().add_micros(needed) < c.lease_until
             }
             _ => false,
         }

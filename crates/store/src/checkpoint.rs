@@ -76,14 +76,25 @@ async fn checkpoint(
     writer: &Weak<LitePool>,
     may_restart: bool,
 ) -> Result<bool, Outcome> {
+    let pool = writer.upgrade().ok_or(Stop)?;
+    if pool.is_closed() {
+        return Err(Stop);
+    }
     let wal_pages = run(conn, "PRAGMA wal_checkpoint(PASSIVE)").await?;
     if wal_pages < RESTART_AT || !may_restart {
         return Ok(false);
     }
-    let pool = writer.upgrade().ok_or(Stop)?;
     // Holding the writer: nothing is appended while the rest is copied. A reader on
     // old pages makes it end unfinished ("busy"), which is no error.
-    let _writer = pool.acquire_for_checkpoint().await.map_err(|_| Stop)?;
+    // Only a closed pool ends the task: with automatic checkpoints off, giving up on a
+    // passing error would let the WAL grow without end.
+    let _writer = pool.acquire_for_checkpoint().await.map_err(|e| {
+        if pool.is_closed() {
+            Stop
+        } else {
+            Failed(e)
+        }
+    })?;
     run(conn, "PRAGMA wal_checkpoint(RESTART)").await?;
     Ok(true)
 }
@@ -96,6 +107,10 @@ async fn run(conn: &Arc<Mutex<rusqlite::Connection>>, sql: &'static str) -> Resu
         conn.query_row(sql, [], |row| row.get::<_, i64>(1))
     })
     .await
-    .map_err(|_| Stop)?
+    .map_err(|e| {
+        Failed(StoreError::Corrupt(format!(
+            "the checkpoint thread failed: {e}"
+        )))
+    })?
     .map_err(|e| Failed(e.into()))
 }

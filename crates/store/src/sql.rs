@@ -684,6 +684,11 @@ impl LitePool {
         })
     }
 
+    /// Whether the pool was closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.permits.is_closed()
+    }
+
     /// The writer alone, with no group open, for the WAL checkpoint.
     pub(crate) async fn acquire_for_checkpoint(self: &Arc<Self>) -> Result<LiteConn, StoreError> {
         match &self.group {
