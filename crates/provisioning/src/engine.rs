@@ -15,7 +15,7 @@ use billhook_domain::catalogue::Stage;
 use billhook_domain::entities::{Handler, HandlerStatus};
 use billhook_domain::payload::{payload_text, EventHeader};
 use billhook_domain::Timestamp;
-use billhook_store::deliveries::{self, Claimed, Outcome};
+use billhook_store::deliveries::{self, Claimed, Lease, Outcome};
 use billhook_store::executions::Execution;
 use billhook_store::{events, Db, StoreError};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -150,7 +150,7 @@ impl DeliveryEngine {
         ));
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let in_flight: Arc<Mutex<HashSet<Lease>>> = Arc::default();
         let mut last_claim: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
@@ -202,7 +202,7 @@ impl DeliveryEngine {
                 in_flight
                     .lock()
                     .expect("not poisoned")
-                    .extend(queue.iter().map(|(c, _)| c.id));
+                    .extend(queue.iter().map(|(c, _)| c.lease()));
                 tasks.spawn(async move {
                     engine
                         .deliver_queue(queue, &results, &in_flight, &stop)
@@ -220,14 +220,14 @@ impl DeliveryEngine {
             // Stop the calls still running before their leases are given back, so that
             // no delivery is both called here and free to be taken elsewhere.
             tasks.shutdown().await;
-            let ids: Vec<i64> = in_flight
+            let leases: Vec<Lease> = in_flight
                 .lock()
                 .expect("not poisoned")
                 .iter()
                 .copied()
                 .collect();
             if let Ok(mut conn) = self.db.write.acquire().await {
-                let _ = deliveries::release(&mut conn, &ids).await;
+                let _ = deliveries::release(&mut conn, &leases).await;
             }
         }
         // Every finished call's outcome is written before the engine stops.
@@ -305,7 +305,7 @@ impl DeliveryEngine {
         &self,
         queue: Queue,
         results: &mpsc::Sender<Written>,
-        in_flight: &Mutex<HashSet<i64>>,
+        in_flight: &Mutex<HashSet<Lease>>,
         stop: &watch::Receiver<bool>,
     ) {
         let Some((first, _)) = queue.first() else {
@@ -331,12 +331,12 @@ impl DeliveryEngine {
                         false
                     }
                 };
-            in_flight.lock().expect("not poisoned").remove(&c.id);
+            in_flight.lock().expect("not poisoned").remove(&c.lease());
             if !go_on {
-                let untried = (!go).then_some(c.id).into_iter();
-                for id in untried.chain(queue.by_ref().map(|(c, _)| c.id)) {
-                    in_flight.lock().expect("not poisoned").remove(&id);
-                    let _ = results.send(Written::Release(id)).await;
+                let untried = (!go).then_some(c.lease()).into_iter();
+                for lease in untried.chain(queue.by_ref().map(|(c, _)| c.lease())) {
+                    in_flight.lock().expect("not poisoned").remove(&lease);
+                    let _ = results.send(Written::Release(lease)).await;
                 }
             }
         }
@@ -380,7 +380,7 @@ impl DeliveryEngine {
                 ),
             };
             return Ok(Finished {
-                id: c.id,
+                lease: c.lease(),
                 attempts: c.attempts,
                 outcome: later,
                 execution: None,
@@ -411,7 +411,7 @@ impl DeliveryEngine {
 
         let execution = execution_row(handler, event, c, attempts, &outcome, request);
         Ok(Finished {
-            id: c.id,
+            lease: c.lease(),
             attempts,
             outcome: result,
             execution: Some(execution),

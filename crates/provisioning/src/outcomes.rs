@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use billhook_domain::Timestamp;
-use billhook_store::deliveries::{self, Outcome};
+use billhook_store::deliveries::{self, Lease, Outcome};
 use billhook_store::executions::{self, Execution};
 use billhook_store::{Db, StoreError};
 use tokio::sync::{mpsc, Notify};
@@ -15,12 +15,12 @@ pub(crate) enum Written {
     /// An attempt's outcome.
     Attempt(Box<Finished>),
     /// A delivery given back untried: its lease ends so that it can be claimed again.
-    Release(i64),
+    Release(Lease),
 }
 
 /// An attempt's outcome, waiting to be written.
 pub(crate) struct Finished {
-    pub id: i64,
+    pub lease: Lease,
     pub attempts: i64,
     pub outcome: Outcome,
     /// The log row; none when the attempt was skipped (handler disabled).
@@ -61,11 +61,11 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<(), StoreError> {
     let mut rows = Vec::new();
     for w in batch {
         match w {
-            Written::Release(id) => released.push(*id),
+            Written::Release(lease) => released.push(*lease),
             Written::Attempt(f) => {
                 match &f.outcome {
-                    Outcome::Succeeded => succeeded.push(f.id),
-                    other => deliveries::finish(&mut tx, f.id, f.attempts, other, now).await?,
+                    Outcome::Succeeded => succeeded.push(f.lease),
+                    other => deliveries::finish(&mut tx, f.lease, f.attempts, other, now).await?,
                 }
                 rows.extend(f.execution.as_ref());
             }

@@ -21,6 +21,16 @@ const HEADS_BY_PROBING: &str = " AND NOT EXISTS (
 const LEASE: &str =
     "$1 + (SELECT h.timeout_ms FROM handlers h WHERE h.id = deliveries.handlers_id) * 1000";
 
+/// A delivery as leased: its id and the lease it was claimed with. Writes about it apply
+/// only while that lease is still its own (a fencing token): a holder whose lease ran
+/// out, and whose delivery was taken again, cannot overwrite the new holder's outcome
+/// or free its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub id: i64,
+    pub until: Timestamp,
+}
+
 /// A delivery taken by a worker until `lease_until`.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -31,6 +41,16 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: i64,
     pub lease_until: Timestamp,
+}
+
+impl Claimed {
+    /// Its lease, for writing its outcome.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            until: self.lease_until,
+        }
+    }
 }
 
 /// Leases the heads of up to `queues` (handler, ordering key) queues with due work until
@@ -142,10 +162,10 @@ pub enum Outcome {
     },
 }
 
-/// Records an attempt's outcome and ends the lease.
+/// Records an attempt's outcome and ends the lease, if the lease is still held.
 pub async fn finish(
     conn: &mut Conn,
-    id: i64,
+    lease: Lease,
     attempts: i64,
     outcome: &Outcome,
     now: Timestamp,
@@ -157,14 +177,15 @@ pub async fn finish(
     };
     query(
         "UPDATE deliveries SET status = $1, attempts = $2, next_at = $3, last_error = $4,
-         lease_until = 0, updated_at = $5 WHERE id = $6",
+         lease_until = 0, updated_at = $5 WHERE id = $6 AND lease_until = $7",
     )
     .bind(status)
     .bind(attempts)
     .bind(next_at.micros())
     .bind(error)
     .bind(now.micros())
-    .bind(id)
+    .bind(lease.id)
+    .bind(lease.until.micros())
     .execute(conn)
     .await?;
     Ok(())
@@ -174,36 +195,36 @@ pub async fn finish(
 /// the one attempt its lease was for.
 pub async fn finish_succeeded(
     conn: &mut Conn,
-    ids: &[i64],
+    leases: &[Lease],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if ids.is_empty() {
+    if leases.is_empty() {
         return Ok(());
     }
     let sql = format!(
         "UPDATE deliveries SET status = 'succeeded', attempts = attempts + 1, next_at = $1,
          last_error = NULL, lease_until = 0, updated_at = $1 WHERE {}",
-        crate::query::in_ids(conn, "id", 2)
+        crate::query::in_leases(conn, 2)
     );
     query(&sql)
         .bind(now.micros())
-        .bind(crate::query::ids_json(ids))
+        .bind(crate::query::leases_json(leases))
         .execute(conn)
         .await?;
     Ok(())
 }
 
 /// Gives leases back (graceful shutdown) so another process may deliver at once.
-pub async fn release(conn: &mut Conn, ids: &[i64]) -> Result<(), StoreError> {
-    if ids.is_empty() {
+pub async fn release(conn: &mut Conn, leases: &[Lease]) -> Result<(), StoreError> {
+    if leases.is_empty() {
         return Ok(());
     }
     let sql = format!(
         "UPDATE deliveries SET lease_until = 0 WHERE status = 'pending' AND {}",
-        crate::query::in_ids(conn, "id", 1)
+        crate::query::in_leases(conn, 1)
     );
     query(&sql)
-        .bind(crate::query::ids_json(ids))
+        .bind(crate::query::leases_json(leases))
         .execute(conn)
         .await?;
     Ok(())

@@ -147,6 +147,28 @@ pub fn in_ids(conn: &crate::Conn, column: &str, param: usize) -> String {
     }
 }
 
+/// `(id, lease_until) IN (…)` over leases bound as one JSON array of pairs in
+/// `$param` (see [`in_ids`]); bind them with [`leases_json`].
+pub fn in_leases(conn: &crate::Conn, param: usize) -> String {
+    if conn.is_sqlite() {
+        format!(
+            "(id, lease_until) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')
+             FROM json_each(${param}))"
+        )
+    } else {
+        format!(
+            "(id, lease_until) IN (SELECT (e->>0)::bigint, (e->>1)::bigint
+             FROM jsonb_array_elements(${param}::jsonb) e)"
+        )
+    }
+}
+
+/// The JSON array for [`in_leases`].
+pub fn leases_json(leases: &[crate::deliveries::Lease]) -> String {
+    let pairs: Vec<[i64; 2]> = leases.iter().map(|l| [l.id, l.until.micros()]).collect();
+    serde_json::to_string(&pairs).expect("integers serialise")
+}
+
 /// The JSON array for [`in_ids`].
 pub fn ids_json(ids: &[i64]) -> String {
     serde_json::to_string(ids).expect("integers serialise")
