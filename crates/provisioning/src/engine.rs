@@ -32,7 +32,7 @@ pub struct EngineConfig {
     /// Calls in flight at most, over all handlers (one per queue being worked on).
     pub max_in_flight: usize,
     /// Deliveries of one (handler, client) queue taken in one claim and made one after
-    /// the other without going back to the database in between (SQLite).
+    /// the other without going back to the database in between.
     pub per_queue: usize,
     /// Calls in flight at most per handler (different clients in parallel).
     pub per_handler: usize,

@@ -62,7 +62,7 @@ impl Claimed {
 /// — which is how a crashed worker's deliveries come back — and no earlier delivery of
 /// the same handler and ordering key is unfinished: the head of its queue.
 ///
-/// On SQLite each head comes with up to `per_queue - 1` deliveries that follow it in its
+/// Each head comes with up to `per_queue - 1` deliveries that follow it in its
 /// queue, due and unleased with nothing in between that is not, for the worker to make
 /// in order. A client with a burst of events is then not served one event per claim.
 /// The rows come in id order within a queue.
@@ -78,20 +78,34 @@ pub async fn claim(
     let sql = match dialect {
         // Each step is computed once (MATERIALIZED): on a table without statistics yet
         // the planner otherwise ran the locking subquery again for every pending row.
-        // The outer conditions repeat the inner ones: PostgreSQL re-checks them on the
-        // row version it locks, so two processes never lease the same delivery.
+        // Heads are locked (SKIP LOCKED) and leased; a follower is only ever reached
+        // through its queue's head, so two processes never take the same one. The outer
+        // conditions are checked again on the row version the update locks.
         Dialect::Postgres => format!(
             "WITH heads AS MATERIALIZED (
                SELECT MIN(id) AS id FROM deliveries WHERE status = 'pending'
                GROUP BY handlers_id, ordering_key),
              chosen AS MATERIALIZED (
-               SELECT d.id FROM heads JOIN deliveries d ON d.id = heads.id
+               SELECT d.id, d.handlers_id, d.ordering_key FROM heads
+               JOIN deliveries d ON d.id = heads.id
                WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2
-               ORDER BY d.next_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED)
+               ORDER BY d.next_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED),
+             taken AS MATERIALIZED (
+               SELECT f.id FROM chosen c CROSS JOIN LATERAL (
+                 SELECT g.id FROM deliveries g
+                 WHERE g.handlers_id = c.handlers_id AND g.ordering_key = c.ordering_key
+                   AND g.status = 'pending' AND g.id >= c.id
+                 ORDER BY g.id LIMIT $4) f)
              UPDATE deliveries SET lease_until = {LEASE}
-             FROM chosen
-             WHERE deliveries.id = chosen.id AND deliveries.status = 'pending'
-               AND deliveries.lease_until < $2
+             FROM taken
+             WHERE deliveries.id = taken.id AND deliveries.status = 'pending'
+               AND deliveries.next_at <= $2 AND deliveries.lease_until < $2
+               AND NOT EXISTS (
+                 SELECT 1 FROM deliveries g
+                 WHERE g.handlers_id = deliveries.handlers_id
+                   AND g.ordering_key = deliveries.ordering_key
+                   AND g.status = 'pending' AND g.id < deliveries.id
+                   AND (g.next_at > $2 OR g.lease_until >= $2))
              RETURNING deliveries.id, deliveries.event_seq, deliveries.handlers_id,
                deliveries.ordering_key, deliveries.attempts, deliveries.lease_until"
         ),
@@ -121,14 +135,11 @@ pub async fn claim(
              RETURNING id, event_seq, handlers_id, ordering_key, attempts, lease_until"
         ),
     };
-    let mut q = query(&sql)
+    let q = query(&sql)
         .bind(lease_base.micros())
         .bind(now.micros())
         .bind(queues);
-    if dialect == Dialect::Sqlite {
-        q = q.bind(per_queue.max(1));
-    }
-    let rows = q.fetch_all(conn).await?;
+    let rows = q.bind(per_queue.max(1)).fetch_all(conn).await?;
     let mut claimed = rows
         .iter()
         .map(|r| {
