@@ -18,7 +18,7 @@ use billhook_store::executions;
 pub use billhook_store::executions::{Execution, ExecutionQuery};
 use billhook_store::handlers as store;
 pub use billhook_store::handlers::HandlerQuery;
-use billhook_store::{events, Db, Page, StoreError};
+use billhook_store::{events, Db, Page};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -60,10 +60,6 @@ pub struct Handlers {
     caller: Caller,
     before: BeforeChain,
     cache: HandlerCache,
-}
-
-fn conn_err(e: StoreError) -> AppError {
-    e.into()
 }
 
 impl Handlers {
@@ -127,13 +123,13 @@ impl Handlers {
 
     /// Lists handlers (archived hidden unless asked for).
     pub async fn list(&self, q: &HandlerQuery, page: Page) -> Result<List<Handler>, AppError> {
-        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let mut conn = self.db.read.acquire().await?;
         Ok(store::list(&mut conn, q, page).await?.into())
     }
 
     /// One handler.
     pub async fn get(&self, id: i64) -> Result<Handler, AppError> {
-        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let mut conn = self.db.read.acquire().await?;
         store::get(&mut conn, id)
             .await?
             .ok_or_else(|| AppError::not_found("handler", id))
@@ -209,7 +205,7 @@ impl Handlers {
 
     /// The current signing secret.
     pub async fn secret(&self, id: i64) -> Result<String, AppError> {
-        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let mut conn = self.db.read.acquire().await?;
         Ok(store::secrets(&mut conn, id)
             .await?
             .ok_or_else(|| AppError::not_found("handler", id))?
@@ -253,7 +249,7 @@ impl Handlers {
         let request = serde_json::value::to_raw_value(&request).expect("JSON values serialise");
         let body = request.get().as_bytes();
         let secrets = {
-            let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+            let mut conn = self.db.read.acquire().await?;
             store::secrets(&mut conn, id)
                 .await?
                 .ok_or_else(|| AppError::not_found("handler", id))?
@@ -314,7 +310,7 @@ impl Handlers {
         q: &ExecutionQuery,
         page: Page,
     ) -> Result<List<Execution>, AppError> {
-        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let mut conn = self.db.read.acquire().await?;
         Ok(executions::list(&mut conn, q, page).await?.into())
     }
 
@@ -324,7 +320,7 @@ impl Handlers {
         q: &DeliveryQuery,
         page: Page,
     ) -> Result<List<Delivery>, AppError> {
-        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let mut conn = self.db.read.acquire().await?;
         Ok(deliveries::list(&mut conn, q, page).await?.into())
     }
 
@@ -344,7 +340,7 @@ impl Handlers {
             )));
         }
         tx.commit().await?;
-        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let mut conn = self.db.read.acquire().await?;
         let q = DeliveryQuery {
             id: Some(id),
             ..DeliveryQuery::default()
@@ -357,13 +353,13 @@ impl Handlers {
 
     /// Pending deliveries and when the oldest was created.
     pub async fn backlog(&self) -> Result<(i64, Option<Timestamp>), AppError> {
-        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let mut conn = self.db.read.acquire().await?;
         Ok(deliveries::backlog(&mut conn).await?)
     }
 
     /// One event's payload with the delivery state of each handler.
     pub async fn event_with_deliveries(&self, uid: &str) -> Result<Value, AppError> {
-        let mut conn = self.db.read.acquire().await.map_err(conn_err)?;
+        let mut conn = self.db.read.acquire().await?;
         let event = events::get(&mut conn, uid)
             .await?
             .ok_or_else(|| AppError::not_found("event", uid))?;

@@ -343,7 +343,7 @@ pub(crate) async fn checked_proposal<A: Action>(
 }
 
 /// The answer to an action that changes nothing: the object as it is.
-fn unchanged<O>(current: Option<O>) -> Result<O, AppError> {
+pub(crate) fn unchanged<O>(current: Option<O>) -> Result<O, AppError> {
     current.ok_or_else(|| AppError::Internal("unchanged create".into()))
 }
 

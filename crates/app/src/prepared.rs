@@ -6,7 +6,7 @@
 use billhook_store::Tx;
 
 use crate::judged::settle;
-use crate::pipeline::{checked_proposal, Action, Kind, Pipeline};
+use crate::pipeline::{checked_proposal, unchanged, Action, Kind, Pipeline};
 use crate::AppError;
 
 impl Pipeline {
@@ -15,12 +15,13 @@ impl Pipeline {
     pub async fn prepare_create<A: Action>(&self, action: &A) -> Result<A::Object, AppError> {
         debug_assert_eq!(action.kind(), Kind::Create);
         let now = billhook_domain::Timestamp::now();
-        let proposed = {
+        let (current, proposed) = {
             let mut conn = self.db().read.acquire().await?;
-            checked_proposal(&mut conn, action, now).await?.1
+            checked_proposal(&mut conn, action, now).await?
         };
-        let proposed =
-            proposed.ok_or_else(|| AppError::Internal("a create always changes".into()))?;
+        let Some(proposed) = proposed else {
+            return unchanged(current);
+        };
         let handlers = self.before.handlers_for(action.event()).await?;
         if handlers.is_empty() {
             return Ok(proposed);

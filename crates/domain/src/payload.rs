@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::catalogue::Stage;
 use crate::Timestamp;
@@ -17,46 +17,30 @@ pub struct EventHeader<'a> {
     pub stage: Stage,
 }
 
-/// The payload exactly as a handler receives it.
-pub fn payload(header: &EventHeader<'_>, data: &Value, previous: &Value) -> Value {
-    json!({
-        "event": {
-            "dt": header.dt.to_string(),
-            "events_id": header.events_id,
-            "object_id": header.object_id,
-            "uid": header.uid,
-            "stage": header.stage.as_str(),
-        },
-        "data": data,
-        "previous": previous,
-    })
+/// A payload's fields, in the order serde_json's sorted maps give them; `D` is a parsed
+/// value or stored JSON text.
+#[derive(Serialize)]
+struct Body<'a, D: Serialize + ?Sized> {
+    data: &'a D,
+    event: Header<'a>,
+    previous: &'a D,
 }
 
-/// The payload as JSON text, from the stored JSON text of `data` and `previous`: the
-/// same bytes as [`payload`] serialised (the same fields in the same sorted order),
-/// without parsing the stored text into values and writing it out again — the delivery
-/// engine does this for every call.
-pub fn payload_text(
-    header: &EventHeader<'_>,
-    data: &RawValue,
-    previous: &RawValue,
-) -> Box<RawValue> {
-    // Fields in the order serde_json's sorted maps give them.
-    #[derive(Serialize)]
-    struct Body<'a> {
-        data: &'a RawValue,
-        event: Header<'a>,
-        previous: &'a RawValue,
-    }
-    #[derive(Serialize)]
-    struct Header<'a> {
-        dt: String,
-        events_id: &'a str,
-        object_id: Option<i64>,
-        stage: &'a str,
-        uid: &'a str,
-    }
-    let body = Body {
+#[derive(Serialize)]
+struct Header<'a> {
+    dt: String,
+    events_id: &'a str,
+    object_id: Option<i64>,
+    stage: &'a str,
+    uid: &'a str,
+}
+
+fn body<'a, D: Serialize + ?Sized>(
+    header: &EventHeader<'a>,
+    data: &'a D,
+    previous: &'a D,
+) -> Body<'a, D> {
+    Body {
         data,
         event: Header {
             dt: header.dt.to_string(),
@@ -66,8 +50,24 @@ pub fn payload_text(
             uid: header.uid,
         },
         previous,
-    };
-    serde_json::value::to_raw_value(&body).expect("JSON text and plain fields serialise")
+    }
+}
+
+/// The payload exactly as a handler receives it.
+pub fn payload(header: &EventHeader<'_>, data: &Value, previous: &Value) -> Value {
+    serde_json::to_value(body(header, data, previous)).expect("JSON values serialise")
+}
+
+/// The payload as JSON text, from the stored JSON text of `data` and `previous`: the
+/// same bytes as [`payload`] serialised, without parsing the stored text into values and
+/// writing it out again — the delivery engine does this for every call.
+pub fn payload_text(
+    header: &EventHeader<'_>,
+    data: &RawValue,
+    previous: &RawValue,
+) -> Box<RawValue> {
+    serde_json::value::to_raw_value(&body(header, data, previous))
+        .expect("JSON text and plain fields serialise")
 }
 
 /// Fields left out of `previous`: they change with every write and would hide the

@@ -848,7 +848,8 @@ pub fn document() -> Value {
                                    "schema": {"type": if name == "uid" { "string" } else { "integer" }}}));
         }
         for q in query {
-            let integer = PAGE.contains(q) || q.ends_with("_id");
+            // Every `…_id` is a row id but `events_id`, which names an event type.
+            let integer = PAGE.contains(q) || (q.ends_with("_id") && *q != "events_id");
             parameters.push(json!({"name": q, "in": "query", "required": false,
                                    "schema": {"type": if integer { "integer" } else { "string" }}}));
         }

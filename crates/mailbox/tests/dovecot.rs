@@ -223,34 +223,29 @@ async fn pollers_keep_going_when_other_mailboxes_are_down() {
     assert_eq!(handles.len(), 3);
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    while rec.keys().is_empty() {
-        assert!(Instant::now() < deadline, "the good mailbox was not polled");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Waits until `n` messages were handed over, failing with `what` at the deadline.
+    let wait_keys = |n: usize, what: &'static str| {
+        let rec = rec.clone();
+        async move {
+            while rec.keys().len() < n {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_keys(1, "the good mailbox was not polled").await;
     assert_eq!(rec.keys()[0].mailbox, "up");
 
     // A later message is picked up by the next poll of the same task, once.
     dovecot
         .append("INBOX", &message("deck-spawn-2", "still alive"))
         .await;
-    while rec.keys().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the second message was not polled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_keys(2, "the second message was not polled").await;
     // A third message proves another poll ran: the first two were not handed again.
     dovecot
         .append("INBOX", &message("deck-spawn-3", "polled again"))
         .await;
-    while rec.keys().len() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "the third message was not polled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_keys(3, "the third message was not polled").await;
     let keys = rec.keys();
     let distinct: std::collections::HashSet<_> = keys.iter().collect();
     assert_eq!(

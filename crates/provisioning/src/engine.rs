@@ -313,31 +313,29 @@ impl DeliveryEngine {
         };
         let slots = self.handler_slots(first.handlers_id);
         let _permit = slots.acquire().await.expect("never closed");
-        let mut queue = queue.into_iter();
-        while let Some((c, event)) = queue.next() {
+        let mut queue = queue.into_iter().map(|(c, event)| (c.lease(), c, event));
+        while let Some((lease, c, event)) = queue.next() {
             // Checked for the first too: it may have waited for the handler's permit
             // while other queues of the handler were worked on.
-            let go = !*stop.borrow() && self.lease_covers_call(&c).await;
-            let go_on = go
-                && match self.attempt(&c, &event).await {
-                    Ok(finished) => {
-                        let final_outcome = !matches!(finished.outcome, Outcome::Retry { .. });
-                        let _ = results.send(Written::Attempt(Box::new(finished))).await;
-                        final_outcome
-                    }
-                    // The lease expires and the delivery is taken again: nothing is lost.
-                    Err(e) => {
-                        tracing::warn!(error = %e, delivery = c.id, "delivery attempt failed");
-                        false
-                    }
-                };
-            in_flight.lock().expect("not poisoned").remove(&c.lease());
-            if !go_on {
-                let untried = (!go).then_some(c.lease()).into_iter();
-                for lease in untried.chain(queue.by_ref().map(|(c, _)| c.lease())) {
-                    in_flight.lock().expect("not poisoned").remove(&lease);
-                    let _ = results.send(Written::Release(lease)).await;
+            if *stop.borrow() || !self.lease_covers_call(&c).await {
+                let untried = std::iter::once(lease).chain(queue.map(|(lease, ..)| lease));
+                return give_back(untried, results, in_flight).await;
+            }
+            let carry_on = match self.attempt(&c, &event).await {
+                Ok(finished) => {
+                    let carry_on = !matches!(finished.outcome, Outcome::Retry { .. });
+                    let _ = results.send(Written::Attempt(Box::new(finished))).await;
+                    carry_on
                 }
+                // The lease expires and the delivery is taken again: nothing is lost.
+                Err(e) => {
+                    tracing::warn!(error = %e, delivery = c.id, "delivery attempt failed");
+                    false
+                }
+            };
+            in_flight.lock().expect("not poisoned").remove(&lease);
+            if !carry_on {
+                return give_back(queue.map(|(lease, ..)| lease), results, in_flight).await;
             }
         }
     }
@@ -436,6 +434,19 @@ impl DeliveryEngine {
             .lock()
             .expect("not poisoned")
             .observe(outcome.duration_ms as f64 / 1000.0);
+    }
+}
+
+/// Gives untried deliveries back: their leases end, so they can be claimed again once
+/// the one they wait for is done.
+async fn give_back(
+    leases: impl Iterator<Item = Lease>,
+    results: &mpsc::Sender<Written>,
+    in_flight: &Mutex<HashSet<Lease>>,
+) {
+    for lease in leases {
+        in_flight.lock().expect("not poisoned").remove(&lease);
+        let _ = results.send(Written::Release(lease)).await;
     }
 }
 

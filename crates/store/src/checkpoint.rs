@@ -88,7 +88,7 @@ async fn checkpoint(
     // old pages makes it end unfinished ("busy"), which is no error.
     // Only a closed pool ends the task: with automatic checkpoints off, giving up on a
     // passing error would let the WAL grow without end.
-    let _writer = pool.acquire_for_checkpoint().await.map_err(|e| {
+    let _writer = pool.acquire_outside_group().await.map_err(|e| {
         if pool.is_closed() {
             Stop
         } else {

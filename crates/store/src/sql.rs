@@ -515,10 +515,7 @@ impl Pool {
         Ok(Conn {
             inner: match self {
                 Pool::Any(p) => Inner::AnyPooled(p.acquire().await?),
-                Pool::Lite(p) => Inner::Lite(match &p.group {
-                    Some(group) => crate::group_commit::acquire_plain(p, group).await?,
-                    None => p.acquire().await?,
-                }),
+                Pool::Lite(p) => Inner::Lite(p.acquire_outside_group().await?),
             },
         })
     }
@@ -689,8 +686,9 @@ impl LitePool {
         self.permits.is_closed()
     }
 
-    /// The writer alone, with no group open, for the WAL checkpoint.
-    pub(crate) async fn acquire_for_checkpoint(self: &Arc<Self>) -> Result<LiteConn, StoreError> {
+    /// A connection outside any group: on the writer, the open group is ended first, so
+    /// that what runs next (a plain statement, the WAL checkpoint) does not share it.
+    pub(crate) async fn acquire_outside_group(self: &Arc<Self>) -> Result<LiteConn, StoreError> {
         match &self.group {
             Some(group) => crate::group_commit::acquire_plain(self, group).await,
             None => self.acquire().await,

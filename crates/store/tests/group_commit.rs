@@ -17,43 +17,43 @@ async fn count(db: &Db) -> i64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_transactions_commit_or_undo_alone() {
+/// A migrated database in a new directory (kept while the returned guard lives), and
+/// its URL for opening it again.
+async fn fresh_db() -> (tempfile::TempDir, String, Arc<Db>) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("g.db").display());
     let db = Arc::new(Db::connect(&url).await.unwrap());
     db.migrate().await.unwrap();
+    (dir, url, db)
+}
+
+fn insert(name: &str, hash: &str) -> billhook_store::sql::Query {
+    query("INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES ($1, 'p', $2, 0)")
+        .bind(name.to_string())
+        .bind(hash.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_commit_or_undo_alone() {
+    let (_dir, url, db) = fresh_db().await;
 
     let mut tasks = Vec::new();
     for i in 0..200i64 {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
             let mut tx = db.begin().await.unwrap();
-            query(
-                "INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES ($1, 'p', $2, 0)",
-            )
-            .bind(format!("k{i}"))
-            .bind(format!("hash{i}"))
-            .execute(&mut tx)
-            .await
-            .unwrap();
+            insert(&format!("k{i}"), &format!("hash{i}"))
+                .execute(&mut tx)
+                .await
+                .unwrap();
             match i % 4 {
                 // Dropped without commit: undone.
-                0 => {
-                    drop(tx);
-                    false
-                }
+                0 => drop(tx),
                 // A statement fails (duplicate hash), then the transaction is undone.
                 1 => {
-                    let dup = query(
-                        "INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES ('d', 'p', $1, 0)",
-                    )
-                    .bind(format!("hash{i}"))
-                    .execute(&mut tx)
-                    .await;
+                    let dup = insert("d", &format!("hash{i}")).execute(&mut tx).await;
                     assert!(dup.unwrap_err().is_unique_violation());
                     tx.rollback().await.unwrap();
-                    false
                 }
                 _ => {
                     tx.commit().await.unwrap();
@@ -67,19 +67,18 @@ async fn concurrent_transactions_commit_or_undo_alone() {
                         .try_get(0usize)
                         .unwrap();
                     assert_eq!(n, 1, "transaction {i} visible after commit");
-                    true
                 }
             }
         }));
     }
-    let mut committed = 0;
     for t in tasks {
-        if t.await.unwrap() {
-            committed += 1;
-        }
+        t.await.unwrap();
     }
-    assert_eq!(committed, 100);
-    assert_eq!(count(&db).await, 100);
+    assert_eq!(
+        count(&db).await,
+        100,
+        "the 100 committed, nothing of the others"
+    );
 
     // A fresh connection (another process, in effect) sees the same.
     db.close().await;
@@ -89,23 +88,23 @@ async fn concurrent_transactions_commit_or_undo_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_statement_on_the_writer_never_joins_a_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("p.db").display());
-    let db = Arc::new(Db::connect(&url).await.unwrap());
-    db.migrate().await.unwrap();
-    let insert = |name: &str| {
-        query("INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES ($1, 'p', $1, 0)")
-            .bind(name.to_string())
-    };
+    let (_dir, url, db) = fresh_db().await;
 
     // A holds the writer; B waits for it to run a statement outside any transaction.
     let mut a = db.begin().await.unwrap();
-    insert("a").execute(&mut a).await.unwrap();
+    insert("a", "a").execute(&mut a).await.unwrap();
     let b = {
         let db = db.clone();
         tokio::spawn(async move {
             let mut conn = db.write.acquire().await.unwrap();
-            insert("b").execute(&mut conn).await.unwrap();
+            insert("b", "b").execute(&mut conn).await.unwrap();
+            drop(conn);
+            // Had B's statement joined A's group, neither would be committed yet.
+            assert_eq!(
+                count(&db).await,
+                2,
+                "A and B committed once B's statement ran"
+            );
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -114,7 +113,7 @@ async fn a_plain_statement_on_the_writer_never_joins_a_group() {
     b.await.unwrap();
     // C is undone: only C.
     let mut c = db.begin().await.unwrap();
-    insert("c").execute(&mut c).await.unwrap();
+    insert("c", "c").execute(&mut c).await.unwrap();
     drop(c);
     assert_eq!(count(&db).await, 2);
     db.close().await;

@@ -61,7 +61,7 @@ poll_interval_secs = 1
     assert!(rates["total"].as_i64().unwrap() > 0, "{rates}");
     let flagged = wait_for(30, "both messages flagged", || async {
         let uids = dovecot.search("INBOX", "KEYWORD $BillhookProcessed").await;
-        (uids.len() == 2).then_some(uids)
+        (uids.len() >= 2).then_some(uids)
     })
     .await;
     assert_eq!(flagged.len(), 2);
@@ -79,7 +79,7 @@ poll_interval_secs = 1
         let n = events_of(&s, "email_rates_manager.rate_tables_no_match")
             .await
             .len();
-        (n == 2).then_some(())
+        (n >= 2).then_some(())
     })
     .await;
     assert_eq!(
