@@ -60,17 +60,36 @@ pub struct Handlers {
     caller: Caller,
     before: BeforeChain,
     cache: HandlerCache,
+    /// The delivery engine's wake-up: deliveries set back to pending go at once.
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Handlers {
     /// Handlers stored in `db`, called through `caller`.
-    pub fn new(db: Db, caller: Caller, before: BeforeChain, cache: HandlerCache) -> Handlers {
+    pub fn new(
+        db: Db,
+        caller: Caller,
+        before: BeforeChain,
+        cache: HandlerCache,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Handlers {
         Handlers {
             db,
             caller,
             before,
             cache,
+            wake,
         }
+    }
+
+    /// Commits a transaction that set deliveries back to pending, and has every engine
+    /// (this process's and, on PostgreSQL, the others') look for them now rather than at
+    /// its next fallback poll.
+    async fn commit_requeued(&self, mut tx: billhook_store::Tx) -> Result<(), AppError> {
+        self.db.notify_deliveries(&mut tx).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// Makes every cached copy of handlers see a change at once.
@@ -300,7 +319,7 @@ impl Handlers {
         let now = Timestamp::now();
         let mut tx = self.db.begin().await?;
         let n = deliveries::recover(&mut tx, id, since, until.unwrap_or(now), now).await?;
-        tx.commit().await?;
+        self.commit_requeued(tx).await?;
         Ok(n)
     }
 
@@ -339,7 +358,7 @@ impl Handlers {
                 "delivery {id} has not failed; only failed deliveries can be retried"
             )));
         }
-        tx.commit().await?;
+        self.commit_requeued(tx).await?;
         let mut conn = self.db.read.acquire().await?;
         let q = DeliveryQuery {
             id: Some(id),

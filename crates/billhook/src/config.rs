@@ -25,6 +25,10 @@ pub struct Config {
     pub log_format: String,
     /// How often the scheduler looks for due renewals and ended holds, in milliseconds.
     pub scheduler_interval_ms: u64,
+    /// How often the delivery engine looks for due deliveries when nothing woke it, in
+    /// milliseconds. Commits, manual retries and recoveries wake it at once (on
+    /// PostgreSQL also in other processes); this is the fallback.
+    pub delivery_poll_ms: u64,
     /// Where uploaded import files wait for their job.
     pub imports_dir: PathBuf,
     /// How long a running import is held without renewal; after a crash, the job is
@@ -45,6 +49,7 @@ impl Default for Config {
             log: "info".into(),
             log_format: "text".into(),
             scheduler_interval_ms: 1000,
+            delivery_poll_ms: 1000,
             imports_dir: PathBuf::from("./imports"),
             import_lease_secs: 60,
             mailboxes: Vec::new(),

@@ -32,7 +32,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    let engine = tokio::spawn(app.engine.clone().run(stop_rx.clone()));
+    let engine = app
+        .engine
+        .clone()
+        .with_poll(Duration::from_millis(config.delivery_poll_ms.max(10)));
+    let engine = tokio::spawn(engine.run(stop_rx.clone()));
     let imports = tokio::spawn(app.imports.clone().run(stop_rx.clone()));
     let mailboxes = billhook_mailbox::spawn_pollers(
         config.mailboxes.clone(),

@@ -133,6 +133,13 @@ impl DeliveryEngine {
         }
     }
 
+    /// The same engine with another fallback poll: how long it sleeps when nothing woke
+    /// it and no retry is due sooner.
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.config.poll = poll;
+        self
+    }
+
     /// Runs until `stop`; then lets calls in flight finish (they are bounded by their
     /// timeouts) and gives back the leases of any that do not finish in time.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {

@@ -255,6 +255,49 @@ async fn recover_requeues_the_failed_deliveries_of_a_handler() {
     );
 }
 
+/// With the engine's fallback poll ten minutes away, a manual retry and a recovery are
+/// still delivered within seconds: they wake the engine themselves.
+#[tokio::test]
+async fn manual_retry_and_recover_wake_the_engine() {
+    let s = Server::start_with(vec![("BILLHOOK_DELIVERY_POLL_MS", "600000")]).await;
+    let r = Receiver::start().await;
+    r.fail_always();
+    let h = http_handler(&s, "clients.create", &r.url("/h"), &[]).await;
+    let id = h["id"].as_i64().unwrap();
+    let first = client(&s, "Woken 1").await;
+    let first = uid_of(&s, "clients.create", first).await;
+    wait_deliveries(&s, id, "failed", 1, 30).await;
+    // Let the engine use up the wake-up of the failure's write and go to sleep: what
+    // wakes it after this can only be the retry.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    r.succeed();
+    let d = delivery_of(&s, id, &first).await;
+    let (st, v) = s
+        .post(&format!("/api/v1/deliveries/{}/retry", d["id"]), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let hits = r.wait_hits("/h", 2, 20).await;
+    assert_eq!(hits[1].uid(), first, "the retried delivery went at once");
+
+    r.fail_always();
+    let second = client(&s, "Woken 2").await;
+    let second = uid_of(&s, "clients.create", second).await;
+    wait_deliveries(&s, id, "failed", 1, 30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.succeed();
+    let (st, v) = s
+        .post(
+            &format!("{HANDLERS}/{id}/recover"),
+            json!({"since": h["created_at"]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["requeued"], 1, "{v}");
+    let hits = r.wait_hits("/h", 4, 20).await;
+    assert_eq!(hits[3].uid(), second, "the recovered delivery went at once");
+}
+
 /// `Sun, 06 Nov 1994 08:49:37 GMT` for a Unix time.
 fn http_date(unix: i64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(unix as u64))

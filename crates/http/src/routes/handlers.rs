@@ -188,6 +188,5 @@ async fn deliveries(
 
 async fn retry(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {
     let d = app.handlers.retry_delivery(id).await?;
-    app.pipeline.committed();
     Ok(Json(serde_json::to_value(d).expect("serialisable")))
 }
