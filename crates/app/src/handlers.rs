@@ -85,10 +85,10 @@ impl Handlers {
     /// Commits a transaction that set deliveries back to pending, and has every engine
     /// (this process's and, on PostgreSQL, the others') look for them now rather than at
     /// its next fallback poll.
-    async fn commit_requeued(&self, mut tx: billhook_store::Tx) -> Result<(), AppError> {
-        self.db.notify_deliveries(&mut tx).await?;
+    async fn commit_requeued(&self, tx: billhook_store::Tx) -> Result<(), AppError> {
         tx.commit().await?;
         self.wake.notify_one();
+        self.db.announce_deliveries();
         Ok(())
     }
 

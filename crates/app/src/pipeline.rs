@@ -170,7 +170,7 @@ impl Pipeline {
         let mut tx: Tx = self.db.begin().await?;
         let result = self.run_in(&mut tx, action).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.committed();
         Ok(result)
     }
 
@@ -256,7 +256,7 @@ impl Pipeline {
                 .commit_change(&mut tx, action, fresh, object, now)
                 .await?;
             tx.commit().await?;
-            self.wake.notify_one();
+            self.committed();
             return Ok(stored);
         }
         Err(AppError::Conflict(
@@ -306,7 +306,6 @@ impl Pipeline {
         now: Timestamp,
     ) -> Result<(), AppError> {
         outbox::append(tx, self.db.dialect, events, now).await?;
-        self.db.notify_deliveries(tx).await?;
         Ok(())
     }
 }
@@ -320,9 +319,11 @@ impl Pipeline {
         self.append(tx, &[stored_event(event, now)], now).await
     }
 
-    /// Wakes the delivery engine after a caller-owned transaction committed.
+    /// Wakes the delivery engines, this process's and the others', after a transaction
+    /// that queued deliveries committed.
     pub fn committed(&self) {
         self.wake.notify_one();
+        self.db.announce_deliveries();
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Db {
     pub write: Pool,
     pub dialect: Dialect,
     url: String,
+    /// PostgreSQL: asks the announcer task for a `NOTIFY` (see [`Db::announce_deliveries`]).
+    announce: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -80,9 +82,10 @@ impl Db {
                     .await?;
                 Ok(Db {
                     read: Pool::Any(pool.clone()),
-                    write: Pool::Any(pool),
+                    write: Pool::Any(pool.clone()),
                     dialect,
                     url: url.to_string(),
+                    announce: Some(start_announcer(pool)),
                 })
             }
             Dialect::Sqlite => {
@@ -102,6 +105,7 @@ impl Db {
                     write: Pool::Lite(write),
                     dialect,
                     url: sqlite_url(url),
+                    announce: None,
                 })
             }
         }
@@ -133,15 +137,17 @@ impl Db {
         self.write.begin_long().await
     }
 
-    /// Tells other processes, when the transaction commits, that deliveries were
-    /// queued (PostgreSQL `NOTIFY`; SQLite processes rely on the fallback poll).
-    pub async fn notify_deliveries(&self, conn: &mut Conn) -> Result<(), StoreError> {
-        if self.dialect == Dialect::Postgres {
-            query("SELECT pg_notify('billhook_deliveries', '')")
-                .execute(conn)
-                .await?;
+    /// Tells other processes, after a commit, that deliveries were queued (PostgreSQL
+    /// `NOTIFY`; SQLite processes rely on the fallback poll). Returns at once: one task
+    /// sends the `NOTIFY`, outside any transaction, and announcements made while it is
+    /// sending are folded into its next one. A `NOTIFY` inside every write transaction
+    /// cost a round trip each and made their commits queue for PostgreSQL's one
+    /// notification lock. A process that dies between a commit and its announcement
+    /// leaves the other processes to their fallback poll.
+    pub fn announce_deliveries(&self) {
+        if let Some(announce) = &self.announce {
+            announce.notify_one();
         }
-        Ok(())
     }
 
     /// On PostgreSQL, wakes `wake` whenever any process queues deliveries; reconnects
@@ -184,7 +190,36 @@ impl Db {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        // The announcer sees the closed pool and ends.
+        self.announce_deliveries();
     }
+}
+
+/// The task behind [`Db::announce_deliveries`]: one `NOTIFY` at a time, each covering
+/// every announcement made before it started. Ends when the pool is closed.
+fn start_announcer(pool: sqlx::AnyPool) -> std::sync::Arc<tokio::sync::Notify> {
+    let wanted = std::sync::Arc::new(tokio::sync::Notify::new());
+    let asked = wanted.clone();
+    tokio::spawn(async move {
+        loop {
+            // Notify keeps one permit: any number of announcements while the last
+            // NOTIFY was sent make one more.
+            asked.notified().await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = pool
+                .execute("SELECT pg_notify('billhook_deliveries', '')")
+                .await
+            {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "NOTIFY of queued deliveries failed");
+            }
+        }
+    });
+    wanted
 }
 
 /// The file of a SQLite URL, for rusqlite.
