@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Distinct clients the events are spread over (the unit of ordering).
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Repeat the whole measurement (ceiling and delivery, each run on a fresh database)
+    /// this many times and print the medians: this machine's noise is large.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Instead of delivery: Core API latency of one action with 0, 1 and 3 before
     /// handlers on a loopback receiver that answers at once (sequential requests).
     #[arg(long)]
@@ -189,6 +193,134 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.before {
         return before_latency(args).await;
     }
+    println!(
+        "billhook bench: {} events, {} concurrent clients, {} ({})",
+        args.events,
+        args.concurrency,
+        if args.database == "sqlite" {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        },
+        args.rate
+            .map_or("as fast as possible".to_string(), |r| format!(
+                "paced at {r}/s"
+            ))
+    );
+    let runs = args.runs.max(1);
+    let mut all = Vec::with_capacity(runs);
+    for n in 1..=runs {
+        let figures = delivery_run(&args).await?;
+        if runs > 1 {
+            println!("run {n}/{runs}:");
+        }
+        figures.print();
+        all.push(figures);
+    }
+    if runs > 1 {
+        println!("median of {runs} runs:");
+        Figures::median(&all).print();
+    }
+    if let Some(f) = all.iter().find(|f| f.delivered < f.acked) {
+        bail!(
+            "{} acknowledged events were not delivered within the deadline",
+            f.acked - f.delivered
+        );
+    }
+    Ok(())
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    /// Requests per second of the receiver driven directly.
+    ceiling: f64,
+    acked: usize,
+    delivered: usize,
+    acked_per_s: f64,
+    delivered_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// CPU time per event while events were sent and delivered, in µs: the server's,
+    /// and the bench's own (its API client and receiver).
+    server_cpu_us: f64,
+    bench_cpu_us: f64,
+    /// The bench's CPU time per request of the ceiling (client and receiver), in µs.
+    ceiling_cpu_us: f64,
+}
+
+impl Figures {
+    fn print(&self) {
+        println!(
+            "  ceiling (receiver driven directly):   {:>9.0} requests/s",
+            self.ceiling
+        );
+        println!(
+            "  events acknowledged by the API:       {:>9.0} events/s ({} acknowledged)",
+            self.acked_per_s, self.acked
+        );
+        println!(
+            "  deliveries:                           {:>9.0} deliveries/s ({} delivered, {:.0} % of ceiling)",
+            self.delivered_per_s,
+            self.delivered,
+            100.0 * self.delivered_per_s / self.ceiling
+        );
+        println!(
+            "  end-to-end latency (API call to receipt): p50 {:.1} ms, p99 {:.1} ms",
+            self.p50_ms, self.p99_ms
+        );
+        println!(
+            "  CPU per event: server {:.0} µs, bench {:.0} µs (API client and receiver); \
+             a ceiling request costs the bench {:.0} µs",
+            self.server_cpu_us, self.bench_cpu_us, self.ceiling_cpu_us
+        );
+    }
+
+    /// Each figure's median over the runs (counts: the smallest).
+    fn median(runs: &[Figures]) -> Figures {
+        let m = |f: fn(&Figures) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            percentile(&v, 0.5)
+        };
+        Figures {
+            ceiling: m(|f| f.ceiling),
+            acked: runs.iter().map(|f| f.acked).min().unwrap_or(0),
+            delivered: runs.iter().map(|f| f.delivered).min().unwrap_or(0),
+            acked_per_s: m(|f| f.acked_per_s),
+            delivered_per_s: m(|f| f.delivered_per_s),
+            p50_ms: m(|f| f.p50_ms),
+            p99_ms: m(|f| f.p99_ms),
+            server_cpu_us: m(|f| f.server_cpu_us),
+            bench_cpu_us: m(|f| f.bench_cpu_us),
+            ceiling_cpu_us: m(|f| f.ceiling_cpu_us),
+        }
+    }
+}
+
+/// CPU time (user and system) a process has used so far: `None` for this process.
+/// Read from `/proc`, whose times are in ticks of 1/100 s on Linux.
+fn cpu_time(pid: Option<u32>) -> Duration {
+    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let ticks = std::fs::read_to_string(path).ok().and_then(|stat| {
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime are the 12th and 13th.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let mut fields = rest.split(' ').skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        Some(user + system)
+    });
+    Duration::from_millis(ticks.unwrap_or(0) * 10)
+}
+
+/// Microseconds of `cpu` per item.
+fn per_item(cpu: Duration, items: usize) -> f64 {
+    cpu.as_secs_f64() * 1e6 / items.max(1) as f64
+}
+
+/// One measurement: the ceiling, then delivery through a server on a fresh database.
+async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let (receiver, receipts) = start_receiver().await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
@@ -202,6 +334,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "created_at": "2026-11-22T10:15:30.123456Z", "updated_at": "2026-11-22T10:15:30.123456Z"}, "previous": {}});
     let body = serde_json::to_vec(&sample)?;
     let ceiling_url = format!("{receiver}/ceiling");
+    let cpu_before_ceiling = cpu_time(None);
     let ceiling_time = {
         let (http, url, body) = (http.clone(), ceiling_url.clone(), body.clone());
         drive(args.events, args.concurrency, None, move |_| {
@@ -213,6 +346,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await
     };
     let ceiling = args.events as f64 / ceiling_time.as_secs_f64();
+    let ceiling_cpu_us = per_item(
+        cpu_time(None).saturating_sub(cpu_before_ceiling),
+        args.events,
+    );
 
     // The server under test.
     let (database_url, dropper) = fresh_database(&args.database).await?;
@@ -241,6 +378,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         clients.push(v["id"].as_i64().context("client id")?);
     }
 
+    let server_pid = server.process.id();
+    let (server_cpu_before, bench_cpu_before) = (cpu_time(server_pid), cpu_time(None));
     let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
     let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -301,6 +440,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         })
         .collect();
     latencies.sort_by(|a, b| a.total_cmp(b));
+    let server_cpu = cpu_time(server_pid).saturating_sub(server_cpu_before);
+    let bench_cpu = cpu_time(None).saturating_sub(bench_cpu_before);
 
     let _ = server.process.start_kill();
     let _ = server.process.wait().await;
@@ -308,40 +449,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         drop.await;
     }
 
-    let deliveries = receipts.len() as f64 / delivery_time.as_secs_f64();
-    println!(
-        "billhook bench: {} events, {} concurrent clients, {} ({})",
-        args.events,
-        args.concurrency,
-        if args.database == "sqlite" {
-            "SQLite"
-        } else {
-            "PostgreSQL"
-        },
-        args.rate
-            .map_or("as fast as possible".to_string(), |r| format!(
-                "paced at {r}/s"
-            ))
-    );
-    println!("  ceiling (receiver driven directly):   {ceiling:>9.0} requests/s");
-    println!(
-        "  events acknowledged by the API:       {:>9.0} events/s ({acked} acknowledged)",
-        acked as f64 / api_time.as_secs_f64()
-    );
-    println!("  deliveries:                           {deliveries:>9.0} deliveries/s ({} delivered, {:.0} % of ceiling)",
-        receipts.len(), 100.0 * deliveries / ceiling);
-    println!(
-        "  end-to-end latency (API call to receipt): p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99)
-    );
-    if receipts.len() < acked {
-        bail!(
-            "{} acknowledged events were not delivered within the deadline",
-            acked - receipts.len()
-        );
-    }
-    Ok(())
+    Ok(Figures {
+        ceiling,
+        acked,
+        delivered: receipts.len(),
+        acked_per_s: acked as f64 / api_time.as_secs_f64(),
+        delivered_per_s: receipts.len() as f64 / delivery_time.as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        server_cpu_us: per_item(server_cpu, receipts.len()),
+        bench_cpu_us: per_item(bench_cpu, receipts.len()),
+        ceiling_cpu_us,
+    })
 }
 
 /// A fresh database for one run; for PostgreSQL, created on the given server and dropped

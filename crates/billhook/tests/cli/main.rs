@@ -208,3 +208,42 @@ fn configuration_sources_apply_in_order() {
         run(dir.path(), &["migrate", "--database-url", &migrated]).contains("migrations applied")
     );
 }
+
+/// The benchmark runs end to end on a small load: every event is delivered (it fails
+/// otherwise), and it prints each run's figures and their medians.
+#[test]
+fn bench_delivers_every_event_and_prints_the_medians_of_its_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run(
+        dir.path(),
+        &[
+            "bench",
+            "--events",
+            "300",
+            "--concurrency",
+            "4",
+            "--clients",
+            "8",
+            "--runs",
+            "2",
+        ],
+    );
+    for want in [
+        "run 1/2:",
+        "run 2/2:",
+        "median of 2 runs:",
+        "(300 delivered,",
+        "a ceiling request costs the bench",
+    ] {
+        assert!(out.contains(want), "{want:?} missing from:\n{out}");
+    }
+    let cpu_lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("CPU per event"))
+        .collect();
+    assert_eq!(cpu_lines.len(), 3, "{out}");
+    assert!(
+        !cpu_lines[0].contains("server 0 µs"),
+        "the server's CPU time is read: {out}"
+    );
+}
