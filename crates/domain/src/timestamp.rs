@@ -212,14 +212,31 @@ impl fmt::Display for Timestamp {
         let secs = in_day / MICROS_PER_SECOND;
         let (hour, minute, second) = (secs / 3_600, secs / 60 % 60, secs % 60);
         if (0..=9_999).contains(&year) {
-            write!(f, "{year:04}")?;
-        } else {
-            write!(f, "{year:+07}")?;
+            // Digits into a fixed buffer: every payload carries several timestamps, and
+            // the formatting machinery cost more than the rest of their serialisation.
+            let mut text = *b"0000-00-00T00:00:00.000000Z";
+            put_digits(&mut text[0..4], year as u64);
+            put_digits(&mut text[5..7], u64::from(month));
+            put_digits(&mut text[8..10], u64::from(day));
+            put_digits(&mut text[11..13], hour as u64);
+            put_digits(&mut text[14..16], minute as u64);
+            put_digits(&mut text[17..19], second as u64);
+            put_digits(&mut text[20..26], micros as u64);
+            return f.write_str(std::str::from_utf8(&text).expect("ASCII digits"));
         }
         write!(
             f,
-            "-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
+            "{year:+07}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
         )
+    }
+}
+
+/// Writes `value` as decimal digits filling `out`, zero-padded on the left (the value
+/// fits: callers pass fields already reduced to their ranges).
+fn put_digits(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 

@@ -62,6 +62,12 @@ impl Claimed {
 /// — which is how a crashed worker's deliveries come back — and no earlier delivery of
 /// the same handler and ordering key is unfinished: the head of its queue.
 ///
+/// Heads are flagged (`head = 1`) so that SQLite walks only them: a delivery is flagged
+/// when it is queued with nothing pending before it, or when the deliveries before it
+/// finish ([`promote_heads`]); a delivery put back to pending by hand is flagged too.
+/// A flag may be left on a delivery that is no longer its queue's head (harmless: the
+/// claim checks the order itself), never missing from one that is.
+///
 /// Each head comes with up to `per_queue - 1` deliveries that follow it in its
 /// queue, due and unleased with nothing in between that is not, for the worker to make
 /// in order. A client with a burst of events is then not served one event per claim.
@@ -112,15 +118,17 @@ pub async fn claim(
         // SQLite has one writer, so the inner query's view is the one the update
         // sees; repeating its conditions outside made SQLite scan every pending row
         // through an index on them instead of fetching the chosen ids. The heads come
-        // from the pending rows walked in due order up to the limit; each brings the
-        // first pending rows of its queue that are due with none before them that is
-        // not.
+        // from the flagged heads walked in due order up to the limit (the rows waiting
+        // behind a head are not in that index, however many there are); each brings
+        // the first pending rows of its queue that are due with none before them that
+        // is not. The probe keeps the order even where a flag is out of date.
         Dialect::Sqlite => format!(
             "UPDATE deliveries SET lease_until = {LEASE}
              WHERE id IN (
                SELECT f.id FROM (
                    SELECT d.handlers_id, d.ordering_key FROM deliveries d
-                   WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2{HEADS_BY_PROBING}
+                   WHERE d.status = 'pending' AND d.head = 1
+                     AND d.next_at <= $2 AND d.lease_until < $2{HEADS_BY_PROBING}
                    ORDER BY d.next_at LIMIT $3) h
                JOIN deliveries f ON f.id IN (
                    SELECT g.id FROM deliveries g
@@ -199,6 +207,9 @@ pub async fn finish(
     .bind(lease.until.micros())
     .execute(conn)
     .await?;
+    if status != "pending" {
+        promote_heads(conn, &[lease.id]).await?;
+    }
     Ok(())
 }
 
@@ -220,6 +231,25 @@ pub async fn finish_succeeded(
     query(&sql)
         .bind(now.micros())
         .bind(crate::query::leases_json(leases))
+        .execute(conn)
+        .await?;
+    let ids: Vec<i64> = leases.iter().map(|l| l.id).collect();
+    promote_heads(conn, &ids).await
+}
+
+/// Flags the head of the queue of each of `ids`, deliveries that just left pending:
+/// the next pending delivery of that queue, if any.
+async fn promote_heads(conn: &mut Conn, ids: &[i64]) -> Result<(), StoreError> {
+    let sql = format!(
+        "UPDATE deliveries SET head = 1 WHERE head = 0 AND id IN (
+           SELECT (SELECT MIN(g.id) FROM deliveries g
+                   WHERE g.handlers_id = d.handlers_id AND g.ordering_key = d.ordering_key
+                     AND g.status = 'pending')
+           FROM deliveries d WHERE {})",
+        crate::query::in_ids(conn, "d.id", 1)
+    );
+    query(&sql)
+        .bind(crate::query::ids_json(ids))
         .execute(conn)
         .await?;
     Ok(())
@@ -244,19 +274,26 @@ pub async fn release(conn: &mut Conn, leases: &[Lease]) -> Result<(), StoreError
 /// When the next pending delivery is due, if any (ignores ordering: a wake-up too early
 /// is harmless, one too late is not).
 pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
-    let at: Option<i64> = query_scalar(
+    // SQLite reads the flagged heads only (see `claim`): a backlog waiting behind them
+    // would otherwise be read in full every time the engine goes idle.
+    let heads = if conn.is_sqlite() {
+        " AND head = 1"
+    } else {
+        ""
+    };
+    let sql = format!(
         "SELECT MIN(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END)
-         FROM deliveries WHERE status = 'pending'",
-    )
-    .fetch_one(conn)
-    .await?;
+         FROM deliveries WHERE status = 'pending'{heads}"
+    );
+    let at: Option<i64> = query_scalar(&sql).fetch_one(conn).await?;
     Ok(at.map(Timestamp::from_micros))
 }
 
 /// A failed delivery back to pending for one more attempt; false when it is not failed.
 pub async fn retry(conn: &mut Conn, id: i64, now: Timestamp) -> Result<bool, StoreError> {
     let done = query(
-        "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1
+        "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1,
+           head = 1
          WHERE id = $2 AND status = 'failed'",
     )
     .bind(now.micros())
@@ -283,6 +320,16 @@ pub async fn recover(
     .bind(handlers_id)
     .bind(since.micros())
     .bind(until.micros())
+    .execute(&mut *conn)
+    .await?;
+    // Each of the handler's queues has its oldest pending delivery flagged, whether that
+    // is a recovered one or the head it had (see `claim`).
+    query(
+        "UPDATE deliveries SET head = 1 WHERE head = 0 AND id IN (
+           SELECT MIN(id) FROM deliveries WHERE handlers_id = $1 AND status = 'pending'
+           GROUP BY ordering_key)",
+    )
+    .bind(handlers_id)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())

@@ -75,8 +75,15 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Runs transaction control statements. A single statement is prepared once per
+/// connection and reused: every write transaction runs two or three of them, and
+/// parsing them again each time was a visible share of a short transaction.
 fn exec(c: &mut LiteConn, sql: &str) -> Result<(), StoreError> {
-    Ok(c.raw().execute_batch(sql)?)
+    if sql.contains(';') {
+        return Ok(c.raw().execute_batch(sql)?);
+    }
+    c.raw().prepare_cached(sql)?.raw_execute()?;
+    Ok(())
 }
 
 /// Takes the writer and starts a member: joins the open group or opens one.

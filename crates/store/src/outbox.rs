@@ -3,6 +3,9 @@
 //! through sqlx was a hand-off to the connection's thread; with our own SQLite driver the
 //! statements of one string still go in one call.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
 use billhook_domain::Timestamp;
 
 use crate::events::Event;
@@ -23,10 +26,7 @@ pub async fn append(
         // One call for all: SQLite runs the statements of one query string in order,
         // binding `$N` to the N-th argument across all of them.
         Dialect::Sqlite => {
-            let sql = (0..events.len())
-                .map(|i| statements(i * 8, Dialect::Sqlite))
-                .collect::<Vec<_>>()
-                .join(";\n");
+            let sql = sqlite_sql(events.len());
             let mut q = query(&sql);
             for e in events {
                 q = bind(q, e, now);
@@ -35,13 +35,33 @@ pub async fn append(
         }
         // PostgreSQL takes one statement per call: a data-modifying CTE per event.
         Dialect::Postgres => {
-            let sql = statements(0, Dialect::Postgres);
+            static SQL: OnceLock<String> = OnceLock::new();
+            let sql = SQL.get_or_init(|| statements(0, Dialect::Postgres));
             for e in events {
-                bind(query(&sql), e, now).execute(&mut *conn).await?;
+                bind(query(sql), e, now).execute(&mut *conn).await?;
             }
         }
     }
     Ok(())
+}
+
+/// The SQLite SQL for `n` events, built once for the usual counts (an action raises
+/// one event, sometimes two or three).
+fn sqlite_sql(n: usize) -> Cow<'static, str> {
+    const CACHED: usize = 4;
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let build = |n: usize| {
+        (0..n)
+            .map(|i| statements(i * 8, Dialect::Sqlite))
+            .collect::<Vec<_>>()
+            .join(";\n")
+    };
+    if n <= CACHED {
+        let all = SQL.get_or_init(|| (0..=CACHED).map(build).collect());
+        Cow::Borrowed(all[n].as_str())
+    } else {
+        Cow::Owned(build(n))
+    }
 }
 
 fn bind(q: Query, e: &Event, now: Timestamp) -> Query {
@@ -76,14 +96,20 @@ fn statements(base: usize, dialect: Dialect) -> String {
         ev = p(2)
     );
     let columns = "event_seq, handlers_id, ordering_key, status, attempts, next_at, lease_until, \
-                   created_at, updated_at";
+                   created_at, updated_at, head";
+    // The head of its queue when nothing is pending before it (see deliveries::claim).
+    let head = format!(
+        "NOT EXISTS (SELECT 1 FROM deliveries q WHERE q.handlers_id = h.id
+           AND q.ordering_key = {key} AND q.status = 'pending')",
+        key = p(4)
+    );
     match dialect {
         // By uid, not last_insert_rowid(): that changes as the delivery rows go in.
         Dialect::Sqlite => format!(
             "{insert_event};
              INSERT INTO deliveries ({columns})
              SELECT (SELECT id FROM events WHERE uid = {uid}), h.id, {key}, 'pending', 0,
-                    {now}, 0, {now}, {now}
+                    {now}, 0, {now}, {now}, {head}
              FROM handlers h WHERE {matches}",
             uid = p(1),
             key = p(4),
@@ -92,7 +118,7 @@ fn statements(base: usize, dialect: Dialect) -> String {
         Dialect::Postgres => format!(
             "WITH e AS ({insert_event} RETURNING id)
              INSERT INTO deliveries ({columns})
-             SELECT e.id, h.id, {key}, 'pending', 0, {now}, 0, {now}, {now}
+             SELECT e.id, h.id, {key}, 'pending', 0, {now}, 0, {now}, {now}, ({head})::int
              FROM e, handlers h WHERE {matches}",
             key = p(4),
             now = p(8),

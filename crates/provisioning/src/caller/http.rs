@@ -8,7 +8,7 @@ use crate::signing::signature_header;
 
 pub(super) async fn call(
     client: &reqwest::Client,
-    url: &str,
+    url: impl reqwest::IntoUrl,
     secrets: &[&str],
     meta: &CallMeta<'_>,
     body: &[u8],

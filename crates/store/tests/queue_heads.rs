@@ -1,0 +1,250 @@
+//! The head flag of delivery queues (SQLite): through any mix of outcomes, manual
+//! retries and recoveries, the oldest pending delivery of every (handler, ordering key)
+//! queue is flagged, the claim hands out only heads and the deliveries that follow them,
+//! and a queue blocked behind a head that waits for its retry keeps its backlog out of
+//! the index the claim walks.
+
+use billhook_domain::Timestamp;
+use billhook_store::deliveries::{self, Claimed, Lease, Outcome};
+use billhook_store::events::Event;
+use billhook_store::sql::{query, Conn};
+use billhook_store::{outbox, Db, Dialect};
+use serde_json::json;
+
+async fn fresh_db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("q.db").display());
+    let db = Db::connect(&url).await.unwrap();
+    db.migrate().await.unwrap();
+    for name in ["one", "two"] {
+        query(
+            "INSERT INTO handlers (name, status, priority, event, stage, type, task, timeout_ms,
+               on_failure, retry_schedule, secret, created_at, updated_at)
+             VALUES ($1, 'enabled', 0, '*', 'after', 'http', 'http://127.0.0.1:9/', 1000,
+               'continue', '[]', 's', 0, 0)",
+        )
+        .bind(name.to_string())
+        .execute(&mut db.write.acquire().await.unwrap())
+        .await
+        .unwrap();
+    }
+    (dir, db)
+}
+
+fn event(n: u64, key: &str) -> Event {
+    Event {
+        seq: 0,
+        uid: format!("uid-{n}"),
+        events_id: "clients.update".into(),
+        object_id: Some(1),
+        ordering_key: key.into(),
+        dt: Timestamp::from_micros(1),
+        data: json!({"n": n}),
+        previous: json!({}),
+    }
+}
+
+async fn scalar(conn: &mut Conn, sql: &str) -> i64 {
+    query(sql)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+        .try_get(0usize)
+        .unwrap()
+}
+
+/// Queues whose oldest pending delivery is not flagged: must be none, or it would never
+/// be claimed.
+async fn unflagged_heads(conn: &mut Conn) -> i64 {
+    scalar(
+        conn,
+        "SELECT COUNT(*) FROM (SELECT MIN(id) AS id FROM deliveries WHERE status = 'pending'
+           GROUP BY handlers_id, ordering_key) m JOIN deliveries d ON d.id = m.id
+         WHERE d.head = 0",
+    )
+    .await
+}
+
+/// Claimed deliveries with an earlier pending delivery of their queue that was not
+/// claimed with them: must be none (per-queue order).
+async fn out_of_order(conn: &mut Conn, claimed: &[Claimed]) -> usize {
+    let mut bad = 0;
+    for c in claimed {
+        let earlier: Vec<i64> = query(
+            "SELECT id FROM deliveries WHERE handlers_id = $1 AND ordering_key = $2
+               AND status = 'pending' AND id < $3",
+        )
+        .bind(c.handlers_id)
+        .bind(c.ordering_key.clone())
+        .bind(c.id)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get(0usize).unwrap())
+        .collect();
+        bad += earlier
+            .iter()
+            .filter(|id| !claimed.iter().any(|o| o.id == **id))
+            .count();
+    }
+    bad
+}
+
+/// A small deterministic generator (the test must fail the same way every time).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[tokio::test]
+async fn every_queue_keeps_its_head_flagged_through_any_outcome() {
+    let (_dir, db) = fresh_db().await;
+    let keys = ["clients:1", "clients:2", "clients:3", "dids:9"];
+    let mut rng = Lcg(7);
+    let mut next_event = 0;
+    let mut failed: Vec<i64> = Vec::new();
+    for step in 0..400i64 {
+        let now = Timestamp::from_micros(1_000_000_000 + step * 1_000_000);
+        let mut tx = db.begin().await.unwrap();
+        // New events, in bursts, for random keys.
+        for _ in 0..rng.below(4) {
+            next_event += 1;
+            let key = keys[rng.below(keys.len() as u64) as usize];
+            outbox::append(&mut tx, Dialect::Sqlite, &[event(next_event, key)], now)
+                .await
+                .unwrap();
+        }
+        // Now and then a failed delivery comes back by hand, or all of a handler's.
+        if !failed.is_empty() && rng.below(10) == 0 {
+            let id = failed.swap_remove(rng.below(failed.len() as u64) as usize);
+            assert!(deliveries::retry(&mut tx, id, now).await.unwrap());
+        }
+        if rng.below(40) == 0 {
+            let since = Timestamp::from_micros(0);
+            deliveries::recover(&mut tx, 1 + rng.below(2) as i64, since, now, now)
+                .await
+                .unwrap();
+            failed.clear();
+            let rows = query("SELECT id FROM deliveries WHERE status = 'failed'")
+                .fetch_all(&mut tx)
+                .await
+                .unwrap();
+            failed.extend(rows.iter().map(|r| r.try_get::<i64, _>(0usize).unwrap()));
+        }
+        let lease_base = now.add_seconds(10);
+        let per_queue = 1 + rng.below(3) as i64;
+        let claimed = deliveries::claim(&mut tx, Dialect::Sqlite, now, lease_base, 64, per_queue)
+            .await
+            .unwrap();
+        assert_eq!(out_of_order(&mut tx, &claimed).await, 0, "step {step}");
+        // Each queue's deliveries go in order; the first that does not succeed stops
+        // its queue, and the rest of the queue is given back, as the engine does.
+        let mut stopped: Vec<(i64, String)> = Vec::new();
+        let mut succeeded = Vec::new();
+        for c in &claimed {
+            let queue = (c.handlers_id, c.ordering_key.clone());
+            if stopped.contains(&queue) {
+                deliveries::release(&mut tx, &[c.lease()]).await.unwrap();
+                continue;
+            }
+            let outcome = match rng.below(10) {
+                0..=5 => {
+                    succeeded.push(c.lease());
+                    continue;
+                }
+                6 | 7 => Outcome::Retry {
+                    next_at: now,
+                    error: "try again".into(),
+                },
+                _ => {
+                    failed.push(c.id);
+                    Outcome::Failed {
+                        error: "gave up".into(),
+                    }
+                }
+            };
+            stopped.push(queue);
+            deliveries::finish(&mut tx, c.lease(), c.attempts + 1, &outcome, now)
+                .await
+                .unwrap();
+        }
+        deliveries::finish_succeeded(&mut tx, &succeeded, now)
+            .await
+            .unwrap();
+        assert_eq!(unflagged_heads(&mut tx).await, 0, "step {step}");
+        tx.commit().await.unwrap();
+    }
+    assert!(next_event > 300, "the run queued events: {next_event}");
+}
+
+#[tokio::test]
+async fn a_queue_waiting_for_its_retry_keeps_its_backlog_out_of_the_claim() {
+    let (_dir, db) = fresh_db().await;
+    let now = Timestamp::from_micros(1_000_000_000);
+    let mut tx = db.begin().await.unwrap();
+    for n in 0..500 {
+        outbox::append(&mut tx, Dialect::Sqlite, &[event(n, "clients:1")], now)
+            .await
+            .unwrap();
+    }
+    outbox::append(&mut tx, Dialect::Sqlite, &[event(999, "clients:2")], now)
+        .await
+        .unwrap();
+    // Both handlers' heads of clients:1 fail and wait an hour.
+    let claimed = deliveries::claim(&mut tx, Dialect::Sqlite, now, now.add_seconds(10), 64, 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 4, "two handlers, two clients: {claimed:?}");
+    let later = now.add_seconds(3600);
+    for c in claimed.iter().filter(|c| c.ordering_key == "clients:1") {
+        let retry = Outcome::Retry {
+            next_at: later,
+            error: "down".into(),
+        };
+        deliveries::finish(&mut tx, c.lease(), 1, &retry, now)
+            .await
+            .unwrap();
+    }
+    let done: Vec<Lease> = claimed
+        .iter()
+        .filter(|c| c.ordering_key == "clients:2")
+        .map(Claimed::lease)
+        .collect();
+    deliveries::finish_succeeded(&mut tx, &done, now)
+        .await
+        .unwrap();
+
+    // 998 deliveries wait behind the two heads; only the heads are flagged.
+    let waiting = scalar(
+        &mut tx,
+        "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
+    )
+    .await;
+    assert_eq!(waiting, 1000);
+    let flagged = scalar(
+        &mut tx,
+        "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND head = 1",
+    )
+    .await;
+    assert_eq!(flagged, 2, "the backlog is not in the claim's index");
+    let soon = now.add_seconds(60);
+    let claimed = deliveries::claim(&mut tx, Dialect::Sqlite, soon, soon.add_seconds(10), 64, 16)
+        .await
+        .unwrap();
+    assert!(
+        claimed.is_empty(),
+        "nothing may go before the heads: {claimed:?}"
+    );
+    tx.commit().await.unwrap();
+    let mut conn = db.read.acquire().await.unwrap();
+    let due = deliveries::next_due(&mut conn).await.unwrap();
+    assert_eq!(due, Some(later), "the engine sleeps until the heads' retry");
+}
