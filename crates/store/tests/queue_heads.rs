@@ -1,4 +1,5 @@
-//! The head flag of delivery queues (SQLite): through any mix of outcomes, manual
+//! The head flag of delivery queues, on SQLite or (with `BILLHOOK_TEST_DATABASE_URL`)
+//! PostgreSQL: through any mix of outcomes, manual
 //! retries and recoveries, the oldest pending delivery of every (handler, ordering key)
 //! queue is flagged, the claim hands out only heads and the deliveries that follow them,
 //! and a queue blocked behind a head that waits for its retry keeps its backlog out of
@@ -8,27 +9,64 @@ use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Claimed, Lease, Outcome};
 use billhook_store::events::Event;
 use billhook_store::sql::{query, Conn};
-use billhook_store::{outbox, Db, Dialect};
+use billhook_store::{outbox, Db};
 use serde_json::json;
 
-async fn fresh_db() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("q.db").display());
-    let db = Db::connect(&url).await.unwrap();
-    db.migrate().await.unwrap();
-    for name in ["one", "two"] {
-        query(
-            "INSERT INTO handlers (name, status, priority, event, stage, type, task, timeout_ms,
-               on_failure, retry_schedule, secret, created_at, updated_at)
-             VALUES ($1, 'enabled', 0, '*', 'after', 'http', 'http://127.0.0.1:9/', 1000,
-               'continue', '[]', 's', 0, 0)",
-        )
-        .bind(name.to_string())
-        .execute(&mut db.write.acquire().await.unwrap())
-        .await
-        .unwrap();
+/// A migrated database with two after handlers for every event: SQLite in a temporary
+/// directory or, with `BILLHOOK_TEST_DATABASE_URL`, a PostgreSQL database of its own.
+struct Fresh {
+    db: Db,
+    _dir: tempfile::TempDir,
+    /// PostgreSQL: the server's admin connection and the database to drop.
+    pg: Option<(Db, String)>,
+}
+
+impl Fresh {
+    async fn new() -> Fresh {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, pg) = match std::env::var("BILLHOOK_TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("billhook_heads_{}", uuid::Uuid::now_v7().simple());
+                let admin = Db::connect(&admin_url).await.unwrap();
+                admin
+                    .execute_admin(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
+                let base = admin_url.rsplit_once('/').unwrap().0;
+                (format!("{base}/{name}"), Some((admin, name)))
+            }
+            _ => (
+                format!("sqlite:{}", dir.path().join("q.db").display()),
+                None,
+            ),
+        };
+        let db = Db::connect(&url).await.unwrap();
+        db.migrate().await.unwrap();
+        for name in ["one", "two"] {
+            query(
+                "INSERT INTO handlers (name, status, priority, event, stage, type, task,
+                   timeout_ms, on_failure, retry_schedule, secret, created_at, updated_at)
+                 VALUES ($1, 'enabled', 0, '*', 'after', 'http', 'http://127.0.0.1:9/', 1000,
+                   'continue', '[]', 's', 0, 0)",
+            )
+            .bind(name.to_string())
+            .execute(&mut db.write.acquire().await.unwrap())
+            .await
+            .unwrap();
+        }
+        Fresh { db, _dir: dir, pg }
     }
-    (dir, db)
+
+    async fn drop_database(self) {
+        self.db.close().await;
+        if let Some((admin, name)) = self.pg {
+            admin
+                .execute_admin(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
 }
 
 fn event(n: u64, key: &str) -> Event {
@@ -106,7 +144,8 @@ impl Lcg {
 
 #[tokio::test]
 async fn every_queue_keeps_its_head_flagged_through_any_outcome() {
-    let (_dir, db) = fresh_db().await;
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
     let keys = ["clients:1", "clients:2", "clients:3", "dids:9"];
     let mut rng = Lcg(7);
     let mut next_event = 0;
@@ -118,7 +157,7 @@ async fn every_queue_keeps_its_head_flagged_through_any_outcome() {
         for _ in 0..rng.below(4) {
             next_event += 1;
             let key = keys[rng.below(keys.len() as u64) as usize];
-            outbox::append(&mut tx, Dialect::Sqlite, &[event(next_event, key)], now)
+            outbox::append(&mut tx, dialect, &[event(next_event, key)], now)
                 .await
                 .unwrap();
         }
@@ -141,7 +180,7 @@ async fn every_queue_keeps_its_head_flagged_through_any_outcome() {
         }
         let lease_base = now.add_seconds(10);
         let per_queue = 1 + rng.below(3) as i64;
-        let claimed = deliveries::claim(&mut tx, Dialect::Sqlite, now, lease_base, 64, per_queue)
+        let claimed = deliveries::claim(&mut tx, dialect, now, lease_base, 64, per_queue)
             .await
             .unwrap();
         assert_eq!(out_of_order(&mut tx, &claimed).await, 0, "step {step}");
@@ -183,23 +222,25 @@ async fn every_queue_keeps_its_head_flagged_through_any_outcome() {
         tx.commit().await.unwrap();
     }
     assert!(next_event > 300, "the run queued events: {next_event}");
+    fresh.drop_database().await;
 }
 
 #[tokio::test]
 async fn a_queue_waiting_for_its_retry_keeps_its_backlog_out_of_the_claim() {
-    let (_dir, db) = fresh_db().await;
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
     let now = Timestamp::from_micros(1_000_000_000);
     let mut tx = db.begin().await.unwrap();
     for n in 0..500 {
-        outbox::append(&mut tx, Dialect::Sqlite, &[event(n, "clients:1")], now)
+        outbox::append(&mut tx, dialect, &[event(n, "clients:1")], now)
             .await
             .unwrap();
     }
-    outbox::append(&mut tx, Dialect::Sqlite, &[event(999, "clients:2")], now)
+    outbox::append(&mut tx, dialect, &[event(999, "clients:2")], now)
         .await
         .unwrap();
     // Both handlers' heads of clients:1 fail and wait an hour.
-    let claimed = deliveries::claim(&mut tx, Dialect::Sqlite, now, now.add_seconds(10), 64, 1)
+    let claimed = deliveries::claim(&mut tx, dialect, now, now.add_seconds(10), 64, 1)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 4, "two handlers, two clients: {claimed:?}");
@@ -236,7 +277,7 @@ async fn a_queue_waiting_for_its_retry_keeps_its_backlog_out_of_the_claim() {
     .await;
     assert_eq!(flagged, 2, "the backlog is not in the claim's index");
     let soon = now.add_seconds(60);
-    let claimed = deliveries::claim(&mut tx, Dialect::Sqlite, soon, soon.add_seconds(10), 64, 16)
+    let claimed = deliveries::claim(&mut tx, dialect, soon, soon.add_seconds(10), 64, 16)
         .await
         .unwrap();
     assert!(
@@ -247,4 +288,42 @@ async fn a_queue_waiting_for_its_retry_keeps_its_backlog_out_of_the_claim() {
     let mut conn = db.read.acquire().await.unwrap();
     let due = deliveries::next_due(&mut conn).await.unwrap();
     assert_eq!(due, Some(later), "the engine sleeps until the heads' retry");
+    drop(conn);
+    fresh.drop_database().await;
+}
+
+/// A head left unflagged (PostgreSQL's race between a commit that queues a delivery and
+/// one that finishes the delivery before it) is found and flagged by the repair.
+#[tokio::test]
+async fn the_repair_flags_a_head_that_lost_its_flag() {
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let now = Timestamp::from_micros(1_000_000_000);
+    let mut tx = db.begin().await.unwrap();
+    for n in 0..3 {
+        outbox::append(&mut tx, dialect, &[event(n, "clients:5")], now)
+            .await
+            .unwrap();
+    }
+    query("UPDATE deliveries SET head = 0")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    let claimed = deliveries::claim(&mut tx, dialect, now, now.add_seconds(10), 64, 16)
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "an unflagged head is not seen");
+    assert_eq!(deliveries::repair_heads(&mut tx).await.unwrap(), 2);
+    assert_eq!(unflagged_heads(&mut tx).await, 0);
+    assert_eq!(deliveries::repair_heads(&mut tx).await.unwrap(), 0);
+    let claimed = deliveries::claim(&mut tx, dialect, now, now.add_seconds(10), 64, 16)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.len(),
+        6,
+        "both handlers' queues, in full: {claimed:?}"
+    );
+    tx.commit().await.unwrap();
+    fresh.drop_database().await;
 }
