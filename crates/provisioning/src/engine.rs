@@ -17,7 +17,7 @@ use billhook_domain::payload::{payload_text, EventHeader};
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Claimed, Lease, Outcome};
 use billhook_store::executions::Execution;
-use billhook_store::{events, Db, Dialect, StoreError};
+use billhook_store::{events, Db, StoreError};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -60,10 +60,6 @@ impl Default for EngineConfig {
         }
     }
 }
-
-/// How often, on PostgreSQL, queue heads that concurrent commits left unflagged are
-/// looked for: a queue hit by that rare race waits at most this long.
-const REPAIR_HEADS_EVERY: Duration = Duration::from_secs(1);
 
 /// Deliveries of a disabled handler wait (in order) until it is enabled again.
 const PAUSED_RECHECK: Duration = Duration::from_secs(5);
@@ -163,16 +159,9 @@ impl DeliveryEngine {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let in_flight: Arc<Mutex<HashSet<Lease>>> = Arc::default();
         let mut last_claim: Option<tokio::time::Instant> = None;
-        let mut last_repair: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 break;
-            }
-            if self.db.dialect == Dialect::Postgres
-                && last_repair.is_none_or(|at| at.elapsed() >= REPAIR_HEADS_EVERY)
-            {
-                last_repair = Some(tokio::time::Instant::now());
-                self.repair_heads().await;
             }
             if let Some(at) = last_claim {
                 tokio::time::sleep_until(at + self.config.claim_gap).await;
@@ -251,20 +240,6 @@ impl DeliveryEngine {
         // Every finished call's outcome is written before the engine stops.
         drop(results);
         let _ = writer.await;
-    }
-
-    /// Flags queue heads that a race between two PostgreSQL transactions left
-    /// unflagged (see `deliveries::claim`); until then such a queue waits.
-    async fn repair_heads(&self) {
-        let repaired = match self.db.write.acquire().await {
-            Ok(mut conn) => deliveries::repair_heads(&mut conn).await,
-            Err(e) => Err(e),
-        };
-        match repaired {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(n, "flagged queue heads that concurrent commits missed"),
-            Err(e) => tracing::warn!(error = %e, "repairing queue heads failed"),
-        }
     }
 
     async fn claim(&self, queues: usize) -> Result<Vec<Claimed>, StoreError> {

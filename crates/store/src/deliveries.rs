@@ -8,8 +8,10 @@ use serde::Serialize;
 use crate::query::{Bind, Filter};
 use crate::{Dialect, Page, StoreError};
 
-/// Checks that a flagged head is still the oldest pending delivery of its queue (a flag
-/// may outlive that, see [`claim`]); each probe is answered from the pending index.
+/// Heads found by probing, per due row, for an earlier pending one of its queue: SQLite
+/// answers each probe from the partial index, and stops at the first `LIMIT` rows. (On
+/// PostgreSQL the probe degraded badly behind a large backlog: there the heads are found
+/// by grouping the pending rows, one pass whatever the backlog.)
 const HEADS_BY_PROBING: &str = " AND NOT EXISTS (
        SELECT 1 FROM deliveries e
        WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
@@ -60,15 +62,15 @@ impl Claimed {
 /// — which is how a crashed worker's deliveries come back — and no earlier delivery of
 /// the same handler and ordering key is unfinished: the head of its queue.
 ///
-/// Heads are flagged (`head = 1`) so that the claim walks only them, however many
-/// deliveries wait behind them: a delivery is flagged when it is queued with nothing
-/// pending before it, or when the deliveries before it finish ([`promote_heads`]); a
-/// delivery put back to pending by hand is flagged too. A flag may be left on a
-/// delivery that is no longer its queue's head (harmless: the claim checks the order
-/// itself). On SQLite, with its one writer, no head is ever unflagged. On PostgreSQL a
-/// delivery queued while the one before it finishes in another transaction can miss
-/// its flag (each saw the other's row as it was); [`repair_heads`], which the engine
-/// runs every second there, flags it.
+/// Heads are flagged (`head = 1`) so that SQLite walks only them: a delivery is flagged
+/// when it is queued with nothing pending before it, or when the deliveries before it
+/// finish ([`promote_heads`]); a delivery put back to pending by hand is flagged too.
+/// A flag may be left on a delivery that is no longer its queue's head (harmless: the
+/// claim checks the order itself), never missing from one that is — on SQLite, whose
+/// one writer sees every statement in turn. On PostgreSQL the same statements keep the
+/// flag, but a delivery queued while the one before it finishes in another transaction
+/// can miss it (each saw the other's row as it was), so the claim there finds heads by
+/// grouping the pending rows instead.
 ///
 /// Each head comes with up to `per_queue - 1` deliveries that follow it in its
 /// queue, due and unleased with nothing in between that is not, for the worker to make
@@ -86,15 +88,17 @@ pub async fn claim(
     let sql = match dialect {
         // Each step is computed once (MATERIALIZED): on a table without statistics yet
         // the planner otherwise ran the locking subquery again for every pending row.
-        // Heads are the flagged ones, walked in due order; they are locked (SKIP
-        // LOCKED) and leased; a follower is only ever reached through its queue's head,
-        // so two processes never take the same one. The outer conditions are checked
-        // again on the row version the update locks.
+        // Heads are locked (SKIP LOCKED) and leased; a follower is only ever reached
+        // through its queue's head, so two processes never take the same one. The outer
+        // conditions are checked again on the row version the update locks.
         Dialect::Postgres => format!(
-            "WITH chosen AS MATERIALIZED (
-               SELECT d.id, d.handlers_id, d.ordering_key FROM deliveries d
-               WHERE d.status = 'pending' AND d.head = 1
-                 AND d.next_at <= $2 AND d.lease_until < $2{HEADS_BY_PROBING}
+            "WITH heads AS MATERIALIZED (
+               SELECT MIN(id) AS id FROM deliveries WHERE status = 'pending'
+               GROUP BY handlers_id, ordering_key),
+             chosen AS MATERIALIZED (
+               SELECT d.id, d.handlers_id, d.ordering_key FROM heads
+               JOIN deliveries d ON d.id = heads.id
+               WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2
                ORDER BY d.next_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED),
              taken AS MATERIALIZED (
                SELECT f.id FROM chosen c CROSS JOIN LATERAL (
@@ -255,20 +259,6 @@ async fn promote_heads(conn: &mut Conn, ids: &[i64]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Flags every queue's oldest pending delivery that is not flagged, and says how many
-/// it flagged. One pass over the pending deliveries: for PostgreSQL's rare missed flag
-/// (see [`claim`]), run every second, not with every claim.
-pub async fn repair_heads(conn: &mut Conn) -> Result<u64, StoreError> {
-    let done = query(
-        "UPDATE deliveries SET head = 1 WHERE head = 0 AND id IN (
-           SELECT MIN(id) FROM deliveries WHERE status = 'pending'
-           GROUP BY handlers_id, ordering_key)",
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
-}
-
 /// Gives leases back (graceful shutdown) so another process may deliver at once.
 pub async fn release(conn: &mut Conn, leases: &[Lease]) -> Result<(), StoreError> {
     if leases.is_empty() {
@@ -288,14 +278,18 @@ pub async fn release(conn: &mut Conn, leases: &[Lease]) -> Result<(), StoreError
 /// When the next pending delivery is due, if any (ignores ordering: a wake-up too early
 /// is harmless, one too late is not).
 pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
-    // The flagged heads only (see `claim`): a backlog waiting behind them would
-    // otherwise be read in full every time the engine goes idle.
-    let at: Option<i64> = query_scalar(
+    // SQLite reads the flagged heads only (see `claim`): a backlog waiting behind them
+    // would otherwise be read in full every time the engine goes idle.
+    let heads = if conn.is_sqlite() {
+        " AND head = 1"
+    } else {
+        ""
+    };
+    let sql = format!(
         "SELECT MIN(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END)
-         FROM deliveries WHERE status = 'pending' AND head = 1",
-    )
-    .fetch_one(conn)
-    .await?;
+         FROM deliveries WHERE status = 'pending'{heads}"
+    );
+    let at: Option<i64> = query_scalar(&sql).fetch_one(conn).await?;
     Ok(at.map(Timestamp::from_micros))
 }
 
