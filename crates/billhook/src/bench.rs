@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// this many times and print the medians: this machine's noise is large.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Also register a second after handler for the same events whose endpoint is down
+    /// (connections refused, next attempt in an hour): its deliveries pile up behind
+    /// each client's first one while the first handler's are measured.
+    #[arg(long)]
+    down_handler: bool,
     /// Instead of delivery: Core API latency of one action with 0, 1 and 3 before
     /// handlers on a loopback receiver that answers at once (sequential requests).
     #[arg(long)]
@@ -207,6 +212,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "paced at {r}/s"
             ))
     );
+    if args.down_handler {
+        println!("  with a second handler whose endpoint is down: its deliveries pile up");
+    }
     let runs = args.runs.max(1);
     let mut all = Vec::with_capacity(runs);
     for n in 1..=runs {
@@ -368,6 +376,19 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     .await?;
     if !r.status().is_success() {
         bail!("creating the handler: {}", r.text().await?);
+    }
+    if args.down_handler {
+        // Nothing listens on port 1: every call is refused at once, and each client's
+        // queue for this handler waits an hour behind its first event.
+        let r = post(
+            "/handlers",
+            json!({"name": "down", "event": "accounting.payments.create",
+                   "task": "http://127.0.0.1:1/down", "retry_schedule": [3600]}),
+        )
+        .await?;
+        if !r.status().is_success() {
+            bail!("creating the handler that is down: {}", r.text().await?);
+        }
     }
     let mut clients = Vec::new();
     for n in 0..args.clients.max(1) {
