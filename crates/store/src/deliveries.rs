@@ -8,10 +8,9 @@ use serde::Serialize;
 use crate::query::{Bind, Filter};
 use crate::{Dialect, Page, StoreError};
 
-/// Heads found by probing, per due row, for an earlier pending one of its queue: SQLite
-/// answers each probe from the partial index, and stops at the first `LIMIT` rows. (On
-/// PostgreSQL the probe degraded badly behind a large backlog: there the heads are found
-/// by grouping the pending rows, one pass whatever the backlog.)
+/// SQLite's check that a flagged head is still the oldest pending delivery of its queue
+/// (a flag may outlive that, see [`claim`]), answered from the pending index. (On
+/// PostgreSQL, where flags can be missing, the heads are found from that index itself.)
 const HEADS_BY_PROBING: &str = " AND NOT EXISTS (
        SELECT 1 FROM deliveries e
        WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
@@ -70,7 +69,7 @@ impl Claimed {
 /// one writer sees every statement in turn. On PostgreSQL the same statements keep the
 /// flag, but a delivery queued while the one before it finishes in another transaction
 /// can miss it (each saw the other's row as it was), so the claim there finds heads by
-/// grouping the pending rows instead.
+/// skipping from queue to queue through the pending index instead.
 ///
 /// Each head comes with up to `per_queue - 1` deliveries that follow it in its
 /// queue, due and unleased with nothing in between that is not, for the worker to make
@@ -88,13 +87,22 @@ pub async fn claim(
     let sql = match dialect {
         // Each step is computed once (MATERIALIZED): on a table without statistics yet
         // the planner otherwise ran the locking subquery again for every pending row.
-        // Heads are locked (SKIP LOCKED) and leased; a follower is only ever reached
-        // through its queue's head, so two processes never take the same one. The outer
-        // conditions are checked again on the row version the update locks.
+        // The heads are found by skipping from queue to queue through the pending index
+        // (one seek per queue, however many deliveries wait in each; grouping the
+        // pending rows read every one of them on every claim). Heads are locked (SKIP
+        // LOCKED) and leased; a follower is only ever reached through its queue's head,
+        // so two processes never take the same one. The outer conditions are checked
+        // again on the row version the update locks.
         Dialect::Postgres => format!(
-            "WITH heads AS MATERIALIZED (
-               SELECT MIN(id) AS id FROM deliveries WHERE status = 'pending'
-               GROUP BY handlers_id, ordering_key),
+            "WITH RECURSIVE heads AS MATERIALIZED (
+               (SELECT handlers_id, ordering_key, id FROM deliveries WHERE status = 'pending'
+                ORDER BY handlers_id, ordering_key, id LIMIT 1)
+               UNION ALL
+               SELECT n.handlers_id, n.ordering_key, n.id FROM heads h CROSS JOIN LATERAL (
+                 SELECT handlers_id, ordering_key, id FROM deliveries
+                 WHERE status = 'pending'
+                   AND (handlers_id, ordering_key) > (h.handlers_id, h.ordering_key)
+                 ORDER BY handlers_id, ordering_key, id LIMIT 1) n),
              chosen AS MATERIALIZED (
                SELECT d.id, d.handlers_id, d.ordering_key FROM heads
                JOIN deliveries d ON d.id = heads.id
