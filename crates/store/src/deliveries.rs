@@ -16,6 +16,19 @@ const HEADS_BY_PROBING: &str = " AND NOT EXISTS (
        WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
          AND e.status = 'pending' AND e.id < d.id)";
 
+/// PostgreSQL: the CTE `heads` of every queue's oldest pending delivery, found by
+/// skipping from queue to queue through the pending index (one seek per queue, however
+/// many deliveries wait in it). Needs `WITH RECURSIVE`.
+const PG_HEADS: &str = "heads AS MATERIALIZED (
+       (SELECT handlers_id, ordering_key, id FROM deliveries WHERE status = 'pending'
+        ORDER BY handlers_id, ordering_key, id LIMIT 1)
+       UNION ALL
+       SELECT n.handlers_id, n.ordering_key, n.id FROM heads h CROSS JOIN LATERAL (
+         SELECT handlers_id, ordering_key, id FROM deliveries
+         WHERE status = 'pending'
+           AND (handlers_id, ordering_key) > (h.handlers_id, h.ordering_key)
+         ORDER BY handlers_id, ordering_key, id LIMIT 1) n)";
+
 /// The lease: `$1` plus the handler's own timeout.
 const LEASE: &str =
     "$1 + (SELECT h.timeout_ms FROM handlers h WHERE h.id = deliveries.handlers_id) * 1000";
@@ -94,15 +107,7 @@ pub async fn claim(
         // so two processes never take the same one. The outer conditions are checked
         // again on the row version the update locks.
         Dialect::Postgres => format!(
-            "WITH RECURSIVE heads AS MATERIALIZED (
-               (SELECT handlers_id, ordering_key, id FROM deliveries WHERE status = 'pending'
-                ORDER BY handlers_id, ordering_key, id LIMIT 1)
-               UNION ALL
-               SELECT n.handlers_id, n.ordering_key, n.id FROM heads h CROSS JOIN LATERAL (
-                 SELECT handlers_id, ordering_key, id FROM deliveries
-                 WHERE status = 'pending'
-                   AND (handlers_id, ordering_key) > (h.handlers_id, h.ordering_key)
-                 ORDER BY handlers_id, ordering_key, id LIMIT 1) n),
+            "WITH RECURSIVE {PG_HEADS},
              chosen AS MATERIALIZED (
                SELECT d.id, d.handlers_id, d.ordering_key FROM heads
                JOIN deliveries d ON d.id = heads.id
@@ -283,20 +288,23 @@ pub async fn release(conn: &mut Conn, leases: &[Lease]) -> Result<(), StoreError
     Ok(())
 }
 
-/// When the next pending delivery is due, if any (ignores ordering: a wake-up too early
-/// is harmless, one too late is not).
+/// When the next delivery that can go is due, if any: the earliest due time (or end of
+/// lease) of the queues' heads. A wake-up too early is harmless, one too late is not.
 pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
-    // SQLite reads the flagged heads only (see `claim`): a backlog waiting behind them
-    // would otherwise be read in full every time the engine goes idle.
-    let heads = if conn.is_sqlite() {
-        " AND head = 1"
-    } else {
-        ""
-    };
-    let sql = format!(
+    // Heads only (see `claim`): the backlog waiting behind them would otherwise be read
+    // in full every time the engine goes idle, and, being due, would say "now" while
+    // nothing can go, so that the engine slept its whole fallback poll.
+    let sql = if conn.is_sqlite() {
         "SELECT MIN(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END)
-         FROM deliveries WHERE status = 'pending'{heads}"
-    );
+         FROM deliveries WHERE status = 'pending' AND head = 1"
+            .to_string()
+    } else {
+        format!(
+            "WITH RECURSIVE {PG_HEADS}
+             SELECT MIN(CASE WHEN d.lease_until > d.next_at THEN d.lease_until ELSE d.next_at END)
+             FROM heads JOIN deliveries d ON d.id = heads.id"
+        )
+    };
     let at: Option<i64> = query_scalar(&sql).fetch_one(conn).await?;
     Ok(at.map(Timestamp::from_micros))
 }
