@@ -168,10 +168,7 @@ async fn an_exhausted_delivery_fails_and_can_be_retried_by_hand() {
 
     r.succeed();
     let d = delivery_of(&s, id, &first).await;
-    let (st, v) = s
-        .post(&format!("/api/v1/deliveries/{}/retry", d["id"]), json!({}))
-        .await;
-    assert_eq!(st, 200, "{v}");
+    let v = retry_by_hand(&s, id, &first).await;
     assert_eq!(v["id"], d["id"]);
     let hits = r.wait_hits("/h", 7, 30).await;
     assert_eq!(hits[6].uid(), first, "the retried one is delivered");
@@ -272,11 +269,7 @@ async fn manual_retry_and_recover_wake_the_engine() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     r.succeed();
-    let d = delivery_of(&s, id, &first).await;
-    let (st, v) = s
-        .post(&format!("/api/v1/deliveries/{}/retry", d["id"]), json!({}))
-        .await;
-    assert_eq!(st, 200, "{v}");
+    retry_by_hand(&s, id, &first).await;
     let hits = r.wait_hits("/h", 2, 20).await;
     assert_eq!(hits[1].uid(), first, "the retried delivery went at once");
 
@@ -296,6 +289,17 @@ async fn manual_retry_and_recover_wake_the_engine() {
     assert_eq!(v["requeued"], 1, "{v}");
     let hits = r.wait_hits("/h", 4, 20).await;
     assert_eq!(hits[3].uid(), second, "the recovered delivery went at once");
+}
+
+/// Retries the failed delivery of event `uid` to handler `id` through the API; gives
+/// the delivery as the API answers.
+async fn retry_by_hand(s: &Server, id: i64, uid: &str) -> Value {
+    let d = delivery_of(s, id, uid).await;
+    let (st, v) = s
+        .post(&format!("/api/v1/deliveries/{}/retry", d["id"]), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` for a Unix time.
