@@ -92,10 +92,13 @@ impl Handlers {
         Ok(())
     }
 
-    /// Makes every cached copy of handlers see a change at once.
+    /// Makes every cached copy of handlers see a change at once, and the delivery
+    /// engines look again: a handler enabled again has deliveries waiting for it.
     fn changed(&self) {
         self.before.invalidate();
         self.cache.invalidate();
+        self.wake.notify_one();
+        self.db.announce_deliveries();
     }
 
     fn check(&self, h: &Handler) -> Result<(), AppError> {

@@ -61,9 +61,6 @@ impl Default for EngineConfig {
     }
 }
 
-/// Deliveries of a disabled handler wait (in order) until it is enabled again.
-const PAUSED_RECHECK: Duration = Duration::from_secs(5);
-
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
@@ -378,7 +375,12 @@ impl DeliveryEngine {
         let now = Timestamp::now();
         if handler.status != HandlerStatus::Enabled {
             let later = Outcome::Retry {
-                next_at: now.add_seconds(PAUSED_RECHECK.as_secs() as i64),
+                // Claimed just before its handler was disabled. The claim skips
+                // handlers that are not enabled, so it waits untouched from now on and
+                // goes once the handler is enabled again, but not within a second:
+                // our cached copy of a handler that another process enabled again may
+                // be that old, and must not make us claim it in a loop.
+                next_at: now.add_seconds(1),
                 error: format!(
                     "handler is {}; waiting until it is enabled",
                     handler.status.as_str()

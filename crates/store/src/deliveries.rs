@@ -29,6 +29,10 @@ const PG_HEADS: &str = "heads AS MATERIALIZED (
            AND (handlers_id, ordering_key) > (h.handlers_id, h.ordering_key)
          ORDER BY handlers_id, ordering_key, id LIMIT 1) n)";
 
+/// Only deliveries of enabled handlers are claimed: those of a disabled (or archived)
+/// handler wait untouched, in order, and go as soon as it is enabled again.
+const ENABLED: &str = " AND d.handlers_id IN (SELECT id FROM handlers WHERE status = 'enabled')";
+
 /// The lease: `$1` plus the handler's own timeout.
 const LEASE: &str =
     "$1 + (SELECT h.timeout_ms FROM handlers h WHERE h.id = deliveries.handlers_id) * 1000";
@@ -111,7 +115,7 @@ pub async fn claim(
              chosen AS MATERIALIZED (
                SELECT d.id, d.handlers_id, d.ordering_key FROM heads
                JOIN deliveries d ON d.id = heads.id
-               WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2
+               WHERE d.status = 'pending' AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}
                ORDER BY d.next_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED),
              taken AS MATERIALIZED (
                SELECT f.id FROM chosen c CROSS JOIN LATERAL (
@@ -145,7 +149,7 @@ pub async fn claim(
                SELECT f.id FROM (
                    SELECT d.handlers_id, d.ordering_key FROM deliveries d
                    WHERE d.status = 'pending' AND d.head = 1
-                     AND d.next_at <= $2 AND d.lease_until < $2{HEADS_BY_PROBING}
+                     AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}
                    ORDER BY d.next_at LIMIT $3) h
                JOIN deliveries f ON f.id IN (
                    SELECT g.id FROM deliveries g
@@ -295,14 +299,15 @@ pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> 
     // in full every time the engine goes idle, and, being due, would say "now" while
     // nothing can go, so that the engine slept its whole fallback poll.
     let sql = if conn.is_sqlite() {
-        "SELECT MIN(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END)
-         FROM deliveries WHERE status = 'pending' AND head = 1"
-            .to_string()
+        format!(
+            "SELECT MIN(CASE WHEN d.lease_until > d.next_at THEN d.lease_until ELSE d.next_at END)
+             FROM deliveries d WHERE d.status = 'pending' AND d.head = 1{ENABLED}"
+        )
     } else {
         format!(
             "WITH RECURSIVE {PG_HEADS}
              SELECT MIN(CASE WHEN d.lease_until > d.next_at THEN d.lease_until ELSE d.next_at END)
-             FROM heads JOIN deliveries d ON d.id = heads.id"
+             FROM heads JOIN deliveries d ON d.id = heads.id WHERE TRUE{ENABLED}"
         )
     };
     let at: Option<i64> = query_scalar(&sql).fetch_one(conn).await?;

@@ -182,11 +182,16 @@ async fn deliveries_queued_before_a_disable_wait_and_resume_in_order() {
     let before = r.hits_on("/h").len();
     r.succeed();
     let switched = now_micros();
-    settle(7.0, || head_touched_after(switched)).await;
+    // Longer than the 5 s after which paused deliveries used to be taken up again.
+    settle(6.0, || head_touched_after(switched)).await;
     assert_eq!(
         r.hits_on("/h").len(),
         before,
         "no call while the handler is disabled"
+    );
+    assert!(
+        !head_touched_after(switched).await,
+        "a disabled handler's deliveries wait untouched, not taken up again and again"
     );
 
     let (st, v) = s.post(&format!("{HANDLERS}/{id}/enable"), json!({})).await;
