@@ -30,8 +30,12 @@ const PG_HEADS: &str = "heads AS MATERIALIZED (
          ORDER BY handlers_id, ordering_key, id LIMIT 1) n)";
 
 /// Only deliveries of enabled handlers are claimed: those of a disabled (or archived)
-/// handler wait untouched, in order, and go as soon as it is enabled again.
-const ENABLED: &str = " AND d.handlers_id IN (SELECT id FROM handlers WHERE status = 'enabled')";
+/// handler wait untouched, in order, and go as soon as it is enabled again. Written as a
+/// lookup per candidate row: as `handlers_id IN (…)` SQLite drove the claim from the
+/// handlers through every delivery of each, instead of walking the due heads (a third
+/// more CPU per event in the bench).
+const ENABLED: &str =
+    " AND (SELECT h.status FROM handlers h WHERE h.id = d.handlers_id) = 'enabled'";
 
 /// The lease: `$1` plus the handler's own timeout.
 const LEASE: &str =
