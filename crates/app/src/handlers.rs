@@ -60,8 +60,9 @@ pub struct Handlers {
     caller: Caller,
     before: BeforeChain,
     cache: HandlerCache,
-    /// The delivery engine's wake-up: deliveries set back to pending go at once.
-    wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Wakes the delivery engines when deliveries are set back to pending or a handler
+    /// changes.
+    pipeline: crate::pipeline::Pipeline,
 }
 
 impl Handlers {
@@ -71,14 +72,14 @@ impl Handlers {
         caller: Caller,
         before: BeforeChain,
         cache: HandlerCache,
-        wake: std::sync::Arc<tokio::sync::Notify>,
+        pipeline: crate::pipeline::Pipeline,
     ) -> Handlers {
         Handlers {
             db,
             caller,
             before,
             cache,
-            wake,
+            pipeline,
         }
     }
 
@@ -87,8 +88,7 @@ impl Handlers {
     /// its next fallback poll.
     async fn commit_requeued(&self, tx: billhook_store::Tx) -> Result<(), AppError> {
         tx.commit().await?;
-        self.wake.notify_one();
-        self.db.announce_deliveries();
+        self.pipeline.committed();
         Ok(())
     }
 
@@ -97,8 +97,7 @@ impl Handlers {
     fn changed(&self) {
         self.before.invalidate();
         self.cache.invalidate();
-        self.wake.notify_one();
-        self.db.announce_deliveries();
+        self.pipeline.committed();
     }
 
     fn check(&self, h: &Handler) -> Result<(), AppError> {

@@ -78,7 +78,7 @@ impl App {
                 caller,
                 before,
                 handler_cache,
-                pipeline.wake(),
+                pipeline.clone(),
             ),
             pipeline,
             keys: keys::KeyRing::new(db.clone(), admin_key),

@@ -377,10 +377,12 @@ impl DeliveryEngine {
             let later = Outcome::Retry {
                 // Claimed just before its handler was disabled. The claim skips
                 // handlers that are not enabled, so it waits untouched from now on and
-                // goes once the handler is enabled again, but not within a second:
-                // our cached copy of a handler that another process enabled again may
-                // be that old, and must not make us claim it in a loop.
-                next_at: now.add_seconds(1),
+                // goes once the handler is enabled again, but not before our cached
+                // copy of it is renewed: a stale copy of a handler that another process
+                // enabled again must not make us claim it in a loop.
+                next_at: now.add_micros(
+                    i64::try_from(crate::handler_cache::FRESH_FOR.as_micros()).unwrap_or(i64::MAX),
+                ),
                 error: format!(
                     "handler is {}; waiting until it is enabled",
                     handler.status.as_str()

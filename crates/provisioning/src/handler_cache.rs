@@ -11,7 +11,7 @@ use billhook_store::{Db, StoreError};
 
 /// How long an entry is trusted. Changes made through this process apply at once (they
 /// invalidate); changes by another process sharing the database within this.
-const FRESH_FOR: Duration = Duration::from_secs(1);
+pub(crate) const FRESH_FOR: Duration = Duration::from_secs(1);
 
 type Entry = (Instant, Arc<(Handler, Secrets)>);
 

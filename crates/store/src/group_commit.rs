@@ -75,15 +75,18 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Runs transaction control statements. A single statement is prepared once per
-/// connection and reused: every write transaction runs two or three of them, and
-/// parsing them again each time was a visible share of a short transaction.
+/// Runs one transaction control statement, prepared once per connection and reused:
+/// every write transaction runs two or three of them, and parsing them again each time
+/// was a visible share of a short transaction.
 fn exec(c: &mut LiteConn, sql: &str) -> Result<(), StoreError> {
-    if sql.contains(';') {
-        return Ok(c.raw().execute_batch(sql)?);
-    }
     c.raw().prepare_cached(sql)?.raw_execute()?;
     Ok(())
+}
+
+/// Undoes the member's savepoint and leaves it.
+fn undo_member(c: &mut LiteConn) {
+    let _ = exec(c, "ROLLBACK TO member");
+    let _ = exec(c, "RELEASE member");
 }
 
 /// Takes the writer and starts a member: joins the open group or opens one.
@@ -124,7 +127,7 @@ pub(crate) async fn begin(
 /// is committed.
 pub(crate) async fn commit(mut c: LiteConn, m: Member) -> Result<(), StoreError> {
     if let Err(e) = exec(&mut c, "RELEASE member") {
-        let _ = exec(&mut c, "ROLLBACK TO member; RELEASE member");
+        undo_member(&mut c);
         end_if_idle(&mut c, &m.group);
         return Err(e);
     }
@@ -145,7 +148,7 @@ pub(crate) async fn commit(mut c: LiteConn, m: Member) -> Result<(), StoreError>
 
 /// Undoes a member (an error, or a transaction dropped without commit).
 pub(crate) fn abandon(c: &mut LiteConn, m: &Member) {
-    let _ = exec(c, "ROLLBACK TO member; RELEASE member");
+    undo_member(c);
     end_if_idle(c, &m.group);
 }
 

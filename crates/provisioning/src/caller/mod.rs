@@ -108,9 +108,7 @@ impl Caller {
         outcome.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         outcome
     }
-}
 
-impl Caller {
     /// `task` parsed as a URL, from the cache when it was parsed before.
     fn parsed_url(&self, task: &str) -> Option<reqwest::Url> {
         let mut urls = self.urls.lock().expect("not poisoned");
