@@ -255,6 +255,10 @@ struct Figures {
     bench_cpu_us: f64,
     /// The bench's CPU time per request of the ceiling (client and receiver), in µs.
     ceiling_cpu_us: f64,
+    /// SQLite: the share of the time its one writer was in use, and the write
+    /// transactions per group commit (NaN on PostgreSQL).
+    writer_busy: f64,
+    per_commit: f64,
 }
 
 impl Figures {
@@ -282,6 +286,13 @@ impl Figures {
              a ceiling request costs the bench {:.0} µs",
             self.server_cpu_us, self.bench_cpu_us, self.ceiling_cpu_us
         );
+        if !self.writer_busy.is_nan() {
+            println!(
+                "  SQLite writer: in use {:.0} % of the time, {:.1} write transactions per commit",
+                100.0 * self.writer_busy,
+                self.per_commit
+            );
+        }
     }
 
     /// Each figure's median over the runs (counts: the smallest).
@@ -302,6 +313,8 @@ impl Figures {
             server_cpu_us: m(|f| f.server_cpu_us),
             bench_cpu_us: m(|f| f.bench_cpu_us),
             ceiling_cpu_us: m(|f| f.ceiling_cpu_us),
+            writer_busy: m(|f| f.writer_busy),
+            per_commit: m(|f| f.per_commit),
         }
     }
 }
@@ -401,6 +414,8 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
 
     let server_pid = server.process.id();
     let (server_cpu_before, bench_cpu_before) = (cpu_time(server_pid), cpu_time(None));
+    let metrics_url = format!("{}/metrics", server.base);
+    let writer_before = writer_use(&http, &metrics_url).await;
     let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
     let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -463,6 +478,14 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let server_cpu = cpu_time(server_pid).saturating_sub(server_cpu_before);
     let bench_cpu = cpu_time(None).saturating_sub(bench_cpu_before);
+    let writer = match (writer_before, writer_use(&http, &metrics_url).await) {
+        (Some(a), Some(b)) => Some(WriterUse {
+            busy_s: b.busy_s - a.busy_s,
+            commits: b.commits - a.commits,
+            transactions: b.transactions - a.transactions,
+        }),
+        _ => None,
+    };
 
     let _ = server.process.start_kill();
     let _ = server.process.wait().await;
@@ -481,6 +504,30 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
         server_cpu_us: per_item(server_cpu, receipts.len()),
         bench_cpu_us: per_item(bench_cpu, receipts.len()),
         ceiling_cpu_us,
+        writer_busy: writer.map_or(f64::NAN, |w| w.busy_s / started.elapsed().as_secs_f64()),
+        per_commit: writer.map_or(f64::NAN, |w| w.transactions / w.commits.max(1.0)),
+    })
+}
+
+/// The server's SQLite writer counters, from `/metrics`.
+#[derive(Debug, Clone, Copy)]
+struct WriterUse {
+    busy_s: f64,
+    commits: f64,
+    transactions: f64,
+}
+
+/// Reads [`WriterUse`] off the server's `/metrics`; none on PostgreSQL.
+async fn writer_use(http: &reqwest::Client, url: &str) -> Option<WriterUse> {
+    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    Some(WriterUse {
+        busy_s: value("billhook_sqlite_writer_busy_seconds_total")?,
+        commits: value("billhook_sqlite_commits_total")?,
+        transactions: value("billhook_sqlite_committed_transactions_total")?,
     })
 }
 

@@ -132,6 +132,14 @@ impl Db {
         self.write.begin().await
     }
 
+    /// How SQLite's one writer was used since the process started; none on PostgreSQL.
+    pub fn writer_stats(&self) -> Option<crate::WriterStats> {
+        match &self.write {
+            Pool::Lite(pool) => pool.group().map(|g| g.stats()),
+            Pool::Any(_) => None,
+        }
+    }
+
     /// Starts a write transaction that will run long (an import's rows).
     pub async fn begin_long(&self) -> Result<Tx, StoreError> {
         self.write.begin_long().await

@@ -10,7 +10,7 @@
 //! same from one transaction to the next, so a group writes them once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,11 @@ const TAKE_OVER_AFTER: Duration = Duration::from_millis(5);
 
 /// The group state of one writer connection.
 pub(crate) struct Group {
+    /// Nanoseconds the writer connection was in use, by anyone (see [`WriterStats`]).
+    busy_nanos: AtomicU64,
+    /// Groups committed, and the transactions they held.
+    commits: AtomicU64,
+    committed: AtomicU64,
     /// Tasks waiting for the writer: while there are some, the group stays open.
     waiting: AtomicUsize,
     state: Mutex<State>,
@@ -53,6 +58,9 @@ pub(crate) struct Member {
 impl Group {
     pub(crate) fn new() -> Arc<Group> {
         Arc::new(Group {
+            busy_nanos: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             state: Mutex::new(State {
                 open: false,
@@ -63,6 +71,35 @@ impl Group {
             done: watch::channel(0).0,
             failed: Mutex::new(VecDeque::new()),
         })
+    }
+}
+
+/// How SQLite's one writer was used since the process started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriterStats {
+    /// Time the writer connection was held (transactions, their COMMITs, statements
+    /// outside transactions, checkpoints that take it). Close to the elapsed time, writes
+    /// queue for it: it is the limit of this database.
+    pub busy: Duration,
+    /// Group commits.
+    pub commits: u64,
+    /// Write transactions those commits made durable.
+    pub transactions: u64,
+}
+
+impl Group {
+    /// Counts a spell of the writer connection being held.
+    pub(crate) fn held_for(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> WriterStats {
+        WriterStats {
+            busy: Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
+            commits: self.commits.load(Ordering::Relaxed),
+            transactions: self.committed.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -187,6 +224,12 @@ fn commit_group(c: &mut LiteConn, group: &Group) -> Result<(), StoreError> {
     }
     let mut st = group.state.lock().expect("not poisoned");
     st.open = false;
+    if result.is_ok() {
+        group.commits.fetch_add(1, Ordering::Relaxed);
+        group
+            .committed
+            .fetch_add(st.pending as u64, Ordering::Relaxed);
+    }
     if let Err(e) = &result {
         let mut failed = group.failed.lock().expect("not poisoned");
         failed.push_back((st.epoch, e.to_string()));

@@ -26,6 +26,7 @@ pub mod subscriptions;
 pub mod transactions;
 
 pub use db::{Db, Dialect, StoreError};
+pub use group_commit::WriterStats;
 pub use query::Page;
 pub use sql::{Conn, Tx};
 pub use sqlx::Error as SqlxError;

@@ -620,6 +620,8 @@ pub struct LiteConn {
     conn: Option<rusqlite::Connection>,
     pool: Option<Arc<LitePool>>,
     _permit: Option<OwnedSemaphorePermit>,
+    /// When it was taken from its pool.
+    since: std::time::Instant,
 }
 
 impl LiteConn {
@@ -638,6 +640,7 @@ impl LiteConn {
             conn: None,
             pool: None,
             _permit: None,
+            since: std::time::Instant::now(),
         }
     }
 }
@@ -645,12 +648,20 @@ impl LiteConn {
 impl Drop for LiteConn {
     fn drop(&mut self) {
         if let (Some(conn), Some(pool)) = (self.conn.take(), &self.pool) {
+            if let Some(group) = &pool.group {
+                group.held_for(self.since.elapsed());
+            }
             pool.idle.lock().expect("not poisoned").push(conn);
         }
     }
 }
 
 impl LitePool {
+    /// The writer's group commit (none for a pool of readers).
+    pub(crate) fn group(&self) -> Option<&Arc<crate::group_commit::Group>> {
+        self.group.as_ref()
+    }
+
     /// Opens the single writer connection, with group commit.
     pub fn open_writer(path: &str, setup: &str) -> Result<Arc<LitePool>, StoreError> {
         let setup = format!("{setup} {}", crate::checkpoint::WRITER_SETUP);
@@ -712,6 +723,7 @@ impl LitePool {
             conn: Some(conn),
             pool: Some(self.clone()),
             _permit: Some(permit),
+            since: std::time::Instant::now(),
         })
     }
 

@@ -309,3 +309,49 @@ async fn the_log_keeps_the_first_64_kib_of_a_response() {
     assert_eq!(body.len(), 64 * 1024, "the first 64 KiB");
     assert!(big.starts_with(body));
 }
+
+/// SQLite's one writer: how long it was in use and how many write transactions each
+/// group commit held grow with every write. PostgreSQL has no such writer: no series.
+#[tokio::test]
+async fn metrics_show_how_busy_the_sqlite_writer_is() {
+    let s = Server::start().await;
+    let series = [
+        "billhook_sqlite_writer_busy_seconds_total",
+        "billhook_sqlite_commits_total",
+        "billhook_sqlite_committed_transactions_total",
+    ];
+    let before = metrics(&s).await;
+    if std::env::var("BILLHOOK_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        for name in series {
+            assert_eq!(
+                metric(&before, name),
+                None,
+                "{name} on PostgreSQL:\n{before}"
+            );
+        }
+        return;
+    }
+    let value = |text: &str, name: &str| {
+        metric(text, name).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    for _ in 0..5 {
+        client(&s, "writes").await;
+    }
+    let after = metrics(&s).await;
+    for name in series {
+        assert!(
+            after.contains(&format!("# TYPE {name} counter")),
+            "{name} is a counter:\n{after}"
+        );
+        assert!(
+            value(&after, name) > value(&before, name),
+            "{name} grows with writes:\n{before}\n{after}"
+        );
+    }
+    let transactions = value(&after, series[2]) - value(&before, series[2]);
+    let commits = value(&after, series[1]) - value(&before, series[1]);
+    assert!(
+        transactions >= 5.0 && commits >= 1.0 && commits <= transactions,
+        "five clients created: {transactions} transactions in {commits} commits"
+    );
+}

@@ -46,5 +46,29 @@ pub async fn render(State(app): State<App>) -> impl IntoResponse {
         out.push_str("# TYPE billhook_oldest_pending_delivery_age_seconds gauge\n");
         let _ = writeln!(out, "billhook_oldest_pending_delivery_age_seconds {age}");
     }
+    if let Some(w) = app.db.writer_stats() {
+        writer(&mut out, w.busy, w.commits, w.transactions);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// SQLite's one writer: its busy time per second is how close writes are to queueing
+/// for it, the point to move to PostgreSQL.
+fn writer(out: &mut String, busy: std::time::Duration, commits: u64, transactions: u64) {
+    out.push_str("# HELP billhook_sqlite_writer_busy_seconds_total Time SQLite's one writer connection was in use.\n");
+    out.push_str("# TYPE billhook_sqlite_writer_busy_seconds_total counter\n");
+    let _ = writeln!(
+        out,
+        "billhook_sqlite_writer_busy_seconds_total {}",
+        busy.as_secs_f64()
+    );
+    out.push_str("# HELP billhook_sqlite_commits_total Group commits of SQLite's writer.\n");
+    out.push_str("# TYPE billhook_sqlite_commits_total counter\n");
+    let _ = writeln!(out, "billhook_sqlite_commits_total {commits}");
+    out.push_str("# HELP billhook_sqlite_committed_transactions_total Write transactions made durable by those commits.\n");
+    out.push_str("# TYPE billhook_sqlite_committed_transactions_total counter\n");
+    let _ = writeln!(
+        out,
+        "billhook_sqlite_committed_transactions_total {transactions}"
+    );
 }
