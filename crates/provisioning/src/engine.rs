@@ -144,6 +144,7 @@ impl DeliveryEngine {
             let (db, wake) = (self.db.clone(), self.wake.clone());
             async move { db.listen_deliveries(wake).await }
         });
+        let statistics = tokio::spawn(keep_statistics(self.db.clone()));
         // Outcomes are written in batches by one task: one transaction for many
         // deliveries instead of one each.
         let (results, results_rx) = mpsc::channel::<Written>(4096);
@@ -216,6 +217,7 @@ impl DeliveryEngine {
             }
         }
         listener.abort();
+        statistics.abort();
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(35), &mut Box::pin(drain))
             .await
@@ -445,6 +447,24 @@ impl DeliveryEngine {
             .lock()
             .expect("not poisoned")
             .observe(outcome.duration_ms as f64 / 1000.0);
+    }
+}
+
+/// On PostgreSQL, keeps the planner's statistics of the deliveries up to date (see
+/// [`deliveries::analyze_if_stale`]); ends at once on SQLite.
+async fn keep_statistics(db: Db) {
+    if db.dialect != billhook_store::Dialect::Postgres {
+        return;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let done = match db.write.acquire().await {
+            Ok(mut conn) => deliveries::analyze_if_stale(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "refreshing the statistics of deliveries failed");
+        }
     }
 }
 

@@ -115,10 +115,11 @@ fn statements(base: usize, dialect: Dialect) -> String {
             key = p(4),
             now = p(8),
         ),
+        // PostgreSQL does not keep the head flag (see deliveries::claim).
         Dialect::Postgres => format!(
             "WITH e AS ({insert_event} RETURNING id)
              INSERT INTO deliveries ({columns})
-             SELECT e.id, h.id, {key}, 'pending', 0, {now}, 0, {now}, {now}, ({head})::int
+             SELECT e.id, h.id, {key}, 'pending', 0, {now}, 0, {now}, {now}, 0
              FROM e, handlers h WHERE {matches}",
             key = p(4),
             now = p(8),
