@@ -478,7 +478,9 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let server_cpu = cpu_time(server_pid).saturating_sub(server_cpu_before);
     let bench_cpu = cpu_time(None).saturating_sub(bench_cpu_before);
-    let writer = match (writer_before, writer_use(&http, &metrics_url).await) {
+    let writer_after = writer_use(&http, &metrics_url).await;
+    let measured = started.elapsed();
+    let writer = match (writer_before, writer_after) {
         (Some(a), Some(b)) => Some(WriterUse {
             busy_s: b.busy_s - a.busy_s,
             commits: b.commits - a.commits,
@@ -504,7 +506,7 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
         server_cpu_us: per_item(server_cpu, receipts.len()),
         bench_cpu_us: per_item(bench_cpu, receipts.len()),
         ceiling_cpu_us,
-        writer_busy: writer.map_or(f64::NAN, |w| w.busy_s / started.elapsed().as_secs_f64()),
+        writer_busy: writer.map_or(f64::NAN, |w| w.busy_s / measured.as_secs_f64()),
         per_commit: writer.map_or(f64::NAN, |w| w.transactions / w.commits.max(1.0)),
     })
 }

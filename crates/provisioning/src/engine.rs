@@ -451,19 +451,25 @@ impl DeliveryEngine {
 }
 
 /// On PostgreSQL, keeps the planner's statistics of the deliveries up to date (see
-/// [`deliveries::analyze_if_stale`]); ends at once on SQLite.
+/// [`deliveries::analyze_if_stale`]); ends at once on SQLite, or when PostgreSQL does
+/// not let the database user take them.
 async fn keep_statistics(db: Db) {
     if db.dialect != billhook_store::Dialect::Postgres {
         return;
     }
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let done = match db.write.acquire().await {
-            Ok(mut conn) => deliveries::analyze_if_stale(&mut conn).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "refreshing the statistics of deliveries failed");
+        match deliveries::analyze_if_stale(&db).await {
+            Ok(deliveries::Analyzed::NotAllowed) => {
+                tracing::warn!(
+                    "the database user may not ANALYZE the deliveries table (only its owner \
+                     may): claims rely on autovacuum's statistics, which lag on a table \
+                     filling up fast"
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "refreshing the statistics of deliveries failed"),
         }
     }
 }

@@ -23,6 +23,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when a statement gave up waiting for a lock (PostgreSQL's `lock_timeout`).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, StoreError::Sqlx(sqlx::Error::Database(e))
+            if e.code().as_deref() == Some("55P03"))
+    }
+
     /// True when a unique index refused the write.
     pub fn is_unique_violation(&self) -> bool {
         match self {

@@ -9,8 +9,8 @@ use crate::query::{Bind, Filter};
 use crate::{Dialect, Page, StoreError};
 
 /// SQLite's check that a flagged head is still the oldest pending delivery of its queue
-/// (a flag may outlive that, see [`claim`]), answered from the pending index. (On
-/// PostgreSQL, where flags can be missing, the heads are found from that index itself.)
+/// (a flag may outlive that, see [`claim`]), answered from the pending index. (PostgreSQL
+/// keeps no flag: the heads are found from that index itself.)
 const HEADS_BY_PROBING: &str = " AND NOT EXISTS (
        SELECT 1 FROM deliveries e
        WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
@@ -121,7 +121,11 @@ pub async fn claim(
         // 0, FOR UPDATE), and the rows taken are updated by their ids (`= ANY`): as
         // joins of deliveries with heads or with the rows taken, a fresh table's stale
         // statistics made it read every due delivery instead, the backlog behind a
-        // failing endpoint included (420 ms a claim with 18,000 waiting).
+        // failing endpoint included (420 ms a claim with 18,000 waiting). The due heads
+        // are locked one after the other in due order until `$3` are (a CTE is read in
+        // the order it was written; the limit stops the locking): limited before
+        // locking, a claim running beside another one took the same heads, skipped
+        // them all and came back empty with other queues due.
         Dialect::Postgres => format!(
             "WITH RECURSIVE {PG_HEADS},
              due AS MATERIALIZED (
@@ -130,13 +134,14 @@ pub async fn claim(
                  WHERE d.id = heads.id AND d.status = 'pending' AND d.next_at <= $2
                    AND d.lease_until < $2{ENABLED}
                  OFFSET 0) d
-               ORDER BY d.next_at LIMIT $3),
+               ORDER BY d.next_at),
              chosen AS MATERIALIZED (
                SELECT d.id, d.handlers_id, d.ordering_key FROM due CROSS JOIN LATERAL (
                  SELECT d.id, d.handlers_id, d.ordering_key FROM deliveries d
                  WHERE d.id = due.id AND d.status = 'pending' AND d.next_at <= $2
                    AND d.lease_until < $2
-                 FOR UPDATE SKIP LOCKED) d),
+                 FOR UPDATE SKIP LOCKED) d
+               LIMIT $3),
              taken AS MATERIALIZED (
                SELECT f.id FROM chosen c CROSS JOIN LATERAL (
                  SELECT g.id FROM deliveries g
@@ -339,30 +344,70 @@ pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> 
     Ok(at.map(Timestamp::from_micros))
 }
 
+/// What [`analyze_if_stale`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analyzed {
+    /// Nothing: the statistics are fresh enough, another process is taking them, the
+    /// table was busy (autovacuum), or the database is SQLite.
+    Nothing,
+    /// It took them.
+    Done,
+    /// PostgreSQL skipped it: the database user may not analyze the table (only its
+    /// owner may); PostgreSQL only warns about that.
+    NotAllowed,
+}
+
 /// PostgreSQL: refreshes the planner's statistics of `deliveries` when a tenth of its
-/// rows (and at least 1,000) changed since they were last taken; true when it did. The
-/// claim's plans depend on them, and the autovacuum daemon takes them only every minute
-/// or so: on a table filling up from empty, the planner, believing few deliveries
-/// pending, read the whole backlog behind a failing endpoint at every claim (seconds
-/// each). Nothing to do on SQLite.
-pub async fn analyze_if_stale(conn: &mut Conn) -> Result<bool, StoreError> {
-    if conn.is_sqlite() {
-        return Ok(false);
+/// rows (and at least 1,000) changed since they were last taken. The claim's plans
+/// depend on them, and autovacuum takes them only every minute or so: on a table filling
+/// up from empty the planner, believing few deliveries pending, read the whole backlog
+/// behind a failing endpoint at every claim (seconds each). One process at a time does it
+/// (an advisory lock), and it gives way at once to an autovacuum of the table: a lock
+/// request waiting on one longer than `deadlock_timeout` would cancel the vacuum.
+pub async fn analyze_if_stale(db: &crate::Db) -> Result<Analyzed, StoreError> {
+    if db.dialect != Dialect::Postgres {
+        return Ok(Analyzed::Nothing);
     }
+    const COUNT: &str =
+        "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'deliveries'::regclass";
+    let mut tx = db.begin().await?;
+    let ours: bool = query_scalar("SELECT pg_try_advisory_xact_lock(7201943361)")
+        .fetch_one(&mut tx)
+        .await?;
     let stale: Option<bool> = query_scalar(
         "SELECT n_mod_since_analyze > GREATEST(1000, n_live_tup / 10)
          FROM pg_stat_user_tables WHERE relid = 'deliveries'::regclass",
     )
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut tx)
     .await?;
-    if stale != Some(true) {
-        return Ok(false);
+    if !ours || stale != Some(true) {
+        tx.rollback().await?;
+        return Ok(Analyzed::Nothing);
     }
-    query("ANALYZE deliveries").execute(conn).await?;
-    Ok(true)
+    let before: Option<i64> = query_scalar(COUNT).fetch_optional(&mut tx).await?;
+    query("SET LOCAL lock_timeout = '200ms'")
+        .execute(&mut tx)
+        .await?;
+    match query("ANALYZE deliveries").execute(&mut tx).await {
+        Ok(_) => tx.commit().await?,
+        Err(e) if e.is_lock_timeout() => {
+            tx.rollback().await?;
+            return Ok(Analyzed::Nothing);
+        }
+        Err(e) => return Err(e),
+    }
+    let mut conn = db.read.acquire().await?;
+    let after: Option<i64> = query_scalar(COUNT).fetch_optional(&mut conn).await?;
+    Ok(if after > before {
+        Analyzed::Done
+    } else {
+        Analyzed::NotAllowed
+    })
 }
 
 /// A failed delivery back to pending for one more attempt; false when it is not failed.
+/// It is flagged as a head: harmless where it is not its queue's oldest pending one (see
+/// [`claim`]; the flag matters on SQLite only).
 pub async fn retry(conn: &mut Conn, id: i64, now: Timestamp) -> Result<bool, StoreError> {
     let done = query(
         "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1,
