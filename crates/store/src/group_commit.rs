@@ -1,9 +1,9 @@
 //! Group commit for the SQLite writer: write transactions that follow each other on the
 //! one writer connection share a single database transaction, each in a savepoint of its
-//! own, and the group is committed once — when no writer is waiting, or when it is 64
-//! members or 2 ms old. Every member's `commit()` returns only after the group's COMMIT,
-//! so nothing is acknowledged before it is durable; a member that fails or rolls back
-//! undoes only its savepoint.
+//! own (but the first, alone in it), and the group is committed once — when no writer
+//! is waiting, or when it is 64 members or 2 ms old. Every member's `commit()` returns
+//! only after the group's COMMIT, so nothing is acknowledged before it is durable; a
+//! member that fails or rolls back undoes only its own work.
 //!
 //! Why: each COMMIT writes every page the transaction touched (the client, the event,
 //! the delivery and their indexes) to the WAL. Under load most of those pages are the
@@ -53,6 +53,10 @@ struct State {
 pub(crate) struct Member {
     group: Arc<Group>,
     epoch: u64,
+    /// It opened the group: alone in the transaction, it needs no savepoint (undoing it
+    /// is rolling the transaction back). A savepoint copies every page its member
+    /// changes, which a lone writer, the usual case at low load, paid for nothing.
+    first: bool,
 }
 
 impl Group {
@@ -136,26 +140,30 @@ pub(crate) async fn begin(
         let _waiting = Waiting(group);
         pool.acquire().await?
     };
-    let epoch = {
+    let (epoch, first) = {
         let mut st = group.state.lock().expect("not poisoned");
-        if !st.open {
+        let first = !st.open;
+        if first {
             exec(&mut c, "BEGIN IMMEDIATE")?;
             st.open = true;
             st.epoch += 1;
             st.pending = 0;
             st.started = Instant::now();
         }
-        st.epoch
+        (st.epoch, first)
     };
-    if let Err(e) = exec(&mut c, "SAVEPOINT member") {
-        end_if_idle(&mut c, group);
-        return Err(e);
+    if !first {
+        if let Err(e) = exec(&mut c, "SAVEPOINT member") {
+            end_if_idle(&mut c, group);
+            return Err(e);
+        }
     }
     Ok((
         c,
         Member {
             group: group.clone(),
             epoch,
+            first,
         },
     ))
 }
@@ -163,10 +171,12 @@ pub(crate) async fn begin(
 /// Commits a member: keeps its savepoint's work in the group and returns once the group
 /// is committed.
 pub(crate) async fn commit(mut c: LiteConn, m: Member) -> Result<(), StoreError> {
-    if let Err(e) = exec(&mut c, "RELEASE member") {
-        undo_member(&mut c);
-        end_if_idle(&mut c, &m.group);
-        return Err(e);
+    if !m.first {
+        if let Err(e) = exec(&mut c, "RELEASE member") {
+            undo_member(&mut c);
+            end_if_idle(&mut c, &m.group);
+            return Err(e);
+        }
     }
     let commit_now = {
         let mut st = m.group.state.lock().expect("not poisoned");
@@ -185,6 +195,12 @@ pub(crate) async fn commit(mut c: LiteConn, m: Member) -> Result<(), StoreError>
 
 /// Undoes a member (an error, or a transaction dropped without commit).
 pub(crate) fn abandon(c: &mut LiteConn, m: &Member) {
+    if m.first {
+        // Nothing else is in the transaction yet (the next member joins only once this
+        // one gives the writer back): rolling it back undoes exactly this member.
+        let _ = end_group(c, &m.group);
+        return;
+    }
     undo_member(c);
     end_if_idle(c, &m.group);
 }

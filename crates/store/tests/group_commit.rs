@@ -119,3 +119,56 @@ async fn a_plain_statement_on_the_writer_never_joins_a_group() {
     db.close().await;
     assert_eq!(count(&Db::connect(&url).await.unwrap()).await, 2);
 }
+
+/// The transaction that opens a group runs without a savepoint: undoing it rolls the
+/// group back, and a writer that waited for it starts a group of its own; once it has
+/// committed into the group, a later member undone leaves its work in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_member_that_opens_a_group_is_undone_alone() {
+    let (_dir, _url, db) = fresh_db().await;
+    let mut first = db.begin().await.unwrap();
+    insert("undone", "h-undone")
+        .execute(&mut first)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            insert("kept", "h-kept").execute(&mut tx).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    });
+    // The second writer waits for the first, which is then undone.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    first.rollback().await.unwrap();
+    waiting.await.unwrap();
+    assert_eq!(count(&db).await, 1, "only the waiting writer's row");
+
+    // A group opened by a transaction that commits, joined by one that is undone.
+    let mut opener = db.begin().await.unwrap();
+    insert("opener", "h-opener")
+        .execute(&mut opener)
+        .await
+        .unwrap();
+    let joiner = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            insert("joiner", "h-joiner").execute(&mut tx).await.unwrap();
+            drop(tx);
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    opener.commit().await.unwrap();
+    joiner.await.unwrap();
+    let mut conn = db.read.acquire().await.unwrap();
+    let names: Vec<String> = query("SELECT name FROM api_keys ORDER BY name")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get(0usize).unwrap())
+        .collect();
+    assert_eq!(names, ["kept", "opener"]);
+}
