@@ -480,14 +480,11 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let bench_cpu = cpu_time(None).saturating_sub(bench_cpu_before);
     let writer_after = writer_use(&http, &metrics_url).await;
     let measured = started.elapsed();
-    let writer = match (writer_before, writer_after) {
-        (Some(a), Some(b)) => Some(WriterUse {
-            busy_s: b.busy_s - a.busy_s,
-            commits: b.commits - a.commits,
-            transactions: b.transactions - a.transactions,
-        }),
-        _ => None,
-    };
+    let writer = writer_before.zip(writer_after).map(|(a, b)| WriterUse {
+        busy_s: b.busy_s - a.busy_s,
+        commits: b.commits - a.commits,
+        transactions: b.transactions - a.transactions,
+    });
 
     let _ = server.process.start_kill();
     let _ = server.process.wait().await;

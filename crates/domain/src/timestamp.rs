@@ -94,6 +94,11 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(micros))
     }
 
+    /// This instant shifted forward by `d`, saturating at the `i64` range.
+    pub fn add_duration(self, d: std::time::Duration) -> Timestamp {
+        self.add_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
+
     /// Parses an RFC 3339 date-time with any offset (converted to UTC) or a plain
     /// `YYYY-MM-DD` date (meaning midnight UTC).
     ///

@@ -243,8 +243,7 @@ impl DeliveryEngine {
 
     async fn claim(&self, queues: usize) -> Result<Vec<Claimed>, StoreError> {
         let now = Timestamp::now();
-        let until =
-            now.add_micros(i64::try_from(self.config.lease_margin.as_micros()).unwrap_or(i64::MAX));
+        let until = now.add_duration(self.config.lease_margin);
         let mut tx = self.db.begin().await?;
         let claimed = deliveries::claim(
             &mut tx,
@@ -382,9 +381,7 @@ impl DeliveryEngine {
                 // goes once the handler is enabled again, but not before our cached
                 // copy of it is renewed: a stale copy of a handler that another process
                 // enabled again must not make us claim it in a loop.
-                next_at: now.add_micros(
-                    i64::try_from(crate::handler_cache::FRESH_FOR.as_micros()).unwrap_or(i64::MAX),
-                ),
+                next_at: now.add_duration(crate::handler_cache::FRESH_FOR),
                 error: format!(
                     "handler is {}; waiting until it is enabled",
                     handler.status.as_str()
@@ -532,8 +529,7 @@ fn decide(handler: &Handler, attempts: i64, outcome: &CallOutcome) -> Outcome {
     let done = usize::try_from(attempts).unwrap_or(usize::MAX);
     match next_delay(&handler.retry_schedule, done, outcome.retry_after) {
         Some(delay) => Outcome::Retry {
-            next_at: Timestamp::now()
-                .add_micros(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX)),
+            next_at: Timestamp::now().add_duration(delay),
             error,
         },
         None => Outcome::Failed { error },

@@ -240,17 +240,19 @@ fn commit_group(c: &mut LiteConn, group: &Group) -> Result<(), StoreError> {
     }
     let mut st = group.state.lock().expect("not poisoned");
     st.open = false;
-    if result.is_ok() {
-        group.commits.fetch_add(1, Ordering::Relaxed);
-        group
-            .committed
-            .fetch_add(st.pending as u64, Ordering::Relaxed);
-    }
-    if let Err(e) = &result {
-        let mut failed = group.failed.lock().expect("not poisoned");
-        failed.push_back((st.epoch, e.to_string()));
-        if failed.len() > 64 {
-            failed.pop_front();
+    match &result {
+        Ok(()) => {
+            group.commits.fetch_add(1, Ordering::Relaxed);
+            group
+                .committed
+                .fetch_add(st.pending as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            let mut failed = group.failed.lock().expect("not poisoned");
+            failed.push_back((st.epoch, e.to_string()));
+            if failed.len() > 64 {
+                failed.pop_front();
+            }
         }
     }
     group.done.send_replace(st.epoch);

@@ -97,19 +97,16 @@ fn statements(base: usize, dialect: Dialect) -> String {
     );
     let columns = "event_seq, handlers_id, ordering_key, status, attempts, next_at, lease_until, \
                    created_at, updated_at, head";
-    // The head of its queue when nothing is pending before it (see deliveries::claim).
-    let head = format!(
-        "NOT EXISTS (SELECT 1 FROM deliveries q WHERE q.handlers_id = h.id
-           AND q.ordering_key = {key} AND q.status = 'pending')",
-        key = p(4)
-    );
     match dialect {
-        // By uid, not last_insert_rowid(): that changes as the delivery rows go in.
+        // By uid, not last_insert_rowid(): that changes as the delivery rows go in. The
+        // head of its queue when nothing is pending before it (see deliveries::claim).
         Dialect::Sqlite => format!(
             "{insert_event};
              INSERT INTO deliveries ({columns})
              SELECT (SELECT id FROM events WHERE uid = {uid}), h.id, {key}, 'pending', 0,
-                    {now}, 0, {now}, {now}, {head}
+                    {now}, 0, {now}, {now},
+                    NOT EXISTS (SELECT 1 FROM deliveries q WHERE q.handlers_id = h.id
+                      AND q.ordering_key = {key} AND q.status = 'pending')
              FROM handlers h WHERE {matches}",
             uid = p(1),
             key = p(4),

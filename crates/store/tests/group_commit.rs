@@ -120,27 +120,38 @@ async fn a_plain_statement_on_the_writer_never_joins_a_group() {
     assert_eq!(count(&Db::connect(&url).await.unwrap()).await, 2);
 }
 
+/// A writer in a task of its own: inserts `name`, then commits or drops its transaction.
+fn writer(db: &Arc<Db>, name: &'static str, commit: bool) -> tokio::task::JoinHandle<()> {
+    let db = db.clone();
+    tokio::spawn(async move {
+        let mut tx = db.begin().await.unwrap();
+        insert(name, &format!("h-{name}"))
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        if commit {
+            tx.commit().await.unwrap();
+        }
+    })
+}
+
 /// The transaction that opens a group runs without a savepoint: undoing it rolls the
 /// group back, and a writer that waited for it starts a group of its own; once it has
-/// committed into the group, a later member undone leaves its work in place.
+/// committed into the group, a later member undone leaves its work in place. (The pauses
+/// let the second writer queue for the writer connection; the rows asserted are the
+/// same if it has not yet.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_member_that_opens_a_group_is_undone_alone() {
     let (_dir, _url, db) = fresh_db().await;
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(50));
+
     let mut first = db.begin().await.unwrap();
     insert("undone", "h-undone")
         .execute(&mut first)
         .await
         .unwrap();
-    let waiting = tokio::spawn({
-        let db = db.clone();
-        async move {
-            let mut tx = db.begin().await.unwrap();
-            insert("kept", "h-kept").execute(&mut tx).await.unwrap();
-            tx.commit().await.unwrap();
-        }
-    });
-    // The second writer waits for the first, which is then undone.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let waiting = writer(&db, "kept", true);
+    pause().await;
     first.rollback().await.unwrap();
     waiting.await.unwrap();
     assert_eq!(count(&db).await, 1, "only the waiting writer's row");
@@ -151,15 +162,8 @@ async fn the_member_that_opens_a_group_is_undone_alone() {
         .execute(&mut opener)
         .await
         .unwrap();
-    let joiner = tokio::spawn({
-        let db = db.clone();
-        async move {
-            let mut tx = db.begin().await.unwrap();
-            insert("joiner", "h-joiner").execute(&mut tx).await.unwrap();
-            drop(tx);
-        }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let joiner = writer(&db, "joiner", false);
+    pause().await;
     opener.commit().await.unwrap();
     joiner.await.unwrap();
     let mut conn = db.read.acquire().await.unwrap();
