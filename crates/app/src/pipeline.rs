@@ -169,8 +169,7 @@ impl Pipeline {
         }
         let mut tx: Tx = self.db.begin().await?;
         let result = self.run_in(&mut tx, action).await?;
-        tx.commit().await?;
-        self.committed();
+        self.commit(tx).await?;
         Ok(result)
     }
 
@@ -255,8 +254,7 @@ impl Pipeline {
             let stored = self
                 .commit_change(&mut tx, action, fresh, object, now)
                 .await?;
-            tx.commit().await?;
-            self.committed();
+            self.commit(tx).await?;
             return Ok(stored);
         }
         Err(AppError::Conflict(
@@ -317,6 +315,18 @@ impl Pipeline {
     pub async fn raise(&self, tx: &mut Tx, event: NewEvent) -> Result<(), AppError> {
         let now = Timestamp::now();
         self.append(tx, &[stored_event(event, now)], now).await
+    }
+
+    /// Commits an action's transaction and wakes the delivery engines if it queued
+    /// deliveries that wait for a claim (the ones handed over need none: see
+    /// `billhook_store::handoff`).
+    async fn commit(&self, tx: Tx) -> Result<(), AppError> {
+        let to_claim = tx.has_deliveries_to_claim();
+        tx.commit().await?;
+        if to_claim {
+            self.committed();
+        }
+        Ok(())
     }
 
     /// Wakes the delivery engines, this process's and the others', after a transaction

@@ -6,6 +6,9 @@
 //! mid-call leaves only an expiring lease, after which any process takes the delivery
 //! again (at-least-once). Order per (handler, client) comes from the claim query: a
 //! delivery is claimable only when no earlier one of its handler and key is unfinished.
+//! On SQLite a delivery queued with nothing unfinished before it is leased by the
+//! transaction that queues it and handed over at its commit, without a claim (see
+//! `billhook_store::handoff`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -17,6 +20,7 @@ use billhook_domain::payload::{payload_text, EventHeader};
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Claimed, Lease, Outcome};
 use billhook_store::executions::Execution;
+use billhook_store::handoff::Handoff;
 use billhook_store::{events, Db, StoreError};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -145,6 +149,11 @@ impl DeliveryEngine {
             async move { db.listen_deliveries(wake).await }
         });
         let statistics = tokio::spawn(keep_statistics(self.db.clone()));
+        // Deliveries this process's transactions leased for us (SQLite).
+        let mut handed = match self.db.handoffs() {
+            Some(h) => h.open(self.config.lease_margin, HANDOFF_ROOM),
+            None => mpsc::channel(1).1,
+        };
         // Outcomes are written in batches by one task: one transaction for many
         // deliveries instead of one each.
         let (results, results_rx) = mpsc::channel::<Written>(4096);
@@ -153,19 +162,33 @@ impl DeliveryEngine {
             results_rx,
             self.wake.clone(),
         ));
-        let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
-        let mut tasks: JoinSet<()> = JoinSet::new();
-        let in_flight: Arc<Mutex<HashSet<Lease>>> = Arc::default();
+        let mut workers = Workers {
+            slots: Arc::new(Semaphore::new(self.config.max_in_flight)),
+            tasks: JoinSet::new(),
+            in_flight: Arc::default(),
+            results,
+            stop: stop.clone(),
+        };
         let mut last_claim: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 break;
             }
-            if let Some(at) = last_claim {
-                tokio::time::sleep_until(at + self.config.claim_gap).await;
+            while let Ok(handoff) = handed.try_recv() {
+                workers.start_handed(&self, handoff).await;
             }
-            while tasks.try_join_next().is_some() {}
-            let free = slots.available_permits();
+            if let Some(at) = last_claim {
+                let next = tokio::time::sleep_until(at + self.config.claim_gap);
+                tokio::pin!(next);
+                loop {
+                    tokio::select! {
+                        _ = &mut next => break,
+                        Some(handoff) = handed.recv() => workers.start_handed(&self, handoff).await,
+                    }
+                }
+            }
+            while workers.tasks.try_join_next().is_some() {}
+            let free = workers.slots.available_permits();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -179,12 +202,18 @@ impl DeliveryEngine {
                 }
             };
             if claimed.is_empty() {
-                let wait = self.idle_wait(free == 0).await;
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => {}
-                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                let saturated = free == 0;
+                let until = tokio::time::Instant::now() + self.idle_wait(saturated).await;
+                // Deliveries handed over meanwhile are started without claiming again.
+                loop {
+                    tokio::select! {
+                        _ = self.wake.notified() => break,
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = stop.changed() => break,
+                        // A finished queue frees a slot to claim with.
+                        Some(_) = workers.tasks.join_next(), if saturated => break,
+                        Some(handoff) = handed.recv() => workers.start_handed(&self, handoff).await,
+                    }
                 }
                 continue;
             }
@@ -196,28 +225,29 @@ impl DeliveryEngine {
                     continue;
                 }
             };
-            for queue in queues_of(claimed, &events) {
-                let permit = slots.clone().acquire_owned().await.expect("never closed");
-                let (engine, in_flight, results, stop) = (
-                    self.clone(),
-                    in_flight.clone(),
-                    results.clone(),
-                    stop.clone(),
-                );
-                in_flight
-                    .lock()
-                    .expect("not poisoned")
-                    .extend(queue.iter().map(|(c, _)| c.lease()));
-                tasks.spawn(async move {
-                    engine
-                        .deliver_queue(queue, &results, &in_flight, &stop)
-                        .await;
-                    drop(permit);
-                });
-            }
+            workers.start(&self, queues_of(claimed, &events)).await;
         }
         listener.abort();
         statistics.abort();
+        // Nothing more is handed over; what was, and not started, is given back (a
+        // transaction still holding a place hands its deliveries over at its commit).
+        if let Some(h) = self.db.handoffs() {
+            h.close();
+        }
+        handed.close();
+        let rest = async {
+            while let Some(handoff) = handed.recv().await {
+                let leases = handoff.deliveries.iter().map(Claimed::lease);
+                give_back(leases, &workers.results, &workers.in_flight).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), rest).await;
+        let Workers {
+            mut tasks,
+            in_flight,
+            results,
+            ..
+        } = workers;
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(35), &mut Box::pin(drain))
             .await
@@ -468,6 +498,58 @@ async fn keep_statistics(db: Db) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "refreshing the statistics of deliveries failed"),
         }
+    }
+}
+
+/// Transactions whose deliveries may wait in the hand-over at once; beyond that,
+/// deliveries are left to be claimed.
+const HANDOFF_ROOM: usize = 1024;
+
+/// The calls under way and what they need.
+struct Workers {
+    /// One per queue being worked on (`max_in_flight`).
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    /// The leases of the deliveries taken and not yet finished.
+    in_flight: Arc<Mutex<HashSet<Lease>>>,
+    results: mpsc::Sender<Written>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Workers {
+    /// Starts working on each queue, in its own task, once a slot is free.
+    async fn start(&mut self, engine: &DeliveryEngine, queues: Vec<Queue>) {
+        for queue in queues {
+            let permit = self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            let (engine, in_flight, results, stop) = (
+                engine.clone(),
+                self.in_flight.clone(),
+                self.results.clone(),
+                self.stop.clone(),
+            );
+            in_flight
+                .lock()
+                .expect("not poisoned")
+                .extend(queue.iter().map(|(c, _)| c.lease()));
+            self.tasks.spawn(async move {
+                engine
+                    .deliver_queue(queue, &results, &in_flight, &stop)
+                    .await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Starts the deliveries a transaction handed over.
+    async fn start_handed(&mut self, engine: &DeliveryEngine, handoff: Handoff) {
+        let events = handoff.events.into_iter().map(|e| (e.seq, e)).collect();
+        self.start(engine, queues_of(handoff.deliveries, &events))
+            .await;
     }
 }
 

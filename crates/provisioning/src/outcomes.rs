@@ -27,33 +27,49 @@ pub(crate) struct Finished {
     pub execution: Option<Execution>,
 }
 
+/// How long the writer waits for more outcomes after the first of a batch.
+const GATHER: Duration = Duration::from_millis(1);
+
 /// Writes outcomes in batches until every sender is gone. A batch that cannot be
 /// written is retried a few times; after that its leases expire and the deliveries are
 /// made again (at least once, never lost).
 pub(crate) async fn write_results(db: Db, mut rx: mpsc::Receiver<Written>, wake: Arc<Notify>) {
     while let Some(first) = rx.recv().await {
+        // Outcomes that come in within a millisecond are written together: deliveries
+        // started one by one as their events commit also finish one by one, and a
+        // write transaction each cost more than their calls.
         let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + GATHER;
         while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(f) => batch.push(f),
-                Err(_) => break,
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(f)) => batch.push(f),
+                _ => break,
             }
         }
+        let mut to_claim = true;
         for attempt in 1..=5 {
             match write_batch(&db, &batch).await {
-                Ok(()) => break,
+                Ok(claimable) => {
+                    to_claim = claimable;
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, attempt, "writing delivery outcomes failed");
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
             }
         }
-        // Finished deliveries may unblock the next ones of their clients.
-        wake.notify_one();
+        // Finished deliveries may unblock the next ones of their clients; retries and
+        // deliveries given back wait for a claim too. A batch of successes with nothing
+        // waiting behind them (the usual case under light load) needs no claim.
+        if to_claim {
+            wake.notify_one();
+        }
     }
 }
 
-async fn write_batch(db: &Db, batch: &[Written]) -> Result<(), StoreError> {
+/// Writes one batch; returns whether it may have made deliveries claimable.
+async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
     let now = Timestamp::now();
     let mut tx = db.begin().await?;
     let mut succeeded = Vec::new();
@@ -71,9 +87,11 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<(), StoreError> {
             }
         }
     }
-    deliveries::finish_succeeded(&mut tx, &succeeded, now).await?;
+    let followers = deliveries::finish_succeeded(&mut tx, &succeeded, now).await?;
     deliveries::release(&mut tx, &released).await?;
     executions::insert_many(&mut tx, &rows).await?;
     tx.commit().await?;
-    Ok(())
+    // Anything but a success is a retry, a delivery given back or a failure with
+    // possibly a next delivery behind it.
+    Ok(followers || succeeded.len() < batch.len())
 }

@@ -146,6 +146,15 @@ impl Db {
         }
     }
 
+    /// Where this process's write transactions hand fresh deliveries to its delivery
+    /// engine (see [`crate::handoff`]); none on PostgreSQL, where they are claimed.
+    pub fn handoffs(&self) -> Option<&crate::handoff::Handoffs> {
+        match &self.write {
+            Pool::Lite(pool) => Some(&pool.handoffs),
+            Pool::Any(_) => None,
+        }
+    }
+
     /// Starts a write transaction that will run long (an import's rows).
     pub async fn begin_long(&self) -> Result<Tx, StoreError> {
         self.write.begin_long().await

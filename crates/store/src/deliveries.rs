@@ -260,14 +260,15 @@ pub async fn finish(
 }
 
 /// Records many successful attempts in one statement: each row's `attempts` grows by
-/// the one attempt its lease was for.
+/// the one attempt its lease was for. Returns whether deliveries waiting behind them may
+/// now be claimed (on SQLite: whether any waited).
 pub async fn finish_succeeded(
     conn: &mut Conn,
     leases: &[Lease],
     now: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     if leases.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let sql = format!(
         "UPDATE deliveries SET status = 'succeeded', attempts = attempts + 1, next_at = $1,
@@ -285,9 +286,10 @@ pub async fn finish_succeeded(
 
 /// Flags the head of the queue of each of `ids`, deliveries that just left pending:
 /// the next pending delivery of that queue, if any. SQLite only (see [`claim`]).
-async fn promote_heads(conn: &mut Conn, ids: &[i64]) -> Result<(), StoreError> {
+/// Returns whether a queue may have a next delivery (always on PostgreSQL).
+async fn promote_heads(conn: &mut Conn, ids: &[i64]) -> Result<bool, StoreError> {
     if !conn.is_sqlite() {
-        return Ok(());
+        return Ok(true);
     }
     let sql = format!(
         "UPDATE deliveries SET head = 1 WHERE head = 0 AND id IN (
@@ -297,11 +299,11 @@ async fn promote_heads(conn: &mut Conn, ids: &[i64]) -> Result<(), StoreError> {
            FROM deliveries d WHERE {})",
         crate::query::in_ids(conn, "d.id", 1)
     );
-    query(&sql)
+    let done = query(&sql)
         .bind(crate::query::ids_json(ids))
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(done.rows_affected() > 0)
 }
 
 /// Gives leases back (graceful shutdown) so another process may deliver at once.

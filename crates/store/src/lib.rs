@@ -15,6 +15,7 @@ pub mod events;
 pub mod executions;
 mod group_commit;
 pub mod handlers;
+pub mod handoff;
 pub mod imports;
 pub mod keys;
 pub mod outbox;

@@ -421,6 +421,12 @@ pub struct Tx {
     open: bool,
     /// Its place in the SQLite writer's group commit.
     member: Option<crate::group_commit::Member>,
+    /// Where it may hand fresh deliveries over (SQLite's short transactions only), and
+    /// what it leased to hand over after its commit.
+    handoffs: Option<crate::handoff::Handoffs>,
+    reserved: Option<crate::handoff::Reserved>,
+    /// Whether it queued deliveries that only a claim will start.
+    to_claim: bool,
 }
 
 impl std::ops::Deref for Tx {
@@ -437,6 +443,38 @@ impl std::ops::DerefMut for Tx {
 }
 
 impl Tx {
+    fn new(conn: Conn, member: Option<crate::group_commit::Member>) -> Tx {
+        Tx {
+            conn,
+            open: true,
+            member,
+            handoffs: None,
+            reserved: None,
+            to_claim: false,
+        }
+    }
+
+    /// Its place in the hand-over of fresh deliveries (see [`crate::handoff`]): reserved
+    /// at the first call, none when the hand-over is closed, full or not for this
+    /// transaction.
+    pub(crate) fn handoff(&mut self) -> Option<&mut crate::handoff::Reserved> {
+        if self.reserved.is_none() {
+            self.reserved = self.handoffs.take()?.reserve();
+        }
+        self.reserved.as_mut()
+    }
+
+    /// Notes that it queued deliveries that wait for a claim.
+    pub(crate) fn queued_to_claim(&mut self) {
+        self.to_claim = true;
+    }
+
+    /// Whether it queued deliveries that wait for a claim: after its commit, the
+    /// delivery engines must be woken for them (the ones handed over need no claim).
+    pub fn has_deliveries_to_claim(&self) -> bool {
+        self.to_claim
+    }
+
     pub async fn commit(mut self) -> Result<(), StoreError> {
         self.open = false;
         match std::mem::replace(&mut self.conn.inner, Inner::Lite(LiteConn::empty())) {
@@ -459,6 +497,9 @@ impl Tx {
                 result?;
             }
             Inner::AnyPooled(_) => {}
+        }
+        if let Some(reserved) = self.reserved.take() {
+            reserved.send();
         }
         Ok(())
     }
@@ -530,13 +571,14 @@ impl Pool {
             Pool::Lite(p) => match &p.group {
                 Some(group) => {
                     let (c, member) = crate::group_commit::begin(p, group).await?;
-                    return Ok(Tx {
-                        conn: Conn {
+                    let mut tx = Tx::new(
+                        Conn {
                             inner: Inner::Lite(c),
                         },
-                        open: true,
-                        member: Some(member),
-                    });
+                        Some(member),
+                    );
+                    tx.handoffs = Some(p.handoffs.clone());
+                    return Ok(tx);
                 }
                 None => {
                     let mut c = p.acquire().await?;
@@ -547,11 +589,7 @@ impl Pool {
                 }
             },
         };
-        Ok(Tx {
-            conn,
-            open: true,
-            member: None,
-        })
+        Ok(Tx::new(conn, None))
     }
 
     /// Starts a write transaction that will run long (an import): on SQLite it does not
@@ -561,13 +599,12 @@ impl Pool {
             Pool::Lite(p) => match &p.group {
                 Some(group) => {
                     let c = crate::group_commit::begin_alone(p, group).await?;
-                    Ok(Tx {
-                        conn: Conn {
+                    Ok(Tx::new(
+                        Conn {
                             inner: Inner::Lite(c),
                         },
-                        open: true,
-                        member: None,
-                    })
+                        None,
+                    ))
                 }
                 None => self.begin().await,
             },
@@ -613,6 +650,8 @@ pub struct LitePool {
     permits: Arc<Semaphore>,
     /// The writer's group commit (the write pool only).
     group: Option<Arc<crate::group_commit::Group>>,
+    /// Where the writer's transactions hand fresh deliveries over.
+    pub(crate) handoffs: crate::handoff::Handoffs,
 }
 
 /// A SQLite connection out of its pool; it goes back when dropped.
@@ -689,6 +728,7 @@ impl LitePool {
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
             group: None,
+            handoffs: Default::default(),
         })
     }
 

@@ -4,12 +4,13 @@
 //! oldest pending delivery of every (handler, ordering key) queue is flagged as its head
 //! (PostgreSQL finds heads from the pending index and keeps no flag), and a queue
 //! blocked behind a head that waits for its retry keeps its backlog out of the index
-//! SQLite's claim walks.
+//! SQLite's claim walks. On SQLite, heads leased by the transaction that queues them are
+//! handed over at its commit only, and keep the same order.
 
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Analyzed, Claimed, Lease, Outcome};
 use billhook_store::events::Event;
-use billhook_store::sql::{query, Conn};
+use billhook_store::sql::{query, Conn, Tx};
 use billhook_store::{outbox, Db, Dialect};
 use serde_json::json;
 
@@ -146,21 +147,48 @@ impl Lcg {
 #[tokio::test]
 async fn every_queue_keeps_its_order_and_head_through_any_outcome() {
     let fresh = Fresh::new().await;
-    let (db, dialect) = (&fresh.db, fresh.db.dialect);
-    let keys = ["clients:1", "clients:2", "clients:3", "dids:9"];
+    model_run(&fresh.db, false).await;
+    fresh.drop_database().await;
+}
+
+/// The same with the hand-over of fresh deliveries open (SQLite; PostgreSQL has none):
+/// the heads leased by their own transactions are made like claimed ones.
+#[tokio::test]
+async fn every_queue_keeps_its_order_and_head_with_fresh_deliveries_handed_over() {
+    let fresh = Fresh::new().await;
+    if fresh.db.handoffs().is_none() {
+        eprintln!("NOT RUN on PostgreSQL: it hands no deliveries over, they are claimed");
+        return fresh.drop_database().await;
+    }
+    model_run(&fresh.db, true).await;
+    fresh.drop_database().await;
+}
+
+/// Random steps of appends, manual retries, recoveries, claims and outcomes, each in
+/// one transaction, checking the order of every delivery taken and, on SQLite, that
+/// every queue's head is flagged. With `hand_over`, the events of a step are appended
+/// last (after that step's outcomes, as an API transaction comes after the outcomes
+/// committed before it) and the deliveries handed over at its commit are made at the
+/// next step along with the claimed ones.
+async fn model_run(db: &Db, hand_over: bool) {
+    let dialect = db.dialect;
     let mut rng = Lcg(7);
     let mut next_event = 0;
     let mut failed: Vec<i64> = Vec::new();
+    let mut handed_over = hand_over.then(|| {
+        db.handoffs()
+            .expect("SQLite")
+            .open(std::time::Duration::from_secs(10), 64)
+    });
+    let mut handed: Vec<Claimed> = Vec::new();
+    let mut handed_in_all = 0;
     for step in 0..400i64 {
         let now = Timestamp::from_micros(1_000_000_000 + step * 1_000_000);
         let mut tx = db.begin().await.unwrap();
         // New events, in bursts, for random keys.
-        for _ in 0..rng.below(4) {
-            next_event += 1;
-            let key = keys[rng.below(keys.len() as u64) as usize];
-            outbox::append(&mut tx, dialect, &[event(next_event, key)], now)
-                .await
-                .unwrap();
+        let burst = rng.below(4);
+        if !hand_over {
+            append_burst(&mut tx, &mut rng, &mut next_event, burst, now).await;
         }
         // Now and then a failed delivery comes back by hand, or all of a handler's.
         if !failed.is_empty() && rng.below(10) == 0 {
@@ -187,9 +215,11 @@ async fn every_queue_keeps_its_order_and_head_through_any_outcome() {
         assert_eq!(out_of_order(&mut tx, &claimed).await, 0, "step {step}");
         // Each queue's deliveries go in order; the first that does not succeed stops
         // its queue, and the rest of the queue is given back, as the engine does.
+        let mut taken: Vec<Claimed> = handed.drain(..).chain(claimed).collect();
+        taken.sort_by_key(|c| c.id);
         let mut stopped: Vec<(i64, String)> = Vec::new();
         let mut succeeded = Vec::new();
-        for c in &claimed {
+        for c in &taken {
             let queue = (c.handlers_id, c.ordering_key.clone());
             if stopped.contains(&queue) {
                 deliveries::release(&mut tx, &[c.lease()]).await.unwrap();
@@ -219,13 +249,129 @@ async fn every_queue_keeps_its_order_and_head_through_any_outcome() {
         deliveries::finish_succeeded(&mut tx, &succeeded, now)
             .await
             .unwrap();
+        if hand_over {
+            append_burst(&mut tx, &mut rng, &mut next_event, burst, now).await;
+        }
         // The flag is SQLite's (PostgreSQL's claim finds heads from the index).
         if dialect == Dialect::Sqlite {
             assert_eq!(unflagged_heads(&mut tx).await, 0, "step {step}");
         }
         tx.commit().await.unwrap();
+        if let Some(rx) = &mut handed_over {
+            while let Ok(handoff) = rx.try_recv() {
+                let mut conn = db.read.acquire().await.unwrap();
+                assert_eq!(
+                    out_of_order(&mut conn, &handoff.deliveries).await,
+                    0,
+                    "step {step}: a delivery handed over is its queue's head"
+                );
+                for c in &handoff.deliveries {
+                    // The handler's timeout (1 s) after the margin.
+                    assert_eq!(c.lease_until, now.add_seconds(11), "step {step}");
+                    assert!(handoff.events.iter().any(|e| e.seq == c.event_seq));
+                }
+                handed_in_all += handoff.deliveries.len();
+                handed.extend(handoff.deliveries);
+            }
+        }
     }
     assert!(next_event > 300, "the run queued events: {next_event}");
+    if hand_over {
+        assert!(
+            handed_in_all > 100,
+            "deliveries were handed over: {handed_in_all}"
+        );
+    }
+}
+
+/// Appends `n` events, one at a time, for random keys.
+async fn append_burst(tx: &mut Tx, rng: &mut Lcg, next_event: &mut u64, n: u64, now: Timestamp) {
+    let keys = ["clients:1", "clients:2", "clients:3", "dids:9"];
+    let dialect = if tx.is_sqlite() {
+        Dialect::Sqlite
+    } else {
+        Dialect::Postgres
+    };
+    for _ in 0..n {
+        *next_event += 1;
+        let key = keys[rng.below(keys.len() as u64) as usize];
+        outbox::append(tx, dialect, &[event(*next_event, key)], now)
+            .await
+            .unwrap();
+    }
+}
+
+/// A transaction hands over the heads it queued only once it commits: undone, it hands
+/// over nothing; and when the hand-over has no room, its deliveries wait for a claim.
+#[tokio::test]
+async fn fresh_deliveries_are_handed_over_at_commit_only() {
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let now = Timestamp::now();
+    let Some(handoffs) = db.handoffs() else {
+        eprintln!("NOT RUN on PostgreSQL: it hands no deliveries over, they are claimed");
+        return fresh.drop_database().await;
+    };
+    let mut rx = handoffs.open(std::time::Duration::from_secs(10), 1);
+
+    // Undone: nothing handed over, nothing left.
+    let mut tx = db.begin().await.unwrap();
+    outbox::append(&mut tx, dialect, &[event(1, "clients:1")], now)
+        .await
+        .unwrap();
+    assert!(rx.try_recv().is_err(), "not before the commit");
+    tx.rollback().await.unwrap();
+    assert!(rx.try_recv().is_err(), "nothing after a rollback");
+
+    // Committed: both handlers' deliveries, leased, with their event; a second event
+    // of the same client in the same transaction waits behind them.
+    let mut tx = db.begin().await.unwrap();
+    outbox::append(&mut tx, dialect, &[event(2, "clients:1")], now)
+        .await
+        .unwrap();
+    assert!(!tx.has_deliveries_to_claim());
+    outbox::append(&mut tx, dialect, &[event(3, "clients:1")], now)
+        .await
+        .unwrap();
+    assert!(tx.has_deliveries_to_claim(), "the second event's wait");
+    tx.commit().await.unwrap();
+    let handoff = rx.try_recv().expect("handed over at the commit");
+    assert_eq!(handoff.deliveries.len(), 2, "{handoff:?}");
+    assert_eq!(handoff.events.len(), 1);
+    assert_eq!(handoff.events[0].uid, "uid-2");
+    assert_eq!(handoff.events[0].data.get(), r#"{"n":2}"#);
+    let mut tx = db.begin().await.unwrap();
+    let claimed = deliveries::claim(&mut tx, dialect, now, now.add_seconds(10), 64, 16)
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "leased, and the rest wait: {claimed:?}");
+    let done: Vec<Lease> = handoff.deliveries.iter().map(Claimed::lease).collect();
+    deliveries::finish_succeeded(&mut tx, &done, now)
+        .await
+        .unwrap();
+    let claimed = deliveries::claim(&mut tx, dialect, now, now.add_seconds(10), 64, 16)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2, "the second event's, claimed: {claimed:?}");
+    tx.commit().await.unwrap();
+
+    // No room (one transaction's deliveries wait unread): the next ones are claimed.
+    for (n, key) in [(4, "clients:2"), (5, "clients:3")] {
+        let mut tx = db.begin().await.unwrap();
+        outbox::append(&mut tx, dialect, &[event(n, key)], now)
+            .await
+            .unwrap();
+        assert_eq!(tx.has_deliveries_to_claim(), n == 5, "event {n}");
+        tx.commit().await.unwrap();
+    }
+    let mut tx = db.begin().await.unwrap();
+    let claimed = deliveries::claim(&mut tx, dialect, now, now.add_seconds(10), 64, 16)
+        .await
+        .unwrap();
+    let keys: Vec<&str> = claimed.iter().map(|c| c.ordering_key.as_str()).collect();
+    assert_eq!(keys, ["clients:3", "clients:3"]);
+    tx.commit().await.unwrap();
+    drop(rx);
     fresh.drop_database().await;
 }
 
@@ -321,22 +467,20 @@ async fn statistics_of_a_filling_deliveries_table_are_refreshed() {
         Analyzed::Nothing,
         "an empty table has nothing to refresh"
     );
-    // One connection for the writes: PostgreSQL counts a backend's writes once it
-    // flushes its statistics, which an idle backend does only after 10 s unless asked to.
-    let mut conn = db.write.acquire().await.unwrap();
-    let run = |sql: &'static str| query(sql);
-    run("BEGIN").execute(&mut conn).await.unwrap();
+    // PostgreSQL counts a backend's writes once it flushes its statistics, which an
+    // idle backend does only after 10 s unless asked to (it then does before it
+    // answers the COMMIT).
+    let mut tx = db.begin().await.unwrap();
     for n in 0..800 {
-        outbox::append(&mut conn, dialect, &[event(n, "clients:1")], now)
+        outbox::append(&mut tx, dialect, &[event(n, "clients:1")], now)
             .await
             .unwrap();
     }
-    run("COMMIT").execute(&mut conn).await.unwrap();
-    run("SELECT pg_stat_force_next_flush()")
-        .execute(&mut conn)
+    query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut tx)
         .await
         .unwrap();
-    drop(conn);
+    tx.commit().await.unwrap();
     // 1,600 deliveries (two handlers) since the last statistics: stale.
     assert_eq!(
         deliveries::analyze_if_stale(db).await.unwrap(),
