@@ -6,7 +6,7 @@
 //! mid-call leaves only an expiring lease, after which any process takes the delivery
 //! again (at-least-once). Order per (handler, client) comes from the claim query: a
 //! delivery is claimable only when no earlier one of its handler and key is unfinished.
-//! On SQLite a delivery queued with nothing unfinished before it is leased by the
+//! A delivery queued with nothing unfinished before it is leased by the
 //! transaction that queues it and handed over at its commit, without a claim (see
 //! `billhook_store::handoff`).
 
@@ -22,7 +22,7 @@ use billhook_store::deliveries::{self, Claimed, Lease, Outcome};
 use billhook_store::executions::Execution;
 use billhook_store::handoff::Handoff;
 use billhook_store::{events, Db, StoreError};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::caller::{CallMeta, CallOutcome, Caller};
@@ -149,11 +149,11 @@ impl DeliveryEngine {
             async move { db.listen_deliveries(wake).await }
         });
         let statistics = tokio::spawn(keep_statistics(self.db.clone()));
-        // Deliveries this process's transactions leased for us (SQLite).
-        let mut handed = match self.db.handoffs() {
-            Some(h) => h.open(self.config.lease_margin, HANDOFF_ROOM),
-            None => mpsc::channel(1).1,
-        };
+        // Deliveries this process's transactions leased for us.
+        let mut handed = self
+            .db
+            .handoffs()
+            .open(self.config.lease_margin, HANDOFF_ROOM);
         // Outcomes are written in batches by one task: one transaction for many
         // deliveries instead of one each.
         let (results, results_rx) = mpsc::channel::<Written>(4096);
@@ -231,9 +231,7 @@ impl DeliveryEngine {
         statistics.abort();
         // Nothing more is handed over; what was, and not started, is given back (a
         // transaction still holding a place hands its deliveries over at its commit).
-        if let Some(h) = self.db.handoffs() {
-            h.close();
-        }
+        self.db.handoffs().close();
         handed.close();
         let rest = async {
             while let Some(handoff) = handed.recv().await {
@@ -526,30 +524,43 @@ impl Workers {
                 .acquire_owned()
                 .await
                 .expect("never closed");
-            let (engine, in_flight, results, stop) = (
-                engine.clone(),
-                self.in_flight.clone(),
-                self.results.clone(),
-                self.stop.clone(),
-            );
-            in_flight
-                .lock()
-                .expect("not poisoned")
-                .extend(queue.iter().map(|(c, _)| c.lease()));
-            self.tasks.spawn(async move {
-                engine
-                    .deliver_queue(queue, &results, &in_flight, &stop)
-                    .await;
-                drop(permit);
-            });
+            self.spawn(engine, queue, permit);
         }
     }
 
-    /// Starts the deliveries a transaction handed over.
+    /// Starts the deliveries a transaction handed over. With every slot taken they are
+    /// given back, to be claimed in due order with the rest once slots free up: waiting
+    /// for a slot here would hold the engine up and put new heads before older work.
     async fn start_handed(&mut self, engine: &DeliveryEngine, handoff: Handoff) {
         let events = handoff.events.into_iter().map(|e| (e.seq, e)).collect();
-        self.start(engine, queues_of(handoff.deliveries, &events))
-            .await;
+        for queue in queues_of(handoff.deliveries, &events) {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => self.spawn(engine, queue, permit),
+                Err(_) => {
+                    let leases = queue.iter().map(|(c, _)| c.lease());
+                    give_back(leases, &self.results, &self.in_flight).await;
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, engine: &DeliveryEngine, queue: Queue, permit: OwnedSemaphorePermit) {
+        let (engine, in_flight, results, stop) = (
+            engine.clone(),
+            self.in_flight.clone(),
+            self.results.clone(),
+            self.stop.clone(),
+        );
+        in_flight
+            .lock()
+            .expect("not poisoned")
+            .extend(queue.iter().map(|(c, _)| c.lease()));
+        self.tasks.spawn(async move {
+            engine
+                .deliver_queue(queue, &results, &in_flight, &stop)
+                .await;
+            drop(permit);
+        });
     }
 }
 

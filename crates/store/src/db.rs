@@ -63,6 +63,8 @@ pub struct Db {
     url: String,
     /// PostgreSQL: asks the announcer task for a `NOTIFY` (see [`Db::announce_deliveries`]).
     announce: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Where this process's short write transactions hand fresh deliveries over.
+    handoffs: crate::handoff::Handoffs,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -92,6 +94,7 @@ impl Db {
                     dialect,
                     url: url.to_string(),
                     announce: Some(start_announcer(pool)),
+                    handoffs: Default::default(),
                 })
             }
             Dialect::Sqlite => {
@@ -112,6 +115,7 @@ impl Db {
                     dialect,
                     url: sqlite_url(url),
                     announce: None,
+                    handoffs: Default::default(),
                 })
             }
         }
@@ -135,7 +139,9 @@ impl Db {
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        self.write.begin().await
+        let mut tx = self.write.begin().await?;
+        tx.offer_handoffs(self.handoffs.clone());
+        Ok(tx)
     }
 
     /// How SQLite's one writer was used since the process started; none on PostgreSQL.
@@ -146,13 +152,10 @@ impl Db {
         }
     }
 
-    /// Where this process's write transactions hand fresh deliveries to its delivery
-    /// engine (see [`crate::handoff`]); none on PostgreSQL, where they are claimed.
-    pub fn handoffs(&self) -> Option<&crate::handoff::Handoffs> {
-        match &self.write {
-            Pool::Lite(pool) => Some(&pool.handoffs),
-            Pool::Any(_) => None,
-        }
+    /// Where this process's short write transactions hand fresh deliveries to its
+    /// delivery engine (see [`crate::handoff`]).
+    pub fn handoffs(&self) -> &crate::handoff::Handoffs {
+        &self.handoffs
     }
 
     /// Starts a write transaction that will run long (an import's rows).

@@ -286,13 +286,14 @@ pub async fn finish_succeeded(
 
 /// Flags the head of the queue of each of `ids`, deliveries that just left pending:
 /// the next pending delivery of that queue, if any. SQLite only (see [`claim`]).
-/// Returns whether a queue may have a next delivery (always on PostgreSQL).
+/// Returns whether a queue has a next delivery (always true on PostgreSQL). A head
+/// already flagged (a delivery retried by hand is) is written again, so that it counts.
 async fn promote_heads(conn: &mut Conn, ids: &[i64]) -> Result<bool, StoreError> {
     if !conn.is_sqlite() {
         return Ok(true);
     }
     let sql = format!(
-        "UPDATE deliveries SET head = 1 WHERE head = 0 AND id IN (
+        "UPDATE deliveries SET head = 1 WHERE id IN (
            SELECT (SELECT MIN(g.id) FROM deliveries g
                    WHERE g.handlers_id = d.handlers_id AND g.ordering_key = d.ordering_key
                      AND g.status = 'pending')
@@ -448,7 +449,7 @@ pub async fn recover(
     // Each of the handler's queues has its oldest pending delivery flagged, whether that
     // is a recovered one or the head it had (see `claim`).
     query(
-        "UPDATE deliveries SET head = 1 WHERE head = 0 AND id IN (
+        "UPDATE deliveries SET head = 1 WHERE id IN (
            SELECT MIN(id) FROM deliveries WHERE handlers_id = $1 AND status = 'pending'
            GROUP BY ordering_key)",
     )

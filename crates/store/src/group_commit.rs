@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::handoff::Reserved;
 use crate::sql::{LiteConn, LitePool};
 use crate::StoreError;
 
@@ -47,6 +48,10 @@ struct State {
     /// Members that released their savepoint and wait for the COMMIT.
     pending: usize,
     started: Instant,
+    /// What those members hand over once the group is committed (see
+    /// [`crate::handoff`]). Whoever commits the group sends it: a member whose task is
+    /// dropped while it waits still has its deliveries handed over.
+    handoffs: Vec<Reserved>,
 }
 
 /// A transaction's place in a group.
@@ -71,6 +76,7 @@ impl Group {
                 epoch: 0,
                 pending: 0,
                 started: Instant::now(),
+                handoffs: Vec::new(),
             }),
             done: watch::channel(0).0,
             failed: Mutex::new(VecDeque::new()),
@@ -169,8 +175,12 @@ pub(crate) async fn begin(
 }
 
 /// Commits a member: keeps its savepoint's work in the group and returns once the group
-/// is committed.
-pub(crate) async fn commit(mut c: LiteConn, m: Member) -> Result<(), StoreError> {
+/// is committed; what it `hands_over` goes when the group is committed.
+pub(crate) async fn commit(
+    mut c: LiteConn,
+    m: Member,
+    hands_over: Option<Reserved>,
+) -> Result<(), StoreError> {
     if !m.first {
         if let Err(e) = exec(&mut c, "RELEASE member") {
             undo_member(&mut c);
@@ -181,6 +191,7 @@ pub(crate) async fn commit(mut c: LiteConn, m: Member) -> Result<(), StoreError>
     let commit_now = {
         let mut st = m.group.state.lock().expect("not poisoned");
         st.pending += 1;
+        st.handoffs.extend(hands_over);
         m.group.waiting.load(Ordering::SeqCst) == 0
             || st.pending >= MAX_MEMBERS
             || st.started.elapsed() >= MAX_AGE
@@ -240,12 +251,14 @@ fn commit_group(c: &mut LiteConn, group: &Group) -> Result<(), StoreError> {
     }
     let mut st = group.state.lock().expect("not poisoned");
     st.open = false;
+    let handoffs = std::mem::take(&mut st.handoffs);
     match &result {
         Ok(()) => {
             group.commits.fetch_add(1, Ordering::Relaxed);
             group
                 .committed
                 .fetch_add(st.pending as u64, Ordering::Relaxed);
+            handoffs.into_iter().for_each(Reserved::send);
         }
         Err(e) => {
             let mut failed = group.failed.lock().expect("not poisoned");

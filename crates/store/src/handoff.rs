@@ -1,5 +1,5 @@
 //! Fresh deliveries handed from the transaction that queued them straight to this
-//! process's delivery engine, leased in that same transaction (SQLite).
+//! process's delivery engine, leased in that same transaction.
 //!
 //! Before, every delivery waited for the engine's next claim: a write transaction of
 //! its own, at most one every couple of milliseconds, then a read of its event. A
@@ -72,9 +72,14 @@ pub(crate) struct Reserved {
 }
 
 impl Reserved {
+    /// Whether it leased anything.
+    pub(crate) fn holds_any(&self) -> bool {
+        !self.handoff.deliveries.is_empty()
+    }
+
     /// Hands the deliveries over; called once their transaction committed.
     pub(crate) fn send(self) {
-        if !self.handoff.deliveries.is_empty() {
+        if self.holds_any() {
             self.permit.send(self.handoff);
         }
     }

@@ -1,7 +1,6 @@
 //! The outbox write: an action's events and their deliveries, in the action's
-//! transaction. On SQLite a delivery at the head of its queue is leased there and then
-//! and handed to this process's engine once the transaction commits (see
-//! [`crate::handoff`]).
+//! transaction. A delivery at the head of its queue is leased there and then and handed
+//! to this process's engine once the transaction commits (see [`crate::handoff`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -11,83 +10,77 @@ use serde_json::value::RawValue;
 use crate::deliveries::Claimed;
 use crate::events::{Event, EventText};
 use crate::query::to_json_text;
-use crate::sql::{query, Query, Tx};
+use crate::sql::{query, Query, Row, Tx};
 use crate::{Dialect, StoreError};
 
 /// Inserts `events` in order (their `seq` is ignored) and, for each, one pending
 /// delivery per enabled after handler whose pattern matches it. Matching is done in SQL
 /// so that every process sees the same handlers as the transaction does.
+///
+/// A delivery with nothing pending before it in its queue (its head) is leased and
+/// handed over if the transaction has a place in the hand-over. The check sees every
+/// delivery of the queue: SQLite has one writer; on PostgreSQL the transactions that
+/// queue events of one ordering key hold that key's row lock (the client's, or the
+/// object's own: see the actions' `load`), the lock the claim's order relies on too.
 pub async fn append(
     tx: &mut Tx,
     dialect: Dialect,
     events: &[Event],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    match dialect {
-        Dialect::Sqlite => {
-            for e in events {
-                append_sqlite(tx, e, now).await?;
+    for e in events {
+        // From the clock, not `now`: an action's `now` may be from before its before
+        // handlers ran, seconds ago.
+        let lease_base = tx
+            .handoff()
+            .map_or(0, |r| Timestamp::now().add_duration(r.margin).micros());
+        let data = to_json_text(&e.data);
+        let previous = to_json_text(&e.previous);
+        let rows = match dialect {
+            Dialect::Sqlite => {
+                bind_event(query(INSERT_EVENT), e, data.clone(), previous.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                query(sqlite_deliveries())
+                    .bind(e.uid.as_str())
+                    .bind(e.events_id.as_str())
+                    .bind(e.ordering_key.as_str())
+                    .bind(now.micros())
+                    .bind(lease_base)
+                    .fetch_all(&mut *tx)
+                    .await?
             }
-        }
-        // PostgreSQL takes one statement per call: a data-modifying CTE per event. Its
-        // deliveries are claimed: a head check made here could miss a delivery of the
-        // same queue that a concurrent transaction is inserting.
-        Dialect::Postgres => {
-            static SQL: OnceLock<String> = OnceLock::new();
-            let sql = SQL.get_or_init(postgres_statement);
-            for e in events {
-                bind(query(sql), e, now).execute(&mut *tx).await?;
+            // PostgreSQL takes one statement per call: a data-modifying CTE.
+            Dialect::Postgres => {
+                bind_event(
+                    query(postgres_statement()),
+                    e,
+                    data.clone(),
+                    previous.clone(),
+                )
+                .bind(now.micros())
+                .bind(lease_base)
+                .fetch_all(&mut *tx)
+                .await?
             }
-            tx.queued_to_claim();
-        }
+        };
+        hand_over(tx, e, &rows, data, previous)?;
     }
     Ok(())
 }
 
-/// One event and its deliveries on SQLite, whose one writer sees every statement in
-/// turn: a delivery with nothing pending before it in its queue is its head, leased and
-/// handed over if the transaction has a place in the hand-over.
-async fn append_sqlite(tx: &mut Tx, e: &Event, now: Timestamp) -> Result<(), StoreError> {
-    static SQL: OnceLock<(String, String)> = OnceLock::new();
-    let (insert_event, insert_deliveries) = SQL.get_or_init(|| {
-        let columns = "event_seq, handlers_id, ordering_key, status, attempts, next_at, \
-                       lease_until, created_at, updated_at, head";
-        (
-            insert_event(0),
-            // The event by its uid: last_insert_rowid() changes as the delivery rows go
-            // in. `$5`: the lease's start (now plus the engine's margin), 0 for none; the
-            // lease then runs for the handler's timeout, as a claim's does.
-            format!(
-                "INSERT INTO deliveries ({columns})
-                 SELECT (SELECT id FROM events WHERE uid = $1), h.id, $3, 'pending', 0, $4,
-                        CASE WHEN $5 > 0 AND h.head THEN $5 + h.timeout_ms * 1000 ELSE 0 END,
-                        $4, $4, h.head
-                 FROM (SELECT h.id, h.timeout_ms, NOT EXISTS (
-                         SELECT 1 FROM deliveries q WHERE q.handlers_id = h.id
-                           AND q.ordering_key = $3 AND q.status = 'pending') AS head
-                       FROM handlers h WHERE {}) h
-                 RETURNING id, event_seq, handlers_id, lease_until",
-                matching_handlers("$2")
-            ),
-        )
-    });
-    let lease_base = tx.handoff().map(|r| now.add_duration(r.margin));
-    let data = to_json_text(&e.data);
-    let previous = to_json_text(&e.previous);
-    bind_event(query(insert_event), e, data.clone(), previous.clone())
-        .execute(&mut *tx)
-        .await?;
-    let rows = query(insert_deliveries)
-        .bind(e.uid.as_str())
-        .bind(e.events_id.as_str())
-        .bind(e.ordering_key.as_str())
-        .bind(now.micros())
-        .bind(lease_base.map_or(0, |t| t.micros()))
-        .fetch_all(&mut *tx)
-        .await?;
+/// Notes the deliveries just inserted (`id, event_seq, handlers_id, lease_until`): the
+/// leased ones go to the hand-over with their event, the others wait for a claim.
+fn hand_over(
+    tx: &mut Tx,
+    e: &Event,
+    rows: &[Row],
+    data: String,
+    previous: String,
+) -> Result<(), StoreError> {
     let mut leased = Vec::new();
     let mut seq = 0;
-    for row in &rows {
+    for row in rows {
         seq = row.try_get("event_seq")?;
         let lease_until: i64 = row.try_get("lease_until")?;
         if lease_until == 0 {
@@ -124,6 +117,63 @@ async fn append_sqlite(tx: &mut Tx, e: &Event, now: Timestamp) -> Result<(), Sto
     Ok(())
 }
 
+/// Whether handler `h`'s queue for the ordering key in `key` has nothing pending: a
+/// delivery inserted now is its head.
+fn is_head(key: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM deliveries q WHERE q.handlers_id = h.id
+           AND q.ordering_key = {key} AND q.status = 'pending')"
+    )
+}
+
+/// The lease of a delivery inserted for handler `h`, leased if `head`, with `lease` the
+/// lease's start (now plus the engine's margin; 0 for no lease): it runs for the
+/// handler's timeout from there, as a claim's does.
+fn lease_if(lease: &str, head: &str) -> String {
+    format!("CASE WHEN {lease} > 0 AND {head} THEN {lease} + h.timeout_ms * 1000 ELSE 0 END")
+}
+
+/// SQLite's INSERT of an event's deliveries, after the event's; its arguments: uid,
+/// events_id, ordering_key, now, the lease's start.
+fn sqlite_deliveries() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        // The event by its uid: last_insert_rowid() changes as the delivery rows go in.
+        // SQLite flags the heads (see deliveries::claim).
+        format!(
+            "INSERT INTO deliveries (event_seq, handlers_id, ordering_key, status, attempts,
+                                     next_at, lease_until, created_at, updated_at, head)
+             SELECT (SELECT id FROM events WHERE uid = $1), h.id, $3, 'pending', 0, $4,
+                    {}, $4, $4, h.head
+             FROM (SELECT h.id, h.timeout_ms, {} AS head FROM handlers h WHERE {}) h
+             RETURNING id, event_seq, handlers_id, lease_until",
+            lease_if("$5", "h.head"),
+            is_head("$3"),
+            matching_handlers("$2")
+        )
+    })
+}
+
+/// PostgreSQL's statement for one event: its INSERT and its deliveries' in one
+/// data-modifying CTE. Its 9 arguments: the event's 7, now, the lease's start.
+/// PostgreSQL does not keep the head flag (see deliveries::claim).
+fn postgres_statement() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH e AS ({} RETURNING id)
+             INSERT INTO deliveries (event_seq, handlers_id, ordering_key, status, attempts,
+                                     next_at, lease_until, created_at, updated_at, head)
+             SELECT e.id, h.id, $4, 'pending', 0, $8, {}, $8, $8, 0
+             FROM e, handlers h WHERE {}
+             RETURNING id, event_seq, handlers_id, lease_until",
+            INSERT_EVENT,
+            lease_if("$9", &is_head("$4")),
+            matching_handlers("$2")
+        )
+    })
+}
+
 fn bind_event(q: Query, e: &Event, data: String, previous: String) -> Query {
     q.bind(e.uid.as_str())
         .bind(e.events_id.as_str())
@@ -134,46 +184,16 @@ fn bind_event(q: Query, e: &Event, data: String, previous: String) -> Query {
         .bind(previous)
 }
 
-fn bind(q: Query, e: &Event, now: Timestamp) -> Query {
-    bind_event(q, e, to_json_text(&e.data), to_json_text(&e.previous)).bind(now.micros())
-}
-
-/// The INSERT of an event whose 7 arguments start after `$base`: uid, events_id,
-/// object_id, ordering_key, dt, data, previous.
-fn insert_event(base: usize) -> String {
-    let p = |n: usize| format!("${}", base + n);
-    format!(
-        "INSERT INTO events (uid, events_id, object_id, ordering_key, dt, data, previous)
-         VALUES ({}, {}, {}, {}, {}, {}, {})",
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(6),
-        p(7)
-    )
-}
+/// The INSERT of an event; its 7 arguments: uid, events_id, object_id, ordering_key,
+/// dt, data, previous.
+const INSERT_EVENT: &str =
+    "INSERT INTO events (uid, events_id, object_id, ordering_key, dt, data, previous)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// The enabled after handlers `h` whose pattern matches the event name in `event`.
 fn matching_handlers(event: &str) -> String {
     format!(
         "h.status = 'enabled' AND h.stage = 'after' AND (h.event = '*' OR h.event = {event}
            OR (h.event LIKE '%.*' AND {event} LIKE REPLACE(h.event, '*', '%')))"
-    )
-}
-
-/// PostgreSQL's statement for one event: its INSERT and its deliveries' in one
-/// data-modifying CTE. Its 8 arguments: the event's 7, then now. PostgreSQL does not
-/// keep the head flag (see deliveries::claim).
-fn postgres_statement() -> String {
-    format!(
-        "WITH e AS ({} RETURNING id)
-         INSERT INTO deliveries (event_seq, handlers_id, ordering_key, status, attempts,
-                                 next_at, lease_until, created_at, updated_at, head)
-         SELECT e.id, h.id, $4, 'pending', 0, $8, 0, $8, $8, 0
-         FROM e, handlers h WHERE {}",
-        insert_event(0),
-        matching_handlers("$2")
     )
 }

@@ -421,7 +421,7 @@ pub struct Tx {
     open: bool,
     /// Its place in the SQLite writer's group commit.
     member: Option<crate::group_commit::Member>,
-    /// Where it may hand fresh deliveries over (SQLite's short transactions only), and
+    /// Where it may hand fresh deliveries over (short transactions only), and
     /// what it leased to hand over after its commit.
     handoffs: Option<crate::handoff::Handoffs>,
     reserved: Option<crate::handoff::Reserved>,
@@ -454,6 +454,12 @@ impl Tx {
         }
     }
 
+    /// Lets it hand fresh deliveries over to `handoffs` (a short transaction of the
+    /// process whose engine opened them).
+    pub(crate) fn offer_handoffs(&mut self, handoffs: crate::handoff::Handoffs) {
+        self.handoffs = Some(handoffs);
+    }
+
     /// Its place in the hand-over of fresh deliveries (see [`crate::handoff`]): reserved
     /// at the first call, none when the hand-over is closed, full or not for this
     /// transaction.
@@ -477,11 +483,24 @@ impl Tx {
 
     pub async fn commit(mut self) -> Result<(), StoreError> {
         self.open = false;
+        let hands_over = self.reserved.take().filter(|r| r.holds_any());
         match std::mem::replace(&mut self.conn.inner, Inner::Lite(LiteConn::empty())) {
-            Inner::AnyTx(t) => t.commit().await?,
+            // In a task of its own: if the caller's task is dropped mid-COMMIT (a client
+            // that went away), the commit still ends and its deliveries are handed over
+            // instead of waiting for their leases to run out.
+            Inner::AnyTx(t) => match hands_over {
+                Some(reserved) => tokio::spawn(async move {
+                    t.commit().await?;
+                    reserved.send();
+                    Ok::<_, StoreError>(())
+                })
+                .await
+                .map_err(|e| StoreError::Commit(e.to_string()))??,
+                None => t.commit().await?,
+            },
             Inner::Lite(c) if self.member.is_some() => {
                 let member = self.member.take().expect("checked");
-                crate::group_commit::commit(c, member).await?;
+                crate::group_commit::commit(c, member, hands_over).await?;
             }
             Inner::Lite(mut c) => {
                 let result = c.conn.as_mut().expect("connection").execute_batch("COMMIT");
@@ -495,11 +514,11 @@ impl Tx {
                         .execute_batch("ROLLBACK");
                 }
                 result?;
+                hands_over
+                    .into_iter()
+                    .for_each(crate::handoff::Reserved::send);
             }
             Inner::AnyPooled(_) => {}
-        }
-        if let Some(reserved) = self.reserved.take() {
-            reserved.send();
         }
         Ok(())
     }
@@ -571,14 +590,12 @@ impl Pool {
             Pool::Lite(p) => match &p.group {
                 Some(group) => {
                     let (c, member) = crate::group_commit::begin(p, group).await?;
-                    let mut tx = Tx::new(
+                    return Ok(Tx::new(
                         Conn {
                             inner: Inner::Lite(c),
                         },
                         Some(member),
-                    );
-                    tx.handoffs = Some(p.handoffs.clone());
-                    return Ok(tx);
+                    ));
                 }
                 None => {
                     let mut c = p.acquire().await?;
@@ -650,8 +667,6 @@ pub struct LitePool {
     permits: Arc<Semaphore>,
     /// The writer's group commit (the write pool only).
     group: Option<Arc<crate::group_commit::Group>>,
-    /// Where the writer's transactions hand fresh deliveries over.
-    pub(crate) handoffs: crate::handoff::Handoffs,
 }
 
 /// A SQLite connection out of its pool; it goes back when dropped.
@@ -728,7 +743,6 @@ impl LitePool {
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
             group: None,
-            handoffs: Default::default(),
         })
     }
 

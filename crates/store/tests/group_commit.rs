@@ -121,11 +121,11 @@ async fn a_plain_statement_on_the_writer_never_joins_a_group() {
 }
 
 /// A writer in a task of its own: inserts `name`, then commits or drops its transaction.
-fn writer(db: &Arc<Db>, name: &'static str, commit: bool) -> tokio::task::JoinHandle<()> {
-    let db = db.clone();
+fn writer(db: &Arc<Db>, name: impl Into<String>, commit: bool) -> tokio::task::JoinHandle<()> {
+    let (db, name) = (db.clone(), name.into());
     tokio::spawn(async move {
         let mut tx = db.begin().await.unwrap();
-        insert(name, &format!("h-{name}"))
+        insert(&name, &format!("h-{name}"))
             .execute(&mut tx)
             .await
             .unwrap();
@@ -175,4 +175,80 @@ async fn the_member_that_opens_a_group_is_undone_alone() {
         .map(|r| r.try_get(0usize).unwrap())
         .collect();
     assert_eq!(names, ["kept", "opener"]);
+}
+
+/// A member whose task is dropped while it waits for its group's COMMIT (an API client
+/// that went away) still has the deliveries it leased handed over once the group is
+/// committed, by whoever commits it: they would otherwise wait for their leases to run
+/// out. (One thread: so that the other writer cannot commit the group before the
+/// member is dropped.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_member_dropped_while_its_group_commits_still_hands_over() {
+    let (_dir, _url, db) = fresh_db().await;
+    let mut conn = db.write.acquire().await.unwrap();
+    query(
+        "INSERT INTO handlers (name, status, priority, event, stage, type, task, timeout_ms,
+           on_failure, retry_schedule, secret, created_at, updated_at)
+         VALUES ('h', 'enabled', 0, '*', 'after', 'http', 'http://127.0.0.1:9/', 1000,
+           'continue', '[]', 's', 0, 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let mut handed = db.handoffs().open(std::time::Duration::from_secs(10), 8);
+    let event = |n: u64| billhook_store::events::Event {
+        seq: 0,
+        uid: format!("uid-{n}"),
+        events_id: "clients.update".into(),
+        object_id: Some(1),
+        ordering_key: format!("clients:{n}"),
+        dt: billhook_domain::Timestamp::now(),
+        data: serde_json::json!({"n": n}),
+        previous: serde_json::json!({}),
+    };
+    // The member must find the writer waited for within the group's first 2 ms (else
+    // it commits at once): tried until it does.
+    for n in 0..50 {
+        let mut first = db.begin().await.unwrap();
+        let now = billhook_domain::Timestamp::now();
+        billhook_store::outbox::append(&mut first, db.dialect, &[event(n)], now)
+            .await
+            .unwrap();
+        let joiner = writer(&db, format!("joiner{n}"), true);
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        // One poll: the member joins the group and, a writer waiting, waits for the
+        // group's COMMIT; then its future is dropped.
+        let mut commit = Box::pin(first.commit());
+        let waited = tokio::select! {
+            biased;
+            done = &mut commit => {
+                done.unwrap();
+                false
+            }
+            () = std::future::ready(()) => true,
+        };
+        drop(commit);
+        joiner.await.unwrap();
+        let handoff = tokio::time::timeout(std::time::Duration::from_secs(5), handed.recv())
+            .await
+            .expect("handed over")
+            .unwrap();
+        assert_eq!(handoff.deliveries.len(), 1);
+        assert_eq!(handoff.events[0].uid, format!("uid-{n}"));
+        if waited {
+            let mut conn = db.read.acquire().await.unwrap();
+            let events: i64 = query("SELECT COUNT(*) FROM events")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+                .try_get(0usize)
+                .unwrap();
+            assert_eq!(events, n as i64 + 1, "committed with the group");
+            return;
+        }
+    }
+    panic!("the member never waited for its group: the case was not tried");
 }

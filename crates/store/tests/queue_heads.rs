@@ -4,8 +4,8 @@
 //! oldest pending delivery of every (handler, ordering key) queue is flagged as its head
 //! (PostgreSQL finds heads from the pending index and keeps no flag), and a queue
 //! blocked behind a head that waits for its retry keeps its backlog out of the index
-//! SQLite's claim walks. On SQLite, heads leased by the transaction that queues them are
-//! handed over at its commit only, and keep the same order.
+//! SQLite's claim walks. Heads leased by the transaction that queues them are handed
+//! over at its commit only, and keep the same order.
 
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Analyzed, Claimed, Lease, Outcome};
@@ -151,15 +151,11 @@ async fn every_queue_keeps_its_order_and_head_through_any_outcome() {
     fresh.drop_database().await;
 }
 
-/// The same with the hand-over of fresh deliveries open (SQLite; PostgreSQL has none):
-/// the heads leased by their own transactions are made like claimed ones.
+/// The same with the hand-over of fresh deliveries open: the heads leased by their own
+/// transactions are made like claimed ones.
 #[tokio::test]
 async fn every_queue_keeps_its_order_and_head_with_fresh_deliveries_handed_over() {
     let fresh = Fresh::new().await;
-    if fresh.db.handoffs().is_none() {
-        eprintln!("NOT RUN on PostgreSQL: it hands no deliveries over, they are claimed");
-        return fresh.drop_database().await;
-    }
     model_run(&fresh.db, true).await;
     fresh.drop_database().await;
 }
@@ -175,11 +171,8 @@ async fn model_run(db: &Db, hand_over: bool) {
     let mut rng = Lcg(7);
     let mut next_event = 0;
     let mut failed: Vec<i64> = Vec::new();
-    let mut handed_over = hand_over.then(|| {
-        db.handoffs()
-            .expect("SQLite")
-            .open(std::time::Duration::from_secs(10), 64)
-    });
+    let mut handed_over =
+        hand_over.then(|| db.handoffs().open(std::time::Duration::from_secs(10), 64));
     let mut handed: Vec<Claimed> = Vec::new();
     let mut handed_in_all = 0;
     for step in 0..400i64 {
@@ -266,8 +259,10 @@ async fn model_run(db: &Db, hand_over: bool) {
                     "step {step}: a delivery handed over is its queue's head"
                 );
                 for c in &handoff.deliveries {
-                    // The handler's timeout (1 s) after the margin.
-                    assert_eq!(c.lease_until, now.add_seconds(11), "step {step}");
+                    // From the clock: the margin, then the handler's timeout (1 s).
+                    let clock = Timestamp::now();
+                    assert!(c.lease_until > clock.add_seconds(10), "step {step}");
+                    assert!(c.lease_until <= clock.add_seconds(11), "step {step}");
                     assert!(handoff.events.iter().any(|e| e.seq == c.event_seq));
                 }
                 handed_in_all += handoff.deliveries.len();
@@ -308,11 +303,7 @@ async fn fresh_deliveries_are_handed_over_at_commit_only() {
     let fresh = Fresh::new().await;
     let (db, dialect) = (&fresh.db, fresh.db.dialect);
     let now = Timestamp::now();
-    let Some(handoffs) = db.handoffs() else {
-        eprintln!("NOT RUN on PostgreSQL: it hands no deliveries over, they are claimed");
-        return fresh.drop_database().await;
-    };
-    let mut rx = handoffs.open(std::time::Duration::from_secs(10), 1);
+    let mut rx = db.handoffs().open(std::time::Duration::from_secs(10), 1);
 
     // Undone: nothing handed over, nothing left.
     let mut tx = db.begin().await.unwrap();
@@ -533,5 +524,61 @@ async fn a_claim_beside_another_takes_the_next_queues() {
     );
     second.commit().await.unwrap();
     first.commit().await.unwrap();
+    fresh.drop_database().await;
+}
+
+/// A success says whether a delivery waits behind it (the engine claims only then),
+/// also when that one was already flagged as a head: a delivery retried by hand is.
+#[tokio::test]
+async fn a_success_tells_whether_a_delivery_waits_behind_it() {
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let now = Timestamp::now();
+    let mut tx = db.begin().await.unwrap();
+    for n in 1..=2 {
+        outbox::append(&mut tx, dialect, &[event(n, "clients:1")], now)
+            .await
+            .unwrap();
+    }
+    let lease = now.add_seconds(10);
+    let claimed = deliveries::claim(&mut tx, dialect, now, lease, 64, 2)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 4, "two events, two handlers");
+    let gave_up = Outcome::Failed {
+        error: "gave up".into(),
+    };
+    for c in &claimed {
+        deliveries::finish(&mut tx, c.lease(), 1, &gave_up, now)
+            .await
+            .unwrap();
+    }
+    // Both of the first handler's, back by hand, in order: each is flagged.
+    let mine: Vec<i64> = claimed
+        .iter()
+        .filter(|c| c.handlers_id == claimed[0].handlers_id)
+        .map(|c| c.id)
+        .collect();
+    for id in &mine {
+        assert!(deliveries::retry(&mut tx, *id, now).await.unwrap());
+    }
+    let first = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
+        .await
+        .unwrap();
+    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), [mine[0]]);
+    let waits = deliveries::finish_succeeded(&mut tx, &[first[0].lease()], now)
+        .await
+        .unwrap();
+    assert!(waits, "the second retried delivery waits behind the first");
+    let second = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
+        .await
+        .unwrap();
+    assert_eq!(second.iter().map(|c| c.id).collect::<Vec<_>>(), [mine[1]]);
+    let waits = deliveries::finish_succeeded(&mut tx, &[second[0].lease()], now)
+        .await
+        .unwrap();
+    // PostgreSQL does not know without looking, and says yes.
+    assert_eq!(waits, dialect == Dialect::Postgres, "nothing waits behind");
+    tx.commit().await.unwrap();
     fresh.drop_database().await;
 }
