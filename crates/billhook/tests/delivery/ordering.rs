@@ -281,3 +281,27 @@ async fn a_failure_inside_a_burst_holds_back_the_rest_of_the_burst() {
         "each event once, in order, the failed one twice and nothing after it before its retry"
     );
 }
+
+/// Changes of one client requested at the same time reach the handler in the order they
+/// were committed (the order of their events), though each is sent as soon as nothing
+/// of its client is pending before it: on PostgreSQL concurrent transactions check that
+/// while holding the client's row lock.
+#[tokio::test]
+async fn concurrent_changes_of_one_client_arrive_in_the_order_they_committed() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    http_handler(&s, "clients.*", &r.url("/h"), &[1; 5]).await;
+    let ids = [client(&s, "A").await, client(&s, "B").await];
+    let names: Vec<String> = (0..60).map(|i| format!("N{i}")).collect();
+    let renames = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| rename(&s, ids[i % 2], n));
+    futures::future::join_all(renames).await;
+    let hits = wait_all(&r, "/h", 62, 60).await;
+    assert_eq!(
+        received_per_client(&hits),
+        raised_per_client(&s).await,
+        "each client's events in the order they were committed"
+    );
+}
