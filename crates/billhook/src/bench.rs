@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// each client's first one while the first handler's are measured.
     #[arg(long)]
     down_handler: bool,
+    /// Also measure a relay that only passes each request on to the receiver (the
+    /// two HTTP legs of an event, nothing stored): the bound of this design here.
+    #[arg(long)]
+    relay: bool,
     /// Instead of delivery: Core API latency of one action with 0, 1 and 3 before
     /// handlers on a loopback receiver that answers at once (sequential requests).
     #[arg(long)]
@@ -255,6 +259,10 @@ struct Figures {
     bench_cpu_us: f64,
     /// The bench's CPU time per request of the ceiling (client and receiver), in µs.
     ceiling_cpu_us: f64,
+    /// With `--relay`: requests per second through the relay, and its CPU time per
+    /// request in µs (NaN without).
+    relay: f64,
+    relay_cpu_us: f64,
     /// SQLite: the share of the time its one writer was in use, and the write
     /// transactions per group commit (NaN on PostgreSQL).
     writer_busy: f64,
@@ -267,6 +275,15 @@ impl Figures {
             "  ceiling (receiver driven directly):   {:>9.0} requests/s",
             self.ceiling
         );
+        if !self.relay.is_nan() {
+            println!(
+                "  relay (two HTTP legs, nothing stored): {:>8.0} requests/s ({:.0} % of ceiling), \
+                 relay CPU {:.0} µs per request",
+                self.relay,
+                100.0 * self.relay / self.ceiling,
+                self.relay_cpu_us
+            );
+        }
         println!(
             "  events acknowledged by the API:       {:>9.0} events/s ({} acknowledged)",
             self.acked_per_s, self.acked
@@ -313,6 +330,8 @@ impl Figures {
             server_cpu_us: m(|f| f.server_cpu_us),
             bench_cpu_us: m(|f| f.bench_cpu_us),
             ceiling_cpu_us: m(|f| f.ceiling_cpu_us),
+            relay: m(|f| f.relay),
+            relay_cpu_us: m(|f| f.relay_cpu_us),
             writer_busy: m(|f| f.writer_busy),
             per_commit: m(|f| f.per_commit),
         }
@@ -340,6 +359,19 @@ fn per_item(cpu: Duration, items: usize) -> f64 {
     cpu.as_secs_f64() * 1e6 / items.max(1) as f64
 }
 
+/// Posts `body` to `url` `args.events` times from `args.concurrency` tasks, as fast as
+/// possible; returns how long it took.
+async fn post_all(http: &reqwest::Client, url: &str, body: &[u8], args: &BenchArgs) -> Duration {
+    let (http, url, body) = (http.clone(), url.to_string(), Bytes::copy_from_slice(body));
+    drive(args.events, args.concurrency, None, move |_| {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        async move {
+            let _ = http.post(&url).body(body).send().await;
+        }
+    })
+    .await
+}
+
 /// One measurement: the ceiling, then delivery through a server on a fresh database.
 async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let (receiver, receipts) = start_receiver().await?;
@@ -356,21 +388,25 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let body = serde_json::to_vec(&sample)?;
     let ceiling_url = format!("{receiver}/ceiling");
     let cpu_before_ceiling = cpu_time(None);
-    let ceiling_time = {
-        let (http, url, body) = (http.clone(), ceiling_url.clone(), body.clone());
-        drive(args.events, args.concurrency, None, move |_| {
-            let (http, url, body) = (http.clone(), url.clone(), body.clone());
-            async move {
-                let _ = http.post(&url).body(body).send().await;
-            }
-        })
-        .await
-    };
+    let ceiling_time = post_all(&http, &ceiling_url, &body, args).await;
     let ceiling = args.events as f64 / ceiling_time.as_secs_f64();
     let ceiling_cpu_us = per_item(
         cpu_time(None).saturating_sub(cpu_before_ceiling),
         args.events,
     );
+
+    let (relay, relay_cpu_us) = if args.relay {
+        let relay = crate::bench_relay::Relay::start(&ceiling_url).await?;
+        let cpu_before = cpu_time(relay.process.id());
+        let took = post_all(&http, &relay.url, &body, args).await;
+        let cpu = cpu_time(relay.process.id()).saturating_sub(cpu_before);
+        (
+            args.events as f64 / took.as_secs_f64(),
+            per_item(cpu, args.events),
+        )
+    } else {
+        (f64::NAN, f64::NAN)
+    };
 
     // The server under test.
     let (database_url, dropper) = fresh_database(&args.database).await?;
@@ -503,6 +539,8 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
         server_cpu_us: per_item(server_cpu, receipts.len()),
         bench_cpu_us: per_item(bench_cpu, receipts.len()),
         ceiling_cpu_us,
+        relay,
+        relay_cpu_us,
         writer_busy: writer.map_or(f64::NAN, |w| w.busy_s / measured.as_secs_f64()),
         per_commit: writer.map_or(f64::NAN, |w| w.transactions / w.commits.max(1.0)),
     })

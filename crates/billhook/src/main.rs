@@ -1,6 +1,7 @@
 //! `billhook`: the server and its administration commands.
 
 mod bench;
+mod bench_relay;
 mod config;
 mod email;
 mod serve;
@@ -36,6 +37,13 @@ enum Command {
     Migrate,
     /// Measures delivery throughput and latency against the machine's ceiling.
     Bench(bench::BenchArgs),
+    /// The relay `bench --relay` measures (it starts this itself).
+    #[command(hide = true)]
+    BenchRelay {
+        /// Where each request's body goes on to.
+        #[arg(long)]
+        to: String,
+    },
     /// Manages API keys.
     Keys {
         #[command(subcommand)]
@@ -84,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Keys { command } => keys(&config, command).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchRelay { to } => bench_relay::serve(to).await,
             Command::EmailRates {
                 command: EmailRatesCommand::Ingest,
             } => email::ingest_stdin(&config).await,

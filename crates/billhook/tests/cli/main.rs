@@ -210,7 +210,7 @@ fn configuration_sources_apply_in_order() {
 }
 
 /// The benchmark runs end to end on a small load: every event is delivered (it fails
-/// otherwise), and it prints each run's figures and their medians.
+/// otherwise), and it prints each run's figures and their medians, the relay's too.
 #[test]
 fn bench_delivers_every_event_and_prints_the_medians_of_its_runs() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -226,6 +226,7 @@ fn bench_delivers_every_event_and_prints_the_medians_of_its_runs() {
             "8",
             "--runs",
             "2",
+            "--relay",
         ],
     );
     for want in [
@@ -237,6 +238,12 @@ fn bench_delivers_every_event_and_prints_the_medians_of_its_runs() {
     ] {
         assert!(out.contains(want), "{want:?} missing from:\n{out}");
     }
+    // The relay's figures, per run and their median.
+    let relayed = out
+        .lines()
+        .filter(|l| l.contains("relay (two HTTP legs"))
+        .count();
+    assert_eq!(relayed, 3, "{out}");
     // One line per run and one of medians, each with a figure actually read: the
     // server's CPU time, and (the bench runs on SQLite) its writer's use, read off the
     // server's metrics.
