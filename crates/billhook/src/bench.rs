@@ -122,7 +122,8 @@ async fn start_server(database_url: &str) -> anyhow::Result<Child> {
     } else {
         database_url.to_string()
     };
-    let mut process = tokio::process::Command::new(std::env::current_exe()?)
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
         .args([
             "serve",
             "--listen",
@@ -133,27 +134,37 @@ async fn start_server(database_url: &str) -> anyhow::Result<Child> {
             "warn",
         ])
         .current_dir(dir.path())
-        .env("BILLHOOK_API_KEY", KEY)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        .env("BILLHOOK_API_KEY", KEY);
+    let (process, base) = spawn_listening(command, "billhook listening on ")
+        .await
         .context("starting the server")?;
-    let mut lines = BufReader::new(process.stdout.take().context("stdout")?).lines();
-    let base = loop {
-        let line = lines
-            .next_line()
-            .await?
-            .context("server exited before listening")?;
-        if let Some(addr) = line.strip_prefix("billhook listening on ") {
-            break addr.to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Child {
         process,
         base,
         _dir: dir,
     })
+}
+
+/// Starts `command` (this binary) and waits for the line of its standard output that
+/// starts with `listening`; returns the process and the rest of that line (its address).
+/// The rest of its output is read and dropped.
+pub(crate) async fn spawn_listening(
+    mut command: tokio::process::Command,
+    listening: &str,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let mut process = command.stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
+    let mut lines = BufReader::new(process.stdout.take().context("stdout")?).lines();
+    let addr = loop {
+        let line = lines
+            .next_line()
+            .await?
+            .context("exited before listening")?;
+        if let Some(addr) = line.strip_prefix(listening) {
+            break addr.to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((process, addr))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -360,16 +371,36 @@ fn per_item(cpu: Duration, items: usize) -> f64 {
 }
 
 /// Posts `body` to `url` `args.events` times from `args.concurrency` tasks, as fast as
-/// possible; returns how long it took.
-async fn post_all(http: &reqwest::Client, url: &str, body: &[u8], args: &BenchArgs) -> Duration {
-    let (http, url, body) = (http.clone(), url.to_string(), Bytes::copy_from_slice(body));
-    drive(args.events, args.concurrency, None, move |_| {
-        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+/// possible; returns how long it took. A request that fails fails the measurement.
+async fn post_all(
+    http: &reqwest::Client,
+    url: &str,
+    body: &[u8],
+    args: &BenchArgs,
+) -> anyhow::Result<Duration> {
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (http, target, body) = (http.clone(), url.to_string(), Bytes::copy_from_slice(body));
+    let counter = failed.clone();
+    let took = drive(args.events, args.concurrency, None, move |_| {
+        let (http, url, body, failed) =
+            (http.clone(), target.clone(), body.clone(), counter.clone());
         async move {
-            let _ = http.post(&url).body(body).send().await;
+            let ok = http
+                .post(&url)
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if !ok {
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     })
-    .await
+    .await;
+    match failed.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => Ok(took),
+        n => bail!("{n} of {} requests to {url} failed", args.events),
+    }
 }
 
 /// One measurement: the ceiling, then delivery through a server on a fresh database.
@@ -388,7 +419,7 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let body = serde_json::to_vec(&sample)?;
     let ceiling_url = format!("{receiver}/ceiling");
     let cpu_before_ceiling = cpu_time(None);
-    let ceiling_time = post_all(&http, &ceiling_url, &body, args).await;
+    let ceiling_time = post_all(&http, &ceiling_url, &body, args).await?;
     let ceiling = args.events as f64 / ceiling_time.as_secs_f64();
     let ceiling_cpu_us = per_item(
         cpu_time(None).saturating_sub(cpu_before_ceiling),
@@ -398,7 +429,7 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let (relay, relay_cpu_us) = if args.relay {
         let relay = crate::bench_relay::Relay::start(&ceiling_url).await?;
         let cpu_before = cpu_time(relay.process.id());
-        let took = post_all(&http, &relay.url, &body, args).await;
+        let took = post_all(&http, &relay.url, &body, args).await?;
         let cpu = cpu_time(relay.process.id()).saturating_sub(cpu_before);
         (
             args.events as f64 / took.as_secs_f64(),

@@ -4,16 +4,12 @@
 //! database, no log. How far it stays below the ceiling is what the HTTP legs cost; how
 //! far billhook stays below it is what storing and tracking each event costs.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const LISTENING: &str = "billhook relay listening on ";
 
@@ -49,23 +45,11 @@ pub struct Relay {
 
 impl Relay {
     pub async fn start(to: &str) -> anyhow::Result<Relay> {
-        let mut process = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["bench-relay", "--to", to])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.args(["bench-relay", "--to", to]);
+        let (process, addr) = crate::bench::spawn_listening(command, LISTENING)
+            .await
             .context("starting the relay")?;
-        let mut lines = BufReader::new(process.stdout.take().context("stdout")?).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(addr) = line.strip_prefix(LISTENING) {
-                    return Ok(addr.to_string());
-                }
-            }
-            anyhow::bail!("the relay exited before listening")
-        })
-        .await
-        .context("the relay did not start")??;
         Ok(Relay {
             process,
             url: format!("http://{addr}/relay"),

@@ -64,6 +64,19 @@ pub struct Claimed {
 }
 
 impl Claimed {
+    /// From a row of `id, event_seq, handlers_id, ordering_key, attempts, lease_until`,
+    /// in that order (a claim's or an insert's RETURNING).
+    pub(crate) fn from_row(r: &Row) -> Result<Claimed, StoreError> {
+        Ok(Claimed {
+            id: r.try_get(0)?,
+            event_seq: r.try_get(1)?,
+            handlers_id: r.try_get(2)?,
+            ordering_key: r.try_get(3)?,
+            attempts: r.try_get(4)?,
+            lease_until: Timestamp::from_micros(r.try_get(5)?),
+        })
+    }
+
     /// Its lease, for writing its outcome.
     pub fn lease(&self) -> Lease {
         Lease {
@@ -196,16 +209,7 @@ pub async fn claim(
     let rows = q.bind(per_queue.max(1)).fetch_all(conn).await?;
     let mut claimed = rows
         .iter()
-        .map(|r| {
-            Ok(Claimed {
-                id: r.try_get(0)?,
-                event_seq: r.try_get(1)?,
-                handlers_id: r.try_get(2)?,
-                ordering_key: r.try_get(3)?,
-                attempts: r.try_get(4)?,
-                lease_until: Timestamp::from_micros(r.try_get(5)?),
-            })
-        })
+        .map(Claimed::from_row)
         .collect::<Result<Vec<_>, StoreError>>()?;
     // RETURNING gives no order: put each queue's rows in the order they must go.
     claimed.sort_by_key(|c| c.id);
@@ -449,7 +453,7 @@ pub async fn recover(
     // Each of the handler's queues has its oldest pending delivery flagged, whether that
     // is a recovered one or the head it had (see `claim`).
     query(
-        "UPDATE deliveries SET head = 1 WHERE id IN (
+        "UPDATE deliveries SET head = 1 WHERE head = 0 AND id IN (
            SELECT MIN(id) FROM deliveries WHERE handlers_id = $1 AND status = 'pending'
            GROUP BY ordering_key)",
     )

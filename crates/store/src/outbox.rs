@@ -38,7 +38,7 @@ pub async fn append(
         let previous = to_json_text(&e.previous);
         let rows = match dialect {
             Dialect::Sqlite => {
-                bind_event(query(INSERT_EVENT), e, data.clone(), previous.clone())
+                bind_event(query(INSERT_EVENT), e, &data, &previous)
                     .execute(&mut *tx)
                     .await?;
                 query(sqlite_deliveries())
@@ -52,16 +52,11 @@ pub async fn append(
             }
             // PostgreSQL takes one statement per call: a data-modifying CTE.
             Dialect::Postgres => {
-                bind_event(
-                    query(postgres_statement()),
-                    e,
-                    data.clone(),
-                    previous.clone(),
-                )
-                .bind(now.micros())
-                .bind(lease_base)
-                .fetch_all(&mut *tx)
-                .await?
+                bind_event(query(postgres_statement()), e, &data, &previous)
+                    .bind(now.micros())
+                    .bind(lease_base)
+                    .fetch_all(&mut *tx)
+                    .await?
             }
         };
         hand_over(tx, e, &rows, data, previous)?;
@@ -69,8 +64,9 @@ pub async fn append(
     Ok(())
 }
 
-/// Notes the deliveries just inserted (`id, event_seq, handlers_id, lease_until`): the
-/// leased ones go to the hand-over with their event, the others wait for a claim.
+/// Notes the deliveries just inserted (rows of [`Claimed::from_row`]; a lease of 0 is
+/// none): the leased ones go to the hand-over with their event, the others wait for a
+/// claim.
 fn hand_over(
     tx: &mut Tx,
     e: &Event,
@@ -79,26 +75,17 @@ fn hand_over(
     previous: String,
 ) -> Result<(), StoreError> {
     let mut leased = Vec::new();
-    let mut seq = 0;
     for row in rows {
-        seq = row.try_get("event_seq")?;
-        let lease_until: i64 = row.try_get("lease_until")?;
-        if lease_until == 0 {
+        let delivery = Claimed::from_row(row)?;
+        if delivery.lease_until.micros() == 0 {
             tx.queued_to_claim();
-            continue;
+        } else {
+            leased.push(delivery);
         }
-        leased.push(Claimed {
-            id: row.try_get("id")?,
-            event_seq: seq,
-            handlers_id: row.try_get("handlers_id")?,
-            ordering_key: e.ordering_key.clone(),
-            attempts: 0,
-            lease_until: Timestamp::from_micros(lease_until),
-        });
     }
-    if leased.is_empty() {
+    let Some(seq) = leased.first().map(|c| c.event_seq) else {
         return Ok(());
-    }
+    };
     let raw = |text: String| {
         RawValue::from_string(text).map_err(|e| StoreError::Corrupt(format!("event JSON: {e}")))
     };
@@ -146,7 +133,7 @@ fn sqlite_deliveries() -> &'static str {
              SELECT (SELECT id FROM events WHERE uid = $1), h.id, $3, 'pending', 0, $4,
                     {}, $4, $4, h.head
              FROM (SELECT h.id, h.timeout_ms, {} AS head FROM handlers h WHERE {}) h
-             RETURNING id, event_seq, handlers_id, lease_until",
+             RETURNING id, event_seq, handlers_id, ordering_key, attempts, lease_until",
             lease_if("$5", "h.head"),
             is_head("$3"),
             matching_handlers("$2")
@@ -166,7 +153,7 @@ fn postgres_statement() -> &'static str {
                                      next_at, lease_until, created_at, updated_at, head)
              SELECT e.id, h.id, $4, 'pending', 0, $8, {}, $8, $8, 0
              FROM e, handlers h WHERE {}
-             RETURNING id, event_seq, handlers_id, lease_until",
+             RETURNING id, event_seq, handlers_id, ordering_key, attempts, lease_until",
             INSERT_EVENT,
             lease_if("$9", &is_head("$4")),
             matching_handlers("$2")
@@ -174,7 +161,7 @@ fn postgres_statement() -> &'static str {
     })
 }
 
-fn bind_event(q: Query, e: &Event, data: String, previous: String) -> Query {
+fn bind_event(q: Query, e: &Event, data: &str, previous: &str) -> Query {
     q.bind(e.uid.as_str())
         .bind(e.events_id.as_str())
         .bind(e.object_id)

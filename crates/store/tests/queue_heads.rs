@@ -562,21 +562,24 @@ async fn a_success_tells_whether_a_delivery_waits_behind_it() {
     for id in &mine {
         assert!(deliveries::retry(&mut tx, *id, now).await.unwrap());
     }
-    let first = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
-        .await
-        .unwrap();
-    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), [mine[0]]);
-    let waits = deliveries::finish_succeeded(&mut tx, &[first[0].lease()], now)
-        .await
-        .unwrap();
+    // Claims the heads, one per queue, and records their success: the ids claimed and
+    // whether a delivery waits behind them.
+    let claim_and_succeed = |mut tx: Tx| async move {
+        let heads = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
+            .await
+            .unwrap();
+        let leases: Vec<Lease> = heads.iter().map(Claimed::lease).collect();
+        let waits = deliveries::finish_succeeded(&mut tx, &leases, now)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = heads.iter().map(|c| c.id).collect();
+        (tx, ids, waits)
+    };
+    let (tx, ids, waits) = claim_and_succeed(tx).await;
+    assert_eq!(ids, [mine[0]]);
     assert!(waits, "the second retried delivery waits behind the first");
-    let second = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
-        .await
-        .unwrap();
-    assert_eq!(second.iter().map(|c| c.id).collect::<Vec<_>>(), [mine[1]]);
-    let waits = deliveries::finish_succeeded(&mut tx, &[second[0].lease()], now)
-        .await
-        .unwrap();
+    let (tx, ids, waits) = claim_and_succeed(tx).await;
+    assert_eq!(ids, [mine[1]]);
     // PostgreSQL does not know without looking, and says yes.
     assert_eq!(waits, dialect == Dialect::Postgres, "nothing waits behind");
     tx.commit().await.unwrap();
