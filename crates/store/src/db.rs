@@ -98,7 +98,7 @@ impl Db {
                 })
             }
             Dialect::Sqlite => {
-                crate::sql::configure_sqlite();
+                crate::sqlite_config::configure_sqlite();
                 let path = sqlite_path(url);
                 // NORMAL with WAL is durable against a killed process (the WAL is in the
                 // OS), and only risks the last commits on power loss: the speed/safety

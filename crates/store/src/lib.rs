@@ -23,6 +23,7 @@ pub mod packages;
 mod query;
 pub mod rate_tables;
 pub mod sql;
+mod sqlite_config;
 pub mod subscriptions;
 pub mod transactions;
 

@@ -637,30 +637,6 @@ impl Pool {
     }
 }
 
-/// Process-wide SQLite settings, made once before the library is first used (SQLite
-/// refuses them afterwards). Memory statistics off: with them, every allocation SQLite
-/// made took one global mutex, shared by the writer and every reader thread; nothing of
-/// ours reads the statistics.
-pub(crate) fn configure_sqlite() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sqlite3_config with SQLITE_CONFIG_MEMSTATUS takes one int; it is only
-        // valid before sqlite3_initialize, and returns SQLITE_MISUSE (harmless) after.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
-                0 as std::ffi::c_int,
-            )
-        };
-        if rc != rusqlite::ffi::SQLITE_OK {
-            tracing::info!(
-                rc,
-                "SQLite was in use already: its memory statistics stay on"
-            );
-        }
-    });
-}
-
 /// SQLite connections to one file, handed out one holder at a time each.
 pub struct LitePool {
     idle: Mutex<Vec<rusqlite::Connection>>,
