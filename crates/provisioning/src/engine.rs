@@ -149,6 +149,7 @@ impl DeliveryEngine {
             async move { db.listen_deliveries(wake).await }
         });
         let statistics = tokio::spawn(keep_statistics(self.db.clone()));
+        let heads = tokio::spawn(keep_heads_flagged(self.db.clone(), self.wake.clone()));
         // Deliveries this process's transactions leased for us.
         let mut handed = self
             .db
@@ -193,7 +194,11 @@ impl DeliveryEngine {
                 Vec::new()
             } else {
                 last_claim = Some(tokio::time::Instant::now());
-                match self.claim(free).await {
+                let claim = self.claim(free);
+                match self
+                    .serving_handoffs(&mut workers, &mut handed, claim)
+                    .await
+                {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "claiming deliveries failed");
@@ -217,7 +222,11 @@ impl DeliveryEngine {
                 }
                 continue;
             }
-            let events = match self.events_of(&claimed).await {
+            let events_of = self.events_of(&claimed);
+            let events = match self
+                .serving_handoffs(&mut workers, &mut handed, events_of)
+                .await
+            {
                 Ok(events) => events,
                 Err(e) => {
                     // Their leases expire and they are claimed again.
@@ -229,6 +238,7 @@ impl DeliveryEngine {
         }
         listener.abort();
         statistics.abort();
+        heads.abort();
         // Nothing more is handed over; what was, and not started, is given back (a
         // transaction still holding a place hands its deliveries over at its commit).
         self.db.handoffs().close();
@@ -283,7 +293,51 @@ impl DeliveryEngine {
         )
         .await?;
         tx.commit().await?;
+        // After the claim, so as not to hold it up: what this flags is claimed next.
+        if self.look_behind().await {
+            self.wake.notify_one();
+        }
         Ok(claimed)
+    }
+
+    /// Runs `work` (a claim, a read of events: a round trip or more) while starting what
+    /// is handed over meanwhile, which would otherwise wait for it.
+    async fn serving_handoffs<T>(
+        &self,
+        workers: &mut Workers,
+        handed: &mut mpsc::Receiver<Handoff>,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                Some(handoff) = handed.recv() => workers.start_handed(self, handoff).await,
+            }
+        }
+    }
+
+    /// PostgreSQL: flags the heads of the queues this process's transactions queued
+    /// deliveries behind others in, now that they have committed (see
+    /// `billhook_store::head_checks`); whether it flagged one. What fails is left to
+    /// [`keep_heads_flagged`].
+    async fn look_behind(&self) -> bool {
+        let behind = self.db.head_checks().take();
+        if behind.is_empty() {
+            return false;
+        }
+        let promoted = match self.db.write.acquire().await {
+            Ok(mut conn) => {
+                deliveries::promote_after_commit(&mut conn, &behind, deliveries::Look::QueuedBehind)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        promoted.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "flagging the heads of queued deliveries failed");
+            false
+        })
     }
 
     /// How long to sleep when there is nothing to claim: until the next retry is due,
@@ -478,6 +532,34 @@ impl DeliveryEngine {
 /// On PostgreSQL, keeps the planner's statistics of the deliveries up to date (see
 /// [`deliveries::analyze_if_stale`]); ends at once on SQLite, or when PostgreSQL does
 /// not let the database user take them.
+/// PostgreSQL: how often every queue is walked for a head left unflagged.
+const FLAG_EVERY_HEAD: Duration = Duration::from_secs(10);
+
+/// PostgreSQL: flags the head of every queue that has none flagged, at the start and
+/// every [`FLAG_EVERY_HEAD`]: what a process that died between a commit and its look at
+/// the queues it touched left (see `deliveries::claim`). Wakes the claim when it flagged
+/// something.
+async fn keep_heads_flagged(db: Db, wake: Arc<Notify>) {
+    if db.dialect != billhook_store::Dialect::Postgres {
+        return;
+    }
+    loop {
+        let flagged = match db.write.acquire().await {
+            Ok(mut conn) => deliveries::flag_every_head(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        match flagged {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(flagged = n, "flagged queue heads that were not");
+                wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "walking the queues for their heads failed"),
+        }
+        tokio::time::sleep(FLAG_EVERY_HEAD).await;
+    }
+}
+
 async fn keep_statistics(db: Db) {
     if db.dialect != billhook_store::Dialect::Postgres {
         return;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use billhook_domain::Timestamp;
-use billhook_store::deliveries::{self, Lease, Outcome};
+use billhook_store::deliveries::{self, Lease, Look, Outcome};
 use billhook_store::executions::{self, Execution};
-use billhook_store::{Db, StoreError};
+use billhook_store::{Db, Dialect, StoreError};
 use tokio::sync::{mpsc, Notify};
 
 /// What the writer task writes.
@@ -73,6 +73,7 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
     let now = Timestamp::now();
     let mut tx = db.begin().await?;
     let mut succeeded = Vec::new();
+    let mut finished = Vec::new();
     let mut released = Vec::new();
     let mut rows = Vec::new();
     for w in batch {
@@ -82,6 +83,9 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
                 match &f.outcome {
                     Outcome::Succeeded => succeeded.push(f.lease),
                     other => deliveries::finish(&mut tx, f.lease, f.attempts, other, now).await?,
+                }
+                if !matches!(f.outcome, Outcome::Retry { .. }) {
+                    finished.push(f.lease.id);
                 }
                 rows.extend(f.execution.as_ref());
             }
@@ -93,5 +97,23 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
     tx.commit().await?;
     // Anything but a success is a retry, a delivery given back or a failure with
     // possibly a next delivery behind it.
-    Ok(followers || succeeded.len() < batch.len())
+    Ok(followers || promote_after_commit(db, &finished).await || succeeded.len() < batch.len())
+}
+
+/// PostgreSQL: flags the next delivery of each finished one's queue, now that the
+/// outcomes are committed (see `deliveries::claim`); whether any waits. Its failure is
+/// only logged: the outcomes are written (writing them again would log the calls twice)
+/// and the engine's periodic walk flags what this missed.
+async fn promote_after_commit(db: &Db, finished: &[i64]) -> bool {
+    if db.dialect != Dialect::Postgres || finished.is_empty() {
+        return false;
+    }
+    let promoted = match db.write.acquire().await {
+        Ok(mut conn) => deliveries::promote_after_commit(&mut conn, finished, Look::Finished).await,
+        Err(e) => Err(e),
+    };
+    promoted.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "flagging the next deliveries of finished ones failed");
+        true
+    })
 }

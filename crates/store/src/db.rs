@@ -65,6 +65,8 @@ pub struct Db {
     announce: Option<std::sync::Arc<tokio::sync::Notify>>,
     /// Where this process's short write transactions hand fresh deliveries over.
     handoffs: crate::handoff::Handoffs,
+    /// PostgreSQL: deliveries this process queued behind others, for its engine.
+    head_checks: crate::head_checks::HeadChecks,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -95,6 +97,7 @@ impl Db {
                     url: url.to_string(),
                     announce: Some(start_announcer(pool)),
                     handoffs: Default::default(),
+                    head_checks: Default::default(),
                 })
             }
             Dialect::Sqlite => {
@@ -116,6 +119,7 @@ impl Db {
                     url: sqlite_url(url),
                     announce: None,
                     handoffs: Default::default(),
+                    head_checks: Default::default(),
                 })
             }
         }
@@ -141,7 +145,14 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let mut tx = self.write.begin().await?;
         tx.offer_handoffs(self.handoffs.clone());
+        tx.offer_head_checks(self.head_checks.clone());
         Ok(tx)
+    }
+
+    /// The deliveries this process's transactions queued behind others, whose queues its
+    /// engine looks at again (PostgreSQL, see [`crate::head_checks`]).
+    pub fn head_checks(&self) -> &crate::head_checks::HeadChecks {
+        &self.head_checks
     }
 
     /// How SQLite's one writer was used since the process started; none on PostgreSQL.
@@ -160,7 +171,9 @@ impl Db {
 
     /// Starts a write transaction that will run long (an import's rows).
     pub async fn begin_long(&self) -> Result<Tx, StoreError> {
-        self.write.begin_long().await
+        let mut tx = self.write.begin_long().await?;
+        tx.offer_head_checks(self.head_checks.clone());
+        Ok(tx)
     }
 
     /// Tells other processes, after a commit, that deliveries were queued (PostgreSQL

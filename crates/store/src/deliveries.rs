@@ -8,9 +8,8 @@ use serde::Serialize;
 use crate::query::{Bind, Filter};
 use crate::{Dialect, Page, StoreError};
 
-/// SQLite's check that a flagged head is still the oldest pending delivery of its queue
-/// (a flag may outlive that, see [`claim`]), answered from the pending index. (PostgreSQL
-/// keeps no flag: the heads are found from that index itself.)
+/// The check that a flagged head is still the oldest pending delivery of its queue (a
+/// flag may outlive that, see [`claim`]), answered from the pending index.
 const HEADS_BY_PROBING: &str = " AND NOT EXISTS (
        SELECT 1 FROM deliveries e
        WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
@@ -18,7 +17,8 @@ const HEADS_BY_PROBING: &str = " AND NOT EXISTS (
 
 /// PostgreSQL: the CTE `heads` of every queue's oldest pending delivery, found by
 /// skipping from queue to queue through the pending index (one seek per queue, however
-/// many deliveries wait in it). Needs `WITH RECURSIVE`.
+/// many deliveries wait in it). Needs `WITH RECURSIVE`. Only [`flag_every_head`] walks
+/// it: its cost grows with the number of queues, thousands with a handler down.
 const PG_HEADS: &str = "heads AS MATERIALIZED (
        (SELECT handlers_id, ordering_key, id FROM deliveries WHERE status = 'pending'
         ORDER BY handlers_id, ordering_key, id LIMIT 1)
@@ -95,17 +95,22 @@ impl Claimed {
 /// — which is how a crashed worker's deliveries come back — and no earlier delivery of
 /// the same handler and ordering key is unfinished: the head of its queue.
 ///
-/// Heads are flagged (`head = 1`) so that SQLite walks only them: a delivery is flagged
-/// when it is queued with nothing pending before it, or when the deliveries before it
-/// finish ([`promote_heads`]); a delivery put back to pending by hand is flagged too.
-/// A flag may be left on a delivery that is no longer its queue's head (harmless: the
-/// claim checks the order itself), never missing from one that is — on SQLite, whose
-/// one writer sees every statement in turn. PostgreSQL does not keep the flag: there a
-/// delivery queued while the one before it finishes in another transaction could miss
-/// it (each saw the other's row as it was), so the claim finds heads by skipping from
-/// queue to queue through the pending index instead; and flagging the next delivery as
-/// an outcome is written locked the very rows a claim was leasing, so that claims
-/// waited for the outcome's COMMIT.
+/// Heads are flagged (`head = 1`) so that the claim walks only them, in due order: a
+/// delivery is flagged when it is queued with nothing pending before it, or when the
+/// deliveries before it finish ([`promote_heads`]); a delivery put back to pending by
+/// hand is flagged too. A flag may be left on a delivery that is no longer its queue's
+/// head (harmless: the claim checks the order itself), never missing from one that is.
+///
+/// On SQLite, whose one writer sees every statement in turn, the flag is set in the
+/// transactions that queue and finish deliveries. On PostgreSQL a delivery queued while
+/// the one before it finishes in another transaction could be missed by both (each sees
+/// the other's row as it was), so the heads of finished deliveries' queues are flagged
+/// once their outcomes are committed, and the transaction that queues a delivery behind
+/// another has its queue looked at once it has committed ([`promote_after_commit`]):
+/// whichever commits second sees both. The engine makes both looks for its process, and
+/// [`flag_every_head`] walks every queue now and then for what a process that died
+/// between a commit and its look left unflagged. (Flagging in the outcome's own
+/// transaction as well cost a tenth of the throughput in the bench.)
 ///
 /// Each head comes with up to `per_queue - 1` deliveries that follow it in its
 /// queue, due and unleased with nothing in between that is not, for the worker to make
@@ -123,15 +128,15 @@ pub async fn claim(
     let sql = match dialect {
         // Each step is computed once (MATERIALIZED): on a table without statistics yet
         // the planner otherwise ran the locking subquery again for every pending row.
-        // The heads are found by skipping from queue to queue through the pending index
-        // (one seek per queue, however many deliveries wait in each; grouping the
-        // pending rows read every one of them on every claim). Heads are locked (SKIP
-        // LOCKED) and leased; a follower is only ever reached through its queue's head,
-        // so two processes never take the same one. The outer conditions are checked
-        // again on the row version the update locks.
+        // The due heads come from the flagged heads in due order (the deliveries
+        // waiting behind a head, and the heads not due, a failing endpoint's, are not
+        // read); each is checked to be its queue's oldest pending one. Heads are locked
+        // (SKIP LOCKED) and leased; a follower is only ever reached through its queue's
+        // head, so two processes never take the same one. The outer conditions are
+        // checked again on the row version the update locks.
         //
-        // Each head is read by its id, in a subquery the planner may not flatten (OFFSET
-        // 0, FOR UPDATE), and the rows taken are updated by their ids (`= ANY`): as
+        // Each head is locked by its id, in a subquery the planner may not flatten (FOR
+        // UPDATE), and the rows taken are updated by their ids (`= ANY`): as
         // joins of deliveries with heads or with the rows taken, a fresh table's stale
         // statistics made it read every due delivery instead, the backlog behind a
         // failing endpoint included (420 ms a claim with 18,000 waiting). The due heads
@@ -140,13 +145,11 @@ pub async fn claim(
         // locking, a claim running beside another one took the same heads, skipped
         // them all and came back empty with other queues due.
         Dialect::Postgres => format!(
-            "WITH RECURSIVE {PG_HEADS},
-             due AS MATERIALIZED (
-               SELECT d.id FROM heads CROSS JOIN LATERAL (
-                 SELECT d.id, d.next_at FROM deliveries d
-                 WHERE d.id = heads.id AND d.status = 'pending' AND d.next_at <= $2
-                   AND d.lease_until < $2{ENABLED}
-                 OFFSET 0) d
+            "WITH due AS MATERIALIZED (
+               SELECT d.id FROM deliveries d
+               WHERE d.status = 'pending' AND d.head = 1
+                 AND GREATEST(d.next_at, d.lease_until) <= $2
+                 AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}
                ORDER BY d.next_at),
              chosen AS MATERIALIZED (
                SELECT d.id, d.handlers_id, d.ordering_key FROM due CROSS JOIN LATERAL (
@@ -264,8 +267,8 @@ pub async fn finish(
 }
 
 /// Records many successful attempts in one statement: each row's `attempts` grows by
-/// the one attempt its lease was for. Returns whether deliveries waiting behind them may
-/// now be claimed (on SQLite: whether any waited).
+/// the one attempt its lease was for. Returns whether deliveries wait behind them (on
+/// SQLite; PostgreSQL tells after the commit, see [`promote_after_commit`]).
 pub async fn finish_succeeded(
     conn: &mut Conn,
     leases: &[Lease],
@@ -289,26 +292,98 @@ pub async fn finish_succeeded(
 }
 
 /// Flags the head of the queue of each of `ids`, deliveries that just left pending:
-/// the next pending delivery of that queue, if any. SQLite only (see [`claim`]).
-/// Returns whether a queue has a next delivery (always true on PostgreSQL). A head
+/// the next pending delivery of that queue, if any. SQLite only, in the transaction that
+/// finished them; PostgreSQL looks after the commit instead ([`promote_after_commit`]),
+/// and this returns false there. Returns whether a queue has a next delivery. A head
 /// already flagged (a delivery retried by hand is) is written again, so that it counts.
 async fn promote_heads(conn: &mut Conn, ids: &[i64]) -> Result<bool, StoreError> {
     if !conn.is_sqlite() {
-        return Ok(true);
+        return Ok(false);
     }
     let sql = format!(
-        "UPDATE deliveries SET head = 1 WHERE id IN (
-           SELECT (SELECT MIN(g.id) FROM deliveries g
-                   WHERE g.handlers_id = d.handlers_id AND g.ordering_key = d.ordering_key
-                     AND g.status = 'pending')
-           FROM deliveries d WHERE {})",
-        crate::query::in_ids(conn, "d.id", 1)
+        "UPDATE deliveries SET head = 1 WHERE id IN ({})",
+        next_pending(conn)
     );
-    let done = query(&sql)
+    flags_any(conn, &sql, ids).await
+}
+
+/// Runs a flagging statement over `ids` (bound as `$1`); whether it flagged any row.
+async fn flags_any(conn: &mut Conn, sql: &str, ids: &[i64]) -> Result<bool, StoreError> {
+    let done = query(sql)
         .bind(crate::query::ids_json(ids))
         .execute(conn)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// The oldest pending delivery of the queue of each delivery in `$1` (see
+/// [`crate::query::in_ids`]).
+fn next_pending(conn: &Conn) -> String {
+    format!(
+        "SELECT (SELECT MIN(g.id) FROM deliveries g
+                 WHERE g.handlers_id = d.handlers_id AND g.ordering_key = d.ordering_key
+                   AND g.status = 'pending')
+         FROM deliveries d WHERE {}",
+        crate::query::in_ids(conn, "d.id", 1)
+    )
+}
+
+/// What [`promote_after_commit`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// The queues of deliveries just finished: whether a delivery waits in any, flagged
+    /// before or not (one retried by hand is), for the claim to be woken.
+    Finished,
+    /// The queues of deliveries queued behind others: whether it flagged a head that was
+    /// not (the usual head of such a queue is flagged and in flight).
+    QueuedBehind,
+}
+
+/// PostgreSQL, after the commit that finished or queued the deliveries `ids`: flags the
+/// oldest pending delivery of each of their queues (see [`claim`]). Returns what `look`
+/// asks. Nothing on SQLite, whose transactions flag heads themselves.
+///
+/// Rows another transaction holds are skipped rather than waited for (a wait could close
+/// a deadlock with a claim locking heads in due order): a claim leasing one delivers it,
+/// whose outcome looks at its queue again; an outcome finishing one looks after its own
+/// commit; the rare rest is left to [`flag_every_head`].
+pub async fn promote_after_commit(
+    conn: &mut Conn,
+    ids: &[i64],
+    look: Look,
+) -> Result<bool, StoreError> {
+    if ids.is_empty() || conn.is_sqlite() {
+        return Ok(false);
+    }
+    let unflagged = match look {
+        Look::Finished => "",
+        Look::QueuedBehind => " AND n.head = 0",
+    };
+    let sql = format!(
+        "UPDATE deliveries SET head = 1 WHERE id = ANY (ARRAY(
+           SELECT n.id FROM deliveries n WHERE n.id = ANY (ARRAY({})){unflagged}
+           FOR UPDATE SKIP LOCKED))",
+        next_pending(conn)
+    );
+    flags_any(conn, &sql, ids).await
+}
+
+/// PostgreSQL: flags the oldest pending delivery of every queue that has none flagged;
+/// returns how many it flagged. It reads one row per queue: a safety net, run now and
+/// then, for what [`promote_after_commit`] could not do (a process that died between a
+/// commit and its look, a row it skipped).
+pub async fn flag_every_head(conn: &mut Conn) -> Result<u64, StoreError> {
+    if conn.is_sqlite() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "WITH RECURSIVE {PG_HEADS}
+         UPDATE deliveries SET head = 1 WHERE id = ANY (ARRAY(
+           SELECT n.id FROM deliveries n
+           WHERE n.id = ANY (ARRAY(SELECT id FROM heads)) AND n.head = 0
+           FOR UPDATE SKIP LOCKED))"
+    );
+    Ok(query(&sql).execute(conn).await?.rows_affected())
 }
 
 /// Gives leases back (graceful shutdown) so another process may deliver at once.
@@ -339,15 +414,18 @@ pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> 
              FROM deliveries d WHERE d.status = 'pending' AND d.head = 1{ENABLED}"
         )
     } else {
+        // The first through the heads index, which is keyed by exactly that, instead of
+        // every flagged head (one per queue behind a failing endpoint).
         format!(
-            "WITH RECURSIVE {PG_HEADS}
-             SELECT MIN(CASE WHEN d.lease_until > d.next_at THEN d.lease_until ELSE d.next_at END)
-             FROM heads CROSS JOIN LATERAL (
-               SELECT d.next_at, d.lease_until FROM deliveries d
-               WHERE d.id = heads.id{ENABLED} OFFSET 0) d"
+            "SELECT GREATEST(d.next_at, d.lease_until) FROM deliveries d
+             WHERE d.status = 'pending' AND d.head = 1{ENABLED}
+             ORDER BY GREATEST(d.next_at, d.lease_until) LIMIT 1"
         )
     };
-    let at: Option<i64> = query_scalar(&sql).fetch_one(conn).await?;
+    let at = query_scalar::<Option<i64>>(&sql)
+        .fetch_optional(conn)
+        .await?
+        .flatten();
     Ok(at.map(Timestamp::from_micros))
 }
 
@@ -414,7 +492,7 @@ pub async fn analyze_if_stale(db: &crate::Db) -> Result<Analyzed, StoreError> {
 
 /// A failed delivery back to pending for one more attempt; false when it is not failed.
 /// It is flagged as a head: harmless where it is not its queue's oldest pending one (see
-/// [`claim`]; the flag matters on SQLite only).
+/// [`claim`]).
 pub async fn retry(conn: &mut Conn, id: i64, now: Timestamp) -> Result<bool, StoreError> {
     let done = query(
         "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1,
@@ -447,9 +525,6 @@ pub async fn recover(
     .bind(until.micros())
     .execute(&mut *conn)
     .await?;
-    if !conn.is_sqlite() {
-        return Ok(done.rows_affected());
-    }
     // Each of the handler's queues has its oldest pending delivery flagged, whether that
     // is a recovered one or the head it had (see `claim`).
     query(

@@ -16,6 +16,7 @@ pub mod executions;
 mod group_commit;
 pub mod handlers;
 pub mod handoff;
+pub mod head_checks;
 pub mod imports;
 pub mod keys;
 pub mod outbox;

@@ -59,16 +59,18 @@ pub async fn append(
                     .await?
             }
         };
-        hand_over(tx, e, &rows, data, previous)?;
+        hand_over(tx, dialect, e, &rows, data, previous)?;
     }
     Ok(())
 }
 
-/// Notes the deliveries just inserted (rows of [`Claimed::from_row`]; a lease of 0 is
-/// none): the leased ones go to the hand-over with their event, the others wait for a
-/// claim.
+/// Notes the deliveries just inserted (rows of [`RETURNING`]; a lease of 0 is none): the
+/// leased ones go to the hand-over with their event, the others wait for a claim. On
+/// PostgreSQL those queued behind another delivery have their queue looked at again
+/// after the commit (see [`crate::deliveries::claim`]).
 fn hand_over(
     tx: &mut Tx,
+    dialect: Dialect,
     e: &Event,
     rows: &[Row],
     data: String,
@@ -79,6 +81,10 @@ fn hand_over(
         let delivery = Claimed::from_row(row)?;
         if delivery.lease_until.micros() == 0 {
             tx.queued_to_claim();
+            let head: i32 = row.try_get(6)?;
+            if dialect == Dialect::Postgres && head == 0 {
+                tx.queued_behind(delivery.id);
+            }
         } else {
             leased.push(delivery);
         }
@@ -133,7 +139,7 @@ fn sqlite_deliveries() -> &'static str {
              SELECT (SELECT id FROM events WHERE uid = $1), h.id, $3, 'pending', 0, $4,
                     {}, $4, $4, h.head
              FROM (SELECT h.id, h.timeout_ms, {} AS head FROM handlers h WHERE {}) h
-             RETURNING id, event_seq, handlers_id, ordering_key, attempts, lease_until",
+             {RETURNING}",
             lease_if("$5", "h.head"),
             is_head("$3"),
             matching_handlers("$2")
@@ -143,7 +149,7 @@ fn sqlite_deliveries() -> &'static str {
 
 /// PostgreSQL's statement for one event: its INSERT and its deliveries' in one
 /// data-modifying CTE. Its 9 arguments: the event's 7, now, the lease's start.
-/// PostgreSQL does not keep the head flag (see deliveries::claim).
+/// Both databases flag the heads (see deliveries::claim).
 fn postgres_statement() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -151,11 +157,13 @@ fn postgres_statement() -> &'static str {
             "WITH e AS ({} RETURNING id)
              INSERT INTO deliveries (event_seq, handlers_id, ordering_key, status, attempts,
                                      next_at, lease_until, created_at, updated_at, head)
-             SELECT e.id, h.id, $4, 'pending', 0, $8, {}, $8, $8, 0
-             FROM e, handlers h WHERE {}
-             RETURNING id, event_seq, handlers_id, ordering_key, attempts, lease_until",
+             SELECT e.id, h.id, $4, 'pending', 0, $8, {}, $8, $8, h.head
+             FROM e, (SELECT h.id, h.timeout_ms, CASE WHEN {} THEN 1 ELSE 0 END AS head
+                      FROM handlers h WHERE {}) h
+             {RETURNING}",
             INSERT_EVENT,
-            lease_if("$9", &is_head("$4")),
+            lease_if("$9", "h.head = 1"),
+            is_head("$4"),
             matching_handlers("$2")
         )
     })
@@ -170,6 +178,11 @@ fn bind_event(q: Query, e: &Event, data: &str, previous: &str) -> Query {
         .bind(data)
         .bind(previous)
 }
+
+/// What the INSERT of deliveries returns: the columns of [`Claimed::from_row`], then
+/// the head flag.
+const RETURNING: &str =
+    "RETURNING id, event_seq, handlers_id, ordering_key, attempts, lease_until, head";
 
 /// The INSERT of an event; its 7 arguments: uid, events_id, object_id, ordering_key,
 /// dt, data, previous.

@@ -427,6 +427,10 @@ pub struct Tx {
     reserved: Option<crate::handoff::Reserved>,
     /// Whether it queued deliveries that only a claim will start.
     to_claim: bool,
+    /// PostgreSQL: the deliveries it queued behind others, and where they go once it has
+    /// committed (see [`crate::head_checks`]).
+    behind: Vec<i64>,
+    head_checks: Option<crate::head_checks::HeadChecks>,
 }
 
 impl std::ops::Deref for Tx {
@@ -451,7 +455,19 @@ impl Tx {
             handoffs: None,
             reserved: None,
             to_claim: false,
+            behind: Vec::new(),
+            head_checks: None,
         }
+    }
+
+    /// Lets it pass the deliveries it queues behind others to `checks` after its commit.
+    pub(crate) fn offer_head_checks(&mut self, checks: crate::head_checks::HeadChecks) {
+        self.head_checks = Some(checks);
+    }
+
+    /// Notes a delivery it queued behind another one (PostgreSQL).
+    pub(crate) fn queued_behind(&mut self, id: i64) {
+        self.behind.push(id);
     }
 
     /// Lets it hand fresh deliveries over to `handoffs` (a short transaction of the
@@ -484,6 +500,8 @@ impl Tx {
     pub async fn commit(mut self) -> Result<(), StoreError> {
         self.open = false;
         let hands_over = self.reserved.take().filter(|r| r.holds_any());
+        let behind = std::mem::take(&mut self.behind);
+        let head_checks = self.head_checks.take();
         match std::mem::replace(&mut self.conn.inner, Inner::Lite(LiteConn::empty())) {
             // In a task of its own: if the caller's task is dropped mid-COMMIT (a client
             // that went away), the commit still ends and its deliveries are handed over
@@ -492,11 +510,19 @@ impl Tx {
                 Some(reserved) => tokio::spawn(async move {
                     t.commit().await?;
                     reserved.send();
+                    if let Some(checks) = head_checks {
+                        checks.add(&behind);
+                    }
                     Ok::<_, StoreError>(())
                 })
                 .await
                 .map_err(|e| StoreError::Commit(e.to_string()))??,
-                None => t.commit().await?,
+                None => {
+                    t.commit().await?;
+                    if let Some(checks) = head_checks {
+                        checks.add(&behind);
+                    }
+                }
             },
             Inner::Lite(c) if self.member.is_some() => {
                 let member = self.member.take().expect("checked");

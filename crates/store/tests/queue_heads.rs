@@ -1,14 +1,14 @@
 //! Delivery queues and their heads, on SQLite or (with `BILLHOOK_TEST_DATABASE_URL`)
 //! PostgreSQL: through any mix of outcomes, manual retries and recoveries, the claim
-//! hands out only heads and the deliveries that follow them, in order; on SQLite the
-//! oldest pending delivery of every (handler, ordering key) queue is flagged as its head
-//! (PostgreSQL finds heads from the pending index and keeps no flag), and a queue
-//! blocked behind a head that waits for its retry keeps its backlog out of the index
-//! SQLite's claim walks. Heads leased by the transaction that queues them are handed
-//! over at its commit only, and keep the same order.
+//! hands out only heads and the deliveries that follow them, in order; the oldest pending
+//! delivery of every (handler, ordering key) queue is flagged as its head (on PostgreSQL
+//! once the engine's look after the commit is made: [`after_commit`]), and a queue
+//! blocked behind a head that waits for its retry keeps its backlog out of the index the
+//! claim walks. Heads leased by the transaction that queues them are handed over at its
+//! commit only, and keep the same order.
 
 use billhook_domain::Timestamp;
-use billhook_store::deliveries::{self, Analyzed, Claimed, Lease, Outcome};
+use billhook_store::deliveries::{self, Analyzed, Claimed, Lease, Look, Outcome};
 use billhook_store::events::Event;
 use billhook_store::sql::{query, Conn, Tx};
 use billhook_store::{outbox, Db, Dialect};
@@ -105,6 +105,22 @@ async fn unflagged_heads(conn: &mut Conn) -> i64 {
     .await
 }
 
+/// What the engine and its outcome writer do after a commit on PostgreSQL (see
+/// `deliveries::claim`): flag the heads of the queues of `finished`, and of those of the
+/// deliveries queued behind others. Whether any of those queues has a head. Nothing on
+/// SQLite, whose transactions flag the heads themselves.
+async fn after_commit(db: &Db, finished: &[i64]) -> bool {
+    let mut conn = db.write.acquire().await.unwrap();
+    let behind = db.head_checks().take();
+    let finished_wait = deliveries::promote_after_commit(&mut conn, finished, Look::Finished)
+        .await
+        .unwrap();
+    let behind_wait = deliveries::promote_after_commit(&mut conn, &behind, Look::QueuedBehind)
+        .await
+        .unwrap();
+    finished_wait || behind_wait
+}
+
 /// Claimed deliveries with an earlier pending delivery of their queue that was not
 /// claimed with them: must be none (per-queue order).
 async fn out_of_order(conn: &mut Conn, claimed: &[Claimed]) -> usize {
@@ -161,8 +177,8 @@ async fn every_queue_keeps_its_order_and_head_with_fresh_deliveries_handed_over(
 }
 
 /// Random steps of appends, manual retries, recoveries, claims and outcomes, each in
-/// one transaction, checking the order of every delivery taken and, on SQLite, that
-/// every queue's head is flagged. With `hand_over`, the events of a step are appended
+/// one transaction, checking the order of every delivery taken and that every queue's
+/// head is flagged (on PostgreSQL once the looks after the commit are made). With `hand_over`, the events of a step are appended
 /// last (after that step's outcomes, as an API transaction comes after the outcomes
 /// committed before it) and the deliveries handed over at its commit are made at the
 /// next step along with the claimed ones.
@@ -212,6 +228,7 @@ async fn model_run(db: &Db, hand_over: bool) {
         taken.sort_by_key(|c| c.id);
         let mut stopped: Vec<(i64, String)> = Vec::new();
         let mut succeeded = Vec::new();
+        let mut finished = Vec::new();
         for c in &taken {
             let queue = (c.handlers_id, c.ordering_key.clone());
             if stopped.contains(&queue) {
@@ -221,6 +238,7 @@ async fn model_run(db: &Db, hand_over: bool) {
             let outcome = match rng.below(10) {
                 0..=5 => {
                     succeeded.push(c.lease());
+                    finished.push(c.id);
                     continue;
                 }
                 6 | 7 => Outcome::Retry {
@@ -229,6 +247,7 @@ async fn model_run(db: &Db, hand_over: bool) {
                 },
                 _ => {
                     failed.push(c.id);
+                    finished.push(c.id);
                     Outcome::Failed {
                         error: "gave up".into(),
                     }
@@ -245,11 +264,15 @@ async fn model_run(db: &Db, hand_over: bool) {
         if hand_over {
             append_burst(&mut tx, &mut rng, &mut next_event, burst, now).await;
         }
-        // The flag is SQLite's (PostgreSQL's claim finds heads from the index).
         if dialect == Dialect::Sqlite {
             assert_eq!(unflagged_heads(&mut tx).await, 0, "step {step}");
         }
         tx.commit().await.unwrap();
+        if dialect == Dialect::Postgres {
+            after_commit(db, &finished).await;
+            let mut conn = db.read.acquire().await.unwrap();
+            assert_eq!(unflagged_heads(&mut conn).await, 0, "step {step}");
+        }
         if let Some(rx) = &mut handed_over {
             while let Ok(handoff) = rx.try_recv() {
                 let mut conn = db.read.acquire().await.unwrap();
@@ -340,6 +363,10 @@ async fn fresh_deliveries_are_handed_over_at_commit_only() {
     deliveries::finish_succeeded(&mut tx, &done, now)
         .await
         .unwrap();
+    tx.commit().await.unwrap();
+    let ids: Vec<i64> = done.iter().map(|l| l.id).collect();
+    after_commit(db, &ids).await;
+    let mut tx = db.begin().await.unwrap();
     let claimed = deliveries::claim(&mut tx, dialect, now, now.add_seconds(10), 64, 16)
         .await
         .unwrap();
@@ -562,9 +589,11 @@ async fn a_success_tells_whether_a_delivery_waits_behind_it() {
     for id in &mine {
         assert!(deliveries::retry(&mut tx, *id, now).await.unwrap());
     }
+    tx.commit().await.unwrap();
     // Claims the heads, one per queue, and records their success: the ids claimed and
-    // whether a delivery waits behind them.
-    let claim_and_succeed = |mut tx: Tx| async move {
+    // whether a delivery waits behind them (on PostgreSQL, told after the commit).
+    let claim_and_succeed = || async move {
+        let mut tx = db.begin().await.unwrap();
         let heads = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
             .await
             .unwrap();
@@ -572,16 +601,98 @@ async fn a_success_tells_whether_a_delivery_waits_behind_it() {
         let waits = deliveries::finish_succeeded(&mut tx, &leases, now)
             .await
             .unwrap();
+        tx.commit().await.unwrap();
         let ids: Vec<i64> = heads.iter().map(|c| c.id).collect();
-        (tx, ids, waits)
+        let told_after = after_commit(db, &ids).await;
+        (ids, waits || told_after)
     };
-    let (tx, ids, waits) = claim_and_succeed(tx).await;
+    let (ids, waits) = claim_and_succeed().await;
     assert_eq!(ids, [mine[0]]);
     assert!(waits, "the second retried delivery waits behind the first");
-    let (tx, ids, waits) = claim_and_succeed(tx).await;
+    let (ids, waits) = claim_and_succeed().await;
     assert_eq!(ids, [mine[1]]);
-    // PostgreSQL does not know without looking, and says yes.
-    assert_eq!(waits, dialect == Dialect::Postgres, "nothing waits behind");
-    tx.commit().await.unwrap();
+    assert!(!waits, "nothing waits behind");
+    fresh.drop_database().await;
+}
+
+/// PostgreSQL: a delivery queued while the one before it finishes in a concurrent
+/// transaction is seen by neither (each reads the other's row as it was), so neither
+/// flags it; whichever of the two commits second flags it when it looks after its
+/// commit, in either order, and the claim then takes it.
+#[tokio::test]
+async fn a_delivery_queued_while_the_one_before_it_finishes_is_flagged_after_the_commits() {
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    if dialect == Dialect::Sqlite {
+        eprintln!(
+            "NOT RUN on SQLite (one writer: the two transactions never overlap); \
+             set BILLHOOK_TEST_DATABASE_URL to run it on PostgreSQL"
+        );
+        return fresh.drop_database().await;
+    }
+    let now = Timestamp::now();
+    let lease = now.add_seconds(10);
+    for (round, outcome_first) in [(0u64, true), (1, false)] {
+        let key = format!("clients:{round}");
+        let mut tx = db.begin().await.unwrap();
+        outbox::append(&mut tx, dialect, &[event(round * 10, &key)], now)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let before = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            before.len(),
+            2,
+            "round {round}: both handlers' first deliveries"
+        );
+
+        // The outcome is written, not committed; the next event is queued beside it.
+        let mut outcome = db.begin().await.unwrap();
+        let leases: Vec<Lease> = before.iter().map(Claimed::lease).collect();
+        deliveries::finish_succeeded(&mut outcome, &leases, now)
+            .await
+            .unwrap();
+        let mut queued = db.begin().await.unwrap();
+        outbox::append(&mut queued, dialect, &[event(round * 10 + 1, &key)], now)
+            .await
+            .unwrap();
+        assert!(queued.has_deliveries_to_claim(), "round {round}: behind");
+        let finished: Vec<i64> = before.iter().map(|c| c.id).collect();
+        let told = if outcome_first {
+            outcome.commit().await.unwrap();
+            assert!(
+                !after_commit(db, &finished).await,
+                "not committed yet: not seen"
+            );
+            queued.commit().await.unwrap();
+            after_commit(db, &[]).await
+        } else {
+            queued.commit().await.unwrap();
+            after_commit(db, &[]).await;
+            outcome.commit().await.unwrap();
+            after_commit(db, &finished).await
+        };
+        assert!(told, "round {round}: the claim is told a delivery waits");
+        let mut conn = db.read.acquire().await.unwrap();
+        assert_eq!(unflagged_heads(&mut conn).await, 0, "round {round}");
+        drop(conn);
+        let mut tx = db.begin().await.unwrap();
+        let next = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(next.len(), 2, "round {round}: the second event's, claimed");
+        assert!(next.iter().all(|c| c.ordering_key == key));
+        let leases: Vec<Lease> = next.iter().map(Claimed::lease).collect();
+        let mut tx = db.begin().await.unwrap();
+        deliveries::finish_succeeded(&mut tx, &leases, now)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
     fresh.drop_database().await;
 }
