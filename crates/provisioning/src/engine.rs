@@ -597,25 +597,12 @@ struct Workers {
 }
 
 impl Workers {
-    /// Starts working on each queue, in its own task, once a slot is free.
+    /// Starts working on each queue, in its own task. With every slot taken a queue is
+    /// given back, to be claimed in due order with the rest once slots free up: waiting
+    /// for a slot here would hold the engine up for as long as a call may take (the slots
+    /// a claim was sized for may have gone to deliveries handed over while it ran).
     async fn start(&mut self, engine: &DeliveryEngine, queues: Vec<Queue>) {
         for queue in queues {
-            let permit = self
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
-            self.spawn(engine, queue, permit);
-        }
-    }
-
-    /// Starts the deliveries a transaction handed over. With every slot taken they are
-    /// given back, to be claimed in due order with the rest once slots free up: waiting
-    /// for a slot here would hold the engine up and put new heads before older work.
-    async fn start_handed(&mut self, engine: &DeliveryEngine, handoff: Handoff) {
-        let events = handoff.events.into_iter().map(|e| (e.seq, e)).collect();
-        for queue in queues_of(handoff.deliveries, &events) {
             match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => self.spawn(engine, queue, permit),
                 Err(_) => {
@@ -624,6 +611,13 @@ impl Workers {
                 }
             }
         }
+    }
+
+    /// Starts the deliveries a transaction handed over, as [`Workers::start`] does.
+    async fn start_handed(&mut self, engine: &DeliveryEngine, handoff: Handoff) {
+        let events = handoff.events.into_iter().map(|e| (e.seq, e)).collect();
+        self.start(engine, queues_of(handoff.deliveries, &events))
+            .await;
     }
 
     fn spawn(&mut self, engine: &DeliveryEngine, queue: Queue, permit: OwnedSemaphorePermit) {

@@ -97,7 +97,8 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
     tx.commit().await?;
     // Anything but a success is a retry, a delivery given back or a failure with
     // possibly a next delivery behind it.
-    Ok(followers || promote_after_commit(db, &finished).await || succeeded.len() < batch.len())
+    let promoted = promote_after_commit(db, &finished).await;
+    Ok(followers || promoted || succeeded.len() < batch.len())
 }
 
 /// PostgreSQL: flags the next delivery of each finished one's queue, now that the

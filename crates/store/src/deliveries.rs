@@ -1,7 +1,7 @@
 //! Deliveries: one row per (event, after handler), written in the event's own
 //! transaction, claimed with leases, finished with the outcome of each attempt.
 
-use crate::sql::{query, query_scalar, Conn, Row};
+use crate::sql::{query, query_scalar, Conn, Row, Tx};
 use billhook_domain::Timestamp;
 use serde::Serialize;
 
@@ -508,23 +508,29 @@ pub async fn retry(conn: &mut Conn, id: i64, now: Timestamp) -> Result<bool, Sto
 
 /// Re-queues a handler's failed deliveries of events raised in `[since, until]`.
 pub async fn recover(
-    conn: &mut Conn,
+    tx: &mut Tx,
     handlers_id: i64,
     since: Timestamp,
     until: Timestamp,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let done = query(
+    let requeued: Vec<i64> = query_scalar(
         "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1
          WHERE handlers_id = $2 AND status = 'failed'
-           AND event_seq IN (SELECT id FROM events WHERE dt >= $3 AND dt <= $4)",
+           AND event_seq IN (SELECT id FROM events WHERE dt >= $3 AND dt <= $4)
+         RETURNING id",
     )
     .bind(now.micros())
     .bind(handlers_id)
     .bind(since.micros())
     .bind(until.micros())
-    .execute(&mut *conn)
+    .fetch_all(&mut *tx)
     .await?;
+    // PostgreSQL: a delivery before a recovered one may be finishing in a transaction
+    // this one cannot see; their queues are looked at again after the commit.
+    if !tx.is_sqlite() {
+        requeued.iter().for_each(|id| tx.queued_behind(*id));
+    }
     // Each of the handler's queues has its oldest pending delivery flagged, whether that
     // is a recovered one or the head it had (see `claim`).
     query(
@@ -533,9 +539,9 @@ pub async fn recover(
            GROUP BY ordering_key)",
     )
     .bind(handlers_id)
-    .execute(conn)
+    .execute(tx)
     .await?;
-    Ok(done.rows_affected())
+    Ok(requeued.len() as u64)
 }
 
 /// A delivery as the API shows it.
