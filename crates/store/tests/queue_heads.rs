@@ -59,6 +59,21 @@ impl Fresh {
         Fresh { db, _dir: dir, pg }
     }
 
+    /// A fresh PostgreSQL database; on SQLite, none, saying loudly why the test does
+    /// not run (SQLite has one writer: `why`).
+    async fn postgres_only(why: &str) -> Option<Fresh> {
+        let fresh = Fresh::new().await;
+        if fresh.db.dialect == Dialect::Postgres {
+            return Some(fresh);
+        }
+        eprintln!(
+            "NOT RUN on SQLite (one writer: {why}); \
+             set BILLHOOK_TEST_DATABASE_URL to run it on PostgreSQL"
+        );
+        fresh.drop_database().await;
+        None
+    }
+
     async fn drop_database(self) {
         self.db.close().await;
         if let Some((admin, name)) = self.pg {
@@ -621,15 +636,10 @@ async fn a_success_tells_whether_a_delivery_waits_behind_it() {
 /// commit, in either order, and the claim then takes it.
 #[tokio::test]
 async fn a_delivery_queued_while_the_one_before_it_finishes_is_flagged_after_the_commits() {
-    let fresh = Fresh::new().await;
+    let Some(fresh) = Fresh::postgres_only("the two transactions never overlap").await else {
+        return;
+    };
     let (db, dialect) = (&fresh.db, fresh.db.dialect);
-    if dialect == Dialect::Sqlite {
-        eprintln!(
-            "NOT RUN on SQLite (one writer: the two transactions never overlap); \
-             set BILLHOOK_TEST_DATABASE_URL to run it on PostgreSQL"
-        );
-        return fresh.drop_database().await;
-    }
     let now = Timestamp::now();
     let lease = now.add_seconds(10);
     for (round, outcome_first) in [(0u64, true), (1, false)] {
@@ -694,5 +704,84 @@ async fn a_delivery_queued_while_the_one_before_it_finishes_is_flagged_after_the
             .unwrap();
         tx.commit().await.unwrap();
     }
+    fresh.drop_database().await;
+}
+
+/// PostgreSQL: a delivery recovered behind one that finishes meanwhile in another
+/// transaction is flagged once the recovery has committed.
+#[tokio::test]
+async fn a_delivery_recovered_while_the_one_before_it_finishes_is_flagged_after_the_commits() {
+    let Some(fresh) = Fresh::postgres_only("the two transactions never overlap").await else {
+        return;
+    };
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let now = Timestamp::now();
+    let lease = now.add_seconds(10);
+    let gave_up = Outcome::Failed {
+        error: "gave up".into(),
+    };
+    // Claims the queues' heads (and `per_queue - 1` followers each); with `outcome`,
+    // records it for all of them; commits and looks.
+    let claim = |per_queue: i64, outcome: Option<Outcome>| async move {
+        let mut tx = db.begin().await.unwrap();
+        let heads = deliveries::claim(&mut tx, dialect, now, lease, 64, per_queue)
+            .await
+            .unwrap();
+        if let Some(outcome) = &outcome {
+            for c in &heads {
+                deliveries::finish(&mut tx, c.lease(), 1, outcome, now)
+                    .await
+                    .unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+        let ids: Vec<i64> = heads.iter().map(|c| c.id).collect();
+        after_commit(db, &ids).await;
+        heads
+    };
+    let mut tx = db.begin().await.unwrap();
+    for n in 1..=2 {
+        outbox::append(&mut tx, dialect, &[event(n, "clients:1")], now)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    // Both events' deliveries fail, taken together (the second unflagged, a follower);
+    // the first handler's first comes back by hand and is in flight again.
+    let taken = claim(2, Some(gave_up)).await;
+    assert_eq!(taken.len(), 4);
+    let handler = taken[0].handlers_id;
+    let d1 = taken.iter().find(|c| c.handlers_id == handler).unwrap().id;
+    let mut tx = db.begin().await.unwrap();
+    assert!(deliveries::retry(&mut tx, d1, now).await.unwrap());
+    tx.commit().await.unwrap();
+    let in_flight = claim(1, None).await;
+    assert_eq!(in_flight.iter().map(|c| c.id).collect::<Vec<_>>(), [d1]);
+
+    // Its success is written while the second is recovered; the success commits and
+    // looks first, not seeing the recovered one.
+    let mut outcome = db.begin().await.unwrap();
+    deliveries::finish_succeeded(&mut outcome, &[in_flight[0].lease()], now)
+        .await
+        .unwrap();
+    let mut recovery = db.begin().await.unwrap();
+    let since = Timestamp::from_micros(0);
+    let recovered = deliveries::recover(&mut recovery, handler, since, now, now)
+        .await
+        .unwrap();
+    assert_eq!(recovered, 1);
+    outcome.commit().await.unwrap();
+    assert!(
+        !after_commit(db, &[d1]).await,
+        "the recovered one is not seen yet"
+    );
+    recovery.commit().await.unwrap();
+    assert!(after_commit(db, &[]).await, "its own look flags it");
+    let mut conn = db.read.acquire().await.unwrap();
+    assert_eq!(unflagged_heads(&mut conn).await, 0);
+    drop(conn);
+    let next = claim(1, None).await;
+    assert_eq!(next.len(), 1, "the recovered delivery, claimed: {next:?}");
+    assert!(next[0].id != d1 && next[0].handlers_id == handler);
     fresh.drop_database().await;
 }
