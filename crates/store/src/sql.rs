@@ -503,27 +503,26 @@ impl Tx {
         let behind = std::mem::take(&mut self.behind);
         let head_checks = self.head_checks.take();
         match std::mem::replace(&mut self.conn.inner, Inner::Lite(LiteConn::empty())) {
-            // In a task of its own: if the caller's task is dropped mid-COMMIT (a client
-            // that went away), the commit still ends and its deliveries are handed over
-            // instead of waiting for their leases to run out.
-            Inner::AnyTx(t) => match hands_over {
-                Some(reserved) => tokio::spawn(async move {
+            // In a task of its own when something follows the COMMIT: if the caller's
+            // task is dropped mid-COMMIT (a client that went away), the commit still ends
+            // and its deliveries are handed over instead of waiting for their leases to
+            // run out, and those it queued behind others are looked at (see
+            // `crate::head_checks`) instead of waiting for the engine's walk.
+            Inner::AnyTx(t) if hands_over.is_some() || !behind.is_empty() => {
+                tokio::spawn(async move {
                     t.commit().await?;
-                    reserved.send();
+                    hands_over
+                        .into_iter()
+                        .for_each(crate::handoff::Reserved::send);
                     if let Some(checks) = head_checks {
                         checks.add(&behind);
                     }
                     Ok::<_, StoreError>(())
                 })
                 .await
-                .map_err(|e| StoreError::Commit(e.to_string()))??,
-                None => {
-                    t.commit().await?;
-                    if let Some(checks) = head_checks {
-                        checks.add(&behind);
-                    }
-                }
-            },
+                .map_err(|e| StoreError::Commit(e.to_string()))??
+            }
+            Inner::AnyTx(t) => t.commit().await?,
             Inner::Lite(c) if self.member.is_some() => {
                 let member = self.member.take().expect("checked");
                 crate::group_commit::commit(c, member, hands_over).await?;
