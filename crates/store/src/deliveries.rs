@@ -190,6 +190,7 @@ pub async fn claim(
                SELECT f.id FROM (
                    SELECT d.handlers_id, d.ordering_key FROM deliveries d
                    WHERE d.status = 'pending' AND d.head = 1
+                     AND max(d.next_at, d.lease_until) <= $2
                      AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}
                    ORDER BY d.next_at LIMIT $3) h
                JOIN deliveries f ON f.id IN (
@@ -407,21 +408,19 @@ pub async fn release(conn: &mut Conn, leases: &[Lease]) -> Result<(), StoreError
 pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
     // Heads only (see `claim`): the backlog waiting behind them would otherwise be read
     // in full every time the engine goes idle, and, being due, would say "now" while
-    // nothing can go, so that the engine slept its whole fallback poll.
-    let sql = if conn.is_sqlite() {
-        format!(
-            "SELECT MIN(CASE WHEN d.lease_until > d.next_at THEN d.lease_until ELSE d.next_at END)
-             FROM deliveries d WHERE d.status = 'pending' AND d.head = 1{ENABLED}"
-        )
+    // nothing can go, so that the engine slept its whole fallback poll. The first
+    // through the heads index, which is keyed by exactly that, instead of every flagged
+    // head (one per queue behind a failing endpoint).
+    let can_go = if conn.is_sqlite() {
+        "max(d.next_at, d.lease_until)"
     } else {
-        // The first through the heads index, which is keyed by exactly that, instead of
-        // every flagged head (one per queue behind a failing endpoint).
-        format!(
-            "SELECT GREATEST(d.next_at, d.lease_until) FROM deliveries d
-             WHERE d.status = 'pending' AND d.head = 1{ENABLED}
-             ORDER BY GREATEST(d.next_at, d.lease_until) LIMIT 1"
-        )
+        "GREATEST(d.next_at, d.lease_until)"
     };
+    let sql = format!(
+        "SELECT {can_go} FROM deliveries d
+         WHERE d.status = 'pending' AND d.head = 1{ENABLED}
+         ORDER BY {can_go} LIMIT 1"
+    );
     let at = query_scalar::<Option<i64>>(&sql)
         .fetch_optional(conn)
         .await?

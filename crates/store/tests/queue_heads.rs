@@ -453,14 +453,12 @@ async fn a_queue_waiting_for_its_retry_keeps_its_backlog_out_of_the_claim() {
     )
     .await;
     assert_eq!(waiting, 1000);
-    if dialect == Dialect::Sqlite {
-        let flagged = scalar(
-            &mut tx,
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND head = 1",
-        )
-        .await;
-        assert_eq!(flagged, 2, "the backlog is not in the claim's index");
-    }
+    let flagged = scalar(
+        &mut tx,
+        "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND head = 1",
+    )
+    .await;
+    assert_eq!(flagged, 2, "the backlog is not in the claim's index");
     let soon = now.add_seconds(60);
     let claimed = deliveries::claim(&mut tx, dialect, soon, soon.add_seconds(10), 64, 16)
         .await
@@ -473,6 +471,21 @@ async fn a_queue_waiting_for_its_retry_keeps_its_backlog_out_of_the_claim() {
     let mut conn = db.read.acquire().await.unwrap();
     let due = deliveries::next_due(&mut conn).await.unwrap();
     assert_eq!(due, Some(later), "the engine sleeps until the heads' retry");
+    drop(conn);
+
+    // Heads in flight: the engine wakes when their lease would run out, if sooner.
+    let mut tx = db.begin().await.unwrap();
+    outbox::append(&mut tx, dialect, &[event(1000, "clients:3")], now)
+        .await
+        .unwrap();
+    let flying = deliveries::claim(&mut tx, dialect, now, now.add_seconds(10), 64, 1)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(flying.len(), 2, "the new client's heads: {flying:?}");
+    let mut conn = db.read.acquire().await.unwrap();
+    let due = deliveries::next_due(&mut conn).await.unwrap();
+    assert_eq!(due, Some(flying[0].lease_until), "the end of their lease");
     drop(conn);
     fresh.drop_database().await;
 }
