@@ -179,14 +179,8 @@ impl DeliveryEngine {
                 workers.start_handed(&self, handoff).await;
             }
             if let Some(at) = last_claim {
-                let next = tokio::time::sleep_until(at + self.config.claim_gap);
-                tokio::pin!(next);
-                loop {
-                    tokio::select! {
-                        _ = &mut next => break,
-                        Some(handoff) = handed.recv() => workers.start_handed(&self, handoff).await,
-                    }
-                }
+                let gap = tokio::time::sleep_until(at + self.config.claim_gap);
+                self.serving_handoffs(&mut workers, &mut handed, gap).await;
             }
             while workers.tasks.try_join_next().is_some() {}
             let free = workers.slots.available_permits();
@@ -300,8 +294,8 @@ impl DeliveryEngine {
         Ok(claimed)
     }
 
-    /// Runs `work` (a claim, a read of events: a round trip or more) while starting what
-    /// is handed over meanwhile, which would otherwise wait for it.
+    /// Runs `work` (the gap between claims, a claim, a read of events) while starting
+    /// what is handed over meanwhile, which would otherwise wait for it.
     async fn serving_handoffs<T>(
         &self,
         workers: &mut Workers,
@@ -327,13 +321,8 @@ impl DeliveryEngine {
         if behind.is_empty() {
             return false;
         }
-        let promoted = match self.db.write.acquire().await {
-            Ok(mut conn) => {
-                deliveries::promote_after_commit(&mut conn, &behind, deliveries::Look::QueuedBehind)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let look = deliveries::Look::QueuedBehind;
+        let promoted = deliveries::promote_after_commit(&self.db, &behind, look).await;
         promoted.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "flagging the heads of queued deliveries failed");
             false
@@ -544,11 +533,7 @@ async fn keep_heads_flagged(db: Db, wake: Arc<Notify>) {
         return;
     }
     loop {
-        let flagged = match db.write.acquire().await {
-            Ok(mut conn) => deliveries::flag_every_head(&mut conn).await,
-            Err(e) => Err(e),
-        };
-        match flagged {
+        match deliveries::flag_every_head(&db).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(flagged = n, "flagged queue heads that were not");

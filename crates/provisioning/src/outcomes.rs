@@ -7,7 +7,7 @@ use std::time::Duration;
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Lease, Look, Outcome};
 use billhook_store::executions::{self, Execution};
-use billhook_store::{Db, Dialect, StoreError};
+use billhook_store::{Db, StoreError};
 use tokio::sync::{mpsc, Notify};
 
 /// What the writer task writes.
@@ -95,9 +95,9 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
     deliveries::release(&mut tx, &released).await?;
     executions::insert_many(&mut tx, &rows).await?;
     tx.commit().await?;
+    let promoted = promote_after_commit(db, &finished).await;
     // Anything but a success is a retry, a delivery given back or a failure with
     // possibly a next delivery behind it.
-    let promoted = promote_after_commit(db, &finished).await;
     Ok(followers || promoted || succeeded.len() < batch.len())
 }
 
@@ -106,13 +106,7 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
 /// only logged: the outcomes are written (writing them again would log the calls twice)
 /// and the engine's periodic walk flags what this missed.
 async fn promote_after_commit(db: &Db, finished: &[i64]) -> bool {
-    if db.dialect != Dialect::Postgres || finished.is_empty() {
-        return false;
-    }
-    let promoted = match db.write.acquire().await {
-        Ok(mut conn) => deliveries::promote_after_commit(&mut conn, finished, Look::Finished).await,
-        Err(e) => Err(e),
-    };
+    let promoted = deliveries::promote_after_commit(db, finished, Look::Finished).await;
     promoted.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "flagging the next deliveries of finished ones failed");
         true

@@ -341,21 +341,23 @@ pub enum Look {
 }
 
 /// PostgreSQL, after the commit that finished or queued the deliveries `ids`: flags the
-/// oldest pending delivery of each of their queues (see [`claim`]). Returns what `look`
-/// asks. Nothing on SQLite, whose transactions flag heads themselves.
+/// oldest pending delivery of each of their queues (see [`claim`]), on a connection of
+/// its own. Returns what `look` asks. Nothing on SQLite, whose transactions flag heads
+/// themselves.
 ///
 /// Rows another transaction holds are skipped rather than waited for (a wait could close
 /// a deadlock with a claim locking heads in due order): a claim leasing one delivers it,
 /// whose outcome looks at its queue again; an outcome finishing one looks after its own
 /// commit; the rare rest is left to [`flag_every_head`].
 pub async fn promote_after_commit(
-    conn: &mut Conn,
+    db: &crate::Db,
     ids: &[i64],
     look: Look,
 ) -> Result<bool, StoreError> {
-    if ids.is_empty() || conn.is_sqlite() {
+    if ids.is_empty() || db.dialect != Dialect::Postgres {
         return Ok(false);
     }
+    let conn = &mut db.write.acquire().await?;
     let unflagged = match look {
         Look::Finished => "",
         Look::QueuedBehind => " AND n.head = 0",
@@ -373,8 +375,8 @@ pub async fn promote_after_commit(
 /// returns how many it flagged. It reads one row per queue: a safety net, run now and
 /// then, for what [`promote_after_commit`] could not do (a process that died between a
 /// commit and its look, a row it skipped).
-pub async fn flag_every_head(conn: &mut Conn) -> Result<u64, StoreError> {
-    if conn.is_sqlite() {
+pub async fn flag_every_head(db: &crate::Db) -> Result<u64, StoreError> {
+    if db.dialect != Dialect::Postgres {
         return Ok(0);
     }
     let sql = format!(
@@ -384,6 +386,7 @@ pub async fn flag_every_head(conn: &mut Conn) -> Result<u64, StoreError> {
            WHERE n.id = ANY (ARRAY(SELECT id FROM heads)) AND n.head = 0
            FOR UPDATE SKIP LOCKED))"
     );
+    let conn = &mut db.write.acquire().await?;
     Ok(query(&sql).execute(conn).await?.rows_affected())
 }
 
@@ -525,11 +528,9 @@ pub async fn recover(
     .bind(until.micros())
     .fetch_all(&mut *tx)
     .await?;
-    // PostgreSQL: a delivery before a recovered one may be finishing in a transaction
-    // this one cannot see; their queues are looked at again after the commit.
-    if !tx.is_sqlite() {
-        requeued.iter().for_each(|id| tx.queued_behind(*id));
-    }
+    // A delivery before a recovered one may be finishing in a transaction this one
+    // cannot see; their queues are looked at again after the commit.
+    requeued.iter().for_each(|id| tx.queued_behind(*id));
     // Each of the handler's queues has its oldest pending delivery flagged, whether that
     // is a recovered one or the head it had (see `claim`).
     query(

@@ -59,7 +59,7 @@ pub async fn append(
                     .await?
             }
         };
-        hand_over(tx, dialect, e, &rows, data, previous)?;
+        hand_over(tx, e, &rows, data, previous)?;
     }
     Ok(())
 }
@@ -70,7 +70,6 @@ pub async fn append(
 /// after the commit (see [`crate::deliveries::claim`]).
 fn hand_over(
     tx: &mut Tx,
-    dialect: Dialect,
     e: &Event,
     rows: &[Row],
     data: String,
@@ -82,7 +81,7 @@ fn hand_over(
         if delivery.lease_until.micros() == 0 {
             tx.queued_to_claim();
             let head: i32 = row.try_get(6)?;
-            if dialect == Dialect::Postgres && head == 0 {
+            if head == 0 {
                 tx.queued_behind(delivery.id);
             }
         } else {

@@ -465,9 +465,13 @@ impl Tx {
         self.head_checks = Some(checks);
     }
 
-    /// Notes a delivery it queued behind another one (PostgreSQL).
+    /// Notes a delivery it queued behind another one, whose queue is looked at again
+    /// after the commit. Only on PostgreSQL: on SQLite, whose one writer sees every
+    /// transaction in turn, the transactions flag the heads themselves.
     pub(crate) fn queued_behind(&mut self, id: i64) {
-        self.behind.push(id);
+        if self.conn.is_postgres() {
+            self.behind.push(id);
+        }
     }
 
     /// Lets it hand fresh deliveries over to `handoffs` (a short transaction of the

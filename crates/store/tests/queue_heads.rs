@@ -125,12 +125,11 @@ async fn unflagged_heads(conn: &mut Conn) -> i64 {
 /// deliveries queued behind others. Whether any of those queues has a head. Nothing on
 /// SQLite, whose transactions flag the heads themselves.
 async fn after_commit(db: &Db, finished: &[i64]) -> bool {
-    let mut conn = db.write.acquire().await.unwrap();
     let behind = db.head_checks().take();
-    let finished_wait = deliveries::promote_after_commit(&mut conn, finished, Look::Finished)
+    let finished_wait = deliveries::promote_after_commit(db, finished, Look::Finished)
         .await
         .unwrap();
-    let behind_wait = deliveries::promote_after_commit(&mut conn, &behind, Look::QueuedBehind)
+    let behind_wait = deliveries::promote_after_commit(db, &behind, Look::QueuedBehind)
         .await
         .unwrap();
     finished_wait || behind_wait
