@@ -73,6 +73,7 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
     let now = Timestamp::now();
     let mut tx = db.begin().await?;
     let mut succeeded = Vec::new();
+    let mut others = Vec::new();
     let mut finished = Vec::new();
     let mut released = Vec::new();
     let mut rows = Vec::new();
@@ -82,7 +83,7 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
             Written::Attempt(f) => {
                 match &f.outcome {
                     Outcome::Succeeded => succeeded.push(f.lease),
-                    other => deliveries::finish(&mut tx, f.lease, f.attempts, other, now).await?,
+                    other => others.push((f.lease, f.attempts, other)),
                 }
                 if !matches!(f.outcome, Outcome::Retry { .. }) {
                     finished.push(f.lease.id);
@@ -92,6 +93,7 @@ async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
         }
     }
     let followers = deliveries::finish_succeeded(&mut tx, &succeeded, now).await?;
+    deliveries::finish_many(&mut tx, &others, now).await?;
     deliveries::release(&mut tx, &released).await?;
     executions::insert_many(&mut tx, &rows).await?;
     tx.commit().await?;

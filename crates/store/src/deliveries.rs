@@ -243,28 +243,76 @@ pub async fn finish(
     outcome: &Outcome,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let (status, next_at, error) = match outcome {
-        Outcome::Succeeded => ("succeeded", now, None),
-        Outcome::Retry { next_at, error } => ("pending", *next_at, Some(error.as_str())),
-        Outcome::Failed { error } => ("failed", now, Some(error.as_str())),
-    };
-    query(
-        "UPDATE deliveries SET status = $1, attempts = $2, next_at = $3, last_error = $4,
-         lease_until = 0, updated_at = $5 WHERE id = $6 AND lease_until = $7",
-    )
-    .bind(status)
-    .bind(attempts)
-    .bind(next_at.micros())
-    .bind(error)
-    .bind(now.micros())
-    .bind(lease.id)
-    .bind(lease.until.micros())
-    .execute(conn)
-    .await?;
-    if status != "pending" {
-        promote_heads(conn, &[lease.id]).await?;
+    finish_many(conn, &[(lease, attempts, outcome)], now).await
+}
+
+/// Records the outcomes of many attempts in one statement, each only if its lease is
+/// still held. One statement per outcome made the engine's one writer of outcomes its
+/// bottleneck behind a failing endpoint: every call failed and was written alone, the
+/// writer fell behind, and calls to every handler waited for it.
+pub async fn finish_many(
+    conn: &mut Conn,
+    finished: &[(Lease, i64, &Outcome)],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if finished.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = finished
+        .iter()
+        .map(|(lease, attempts, outcome)| {
+            let (status, next_at, error) = match outcome {
+                Outcome::Succeeded => ("succeeded", now, None),
+                Outcome::Retry { next_at, error } => ("pending", *next_at, Some(error.as_str())),
+                Outcome::Failed { error } => ("failed", now, Some(error.as_str())),
+            };
+            serde_json::json!([
+                lease.id,
+                lease.until.micros(),
+                status,
+                attempts,
+                next_at.micros(),
+                error
+            ])
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE deliveries SET status = v.status, attempts = v.attempts, next_at = v.next_at,
+         last_error = v.error, lease_until = 0, updated_at = $2
+         FROM ({}) v WHERE deliveries.id = v.id AND deliveries.lease_until = v.lease AND {}",
+        outcome_rows(conn),
+        crate::query::in_ids(conn, "deliveries.id", 3)
+    );
+    let ids: Vec<i64> = finished.iter().map(|(lease, ..)| lease.id).collect();
+    query(&sql)
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(now.micros())
+        .bind(crate::query::ids_json(&ids))
+        .execute(conn)
+        .await?;
+    let left: Vec<i64> = finished
+        .iter()
+        .filter(|(_, _, outcome)| !matches!(outcome, Outcome::Retry { .. }))
+        .map(|(lease, ..)| lease.id)
+        .collect();
+    if !left.is_empty() {
+        promote_heads(conn, &left).await?;
     }
     Ok(())
+}
+
+/// The rows `(id, lease, status, attempts, next_at, error)` of [`finish_many`]'s `$1`.
+fn outcome_rows(conn: &Conn) -> &'static str {
+    if conn.is_sqlite() {
+        "SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS lease,
+                json_extract(value, '$[2]') AS status, json_extract(value, '$[3]') AS attempts,
+                json_extract(value, '$[4]') AS next_at, json_extract(value, '$[5]') AS error
+         FROM json_each($1)"
+    } else {
+        "SELECT (e->>0)::bigint AS id, (e->>1)::bigint AS lease, e->>2 AS status,
+                (e->>3)::bigint AS attempts, (e->>4)::bigint AS next_at, e->>5 AS error
+         FROM jsonb_array_elements($1::jsonb) e"
+    }
 }
 
 /// Records many successful attempts in one statement: each row's `attempts` grows by

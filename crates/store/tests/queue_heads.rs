@@ -242,6 +242,7 @@ async fn model_run(db: &Db, hand_over: bool) {
         taken.sort_by_key(|c| c.id);
         let mut stopped: Vec<(i64, String)> = Vec::new();
         let mut succeeded = Vec::new();
+        let mut others = Vec::new();
         let mut finished = Vec::new();
         for c in &taken {
             let queue = (c.handlers_id, c.ordering_key.clone());
@@ -268,10 +269,13 @@ async fn model_run(db: &Db, hand_over: bool) {
                 }
             };
             stopped.push(queue);
-            deliveries::finish(&mut tx, c.lease(), c.attempts + 1, &outcome, now)
-                .await
-                .unwrap();
+            others.push((c.lease(), c.attempts + 1, outcome));
         }
+        // Written together, as the engine's writer of outcomes does.
+        let others: Vec<_> = others.iter().map(|(l, a, o)| (*l, *a, o)).collect();
+        deliveries::finish_many(&mut tx, &others, now)
+            .await
+            .unwrap();
         deliveries::finish_succeeded(&mut tx, &succeeded, now)
             .await
             .unwrap();
@@ -578,6 +582,91 @@ async fn a_claim_beside_another_takes_the_next_queues() {
     );
     second.commit().await.unwrap();
     first.commit().await.unwrap();
+    fresh.drop_database().await;
+}
+
+/// Outcomes written together land each on its own delivery, only under the lease it
+/// was taken with: a retry keeps it pending until its time with its error, a failure ends
+/// it, and an outcome whose lease has meanwhile been replaced changes nothing.
+#[tokio::test]
+async fn outcomes_written_together_each_land_on_their_own_delivery_under_its_lease() {
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let now = Timestamp::now();
+    let mut tx = db.begin().await.unwrap();
+    for (n, key) in [(1, "clients:1"), (2, "clients:2")] {
+        outbox::append(&mut tx, dialect, &[event(n, key)], now)
+            .await
+            .unwrap();
+    }
+    let lease = now.add_seconds(10);
+    let mut claimed = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
+        .await
+        .unwrap();
+    claimed.sort_by_key(|c| c.id);
+    assert_eq!(claimed.len(), 4, "two events, two handlers");
+    let later = now.add_seconds(60);
+    let retry = Outcome::Retry {
+        next_at: later,
+        error: "HTTP 503: \"busy\" \u{2014} again".into(),
+    };
+    let failed = Outcome::Failed {
+        error: "gave up".into(),
+    };
+    let stale = Lease {
+        id: claimed[2].id,
+        until: claimed[2].lease_until.add_seconds(1),
+    };
+    let written = [
+        (claimed[0].lease(), 3, &retry),
+        (claimed[1].lease(), 7, &failed),
+        (stale, 2, &failed),
+        (claimed[3].lease(), 1, &Outcome::Succeeded),
+    ];
+    deliveries::finish_many(&mut tx, &written, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = db.read.acquire().await.unwrap();
+    let mut rows = Vec::new();
+    for c in &claimed {
+        let row = query(
+            "SELECT status, attempts, next_at, last_error, lease_until FROM deliveries
+             WHERE id = $1",
+        )
+        .bind(c.id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let status: String = row.try_get(0usize).unwrap();
+        let attempts: i64 = row.try_get(1usize).unwrap();
+        let next_at: i64 = row.try_get(2usize).unwrap();
+        let error: Option<String> = row.try_get(3usize).unwrap();
+        let lease_until: i64 = row.try_get(4usize).unwrap();
+        rows.push((status, attempts, next_at, error, lease_until));
+    }
+    let error = |e: &str| Some(e.to_string());
+    assert_eq!(
+        rows[0],
+        (
+            "pending".into(),
+            3,
+            later.micros(),
+            error("HTTP 503: \"busy\" \u{2014} again"),
+            0
+        )
+    );
+    assert_eq!(
+        rows[1],
+        ("failed".into(), 7, now.micros(), error("gave up"), 0)
+    );
+    assert_eq!(
+        (rows[2].0.as_str(), rows[2].1, rows[2].4),
+        ("pending", 0, claimed[2].lease_until.micros()),
+        "written under a lease it no longer has: untouched"
+    );
+    assert_eq!(rows[3], ("succeeded".into(), 1, now.micros(), None, 0));
+    drop(conn);
     fresh.drop_database().await;
 }
 
