@@ -29,6 +29,17 @@ const PG_HEADS: &str = "heads AS MATERIALIZED (
            AND (handlers_id, ordering_key) > (h.handlers_id, h.ordering_key)
          ORDER BY handlers_id, ordering_key, id LIMIT 1) n)";
 
+/// A head put back by hand (retried or recovered after it failed: it has been tried)
+/// waits while a later delivery of its queue is in flight: one that went while it had
+/// failed. Without this the two were called at once. Fresh heads skip the probe (nothing
+/// can be in flight behind them), and a head waiting for its own retry has nothing in
+/// flight behind it either (its queue's followers were given back), so the probe runs
+/// once per retry at most.
+const NOTHING_IN_FLIGHT_BEHIND: &str = " AND (d.attempts = 0 OR NOT EXISTS (
+       SELECT 1 FROM deliveries e
+       WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
+         AND e.status = 'pending' AND e.id > d.id AND e.lease_until >= $2))";
+
 /// Only deliveries of enabled handlers are claimed: those of a disabled (or archived)
 /// handler wait untouched, in order, and go as soon as it is enabled again. Written as a
 /// lookup per candidate row: as `handlers_id IN (…)` SQLite drove the claim from the
@@ -149,7 +160,7 @@ pub async fn claim(
                SELECT d.id FROM deliveries d
                WHERE d.status = 'pending' AND d.head = 1
                  AND GREATEST(d.next_at, d.lease_until) <= $2
-                 AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}
+                 AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}{NOTHING_IN_FLIGHT_BEHIND}
                ORDER BY d.next_at),
              chosen AS MATERIALIZED (
                SELECT d.id, d.handlers_id, d.ordering_key FROM due CROSS JOIN LATERAL (
@@ -191,7 +202,7 @@ pub async fn claim(
                    SELECT d.handlers_id, d.ordering_key FROM deliveries d
                    WHERE d.status = 'pending' AND d.head = 1
                      AND max(d.next_at, d.lease_until) <= $2
-                     AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}
+                     AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}{NOTHING_IN_FLIGHT_BEHIND}
                    ORDER BY d.next_at LIMIT $3) h
                JOIN deliveries f ON f.id IN (
                    SELECT g.id FROM deliveries g

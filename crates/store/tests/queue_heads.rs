@@ -670,6 +670,71 @@ async fn outcomes_written_together_each_land_on_their_own_delivery_under_its_lea
     fresh.drop_database().await;
 }
 
+/// A failed delivery retried by hand while a later one of its queue is in flight (it
+/// went once the first had failed) waits until that one is done: the two are never
+/// called at once. Then it goes, first of what is left in its queue.
+#[tokio::test]
+async fn a_delivery_retried_by_hand_waits_while_a_later_one_is_in_flight() {
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let now = Timestamp::now();
+    let lease = now.add_seconds(10);
+    let mut tx = db.begin().await.unwrap();
+    for n in 1..=2 {
+        outbox::append(&mut tx, dialect, &[event(n, "clients:1")], now)
+            .await
+            .unwrap();
+    }
+    // Only the first handler's queue matters here: the second's deliveries succeed.
+    let claim = async |tx: &mut Tx| -> Vec<Claimed> {
+        let claimed = deliveries::claim(tx, dialect, now, lease, 64, 1)
+            .await
+            .unwrap();
+        let (mine, theirs): (Vec<Claimed>, Vec<Claimed>) =
+            claimed.into_iter().partition(|c| c.handlers_id == 1);
+        let theirs: Vec<Lease> = theirs.iter().map(Claimed::lease).collect();
+        deliveries::finish_succeeded(tx, &theirs, now)
+            .await
+            .unwrap();
+        mine
+    };
+    let first = claim(&mut tx).await;
+    assert_eq!(first.len(), 1);
+    let gave_up = Outcome::Failed {
+        error: "gave up".into(),
+    };
+    deliveries::finish(&mut tx, first[0].lease(), 1, &gave_up, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    after_commit(db, &[first[0].id]).await;
+
+    // The second goes, and is in flight when the first is retried.
+    let mut tx = db.begin().await.unwrap();
+    let second = claim(&mut tx).await;
+    assert_eq!(second.len(), 1);
+    assert!(second[0].id > first[0].id);
+    assert!(deliveries::retry(&mut tx, first[0].id, now).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    assert_eq!(
+        claim(&mut tx).await.len(),
+        0,
+        "the retried delivery waits for the one in flight"
+    );
+    deliveries::finish_succeeded(&mut tx, &[second[0].lease()], now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    after_commit(db, &[second[0].id]).await;
+    let mut tx = db.begin().await.unwrap();
+    let again = claim(&mut tx).await;
+    let ids: Vec<i64> = again.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [first[0].id], "then it goes");
+    tx.commit().await.unwrap();
+    fresh.drop_database().await;
+}
+
 /// A success says whether a delivery waits behind it (the engine claims only then),
 /// also when that one was already flagged as a head: a delivery retried by hand is.
 #[tokio::test]
