@@ -7,6 +7,7 @@ use std::io::Read;
 use anyhow::Context;
 use billhook_app::email_rates::EmailRates;
 use billhook_app::App;
+use billhook_store::deliveries::{self, Look};
 
 use crate::config::Config;
 
@@ -49,6 +50,12 @@ pub async fn ingest_stdin(config: &Config) -> anyhow::Result<()> {
         crate::import_config(config),
     )?;
     let report = app.email_rates.ingest(&raw, None).await?;
+    // No engine runs in this process to look at the queues it queued deliveries behind
+    // others in, once committed (PostgreSQL: see billhook_store::head_checks); looked at
+    // here, a head that a server's delivery finishing meanwhile left unflagged does not
+    // wait for that server's periodic walk of every queue.
+    let behind = db.head_checks().take();
+    deliveries::promote_after_commit(&db, &behind, Look::QueuedBehind).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     db.close().await;
     Ok(())
