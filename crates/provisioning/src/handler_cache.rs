@@ -59,7 +59,9 @@ impl HandlerCache {
             let mut inner = self.inner.lock().expect("not poisoned");
             inner.reading.entry(id).or_default().clone()
         };
-        let _reading = reading.lock().await;
+        // Not for ever: a read stuck on its connection must not hold up every call to the
+        // handler; past that each reads for itself, as before.
+        let _reading = tokio::time::timeout(FRESH_FOR, reading.lock()).await.ok();
         // Read by the call that held the lock before us.
         if let Some(entry) = self.fresh(id) {
             return Ok(Some(entry));
@@ -119,21 +121,16 @@ mod tests {
         .unwrap();
         let cache = HandlerCache::default();
         let reads = || cache.inner.lock().unwrap().reads;
-        // A read under way (SQLite's reads do not yield, so one is held open here): every
-        // call comes in meanwhile and waits for it.
-        let reading = cache
-            .inner
-            .lock()
-            .unwrap()
-            .reading
-            .entry(1)
-            .or_default()
-            .clone();
-        let held = reading.lock().await;
+        // Every read connection held, so that reads wait (SQLite's do not yield
+        // otherwise): the calls all come in while the first read is under way.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(db.read.acquire().await.unwrap());
+        }
         let gets = futures::future::join_all((0..32).map(|_| cache.get(&db, 1)));
         let release = async {
             tokio::task::yield_now().await;
-            drop(held);
+            held.clear();
         };
         let (got, ()) = tokio::join!(gets, release);
         for got in got {
@@ -141,9 +138,23 @@ mod tests {
         }
         assert_eq!(reads(), 1);
         cache.invalidate();
-        let gets = (0..32).map(|_| cache.get(&db, 1));
-        futures::future::join_all(gets).await;
-        assert_eq!(reads(), 2);
+        let gets = futures::future::join_all((0..32).map(|_| cache.get(&db, 1)));
+        gets.await;
+        assert_eq!(reads(), 2, "read again after a change");
+
+        // A read begun before a change does not fill the cache.
+        cache.invalidate();
+        for _ in 0..8 {
+            held.push(db.read.acquire().await.unwrap());
+        }
+        let change = async {
+            tokio::task::yield_now().await;
+            cache.invalidate();
+            held.clear();
+        };
+        let (got, ()) = tokio::join!(cache.get(&db, 1), change);
+        assert!(got.unwrap().is_some());
+        assert!(cache.fresh(1).is_none(), "read before the change: not kept");
         db.close().await;
     }
 }

@@ -32,9 +32,11 @@ const PG_HEADS: &str = "heads AS MATERIALIZED (
 /// A head put back by hand (retried or recovered after it failed: it has been tried)
 /// waits while a later delivery of its queue is in flight: one that went while it had
 /// failed. Without this the two were called at once. Fresh heads skip the probe (nothing
-/// can be in flight behind them), and a head waiting for its own retry has nothing in
-/// flight behind it either (its queue's followers were given back), so the probe runs
-/// once per retry at most.
+/// can be in flight behind them). It reads the queue's pending rows after the head until
+/// one in flight: usually the first (a claim leases a run of a queue's first pending
+/// rows), else all of them, the price of a head that goes. It is made only for the heads
+/// a claim walks up to its limit, not for every due one. On PostgreSQL a claim not yet
+/// committed is made visible first by the put-back itself ([`hold_queues_behind`]).
 const NOTHING_IN_FLIGHT_BEHIND: &str = " AND (d.attempts = 0 OR NOT EXISTS (
        SELECT 1 FROM deliveries e
        WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
@@ -160,13 +162,13 @@ pub async fn claim(
                SELECT d.id FROM deliveries d
                WHERE d.status = 'pending' AND d.head = 1
                  AND GREATEST(d.next_at, d.lease_until) <= $2
-                 AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}{NOTHING_IN_FLIGHT_BEHIND}
+                 AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}
                ORDER BY d.next_at),
              chosen AS MATERIALIZED (
                SELECT d.id, d.handlers_id, d.ordering_key FROM due CROSS JOIN LATERAL (
                  SELECT d.id, d.handlers_id, d.ordering_key FROM deliveries d
                  WHERE d.id = due.id AND d.status = 'pending' AND d.next_at <= $2
-                   AND d.lease_until < $2
+                   AND d.lease_until < $2{NOTHING_IN_FLIGHT_BEHIND}
                  FOR UPDATE SKIP LOCKED) d
                LIMIT $3),
              taken AS MATERIALIZED (
@@ -562,9 +564,39 @@ pub async fn retry(conn: &mut Conn, id: i64, now: Timestamp) -> Result<bool, Sto
     )
     .bind(now.micros())
     .bind(id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() > 0)
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    hold_queues_behind(conn, &[id]).await?;
+    Ok(true)
+}
+
+/// PostgreSQL: locks (`FOR SHARE`, until the transaction ends) the first pending delivery
+/// after each of `ids`, deliveries just put back to pending by hand. A claim that has
+/// leased that queue and not yet committed holds that row: this waits for it, so that its
+/// lease is committed before the put-back is and the next claim sees what is in flight
+/// behind the put-back delivery ([`NOTHING_IN_FLIGHT_BEHIND`]). A claim that comes
+/// meanwhile skips the locked row. SQLite's one writer needs none of this.
+async fn hold_queues_behind(conn: &mut Conn, ids: &[i64]) -> Result<(), StoreError> {
+    if conn.is_sqlite() || ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT g.id FROM deliveries g WHERE g.id = ANY (ARRAY(
+           SELECT (SELECT MIN(e.id) FROM deliveries e
+                   WHERE e.handlers_id = d.handlers_id AND e.ordering_key = d.ordering_key
+                     AND e.status = 'pending' AND e.id > d.id)
+           FROM deliveries d WHERE {}))
+         FOR SHARE",
+        crate::query::in_ids(conn, "d.id", 1)
+    );
+    query(&sql)
+        .bind(crate::query::ids_json(ids))
+        .fetch_all(conn)
+        .await?;
+    Ok(())
 }
 
 /// Re-queues a handler's failed deliveries of events raised in `[since, until]`.
@@ -587,6 +619,7 @@ pub async fn recover(
     .bind(until.micros())
     .fetch_all(&mut *tx)
     .await?;
+    hold_queues_behind(tx, &requeued).await?;
     // A delivery before a recovered one may be finishing in a transaction this one
     // cannot see; their queues are looked at again after the commit.
     requeued.iter().for_each(|id| tx.queued_behind(*id));

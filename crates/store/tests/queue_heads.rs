@@ -236,6 +236,18 @@ async fn model_run(db: &Db, hand_over: bool) {
             .await
             .unwrap();
         assert_eq!(out_of_order(&mut tx, &claimed).await, 0, "step {step}");
+        // Never two deliveries of one queue in flight: those handed over at the last
+        // commit are, until this step makes them.
+        let in_flight: Vec<(i64, &str)> = handed
+            .iter()
+            .map(|c| (c.handlers_id, c.ordering_key.as_str()))
+            .collect();
+        assert!(
+            claimed
+                .iter()
+                .all(|c| !in_flight.contains(&(c.handlers_id, c.ordering_key.as_str()))),
+            "step {step}: a queue with a delivery in flight was claimed"
+        );
         // Each queue's deliveries go in order; the first that does not succeed stops
         // its queue, and the rest of the queue is given back, as the engine does.
         let mut taken: Vec<Claimed> = handed.drain(..).chain(claimed).collect();
@@ -733,6 +745,108 @@ async fn a_delivery_retried_by_hand_waits_while_a_later_one_is_in_flight() {
     assert_eq!(ids, [first[0].id], "then it goes");
     tx.commit().await.unwrap();
     fresh.drop_database().await;
+}
+
+/// PostgreSQL: a retry by hand racing a claim of the same queue, in either order, never
+/// leaves two of its deliveries in flight. Claimed first (not yet committed), the claim's
+/// lease of the delivery behind is made visible before the retry commits, and the next
+/// claim leaves the retried one waiting; retried first, the claim skips the queue.
+#[tokio::test]
+async fn a_retry_by_hand_racing_a_claim_never_leaves_two_of_a_queue_in_flight() {
+    for claim_first in [true, false] {
+        let Some(fresh) = Fresh::postgres_only("claims race only with several writers").await
+        else {
+            return;
+        };
+        let (db, dialect) = (fresh.db.clone(), fresh.db.dialect);
+        let now = Timestamp::now();
+        let lease = now.add_seconds(10);
+        // Leases what can go now; the first handler's ids.
+        let claim = async |tx: &mut Tx| -> Vec<i64> {
+            let claimed = deliveries::claim(tx, dialect, now, lease, 64, 1)
+                .await
+                .unwrap();
+            claimed
+                .iter()
+                .filter(|c| c.handlers_id == 1)
+                .map(|c| c.id)
+                .collect()
+        };
+        let mut tx = db.begin().await.unwrap();
+        for n in 1..=2 {
+            outbox::append(&mut tx, dialect, &[event(n, "clients:1")], now)
+                .await
+                .unwrap();
+        }
+        let first = deliveries::claim(&mut tx, dialect, now, lease, 64, 1)
+            .await
+            .unwrap();
+        let a = first.iter().find(|c| c.handlers_id == 1).unwrap().clone();
+        let gave_up = Outcome::Failed {
+            error: "gave up".into(),
+        };
+        deliveries::finish(&mut tx, a.lease(), 1, &gave_up, now)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        after_commit(&db, &[a.id]).await;
+
+        let retry = {
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin().await.unwrap();
+                assert!(deliveries::retry(&mut tx, a.id, now).await.unwrap());
+                tx
+            }
+        };
+        let took_first = if claim_first {
+            let mut c1 = db.begin().await.unwrap();
+            let took = claim(&mut c1).await;
+            assert_eq!(took.len(), 1, "the delivery behind the failed one");
+            // The retry waits for the claim's row, so it cannot commit before the claim
+            // does; another claim comes meanwhile, before the first one commits.
+            let retrying = tokio::spawn(async move { retry.await.commit().await.unwrap() });
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let mut c2 = db.begin().await.unwrap();
+            let took_meanwhile = claim(&mut c2).await;
+            c2.commit().await.unwrap();
+            c1.commit().await.unwrap();
+            retrying.await.unwrap();
+            assert!(
+                took_meanwhile.is_empty(),
+                "took {took_meanwhile:?} meanwhile"
+            );
+            took
+        } else {
+            let r = retry.await;
+            let mut c1 = db.begin().await.unwrap();
+            let took = claim(&mut c1).await;
+            c1.commit().await.unwrap();
+            r.commit().await.unwrap();
+            took
+        };
+        after_commit(&db, &[a.id]).await;
+        let mut c2 = db.begin().await.unwrap();
+        let took_then = claim(&mut c2).await;
+        c2.commit().await.unwrap();
+        let mut conn = db.read.acquire().await.unwrap();
+        let in_flight = scalar(
+            &mut conn,
+            "SELECT COUNT(*) FROM deliveries
+             WHERE handlers_id = 1 AND status = 'pending' AND lease_until > 0",
+        )
+        .await;
+        drop(conn);
+        assert_eq!(
+            in_flight, 1,
+            "claim first: {claim_first}; took {took_first:?}, then {took_then:?}"
+        );
+        if !claim_first {
+            assert!(took_first.is_empty(), "the claim skipped the queue");
+            assert_eq!(took_then, [a.id], "then the retried delivery goes");
+        }
+        fresh.drop_database().await;
+    }
 }
 
 /// A success says whether a delivery waits behind it (the engine claims only then),
