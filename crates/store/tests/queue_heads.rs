@@ -21,6 +21,33 @@ struct Fresh {
     _dir: tempfile::TempDir,
     /// PostgreSQL: the server's admin connection and the database to drop.
     pg: Option<(Db, String)>,
+    /// PostgreSQL: the admin URL, for a test that panics before [`Fresh::drop_database`].
+    admin_url: Option<String>,
+}
+
+impl Drop for Fresh {
+    /// A test that failed before [`Fresh::drop_database`] drops its database here, on a
+    /// thread and runtime of its own (a drop cannot wait, and the test's runtime may be
+    /// going), instead of leaving it on the server.
+    fn drop(&mut self) {
+        let (Some((_, name)), Some(url)) = (self.pg.take(), self.admin_url.take()) else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async move {
+                if let Ok(admin) = Db::connect(&url).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = admin.execute_admin(&drop).await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 impl Fresh {
@@ -35,7 +62,7 @@ impl Fresh {
                     .await
                     .unwrap();
                 let base = admin_url.rsplit_once('/').unwrap().0;
-                (format!("{base}/{name}"), Some((admin, name)))
+                (format!("{base}/{name}"), Some((admin, name, admin_url)))
             }
             _ => (
                 format!("sqlite:{}", dir.path().join("q.db").display()),
@@ -56,7 +83,16 @@ impl Fresh {
             .await
             .unwrap();
         }
-        Fresh { db, _dir: dir, pg }
+        let (pg, admin_url) = match pg {
+            Some((admin, name, url)) => (Some((admin, name)), Some(url)),
+            None => (None, None),
+        };
+        Fresh {
+            db,
+            _dir: dir,
+            pg,
+            admin_url,
+        }
     }
 
     /// A fresh PostgreSQL database; on SQLite, none, saying loudly why the test does
@@ -78,9 +114,9 @@ impl Fresh {
         None
     }
 
-    async fn drop_database(self) {
+    async fn drop_database(mut self) {
         self.db.close().await;
-        if let Some((admin, name)) = self.pg {
+        if let Some((admin, name)) = self.pg.take() {
             admin
                 .execute_admin(&format!("DROP DATABASE {name} WITH (FORCE)"))
                 .await
