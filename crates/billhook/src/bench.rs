@@ -20,6 +20,8 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::bench_recovering::Recovering;
+
 const KEY: &str = "bench-key";
 
 /// Options of `billhook bench`.
@@ -49,8 +51,14 @@ pub struct BenchArgs {
     /// Also register a second after handler for the same events whose endpoint is down
     /// (connections refused, next attempt in an hour): its deliveries pile up behind
     /// each client's first one while the first handler's are measured.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "recovering_handler")]
     down_handler: bool,
+    /// Also register a second after handler for the same events whose endpoint answers
+    /// 503 for this many seconds once the events start, then 200, retried every second:
+    /// when it comes back, every client's queue for it falls due at once. Prints how long
+    /// the engine takes to deliver what piled up.
+    #[arg(long, value_name = "SECS")]
+    recovering_handler: Option<f64>,
     /// Also measure a relay that only passes each request on to the receiver (the
     /// two HTTP legs of an event, nothing stored): the bound of this design here.
     #[arg(long)]
@@ -81,8 +89,9 @@ struct Created {
     id: i64,
 }
 
-async fn start_receiver() -> anyhow::Result<(String, Receipts)> {
+async fn start_receiver() -> anyhow::Result<(String, Receipts, Arc<Recovering>)> {
     let receipts: Receipts = Arc::default();
+    let recovering = Arc::new(Recovering::default());
     let app = Router::new()
         .route(
             "/hook",
@@ -102,11 +111,18 @@ async fn start_receiver() -> anyhow::Result<(String, Receipts)> {
         )
         .route("/ceiling", post(|| async { "" }))
         .route("/before", post(|| async { "" }))
+        .route(
+            "/recovering",
+            post({
+                let r = recovering.clone();
+                move || async move { r.answer() }
+            }),
+        )
         .with_state(receipts.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((format!("http://{addr}"), receipts))
+    Ok((format!("http://{addr}"), receipts, recovering))
 }
 
 struct Child {
@@ -278,6 +294,10 @@ struct Figures {
     /// transactions per group commit (NaN on PostgreSQL).
     writer_busy: f64,
     per_commit: f64,
+    /// With `--recovering-handler`: its deliveries made, and how long after its endpoint
+    /// came back the last one arrived, in s (NaN without).
+    recovered: usize,
+    drain_s: f64,
 }
 
 impl Figures {
@@ -321,6 +341,12 @@ impl Figures {
                 self.per_commit
             );
         }
+        if !self.drain_s.is_nan() {
+            println!(
+                "  recovering handler: {} deliveries, the last {:.2} s after its endpoint came back",
+                self.recovered, self.drain_s
+            );
+        }
     }
 
     /// Each figure's median over the runs (counts: the smallest).
@@ -343,6 +369,8 @@ impl Figures {
             ceiling_cpu_us: m(|f| f.ceiling_cpu_us),
             relay: m(|f| f.relay),
             relay_cpu_us: m(|f| f.relay_cpu_us),
+            recovered: runs.iter().map(|f| f.recovered).min().unwrap_or(0),
+            drain_s: m(|f| f.drain_s),
             writer_busy: m(|f| f.writer_busy),
             per_commit: m(|f| f.per_commit),
         }
@@ -405,7 +433,7 @@ async fn post_all(
 
 /// One measurement: the ceiling, then delivery through a server on a fresh database.
 async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
-    let (receiver, receipts) = start_receiver().await?;
+    let (receiver, receipts, recovering) = start_receiver().await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
         .tcp_nodelay(true)
@@ -470,6 +498,16 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
             bail!("creating the handler that is down: {}", r.text().await?);
         }
     }
+    if args.recovering_handler.is_some() {
+        let r = post(
+            "/handlers",
+            Recovering::handler(&format!("{receiver}/recovering")),
+        )
+        .await?;
+        if !r.status().is_success() {
+            bail!("creating the recovering handler: {}", r.text().await?);
+        }
+    }
     let mut clients = Vec::new();
     for n in 0..args.clients.max(1) {
         let v: Value = post("/clients", json!({"name": format!("bench {n}")}))
@@ -486,6 +524,9 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
     let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
+    if let Some(secs) = args.recovering_handler {
+        recovering.back_after(Duration::from_secs_f64(secs));
+    }
     let api_time = {
         let (http, sent, acked, clients) =
             (http.clone(), sent.clone(), acked.clone(), Arc::new(clients));
@@ -547,6 +588,10 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let bench_cpu = cpu_time(None).saturating_sub(bench_cpu_before);
     let writer_after = writer_use(&http, &metrics_url).await;
     let measured = started.elapsed();
+    let (recovered, drain) = match args.recovering_handler {
+        Some(_) => recovering.drained(acked).await,
+        None => (0, None),
+    };
     let writer = writer_before.zip(writer_after).map(|(a, b)| WriterUse {
         busy_s: b.busy_s - a.busy_s,
         commits: b.commits - a.commits,
@@ -574,6 +619,8 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
         relay_cpu_us,
         writer_busy: writer.map_or(f64::NAN, |w| w.busy_s / measured.as_secs_f64()),
         per_commit: writer.map_or(f64::NAN, |w| w.transactions / w.commits.max(1.0)),
+        recovered,
+        drain_s: drain.map_or(f64::NAN, |d| d.as_secs_f64()),
     })
 }
 
@@ -627,7 +674,7 @@ async fn fresh_database(
 
 /// Latency of `POST /payments` with 0, 1 and 3 before handlers, one request at a time.
 async fn before_latency(args: BenchArgs) -> anyhow::Result<()> {
-    let (receiver, _) = start_receiver().await?;
+    let (receiver, _, _) = start_receiver().await?;
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let n = args.events.min(2000);
     println!(

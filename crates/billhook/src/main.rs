@@ -1,6 +1,7 @@
 //! `billhook`: the server and its administration commands.
 
 mod bench;
+mod bench_recovering;
 mod bench_relay;
 mod config;
 mod email;

@@ -265,3 +265,39 @@ fn bench_delivers_every_event_and_prints_the_medians_of_its_runs() {
         );
     }
 }
+
+/// `bench --recovering-handler`: the second handler's endpoint fails until its time is
+/// up, then every delivery that piled up behind it arrives, and the bench says when.
+#[test]
+fn bench_with_a_recovering_handler_delivers_what_piled_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run(
+        dir.path(),
+        &[
+            "bench",
+            "--events",
+            "200",
+            "--concurrency",
+            "4",
+            "--clients",
+            "20",
+            "--recovering-handler",
+            "1.5",
+        ],
+    );
+    assert!(out.contains("(200 delivered,"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("recovering handler:"))
+        .unwrap_or_else(|| panic!("no recovering handler line in:\n{out}"));
+    assert!(line.contains(": 200 deliveries, the last "), "{line}");
+    // The events take a fraction of the 1.5 s the endpoint is down: had it answered at
+    // once, the last delivery would have come before it was due back (0 s after).
+    let after: f64 = line
+        .split("the last ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {line}"));
+    assert!(after > 0.0 && after < 10.0, "{line}");
+}
