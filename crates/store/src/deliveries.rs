@@ -154,20 +154,20 @@ pub async fn claim(
         // statistics made it read every due delivery instead, the backlog behind a
         // failing endpoint included (420 ms a claim with 18,000 waiting). The due heads
         // are locked one after the other in due order until `$3` are (a CTE is read in
-        // the order it was written; the limit stops the locking): limited to `$3`
-        // before locking, a claim running beside another one took the same heads,
-        // skipped them all and came back empty with other queues due. So the due heads
-        // read are four times as many (at least 256), in the order of the heads index
-        // (when each can go), which needs no sort and stops there: ordered otherwise,
-        // every due head was read and sorted, 26 ms a claim with 8,000 queues due at once
-        // (a handler back after an outage: `bench --recovering-handler`).
+        // the order it was written; the limit stops the locking): limited before
+        // locking, a claim running beside another one took the same heads, skipped
+        // them all and came back empty with other queues due. (Limited to a multiple
+        // of `$3` in the heads index's order, which needs no sort, the heads put back
+        // by hand that wait for a call in flight behind them could fill that limit, and
+        // leaving them out before it cost more than the sort of every due head saved:
+        // `bench --recovering-handler`.)
         Dialect::Postgres => format!(
             "WITH due AS MATERIALIZED (
                SELECT d.id FROM deliveries d
                WHERE d.status = 'pending' AND d.head = 1
                  AND GREATEST(d.next_at, d.lease_until) <= $2
                  AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}
-               ORDER BY GREATEST(d.next_at, d.lease_until) LIMIT GREATEST(4 * $3, 256)),
+               ORDER BY d.next_at),
              chosen AS MATERIALIZED (
                SELECT d.id, d.handlers_id, d.ordering_key FROM due CROSS JOIN LATERAL (
                  SELECT d.id, d.handlers_id, d.ordering_key FROM deliveries d

@@ -884,6 +884,68 @@ async fn a_retry_by_hand_racing_a_claim_never_leaves_two_of_a_queue_in_flight() 
     }
 }
 
+/// Heads put back by hand that wait for a call in flight behind them, more of them than
+/// a claim reads before locking and first in due order, do not hide a queue that can go.
+#[tokio::test]
+async fn put_back_heads_waiting_for_calls_in_flight_do_not_hide_a_queue_that_can_go() {
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let now = Timestamp::now();
+    let lease = now.add_seconds(60);
+    let blocked = 300;
+    let mut tx = db.begin().await.unwrap();
+    for q in 0..blocked {
+        let key = format!("clients:{q}");
+        for n in 0..2 {
+            outbox::append(&mut tx, dialect, &[event(q * 2 + n, &key)], now)
+                .await
+                .unwrap();
+        }
+    }
+    // The first of each queue fails; the second goes (and stays in flight); the first
+    // is retried by hand.
+    let firsts = deliveries::claim(&mut tx, dialect, now, lease, 1000, 1)
+        .await
+        .unwrap();
+    assert_eq!(firsts.len() as u64, blocked * 2, "two handlers");
+    let gave_up = Outcome::Failed {
+        error: "gave up".into(),
+    };
+    let failed: Vec<_> = firsts.iter().map(|c| (c.lease(), 1, &gave_up)).collect();
+    deliveries::finish_many(&mut tx, &failed, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let ids: Vec<i64> = firsts.iter().map(|c| c.id).collect();
+    after_commit(db, &ids).await;
+    let mut tx = db.begin().await.unwrap();
+    let seconds = deliveries::claim(&mut tx, dialect, now, lease, 1000, 1)
+        .await
+        .unwrap();
+    assert_eq!(seconds.len() as u64, blocked * 2);
+    for c in &firsts {
+        assert!(deliveries::retry(&mut tx, c.id, now).await.unwrap());
+    }
+    // A queue that can go, due after all of them.
+    let later = now.add_seconds(1);
+    outbox::append(&mut tx, dialect, &[event(10_000, "clients:free")], later)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let claimed = deliveries::claim(&mut tx, dialect, later.add_seconds(1), lease, 64, 1)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let keys: Vec<&str> = claimed.iter().map(|c| c.ordering_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["clients:free", "clients:free"],
+        "both handlers' deliveries"
+    );
+    fresh.drop_database().await;
+}
+
 /// A success says whether a delivery waits behind it (the engine claims only then),
 /// also when that one was already flagged as a head: a delivery retried by hand is.
 #[tokio::test]
