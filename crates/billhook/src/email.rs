@@ -7,7 +7,7 @@ use std::io::Read;
 use anyhow::Context;
 use billhook_app::email_rates::EmailRates;
 use billhook_app::App;
-use billhook_store::deliveries::{self, Look};
+use billhook_store::deliveries;
 
 use crate::config::Config;
 
@@ -53,10 +53,9 @@ pub async fn ingest_stdin(config: &Config) -> anyhow::Result<()> {
     // No engine runs in this process to look at the queues it queued deliveries behind
     // others in, once committed (PostgreSQL: see billhook_store::head_checks); looked at
     // here, a head that a server's delivery finishing meanwhile left unflagged does not
-    // wait for that server's periodic walk of every queue.
-    // The message is in; a look that fails leaves them to that walk, and says so.
-    let behind = db.head_checks().take();
-    if let Err(e) = deliveries::promote_after_commit(&db, &behind, Look::QueuedBehind).await {
+    // wait for that server's periodic walk of every queue. The message is in: a look
+    // that fails leaves them to that walk, and says so.
+    if let Err(e) = deliveries::look_at_queued_behind(&db).await {
         tracing::warn!(error = %e, "flagging the heads of queued deliveries failed");
     }
     println!("{}", serde_json::to_string_pretty(&report)?);

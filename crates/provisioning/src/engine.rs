@@ -317,13 +317,8 @@ impl DeliveryEngine {
     /// `billhook_store::head_checks`); whether it flagged one. What fails is left to
     /// [`keep_heads_flagged`].
     async fn look_behind(&self) -> bool {
-        let behind = self.db.head_checks().take();
-        if behind.is_empty() {
-            return false;
-        }
-        let look = deliveries::Look::QueuedBehind;
-        let promoted = deliveries::promote_after_commit(&self.db, &behind, look).await;
-        promoted.unwrap_or_else(|e| {
+        let flagged = deliveries::look_at_queued_behind(&self.db).await;
+        flagged.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "flagging the heads of queued deliveries failed");
             false
         })
@@ -518,9 +513,6 @@ impl DeliveryEngine {
     }
 }
 
-/// On PostgreSQL, keeps the planner's statistics of the deliveries up to date (see
-/// [`deliveries::analyze_if_stale`]); ends at once on SQLite, or when PostgreSQL does
-/// not let the database user take them.
 /// PostgreSQL: how often every queue is walked for a head left unflagged.
 const FLAG_EVERY_HEAD: Duration = Duration::from_secs(10);
 
@@ -545,6 +537,9 @@ async fn keep_heads_flagged(db: Db, wake: Arc<Notify>) {
     }
 }
 
+/// On PostgreSQL, keeps the planner's statistics of the deliveries up to date (see
+/// [`deliveries::analyze_if_stale`]); ends at once on SQLite, or when PostgreSQL does
+/// not let the database user take them.
 async fn keep_statistics(db: Db) {
     if db.dialect != billhook_store::Dialect::Postgres {
         return;

@@ -255,21 +255,10 @@ pub enum Outcome {
     },
 }
 
-/// Records an attempt's outcome and ends the lease, if the lease is still held.
-pub async fn finish(
-    conn: &mut Conn,
-    lease: Lease,
-    attempts: i64,
-    outcome: &Outcome,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    finish_many(conn, &[(lease, attempts, outcome)], now).await
-}
-
-/// Records the outcomes of many attempts in one statement, each only if its lease is
-/// still held. One statement per outcome made the engine's one writer of outcomes its
-/// bottleneck behind a failing endpoint: every call failed and was written alone, the
-/// writer fell behind, and calls to every handler waited for it.
+/// Records the outcomes of attempts in one statement, each only if its lease is still
+/// held (then its lease ends). One statement per outcome made the engine's one writer
+/// of outcomes its bottleneck behind a failing endpoint: every call failed and was
+/// written alone, the writer fell behind, and calls to every handler waited for it.
 pub async fn finish_many(
     conn: &mut Conn,
     finished: &[(Lease, i64, &Outcome)],
@@ -437,6 +426,14 @@ pub async fn promote_after_commit(
         next_pending(conn)
     );
     flags_any(conn, &sql, ids).await
+}
+
+/// PostgreSQL: the look after their commits at the queues this process's transactions
+/// queued deliveries behind others in (see [`crate::head_checks`]): takes every such
+/// delivery noted so far and flags its queue's head if none is. Whether it flagged one.
+pub async fn look_at_queued_behind(db: &crate::Db) -> Result<bool, StoreError> {
+    let behind = db.head_checks().take();
+    promote_after_commit(db, &behind, Look::QueuedBehind).await
 }
 
 /// PostgreSQL: flags the oldest pending delivery of every queue that has none flagged;

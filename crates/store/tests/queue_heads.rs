@@ -165,13 +165,10 @@ async fn unflagged_heads(conn: &mut Conn) -> i64 {
 /// deliveries queued behind others. Whether any of those queues has a head. Nothing on
 /// SQLite, whose transactions flag the heads themselves.
 async fn after_commit(db: &Db, finished: &[i64]) -> bool {
-    let behind = db.head_checks().take();
     let finished_wait = deliveries::promote_after_commit(db, finished, Look::Finished)
         .await
         .unwrap();
-    let behind_wait = deliveries::promote_after_commit(db, &behind, Look::QueuedBehind)
-        .await
-        .unwrap();
+    let behind_wait = deliveries::look_at_queued_behind(db).await.unwrap();
     finished_wait || behind_wait
 }
 
@@ -488,7 +485,7 @@ async fn a_queue_waiting_for_its_retry_keeps_its_backlog_out_of_the_claim() {
             next_at: later,
             error: "down".into(),
         };
-        deliveries::finish(&mut tx, c.lease(), 1, &retry, now)
+        deliveries::finish_many(&mut tx, &[(c.lease(), 1, &retry)], now)
             .await
             .unwrap();
     }
@@ -750,7 +747,7 @@ async fn a_delivery_retried_by_hand_waits_while_a_later_one_is_in_flight() {
     let gave_up = Outcome::Failed {
         error: "gave up".into(),
     };
-    deliveries::finish(&mut tx, first[0].lease(), 1, &gave_up, now)
+    deliveries::finish_many(&mut tx, &[(first[0].lease(), 1, &gave_up)], now)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -820,7 +817,7 @@ async fn a_retry_by_hand_racing_a_claim_never_leaves_two_of_a_queue_in_flight() 
         let gave_up = Outcome::Failed {
             error: "gave up".into(),
         };
-        deliveries::finish(&mut tx, a.lease(), 1, &gave_up, now)
+        deliveries::finish_many(&mut tx, &[(a.lease(), 1, &gave_up)], now)
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -841,7 +838,25 @@ async fn a_retry_by_hand_racing_a_claim_never_leaves_two_of_a_queue_in_flight() 
             // The retry waits for the claim's row, so it cannot commit before the claim
             // does; another claim comes meanwhile, before the first one commits.
             let retrying = tokio::spawn(async move { retry.await.commit().await.unwrap() });
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            // Until the retry has committed, or waits for a row lock.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let mut conn = db.read.acquire().await.unwrap();
+                let waiting = scalar(
+                    &mut conn,
+                    "SELECT COUNT(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .await;
+                if retrying.is_finished() || waiting > 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the retry neither committed nor waited"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
             let mut c2 = db.begin().await.unwrap();
             let took_meanwhile = claim(&mut c2).await;
             c2.commit().await.unwrap();
@@ -968,7 +983,7 @@ async fn a_success_tells_whether_a_delivery_waits_behind_it() {
         error: "gave up".into(),
     };
     for c in &claimed {
-        deliveries::finish(&mut tx, c.lease(), 1, &gave_up, now)
+        deliveries::finish_many(&mut tx, &[(c.lease(), 1, &gave_up)], now)
             .await
             .unwrap();
     }
@@ -1106,7 +1121,7 @@ async fn a_delivery_recovered_while_the_one_before_it_finishes_is_flagged_after_
             .unwrap();
         if let Some(outcome) = &outcome {
             for c in &heads {
-                deliveries::finish(&mut tx, c.lease(), 1, outcome, now)
+                deliveries::finish_many(&mut tx, &[(c.lease(), 1, outcome)], now)
                     .await
                     .unwrap();
             }
