@@ -165,7 +165,9 @@ impl Pipeline {
     pub async fn run<A: Action>(&self, action: &A) -> Result<A::Object, AppError> {
         let handlers = self.before.handlers_for(action.event()).await?;
         if !handlers.is_empty() {
-            return self.run_with_before(action, &handlers).await;
+            // Boxed: its handler calls make its future large, and inline it made the
+            // future of every action that large, copied as axum moves it around.
+            return Box::pin(self.run_with_before(action, &handlers)).await;
         }
         let mut tx: Tx = self.db.begin().await?;
         let result = self.run_in(&mut tx, action).await?;

@@ -89,10 +89,23 @@ pub async fn add_balance(
     delta: Money,
     now: Timestamp,
 ) -> Result<Option<Client>, StoreError> {
-    let sql = format!(
-        "UPDATE clients SET balance = balance + $1, updated_at = $2
-         WHERE id = $3 AND ABS(balance) <= 9000000000000000000 - ABS($1) RETURNING {COLUMNS}"
-    );
+    const UPDATE: &str = "UPDATE clients SET balance = balance + $1, updated_at = $2
+         WHERE id = $3 AND ABS(balance) <= 9000000000000000000 - ABS($1)";
+    if conn.is_sqlite() {
+        // Without RETURNING, which on SQLite opens a temporary table for its one row;
+        // the one writer makes reading it back the same.
+        let done = query(UPDATE)
+            .bind(delta.micros())
+            .bind(now.micros())
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        return get(conn, id, false).await;
+    }
+    let sql = format!("{UPDATE} RETURNING {COLUMNS}");
     let row = query(&sql)
         .bind(delta.micros())
         .bind(now.micros())

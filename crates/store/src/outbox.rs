@@ -37,18 +37,21 @@ pub async fn append(
         let data = to_json_text(&e.data);
         let previous = to_json_text(&e.previous);
         let rows = match dialect {
+            // Without RETURNING: SQLite would open a temporary table for each statement
+            // to hold what it returns. The deliveries are read back by their event.
             Dialect::Sqlite => {
-                bind_event(query(INSERT_EVENT), e, &data, &previous)
-                    .execute(&mut *tx)
+                let seq = bind_event(query(sqlite_event()), e, &data, &previous)
+                    .insert_id(&mut *tx)
                     .await?;
                 query(sqlite_deliveries())
-                    .bind(e.uid.as_str())
+                    .bind(seq)
                     .bind(e.events_id.as_str())
                     .bind(e.ordering_key.as_str())
                     .bind(now.micros())
                     .bind(lease_base)
-                    .fetch_all(&mut *tx)
-                    .await?
+                    .execute(&mut *tx)
+                    .await?;
+                query(SQLITE_INSERTED).bind(seq).fetch_all(&mut *tx).await?
             }
             // PostgreSQL takes one statement per call: a data-modifying CTE.
             Dialect::Postgres => {
@@ -125,20 +128,23 @@ fn lease_if(lease: &str, head: &str) -> String {
     format!("CASE WHEN {lease} > 0 AND {head} THEN {lease} + h.timeout_ms * 1000 ELSE 0 END")
 }
 
-/// SQLite's INSERT of an event's deliveries, after the event's; its arguments: uid,
-/// events_id, ordering_key, now, the lease's start.
+/// SQLite's INSERT of an event, giving its id to [`crate::sql::Query::insert_id`].
+fn sqlite_event() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| format!("{INSERT_EVENT} RETURNING id"))
+}
+
+/// SQLite's INSERT of an event's deliveries, after the event's; its arguments: the
+/// event's id, events_id, ordering_key, now, the lease's start.
 fn sqlite_deliveries() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        // The event by its uid: last_insert_rowid() changes as the delivery rows go in.
         // SQLite flags the heads (see deliveries::claim).
         format!(
             "INSERT INTO deliveries (event_seq, handlers_id, ordering_key, status, attempts,
                                      next_at, lease_until, created_at, updated_at, head)
-             SELECT (SELECT id FROM events WHERE uid = $1), h.id, $3, 'pending', 0, $4,
-                    {}, $4, $4, h.head
-             FROM (SELECT h.id, h.timeout_ms, {} AS head FROM handlers h WHERE {}) h
-             {RETURNING}",
+             SELECT $1, h.id, $3, 'pending', 0, $4, {}, $4, $4, h.head
+             FROM (SELECT h.id, h.timeout_ms, {} AS head FROM handlers h WHERE {}) h",
             lease_if("$5", "h.head"),
             is_head("$3"),
             matching_handlers("$2")
@@ -182,6 +188,12 @@ fn bind_event(q: Query, e: &Event, data: &str, previous: &str) -> Query {
 /// the head flag.
 const RETURNING: &str =
     "RETURNING id, event_seq, handlers_id, ordering_key, attempts, lease_until, head";
+
+/// The same columns of an event's deliveries on SQLite, read after their INSERT; the
+/// argument is the event's id.
+const SQLITE_INSERTED: &str =
+    "SELECT id, event_seq, handlers_id, ordering_key, attempts, lease_until, head
+     FROM deliveries WHERE event_seq = $1 ORDER BY id";
 
 /// The INSERT of an event; its 7 arguments: uid, events_id, object_id, ordering_key,
 /// dt, data, previous.

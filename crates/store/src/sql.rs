@@ -10,7 +10,8 @@
 //! The interface mirrors sqlx's (`query(sql).bind(v).fetch_one(conn)`), with `$N`
 //! parameters on both databases.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock};
 
 use rusqlite::types::Value as LiteValue;
 use sqlx::any::AnyRow;
@@ -792,6 +793,39 @@ impl LitePool {
     }
 }
 
+/// A statement's SQL as SQLite runs it ([`numbered`]) and the names of its columns, by
+/// the text the caller wrote.
+///
+/// Why: every statement used to rewrite its SQL and collect its column names into new
+/// strings, a few allocations and copies per statement and 3 % of the server under load,
+/// for results that never change. Looking the text up costs one hash of it.
+struct LiteSql {
+    numbered: Box<str>,
+    columns: OnceLock<Arc<Vec<String>>>,
+}
+
+/// Distinct SQL texts kept: our statements are a few hundred; SQL made for a number of
+/// rows (a batch's placeholders) is the only kind that could keep adding new ones, and
+/// past this it is rewritten each time instead of kept.
+const LITE_SQL_KEPT: usize = 4096;
+
+fn lite_sql(sql: &str) -> Arc<LiteSql> {
+    static KEPT: LazyLock<RwLock<HashMap<Box<str>, Arc<LiteSql>>>> =
+        LazyLock::new(Default::default);
+    if let Some(found) = KEPT.read().expect("not poisoned").get(sql) {
+        return found.clone();
+    }
+    let made = Arc::new(LiteSql {
+        numbered: numbered(sql).into(),
+        columns: OnceLock::new(),
+    });
+    let mut kept = KEPT.write().expect("not poisoned");
+    if kept.len() < LITE_SQL_KEPT {
+        kept.insert(sql.into(), made.clone());
+    }
+    made
+}
+
 /// The SQL for SQLite, with `$N` written `?N`. SQLite gives `?N` the index N itself, so
 /// arguments bind by position, with the same meaning as sqlx gives `$N` (the same
 /// number may appear in several places, and in several statements of one string).
@@ -838,8 +872,8 @@ fn lite_execute(
     args: &[Arg],
 ) -> Result<Done, StoreError> {
     let mut rows = 0;
-    let sql = numbered(sql);
-    for one in statements(&sql) {
+    let sql = lite_sql(sql);
+    for one in statements(&sql.numbered) {
         let mut stmt = conn.prepare_cached(one)?;
         bind(&mut stmt, args)?;
         let mut result = stmt.raw_query();
@@ -856,11 +890,13 @@ fn lite_rows(
     args: &[Arg],
     limit: usize,
 ) -> Result<Vec<Row>, StoreError> {
-    let sql = numbered(sql);
-    let mut stmt = conn.prepare_cached(sql.trim().trim_end_matches(';'))?;
+    let sql = lite_sql(sql);
+    let mut stmt = conn.prepare_cached(sql.numbered.trim().trim_end_matches(';'))?;
     bind(&mut stmt, args)?;
-    let columns: Arc<Vec<String>> =
-        Arc::new(stmt.column_names().into_iter().map(String::from).collect());
+    let columns = sql
+        .columns
+        .get_or_init(|| Arc::new(stmt.column_names().into_iter().map(String::from).collect()))
+        .clone();
     let n = columns.len();
     let mut out = Vec::new();
     let mut rows = stmt.raw_query();
