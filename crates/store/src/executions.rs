@@ -1,5 +1,7 @@
 //! The execution log: one row per handler call, both stages.
 
+use std::sync::OnceLock;
+
 use crate::sql::{query, Conn, Row};
 use billhook_domain::Timestamp;
 use serde::Serialize;
@@ -103,12 +105,22 @@ pub async fn insert(conn: &mut Conn, e: &Execution) -> Result<i64, StoreError> {
     bind_row(query(&sql), e).fetch_one(conn).await?.try_get(0)
 }
 
+/// Rows per statement of [`insert_many`]: 64 rows × 16 values stays far below both
+/// databases' limits on bound values.
+const ROWS_PER_INSERT: usize = 64;
+
 /// Appends many rows, several per statement (one round trip instead of one each).
 pub async fn insert_many(conn: &mut Conn, rows: &[&Execution]) -> Result<(), StoreError> {
-    // 64 rows × 16 values stays far below both databases' limits on bound values.
-    for chunk in rows.chunks(64) {
-        let sql = format!("{INSERT}{}", placeholders(chunk.len()));
-        let mut q = query(&sql);
+    // The statement for each number of rows, made once: writing out up to 1,024
+    // placeholders for every batch was a visible share of the outcome writer.
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        (0..=ROWS_PER_INSERT)
+            .map(|n| format!("{INSERT}{}", placeholders(n)))
+            .collect()
+    });
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut q = query(&sql[chunk.len()]);
         for e in chunk {
             q = bind_row(q, e);
         }
