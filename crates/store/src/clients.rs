@@ -92,8 +92,9 @@ pub async fn add_balance(
     const UPDATE: &str = "UPDATE clients SET balance = balance + $1, updated_at = $2
          WHERE id = $3 AND ABS(balance) <= 9000000000000000000 - ABS($1)";
     if conn.is_sqlite() {
-        // Without RETURNING, which on SQLite opens a temporary table for its one row;
-        // the one writer makes reading it back the same.
+        // Without RETURNING, which on SQLite opens a temporary table for its one row.
+        // Reading the row back gives the same: the caller is in a write transaction, and
+        // SQLite has one writer.
         let done = query(UPDATE)
             .bind(delta.micros())
             .bind(now.micros())

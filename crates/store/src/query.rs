@@ -87,11 +87,20 @@ impl Filter {
             .fetch_one(&mut *conn)
             .await?
             .try_get(0usize)?;
+        // Bound, not written into the text: every page would be a statement of its own
+        // (PostgreSQL prepares each; SQLite keeps each rewritten, see `sql::lite_sql`).
+        let n = self.binds.len();
         let sql = format!(
-            "SELECT {columns} FROM {table}{where_sql} ORDER BY {order} LIMIT {} OFFSET {}",
-            page.limit, page.offset
+            "SELECT {columns} FROM {table}{where_sql} ORDER BY {order} LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
         );
-        let rows = self.bind(query(&sql)).fetch_all(&mut *conn).await?;
+        let rows = self
+            .bind(query(&sql))
+            .bind(page.limit)
+            .bind(page.offset)
+            .fetch_all(&mut *conn)
+            .await?;
         Ok((rows, total))
     }
 }

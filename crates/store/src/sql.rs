@@ -804,24 +804,30 @@ struct LiteSql {
     columns: OnceLock<Arc<Vec<String>>>,
 }
 
-/// Distinct SQL texts kept: our statements are a few hundred; SQL made for a number of
-/// rows (a batch's placeholders) is the only kind that could keep adding new ones, and
-/// past this it is rewritten each time instead of kept.
+/// Distinct SQL texts kept. Ours are a few hundred, and more where a statement is made
+/// for a number of rows or a set of filters (a batch's placeholders, a rate upload's
+/// last chunk, a list's filters); past this, a new text is rewritten each time instead
+/// of kept, so memory stays bounded whatever requests come.
 const LITE_SQL_KEPT: usize = 4096;
 
 fn lite_sql(sql: &str) -> Arc<LiteSql> {
     static KEPT: LazyLock<RwLock<HashMap<Box<str>, Arc<LiteSql>>>> =
         LazyLock::new(Default::default);
-    if let Some(found) = KEPT.read().expect("not poisoned").get(sql) {
-        return found.clone();
-    }
+    let full = {
+        let kept = KEPT.read().expect("not poisoned");
+        if let Some(found) = kept.get(sql) {
+            return found.clone();
+        }
+        kept.len() >= LITE_SQL_KEPT
+    };
     let made = Arc::new(LiteSql {
         numbered: numbered(sql).into(),
         columns: OnceLock::new(),
     });
-    let mut kept = KEPT.write().expect("not poisoned");
-    if kept.len() < LITE_SQL_KEPT {
-        kept.insert(sql.into(), made.clone());
+    if !full {
+        KEPT.write()
+            .expect("not poisoned")
+            .insert(sql.into(), made.clone());
     }
     made
 }
@@ -897,6 +903,14 @@ fn lite_rows(
         .columns
         .get_or_init(|| Arc::new(stmt.column_names().into_iter().map(String::from).collect()))
         .clone();
+    // Names kept by the text alone hold as long as no statement selects `*` across
+    // schemas that differ (none does).
+    debug_assert_eq!(
+        stmt.column_count(),
+        columns.len(),
+        "columns of {}",
+        sql.numbered
+    );
     let n = columns.len();
     let mut out = Vec::new();
     let mut rows = stmt.raw_query();
