@@ -391,5 +391,6 @@ fn message_of(body: &str) -> Option<String> {
     v.get("message")
         .or_else(|| v.get("error").and_then(|e| e.get("message")))
         .and_then(Value::as_str)
-        .map(str::to_string)
+        // PostgreSQL's text cannot hold a NUL (see `caller::capped_text`).
+        .map(|m| m.replace('\0', "\u{fffd}"))
 }

@@ -168,3 +168,25 @@ async fn the_reference_flask_example_is_a_valid_before_handler() {
         assert_eq!(row["response_status"], 200);
     }
 }
+
+/// A forbidding message with a NUL (PostgreSQL's text cannot hold one) is shown and
+/// logged with U+FFFD in its place, on both databases.
+#[tokio::test]
+async fn a_forbidding_message_with_a_nul_is_shown_and_logged() {
+    let s = Server::start().await;
+    let r = Receiver::start(|_| Reply::json(403, &json!({"message": "no\u{0}way"}))).await;
+    let h = hook(
+        &s,
+        json!({"name": "nul", "task": r.url(), "event": "clients.create"}),
+    )
+    .await;
+    let (st, v) = s.post("/api/v1/clients", json!({"name": "Nul"})).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["message"], "no\u{fffd}way", "{v}");
+    let rows = before_rows(&s, h).await;
+    assert_eq!(rows.len(), 1, "the call is logged: {rows:?}");
+    assert!(
+        rows[0]["error"].as_str().unwrap().contains("no\u{fffd}way"),
+        "{rows:?}"
+    );
+}

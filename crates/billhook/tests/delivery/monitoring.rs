@@ -310,6 +310,23 @@ async fn the_log_keeps_the_first_64_kib_of_a_response() {
     assert!(big.starts_with(body));
 }
 
+/// PostgreSQL's text cannot hold a NUL: a handler answering one must not make its
+/// outcome, and the others written with it, fail to be written (and be called again for
+/// ever). The log shows U+FFFD in its place, on both databases.
+#[tokio::test]
+async fn a_response_with_a_nul_is_logged_and_its_delivery_succeeds() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    r.reply("/nul", "ok\u{0}done");
+    let h = http_handler(&s, "clients.create", &r.url("/nul"), &[0]).await;
+    client(&s, "Nul").await;
+    wait_deliveries(&s, h["id"].as_i64().unwrap(), "succeeded", 1, 30).await;
+    let log = executions(&s, &format!("handlers_id={}", h["id"])).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["response_body"], "ok\u{fffd}done");
+    assert_eq!(r.hits_on("/nul").len(), 1, "called once");
+}
+
 /// SQLite's one writer: how long it was in use and how many write transactions each
 /// group commit held grow with every write. PostgreSQL has no such writer: no series.
 #[tokio::test]

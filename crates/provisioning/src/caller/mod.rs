@@ -125,9 +125,14 @@ impl Caller {
     }
 }
 
-/// Text of at most [`BODY_CAP`] bytes, cut at a character boundary.
+/// Text of at most [`BODY_CAP`] bytes, cut at a character boundary, with U+FFFD for
+/// what is not UTF-8 and for NUL: PostgreSQL's text cannot hold a NUL, and a log row
+/// with one failed its whole batch of outcomes, whose calls were then made again.
 pub(crate) fn capped_text(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_CAP)]).into_owned();
+    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_CAP)]).into_owned();
+    if text.contains('\0') {
+        text = text.replace('\0', "\u{fffd}");
+    }
     if text.len() <= BODY_CAP {
         return text;
     }
