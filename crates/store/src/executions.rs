@@ -111,6 +111,12 @@ const ROWS_PER_INSERT: usize = 64;
 
 /// Appends many rows, several per statement (one round trip instead of one each).
 pub async fn insert_many(conn: &mut Conn, rows: &[&Execution]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if conn.is_postgres() {
+        return insert_json_rows(conn, rows).await;
+    }
     // The statement for each number of rows, made once: writing out up to 1,024
     // placeholders for every batch was a visible share of the outcome writer.
     static SQL: OnceLock<Vec<String>> = OnceLock::new();
@@ -176,4 +182,46 @@ pub async fn list(
         .await?;
     let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
     Ok((items, total))
+}
+
+/// PostgreSQL's [`insert_many`]: the whole batch in one statement of one shape, its rows
+/// a JSON array. With a statement per number of rows, each connection prepared each of
+/// 64 shapes (a parse and plan of up to 1,024 parameters), and they crowded the other
+/// statements out of its cache.
+async fn insert_json_rows(conn: &mut Conn, rows: &[&Execution]) -> Result<(), StoreError> {
+    const SQL: &str = "INSERT INTO executions (dt, handlers_id, handler, events_id, event_uid,
+        object_id, stage, attempt, status, duration_ms, request, response_status,
+        response_body, error, modified, deliveries_id)
+        SELECT (e->>0)::bigint, (e->>1)::bigint, e->>2, e->>3, e->>4, (e->>5)::bigint,
+               e->>6, (e->>7)::bigint, e->>8, (e->>9)::bigint, e->>10, (e->>11)::bigint,
+               e->>12, e->>13, e->>14, (e->>15)::bigint
+        FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS r(e, n) ORDER BY n";
+    let json: Vec<Value> = rows
+        .iter()
+        .map(|e| {
+            serde_json::json!([
+                e.dt.micros(),
+                e.handlers_id,
+                e.handler,
+                e.events_id,
+                e.event_uid,
+                e.object_id,
+                e.stage,
+                e.attempt,
+                e.status,
+                e.duration_ms,
+                e.request.get(),
+                e.response_status,
+                e.response_body,
+                e.error,
+                e.modified.as_ref().map(to_json_text),
+                e.deliveries_id
+            ])
+        })
+        .collect();
+    query(SQL)
+        .bind(Value::Array(json).to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
