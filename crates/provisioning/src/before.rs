@@ -391,6 +391,5 @@ fn message_of(body: &str) -> Option<String> {
     v.get("message")
         .or_else(|| v.get("error").and_then(|e| e.get("message")))
         .and_then(Value::as_str)
-        // PostgreSQL's text cannot hold a NUL (see `caller::capped_text`).
-        .map(|m| m.replace('\0', "\u{fffd}"))
+        .map(|m| crate::caller::without_nul(m.to_string()))
 }

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use crate::sql::{query, Conn, Row};
+use crate::sql::{query, Arg, Conn, IntoArg, Query, Row};
 use billhook_domain::Timestamp;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -65,26 +65,62 @@ fn from_row(row: &Row) -> Result<Execution, StoreError> {
     })
 }
 
-const INSERT: &str = "INSERT INTO executions (dt, handlers_id, handler, events_id, event_uid, object_id, stage, attempt, status, duration_ms, request, response_status, response_body, error, modified, deliveries_id) VALUES ";
-const FIELDS: usize = 16;
+/// The columns a call's row writes, in the order of [`values`], each with whether it
+/// holds an integer (PostgreSQL's JSON rows are cast to it).
+const WRITTEN: [(&str, bool); 16] = [
+    ("dt", true),
+    ("handlers_id", true),
+    ("handler", false),
+    ("events_id", false),
+    ("event_uid", false),
+    ("object_id", true),
+    ("stage", false),
+    ("attempt", true),
+    ("status", false),
+    ("duration_ms", true),
+    ("request", false),
+    ("response_status", true),
+    ("response_body", false),
+    ("error", false),
+    ("modified", false),
+    ("deliveries_id", true),
+];
+const FIELDS: usize = WRITTEN.len();
 
-fn bind_row(q: crate::sql::Query, e: &Execution) -> crate::sql::Query {
-    q.bind(e.dt.micros())
-        .bind(e.handlers_id)
-        .bind(&e.handler)
-        .bind(&e.events_id)
-        .bind(&e.event_uid)
-        .bind(e.object_id)
-        .bind(&e.stage)
-        .bind(e.attempt)
-        .bind(&e.status)
-        .bind(e.duration_ms)
-        .bind(e.request.get())
-        .bind(e.response_status)
-        .bind(e.response_body.as_deref())
-        .bind(e.error.as_deref())
-        .bind(e.modified.as_ref().map(to_json_text))
-        .bind(e.deliveries_id)
+/// A row's values, in the order of [`WRITTEN`].
+fn values(e: &Execution) -> [Arg; FIELDS] {
+    [
+        e.dt.micros().into_arg(),
+        e.handlers_id.into_arg(),
+        e.handler.as_str().into_arg(),
+        e.events_id.as_str().into_arg(),
+        e.event_uid.as_str().into_arg(),
+        e.object_id.into_arg(),
+        e.stage.as_str().into_arg(),
+        e.attempt.into_arg(),
+        e.status.as_str().into_arg(),
+        e.duration_ms.into_arg(),
+        e.request.get().into_arg(),
+        e.response_status.into_arg(),
+        e.response_body.as_deref().into_arg(),
+        e.error.as_deref().into_arg(),
+        e.modified.as_ref().map(to_json_text).into_arg(),
+        e.deliveries_id.into_arg(),
+    ]
+}
+
+/// `INSERT INTO executions (…) VALUES ` and `rows` rows of placeholders.
+fn insert_values(rows: usize) -> String {
+    let names: Vec<&str> = WRITTEN.iter().map(|(name, _)| *name).collect();
+    format!(
+        "INSERT INTO executions ({}) VALUES {}",
+        names.join(", "),
+        placeholders(rows)
+    )
+}
+
+fn bind_row(q: Query, e: &Execution) -> Query {
+    values(e).into_iter().fold(q, Query::bind_arg)
 }
 
 fn placeholders(rows: usize) -> String {
@@ -101,7 +137,7 @@ fn placeholders(rows: usize) -> String {
 
 /// Appends a row to the log and returns its id.
 pub async fn insert(conn: &mut Conn, e: &Execution) -> Result<i64, StoreError> {
-    let sql = format!("{INSERT}{} RETURNING id", placeholders(1));
+    let sql = format!("{} RETURNING id", insert_values(1));
     bind_row(query(&sql), e).fetch_one(conn).await?.try_get(0)
 }
 
@@ -120,11 +156,7 @@ pub async fn insert_many(conn: &mut Conn, rows: &[&Execution]) -> Result<(), Sto
     // The statement for each number of rows, made once: writing out up to 1,024
     // placeholders for every batch was a visible share of the outcome writer.
     static SQL: OnceLock<Vec<String>> = OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        (0..=ROWS_PER_INSERT)
-            .map(|n| format!("{INSERT}{}", placeholders(n)))
-            .collect()
-    });
+    let sql = SQL.get_or_init(|| (0..=ROWS_PER_INSERT).map(insert_values).collect());
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut q = query(&sql[chunk.len()]);
         for e in chunk {
@@ -189,39 +221,40 @@ pub async fn list(
 /// 64 shapes (a parse and plan of up to 1,024 parameters), and they crowded the other
 /// statements out of its cache.
 async fn insert_json_rows(conn: &mut Conn, rows: &[&Execution]) -> Result<(), StoreError> {
-    const SQL: &str = "INSERT INTO executions (dt, handlers_id, handler, events_id, event_uid,
-        object_id, stage, attempt, status, duration_ms, request, response_status,
-        response_body, error, modified, deliveries_id)
-        SELECT (e->>0)::bigint, (e->>1)::bigint, e->>2, e->>3, e->>4, (e->>5)::bigint,
-               e->>6, (e->>7)::bigint, e->>8, (e->>9)::bigint, e->>10, (e->>11)::bigint,
-               e->>12, e->>13, e->>14, (e->>15)::bigint
-        FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS r(e, n) ORDER BY n";
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let (names, read): (Vec<&str>, Vec<String>) = WRITTEN
+            .iter()
+            .enumerate()
+            .map(|(i, (name, int))| match int {
+                true => (*name, format!("(e->>{i})::bigint")),
+                false => (*name, format!("e->>{i}")),
+            })
+            .unzip();
+        format!(
+            "INSERT INTO executions ({}) SELECT {}
+             FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS r(e, n) ORDER BY n",
+            names.join(", "),
+            read.join(", ")
+        )
+    });
     let json: Vec<Value> = rows
         .iter()
-        .map(|e| {
-            serde_json::json!([
-                e.dt.micros(),
-                e.handlers_id,
-                e.handler,
-                e.events_id,
-                e.event_uid,
-                e.object_id,
-                e.stage,
-                e.attempt,
-                e.status,
-                e.duration_ms,
-                e.request.get(),
-                e.response_status,
-                e.response_body,
-                e.error,
-                e.modified.as_ref().map(to_json_text),
-                e.deliveries_id
-            ])
-        })
+        .map(|e| Value::Array(values(e).into_iter().map(json_of).collect()))
         .collect();
-    query(SQL)
+    query(sql)
         .bind(Value::Array(json).to_string())
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// A bound value as a JSON one, for [`insert_json_rows`].
+fn json_of(arg: Arg) -> Value {
+    match arg {
+        Arg::Null(_) => Value::Null,
+        Arg::Int(i) => i.into(),
+        Arg::Real(f) => f.into(),
+        Arg::Text(t) => t.into(),
+    }
 }

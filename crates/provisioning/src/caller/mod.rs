@@ -126,13 +126,10 @@ impl Caller {
 }
 
 /// Text of at most [`BODY_CAP`] bytes, cut at a character boundary, with U+FFFD for
-/// what is not UTF-8 and for NUL: PostgreSQL's text cannot hold a NUL, and a log row
-/// with one failed its whole batch of outcomes, whose calls were then made again.
+/// what is not UTF-8 and for NUL (see [`without_nul`]).
 pub(crate) fn capped_text(bytes: &[u8]) -> String {
-    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_CAP)]).into_owned();
-    if text.contains('\0') {
-        text = text.replace('\0', "\u{fffd}");
-    }
+    let text =
+        without_nul(String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_CAP)]).into_owned());
     if text.len() <= BODY_CAP {
         return text;
     }
@@ -141,4 +138,15 @@ pub(crate) fn capped_text(bytes: &[u8]) -> String {
         end -= 1;
     }
     text[..end].to_string()
+}
+
+/// A handler's text with U+FFFD in place of NUL: PostgreSQL's text cannot hold a NUL,
+/// and a log row with one failed its whole batch of outcomes, whose calls were then made
+/// again. Every text a handler sends that is kept or shown passes here.
+pub(crate) fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
 }
