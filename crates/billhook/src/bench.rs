@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::routing::post;
 use axum::Router;
 use clap::Args;
@@ -109,7 +110,6 @@ async fn start_receiver() -> anyhow::Result<(String, Receipts, Arc<Recovering>)>
                 ""
             }),
         )
-        .route("/ceiling", post(|| async { "" }))
         .route("/before", post(|| async { "" }))
         .route(
             "/recovering",
@@ -398,23 +398,59 @@ fn per_item(cpu: Duration, items: usize) -> f64 {
     cpu.as_secs_f64() * 1e6 / items.max(1) as f64
 }
 
-/// Posts `body` to `url` `args.events` times from `args.concurrency` tasks, as fast as
-/// possible; returns how long it took. A request that fails fails the measurement.
+/// The ceiling's request: what billhook sends the receiver for a payment (its headers,
+/// a payload of its shape and size), so that the receiver does for each what it does
+/// for a delivery. Its object id, 0, is no payment's.
+fn ceiling_request() -> anyhow::Result<(HeaderMap, Vec<u8>)> {
+    let sample = json!({"event": {"dt": "2026-11-22T10:15:30.123456Z", "events_id": "accounting.payments.create",
+        "object_id": 0, "uid": "01935a1e-0000-7000-8000-000000000000", "stage": "after"},
+        "data": {"id": 1, "clients_id": 1, "amount": "1", "dt": "2026-11-22T10:15:30.123456Z", "notes": null,
+        "created_at": "2026-11-22T10:15:30.123456Z", "updated_at": "2026-11-22T10:15:30.123456Z"}, "previous": {}});
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/json"),
+        (
+            "user-agent",
+            concat!("billhook/", env!("CARGO_PKG_VERSION")),
+        ),
+        ("webhook-id", "01935a1e-0000-7000-8000-000000000000"),
+        ("webhook-timestamp", "1795342530"),
+        (
+            "webhook-signature",
+            "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    Ok((headers, serde_json::to_vec(&sample)?))
+}
+
+/// Posts `body` with `headers` to `url` `args.events` times from `args.concurrency`
+/// tasks, as fast as possible; returns how long it took. A request that fails fails the
+/// measurement.
 async fn post_all(
     http: &reqwest::Client,
     url: &str,
+    headers: &HeaderMap,
     body: &[u8],
     args: &BenchArgs,
 ) -> anyhow::Result<Duration> {
     let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (http, target, body) = (http.clone(), url.to_string(), Bytes::copy_from_slice(body));
+    let headers = headers.clone();
     let counter = failed.clone();
     let took = drive(args.events, args.concurrency, None, move |_| {
-        let (http, url, body, failed) =
-            (http.clone(), target.clone(), body.clone(), counter.clone());
+        let (http, url, headers, body, failed) = (
+            http.clone(),
+            target.clone(),
+            headers.clone(),
+            body.clone(),
+            counter.clone(),
+        );
         async move {
             let ok = http
                 .post(&url)
+                .headers(headers)
                 .body(body)
                 .send()
                 .await
@@ -439,15 +475,11 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
         .tcp_nodelay(true)
         .build()?;
 
-    // The ceiling: the receiver driven directly with a payload of the same size.
-    let sample = json!({"event": {"dt": "2026-11-22T10:15:30.123456Z", "events_id": "accounting.payments.create",
-        "object_id": 1, "uid": "01935a1e-0000-7000-8000-000000000000", "stage": "after"},
-        "data": {"id": 1, "clients_id": 1, "amount": "1", "dt": "2026-11-22T10:15:30.123456Z", "notes": null,
-        "created_at": "2026-11-22T10:15:30.123456Z", "updated_at": "2026-11-22T10:15:30.123456Z"}, "previous": {}});
-    let body = serde_json::to_vec(&sample)?;
-    let ceiling_url = format!("{receiver}/ceiling");
+    // The ceiling: the receiver's own route, driven directly with a delivery's request.
+    let (ceiling_headers, body) = ceiling_request()?;
+    let ceiling_url = format!("{receiver}/hook");
     let cpu_before_ceiling = cpu_time(None);
-    let ceiling_time = post_all(&http, &ceiling_url, &body, args).await?;
+    let ceiling_time = post_all(&http, &ceiling_url, &ceiling_headers, &body, args).await?;
     let ceiling = args.events as f64 / ceiling_time.as_secs_f64();
     let ceiling_cpu_us = per_item(
         cpu_time(None).saturating_sub(cpu_before_ceiling),
@@ -457,7 +489,7 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let (relay, relay_cpu_us) = if args.relay {
         let relay = crate::bench_relay::Relay::start(&ceiling_url).await?;
         let cpu_before = cpu_time(relay.process.id());
-        let took = post_all(&http, &relay.url, &body, args).await?;
+        let took = post_all(&http, &relay.url, &ceiling_headers, &body, args).await?;
         let cpu = cpu_time(relay.process.id()).saturating_sub(cpu_before);
         (
             args.events as f64 / took.as_secs_f64(),
@@ -466,6 +498,8 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     } else {
         (f64::NAN, f64::NAN)
     };
+    // What the ceiling's requests left (object id 0, no payment's) is not a delivery.
+    receipts.lock().expect("not poisoned").clear();
 
     // The server under test.
     let (database_url, dropper) = fresh_database(&args.database).await?;

@@ -7,22 +7,32 @@
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 
 const LISTENING: &str = "billhook relay listening on ";
 
 /// Runs the relay (the hidden `bench-relay` command): each POST /relay goes on to `to`
-/// with the same body, and is answered once the receiver has answered.
+/// with the same body and the same headers of a delivery, and is answered once the
+/// receiver has answered.
 pub async fn serve(to: String) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let app = Router::new()
         .route(
             "/relay",
             post(
-                |State((http, to)): State<(reqwest::Client, String)>, body: Bytes| async move {
-                    match http.post(&to).body(body).send().await {
+                |State((http, to)): State<(reqwest::Client, String)>,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    let mut passed = HeaderMap::new();
+                    for (name, value) in &headers {
+                        let n = name.as_str();
+                        if n.starts_with("webhook-") || n == "content-type" || n == "user-agent" {
+                            passed.insert(name.clone(), value.clone());
+                        }
+                    }
+                    match http.post(&to).headers(passed).body(body).send().await {
                         Ok(r) if r.status().is_success() => (StatusCode::CREATED, "{\"id\":0}"),
                         _ => (StatusCode::BAD_GATEWAY, "{}"),
                     }
