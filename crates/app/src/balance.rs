@@ -19,19 +19,21 @@ pub(crate) async fn apply_delta(
     if delta == Money::ZERO {
         return Ok(());
     }
-    let Some(after) = clients::add_balance(conn, clients_id, delta, now).await? else {
+    let Some(new) = clients::add_balance(conn, clients_id, delta, now).await? else {
         return Err(AppError::field(
             "amount",
             "would overflow the client's balance",
         ));
     };
-    let new = after.balance;
     let old = Money::from_micros(new.micros() - delta.micros());
     let crossing = match (old.is_positive(), new.is_positive()) {
         (true, false) => "clients.balance_zero",
         (false, true) => "clients.balance_notzero",
         _ => return Ok(()),
     };
+    let after = clients::get(conn, clients_id, false)
+        .await?
+        .ok_or_else(|| AppError::Internal(format!("client {clients_id} went missing")))?;
     let mut previous = Map::new();
     previous.insert("balance".into(), Value::String(old.to_string()));
     effects.push(NewEvent {

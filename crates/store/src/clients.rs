@@ -59,6 +59,22 @@ pub async fn get(conn: &mut Conn, id: i64, lock: bool) -> Result<Option<Client>,
     row.as_ref().map(from_row).transpose()
 }
 
+/// A client's status alone, locked as [`get`] locks it: what an action on something of
+/// the client's needs of it, without reading and decoding the whole row.
+pub async fn lock_status(conn: &mut Conn, id: i64) -> Result<Option<ClientStatus>, StoreError> {
+    let sql = format!(
+        "SELECT status FROM clients WHERE id = $1{}",
+        for_update(conn)
+    );
+    let Some(row) = query(&sql).bind(id).fetch_optional(conn).await? else {
+        return Ok(None);
+    };
+    let status: String = row.try_get(0)?;
+    ClientStatus::parse(&status)
+        .map(Some)
+        .ok_or_else(|| StoreError::Corrupt(format!("client status {status}")))
+}
+
 /// Writes every field but the balance, which only `add_balance` changes.
 pub async fn update(conn: &mut Conn, c: &Client) -> Result<(), StoreError> {
     query(
@@ -80,21 +96,22 @@ pub async fn update(conn: &mut Conn, c: &Client) -> Result<(), StoreError> {
 }
 
 /// Adds `delta` to the balance in one statement, so concurrent transactions never lose
-/// an update, and returns the client after it; `None` when the client does not exist or
-/// the balance would leave the range of exact integers (SQLite would silently turn it
-/// into a float).
+/// an update, and returns the balance after it; `None` when the client does not exist
+/// or the balance would leave the range of exact integers (SQLite would silently turn
+/// it into a float). Only the balance: the whole client is read (by the caller) when a
+/// balance event needs it, rarely, and a payment no longer pays for it each time.
 pub async fn add_balance(
     conn: &mut Conn,
     id: i64,
     delta: Money,
     now: Timestamp,
-) -> Result<Option<Client>, StoreError> {
+) -> Result<Option<Money>, StoreError> {
     const UPDATE: &str = "UPDATE clients SET balance = balance + $1, updated_at = $2
          WHERE id = $3 AND ABS(balance) <= 9000000000000000000 - ABS($1)";
     if conn.is_sqlite() {
         // Without RETURNING, which on SQLite opens a temporary table for its one row.
-        // Reading the row back gives the same: the caller is in a write transaction, and
-        // SQLite has one writer.
+        // Reading the balance back gives the same: the caller is in a write
+        // transaction, and SQLite has one writer.
         let done = query(UPDATE)
             .bind(delta.micros())
             .bind(now.micros())
@@ -104,16 +121,21 @@ pub async fn add_balance(
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        return get(conn, id, false).await;
+        let balance: i64 = query("SELECT balance FROM clients WHERE id = $1")
+            .bind(id)
+            .fetch_one(conn)
+            .await?
+            .try_get(0)?;
+        return Ok(Some(Money::from_micros(balance)));
     }
-    let sql = format!("{UPDATE} RETURNING {COLUMNS}");
-    let row = query(&sql)
+    let row = query(&format!("{UPDATE} RETURNING balance"))
         .bind(delta.micros())
         .bind(now.micros())
         .bind(id)
         .fetch_optional(conn)
         .await?;
-    row.as_ref().map(from_row).transpose()
+    row.map(|r| r.try_get(0).map(Money::from_micros))
+        .transpose()
 }
 
 /// Deletes a client row with its closed subscriptions (the caller has checked that

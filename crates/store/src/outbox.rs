@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use crate::deliveries::Claimed;
 use crate::events::{Event, EventText};
 use crate::query::to_json_text;
-use crate::sql::{query, Query, Row, Tx};
+use crate::sql::{query, Query, Tx};
 use crate::{Dialect, StoreError};
 
 /// Inserts `events` in order (their `seq` is ignored) and, for each, one pending
@@ -36,55 +36,92 @@ pub async fn append(
             .map_or(0, |r| Timestamp::now().add_duration(r.margin).micros());
         let data = to_json_text(&e.data);
         let previous = to_json_text(&e.previous);
-        let rows = match dialect {
-            // Without RETURNING: SQLite would open a temporary table for each statement
-            // to hold what it returns. The deliveries are read back by their event.
-            Dialect::Sqlite => {
-                let seq = bind_event(query(sqlite_event()), e, &data, &previous)
-                    .insert_id(&mut *tx)
-                    .await?;
-                query(sqlite_deliveries())
-                    .bind(seq)
-                    .bind(e.events_id.as_str())
-                    .bind(e.ordering_key.as_str())
-                    .bind(now.micros())
-                    .bind(lease_base)
-                    .execute(&mut *tx)
-                    .await?;
-                query(SQLITE_INSERTED).bind(seq).fetch_all(&mut *tx).await?
-            }
+        let inserted = match dialect {
+            Dialect::Sqlite => sqlite_insert(tx, e, &data, &previous, now, lease_base).await?,
             // PostgreSQL takes one statement per call: a data-modifying CTE.
             Dialect::Postgres => {
-                bind_event(query(postgres_statement()), e, &data, &previous)
+                let rows = bind_event(query(postgres_statement()), e, &data, &previous)
                     .bind(now.micros())
                     .bind(lease_base)
                     .fetch_all(&mut *tx)
-                    .await?
+                    .await?;
+                rows.iter()
+                    .map(|row| Ok((Claimed::from_row(row)?, row.try_get::<i32, _>(6)? == 1)))
+                    .collect::<Result<Vec<_>, StoreError>>()?
             }
         };
-        hand_over(tx, e, &rows, data, previous)?;
+        hand_over(tx, e, inserted, data, previous)?;
     }
     Ok(())
 }
 
-/// Notes the deliveries just inserted (rows of [`RETURNING`]; a lease of 0 is none): the
-/// leased ones go to the hand-over with their event, the others wait for a claim. On
-/// PostgreSQL those queued behind another delivery have their queue looked at again
-/// after the commit (see [`crate::deliveries::claim`]).
+/// SQLite's insert of an event and its deliveries: the event, the matching handlers with
+/// whether the delivery is its queue's head, then a delivery each. Not one INSERT …
+/// SELECT: its SELECT reads `deliveries`, so SQLite first copies what it selects into a
+/// temporary table (a B-tree opened and closed per event), and the rows had to be read
+/// back afterwards; here every value is known without reading anything back.
+async fn sqlite_insert(
+    tx: &mut Tx,
+    e: &Event,
+    data: &str,
+    previous: &str,
+    now: Timestamp,
+    lease_base: i64,
+) -> Result<Vec<(Claimed, bool)>, StoreError> {
+    let seq = bind_event(query(sqlite_event()), e, data, previous)
+        .insert_id(&mut *tx)
+        .await?;
+    let targets = query(sqlite_targets())
+        .bind(e.events_id.as_str())
+        .bind(e.ordering_key.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut inserted = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let (handlers_id, timeout_ms): (i64, i64) = (target.try_get(0)?, target.try_get(1)?);
+        let head = target.try_get::<i64, _>(2)? == 1;
+        let lease_until = match lease_base > 0 && head {
+            true => lease_base + timeout_ms * 1000,
+            false => 0,
+        };
+        let id = query(SQLITE_DELIVERY)
+            .bind(seq)
+            .bind(handlers_id)
+            .bind(e.ordering_key.as_str())
+            .bind(now.micros())
+            .bind(lease_until)
+            .bind(i64::from(head))
+            .insert_id(&mut *tx)
+            .await?;
+        let delivery = Claimed {
+            id,
+            event_seq: seq,
+            handlers_id,
+            ordering_key: e.ordering_key.clone(),
+            attempts: 0,
+            lease_until: Timestamp::from_micros(lease_until),
+        };
+        inserted.push((delivery, head));
+    }
+    Ok(inserted)
+}
+
+/// Notes the deliveries just inserted, each with whether it is its queue's head (a
+/// lease of 0 is none): the leased ones go to the hand-over with their event, the
+/// others wait for a claim. On PostgreSQL those queued behind another delivery have
+/// their queue looked at again after the commit (see [`crate::deliveries::claim`]).
 fn hand_over(
     tx: &mut Tx,
     e: &Event,
-    rows: &[Row],
+    inserted: Vec<(Claimed, bool)>,
     data: String,
     previous: String,
 ) -> Result<(), StoreError> {
     let mut leased = Vec::new();
-    for row in rows {
-        let delivery = Claimed::from_row(row)?;
+    for (delivery, head) in inserted {
         if delivery.lease_until.micros() == 0 {
             tx.queued_to_claim();
-            let head: i32 = row.try_get(6)?;
-            if head == 0 {
+            if !head {
                 tx.queued_behind(delivery.id);
             }
         } else {
@@ -134,23 +171,26 @@ fn sqlite_event() -> &'static str {
     SQL.get_or_init(|| format!("{INSERT_EVENT} RETURNING id"))
 }
 
-/// SQLite's INSERT of an event's deliveries, after the event's; its arguments: the
-/// event's id, events_id, ordering_key, now, the lease's start.
-fn sqlite_deliveries() -> &'static str {
+/// The enabled after handlers matching an event (`$1`, its name) with whether a
+/// delivery for the ordering key `$2` would be its queue's head (see
+/// deliveries::claim): id, timeout_ms, head (1 or 0).
+fn sqlite_targets() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        // SQLite flags the heads (see deliveries::claim).
         format!(
-            "INSERT INTO deliveries (event_seq, handlers_id, ordering_key, status, attempts,
-                                     next_at, lease_until, created_at, updated_at, head)
-             SELECT $1, h.id, $3, 'pending', 0, $4, {}, $4, $4, h.head
-             FROM (SELECT h.id, h.timeout_ms, {} AS head FROM handlers h WHERE {}) h",
-            lease_if("$5", "h.head"),
-            is_head("$3"),
-            matching_handlers("$2")
+            "SELECT h.id, h.timeout_ms, {} AS head FROM handlers h WHERE {} ORDER BY h.id",
+            is_head("$2"),
+            matching_handlers("$1")
         )
     })
 }
+
+/// SQLite's INSERT of one delivery; its arguments: the event's id, the handler's, the
+/// ordering key, now, the lease (0 for none), the head flag.
+const SQLITE_DELIVERY: &str =
+    "INSERT INTO deliveries (event_seq, handlers_id, ordering_key, status, attempts,
+                             next_at, lease_until, created_at, updated_at, head)
+     VALUES ($1, $2, $3, 'pending', 0, $4, $5, $4, $4, $6) RETURNING id";
 
 /// PostgreSQL's statement for one event: its INSERT and its deliveries' in one
 /// data-modifying CTE. Its 9 arguments: the event's 7, now, the lease's start.
@@ -188,12 +228,6 @@ fn bind_event(q: Query, e: &Event, data: &str, previous: &str) -> Query {
 /// the head flag.
 const RETURNING: &str =
     "RETURNING id, event_seq, handlers_id, ordering_key, attempts, lease_until, head";
-
-/// The same columns of an event's deliveries on SQLite, read after their INSERT; the
-/// argument is the event's id.
-const SQLITE_INSERTED: &str =
-    "SELECT id, event_seq, handlers_id, ordering_key, attempts, lease_until, head
-     FROM deliveries WHERE event_seq = $1 ORDER BY id";
 
 /// The INSERT of an event; its 7 arguments: uid, events_id, object_id, ordering_key,
 /// dt, data, previous.

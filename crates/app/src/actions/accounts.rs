@@ -5,7 +5,7 @@ use billhook_domain::Timestamp;
 use billhook_store::{accounts as store, Conn};
 use serde::Deserialize;
 
-use super::{ensure_not_archived, lock_client, lock_referenced_client};
+use super::{lock_client, lock_open_client};
 use crate::input::{nullable, required};
 use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
 use crate::AppError;
@@ -37,8 +37,7 @@ impl Action for CreateAccount {
     }
     async fn load(&self, conn: &mut Conn) -> Result<Option<Account>, AppError> {
         if let Some(id) = self.0.clients_id {
-            let client = lock_referenced_client(conn, id, "clients_id").await?;
-            ensure_not_archived(&client)?;
+            lock_open_client(conn, id, "clients_id").await?;
         }
         Ok(None)
     }

@@ -5,7 +5,7 @@ use billhook_domain::{IsoDuration, Timestamp};
 use billhook_store::{accounts, dids as store, Conn};
 use serde::Deserialize;
 
-use super::{ensure_not_archived, lock_client, lock_referenced_client};
+use super::{lock_client, lock_open_client};
 use crate::input::{nullable, required};
 use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
 use crate::AppError;
@@ -91,8 +91,7 @@ impl Action for DidActionRequest {
         }
         if let Some(Some(id)) = self.input.clients_id {
             if current.as_ref().and_then(|c| c.clients_id) != Some(id) {
-                let client = lock_referenced_client(conn, id, "clients_id").await?;
-                ensure_not_archived(&client)?;
+                lock_open_client(conn, id, "clients_id").await?;
             }
         }
         Ok(current)

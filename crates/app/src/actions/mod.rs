@@ -20,24 +20,21 @@ pub(crate) async fn lock_client(conn: &mut Conn, clients_id: i64) -> Result<Clie
         .ok_or_else(|| AppError::not_found("client", clients_id))
 }
 
-/// Like [`lock_client`], for a client given in the request body: a missing client is a
-/// validation error of `field`, not a missing URL.
-pub(crate) async fn lock_referenced_client(
+/// Locks the client given in the request body of an action that adds something of
+/// its (an account, a subscription, a DID, a transaction), as [`lock_client`] does,
+/// and refuses an archived one. A missing client is a validation error of `field`, not
+/// a missing URL.
+pub(crate) async fn lock_open_client(
     conn: &mut Conn,
     clients_id: i64,
     field: &str,
-) -> Result<Client, AppError> {
-    client_store::get(conn, clients_id, true)
+) -> Result<(), AppError> {
+    let status = client_store::lock_status(conn, clients_id)
         .await?
-        .ok_or_else(|| AppError::field(field, format!("client {clients_id} does not exist")))
-}
-
-/// Refuses new accounts, subscriptions and transactions for an archived client.
-pub(crate) fn ensure_not_archived(client: &Client) -> Result<(), AppError> {
-    if client.status == ClientStatus::Archived {
+        .ok_or_else(|| AppError::field(field, format!("client {clients_id} does not exist")))?;
+    if status == ClientStatus::Archived {
         return Err(AppError::Conflict(format!(
-            "client {} is archived and accepts no new accounts, subscriptions or transactions",
-            client.id
+            "client {clients_id} is archived and accepts no new accounts, subscriptions or transactions"
         )));
     }
     Ok(())

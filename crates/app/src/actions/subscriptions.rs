@@ -11,7 +11,7 @@ use billhook_store::{packages, subscriptions as store, Conn};
 use serde::Deserialize;
 
 use super::transactions::charge_fee;
-use super::{ensure_not_archived, lock_client, lock_referenced_client};
+use super::{lock_client, lock_open_client};
 use crate::input::required;
 use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
 use crate::AppError;
@@ -38,8 +38,7 @@ impl Action for AssignSubscription {
     }
     async fn load(&self, conn: &mut Conn) -> Result<Option<Subscription>, AppError> {
         if let Some(id) = self.0.clients_id {
-            let client = lock_referenced_client(conn, id, "clients_id").await?;
-            ensure_not_archived(&client)?;
+            lock_open_client(conn, id, "clients_id").await?;
         }
         Ok(None)
     }

@@ -6,7 +6,7 @@ use billhook_store::{transactions as store, Conn};
 use serde::Deserialize;
 use serde_json::Map;
 
-use super::{ensure_not_archived, lock_client, lock_referenced_client};
+use super::{lock_client, lock_open_client};
 use crate::balance::apply_delta;
 use crate::input::{nullable, required};
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, NewEvent, Proposal};
@@ -120,8 +120,7 @@ impl Action for CreateTransaction {
     }
     async fn load(&self, conn: &mut Conn) -> Result<Option<Transaction>, AppError> {
         if let Some(id) = self.input.clients_id {
-            let client = lock_referenced_client(conn, id, "clients_id").await?;
-            ensure_not_archived(&client)?;
+            lock_open_client(conn, id, "clients_id").await?;
         }
         Ok(None)
     }

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use billhook_domain::Timestamp;
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 
 use super::{capped_text, CallMeta, CallOutcome, BODY_CAP};
 use crate::retry::parse_retry_after;
@@ -14,14 +15,18 @@ pub(super) async fn call(
     body: &[u8],
     timeout: Duration,
 ) -> CallOutcome {
+    // Header names as constants: given as text, each would be parsed on every call.
+    const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+    const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+    const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
     let timestamp = Timestamp::now().unix_seconds();
     let request = client
         .post(url)
-        .header("content-type", "application/json")
-        .header("webhook-id", meta.uid)
-        .header("webhook-timestamp", timestamp.to_string())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(WEBHOOK_ID, meta.uid)
+        .header(WEBHOOK_TIMESTAMP, timestamp)
         .header(
-            "webhook-signature",
+            WEBHOOK_SIGNATURE,
             signature_header(secrets, meta.uid, timestamp, body),
         )
         .body(body.to_vec());

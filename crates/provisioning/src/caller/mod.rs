@@ -62,6 +62,9 @@ impl Caller {
         let http = reqwest::Client::builder()
             .user_agent(concat!("billhook/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
+            // Every attempt is billhook's own, on the handler's schedule, and logged:
+            // none made silently by the client.
+            .retry(reqwest::retry::never())
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
