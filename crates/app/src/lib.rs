@@ -17,6 +17,7 @@ pub mod rate_tables;
 pub mod scheduler;
 mod turns;
 
+pub use billhook_provisioning::TrustedRoots;
 pub use error::AppError;
 pub use pipeline::Pipeline;
 
@@ -52,9 +53,10 @@ impl App {
         db: Db,
         admin_key: Option<String>,
         scripts_dir: std::path::PathBuf,
+        handler_roots: billhook_provisioning::TrustedRoots,
         imports: imports::ImportConfig,
     ) -> Result<App, AppError> {
-        let caller = billhook_provisioning::Caller::new(scripts_dir);
+        let caller = billhook_provisioning::Caller::new(scripts_dir, handler_roots);
         let before = billhook_provisioning::before::BeforeChain::new(db.clone(), caller.clone());
         let pipeline = Pipeline::new(db.clone(), before.clone());
         let handler_cache = billhook_provisioning::HandlerCache::default();

@@ -19,6 +19,10 @@ pub struct Config {
     pub api_key: Option<String>,
     /// Where script handlers live.
     pub scripts_dir: PathBuf,
+    /// A PEM file of certificate authorities that HTTPS handlers' certificates may
+    /// also be signed by, besides the public ones: an internal CA, or a self-signed
+    /// endpoint's own certificate.
+    pub handler_ca_file: Option<PathBuf>,
     /// Log filter (`info`, `billhook=debug,…`).
     pub log: String,
     /// `text` or `json`.
@@ -46,6 +50,7 @@ impl Default for Config {
             database_url: "sqlite:./billhook.db".into(),
             api_key: None,
             scripts_dir: PathBuf::from("./scripts"),
+            handler_ca_file: None,
             log: "info".into(),
             log_format: "text".into(),
             scheduler_interval_ms: 1000,

@@ -47,6 +47,7 @@ pub async fn ingest_stdin(config: &Config) -> anyhow::Result<()> {
         db.clone(),
         None,
         config.scripts_dir.clone(),
+        crate::handler_roots(config)?,
         crate::import_config(config),
     )?;
     let report = app.email_rates.ingest(&raw, None).await?;

@@ -118,6 +118,16 @@ pub fn import_config(config: &Config) -> billhook_app::imports::ImportConfig {
     }
 }
 
+/// The certificate authorities trusted for HTTPS handlers besides the public ones: those
+/// of `handler_ca_file`, read at start so that a bad file stops the server with the
+/// reason instead of failing every call later.
+pub fn handler_roots(config: &Config) -> anyhow::Result<billhook_app::TrustedRoots> {
+    match &config.handler_ca_file {
+        Some(path) => billhook_app::TrustedRoots::from_pem_file(path).map_err(anyhow::Error::msg),
+        None => Ok(billhook_app::TrustedRoots::default()),
+    }
+}
+
 async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let db = open(config).await?;
     let ring = KeyRing::new(db.clone(), None);

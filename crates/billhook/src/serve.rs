@@ -19,6 +19,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         db.clone(),
         config.api_key.clone(),
         config.scripts_dir.clone(),
+        crate::handler_roots(&config)?,
         crate::import_config(&config),
     )?;
     if let Some(key) = app.keys.ensure_initial_key().await? {

@@ -9,6 +9,6 @@ mod outcomes;
 pub mod retry;
 pub mod signing;
 
-pub use caller::{CallOutcome, Caller};
+pub use caller::{CallOutcome, Caller, TrustedRoots};
 pub use engine::{DeliveryEngine, EngineConfig};
 pub use handler_cache::HandlerCache;

@@ -10,6 +10,7 @@ mod flask_example;
 mod harness;
 
 mod flask;
+mod https;
 mod malformed;
 mod matching;
 mod monitoring;

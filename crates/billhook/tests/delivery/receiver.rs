@@ -82,9 +82,39 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
 }
 
+/// TCP connections that complete a TLS handshake, for `axum::serve`. A handshake that
+/// fails (a caller that does not trust the certificate) only drops that connection.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            let handshake = self.acceptor.accept(stream);
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
 /// The receiver.
 pub struct Receiver {
     pub port: u16,
+    /// Serves HTTPS with this configuration; plain HTTP without.
+    tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<Shared>,
     running: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
@@ -97,6 +127,28 @@ impl Receiver {
         r
     }
 
+    /// A receiver serving HTTPS with the certificate chain and key given (PEM).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Receiver {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key PEM");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server certificate");
+        let mut r = Receiver::reserved();
+        r.tls = Some(Arc::new(config));
+        r.up().await;
+        r
+    }
+
     /// A receiver on a free port that is not listening yet (down until [`Receiver::up`]).
     pub fn reserved() -> Receiver {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -104,6 +156,7 @@ impl Receiver {
         drop(probe);
         Receiver {
             port,
+            tls: None,
             shared: Arc::default(),
             running: Mutex::new(None),
         }
@@ -118,13 +171,27 @@ impl Receiver {
             .fallback(record)
             .with_state(self.shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
+        let stopped = async {
+            let _ = rx.await;
+        };
+        let task = match &self.tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+            }),
+            Some(config) => {
+                let listener = TlsListener {
+                    tcp: listener,
+                    acceptor: tokio_rustls::TlsAcceptor::from(config.clone()),
+                };
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
                 })
-                .await;
-        });
+            }
+        };
         *self.running.lock().unwrap() = Some((tx, task));
     }
 
@@ -139,7 +206,8 @@ impl Receiver {
 
     /// The URL of `path` on this receiver.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     /// Answers the next `n` requests with `status` (and a `Retry-After` if given).

@@ -5,7 +5,7 @@ mod http;
 mod script;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,26 @@ pub struct CallMeta<'a> {
     pub stage: Stage,
 }
 
+/// Certificate authorities trusted for HTTPS handlers besides the public ones (Mozilla's,
+/// built in): an operator's internal CA, or the certificate of a self-signed endpoint.
+#[derive(Clone, Default)]
+pub struct TrustedRoots(Vec<reqwest::Certificate>);
+
+impl TrustedRoots {
+    /// Every certificate of a PEM file; an error names the file and what is wrong, and a
+    /// file without any certificate is one (a wrong path must not pass unnoticed).
+    pub fn from_pem_file(path: &Path) -> Result<TrustedRoots, String> {
+        let bad = |what: String| format!("handler CA file {}: {what}", path.display());
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+        if certificates.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        Ok(TrustedRoots(certificates))
+    }
+}
+
 /// Calls handlers. Cheap to clone: one pooled HTTP client for every call.
 #[derive(Clone)]
 pub struct Caller {
@@ -57,9 +77,14 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A caller running scripts from `scripts_dir`.
-    pub fn new(scripts_dir: PathBuf) -> Caller {
-        let http = reqwest::Client::builder()
+    /// A caller running scripts from `scripts_dir`, trusting `roots` for HTTPS besides
+    /// the public certificate authorities.
+    pub fn new(scripts_dir: PathBuf, roots: TrustedRoots) -> Caller {
+        let mut http = reqwest::Client::builder();
+        for root in roots.0 {
+            http = http.add_root_certificate(root);
+        }
+        let http = http
             .user_agent(concat!("billhook/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             // Every attempt is billhook's own, on the handler's schedule, and logged:

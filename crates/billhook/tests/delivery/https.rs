@@ -1,0 +1,97 @@
+//! HTTPS handlers: a receiver on `https://127.0.0.1` with a certificate of a private CA
+//! gets its events, signed, once the server trusts that CA (`handler_ca_file`); a server
+//! that does not trust it refuses the certificate and logs why, and a CA file that holds
+//! no certificate stops the server at start.
+
+use std::process::{Command, Stdio};
+
+use standardwebhooks::Webhook;
+
+use crate::harness::Server;
+use crate::receiver::Receiver;
+use crate::util::{client, http_handler, uid_of, wait_deliveries};
+
+/// A private CA (PEM) and a certificate for 127.0.0.1 signed by it: (CA, chain, key).
+fn private_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "billhook test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn an_https_handler_gets_its_events_when_its_ca_is_trusted() {
+    let (ca, chain, key) = private_ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("handlers-ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let r = Receiver::start_tls(&chain, &key).await;
+    let url = r.url("/hook");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    let s = Server::start_with(vec![(
+        "BILLHOOK_HANDLER_CA_FILE",
+        ca_file.to_str().unwrap(),
+    )])
+    .await;
+    let h = http_handler(&s, "clients.create", &url, &[0]).await;
+    let id = client(&s, "Acme").await;
+    let uid = uid_of(&s, "clients.create", id).await;
+
+    let hits = r.wait_hits("/hook", 1, 30).await;
+    assert_eq!(hits.len(), 1, "delivered once over TLS");
+    assert_eq!(hits[0].uid(), uid);
+    assert_eq!(hits[0].json["data"]["id"], id);
+    Webhook::new(h["secret"].as_str().unwrap())
+        .unwrap()
+        .verify(&hits[0].body, &hits[0].headers)
+        .expect("signed as over plain HTTP");
+    wait_deliveries(&s, h["id"].as_i64().unwrap(), "succeeded", 1, 30).await;
+
+    // The same receiver, from a server that trusts only the public CAs: the handshake
+    // fails, the attempt is logged with the reason, and nothing arrives.
+    let plain = Server::start().await;
+    let h = http_handler(&plain, "clients.create", &url, &[]).await;
+    client(&plain, "Other").await;
+    let failed = wait_deliveries(&plain, h["id"].as_i64().unwrap(), "failed", 1, 30).await;
+    let error = failed[0]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("certificate") || error.contains("Certificate"),
+        "the refusal names the certificate: {error}"
+    );
+    assert_eq!(r.hits().len(), 1, "nothing more reached the receiver");
+}
+
+#[test]
+fn a_ca_file_without_certificates_stops_the_server_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("not-a-ca.pem");
+    std::fs::write(&ca_file, "this is no certificate\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_billhook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(format!("sqlite:{}", dir.path().join("x.db").display()))
+        .current_dir(dir.path())
+        .env("BILLHOOK_HANDLER_CA_FILE", &ca_file)
+        .env("BILLHOOK_API_KEY", "k".repeat(32))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run billhook");
+    assert!(!out.status.success(), "it must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("handler CA file") && stderr.contains("not-a-ca.pem"),
+        "the reason names the file: {stderr}"
+    );
+}
