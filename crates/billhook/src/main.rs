@@ -1,5 +1,6 @@
 //! `billhook`: the server and its administration commands.
 
+mod allocator;
 mod bench;
 mod bench_recovering;
 mod bench_relay;
@@ -15,7 +16,7 @@ use clap::{Parser, Subcommand};
 use config::{Config, Overrides};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 /// billhook: a telecom billing core with a Provisioning API.
 #[derive(Parser)]

@@ -210,29 +210,45 @@ impl fmt::Display for Timestamp {
     /// Years outside 0000..=9999 (unreachable through parsing) are written in
     /// ISO 8601 expanded form with a sign rather than misprinted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = self.four_digit_year_text() {
+            return f.write_str(std::str::from_utf8(&text).expect("ASCII digits"));
+        }
         let days = self.0.div_euclid(MICROS_PER_DAY);
         let in_day = self.0.rem_euclid(MICROS_PER_DAY);
         let (year, month, day) = civil_from_days(days);
         let micros = in_day % MICROS_PER_SECOND;
         let secs = in_day / MICROS_PER_SECOND;
         let (hour, minute, second) = (secs / 3_600, secs / 60 % 60, secs % 60);
-        if (0..=9_999).contains(&year) {
-            // Digits into a fixed buffer: every payload carries several timestamps, and
-            // the formatting machinery cost more than the rest of their serialisation.
-            let mut text = *b"0000-00-00T00:00:00.000000Z";
-            put_digits(&mut text[0..4], year as u64);
-            put_digits(&mut text[5..7], u64::from(month));
-            put_digits(&mut text[8..10], u64::from(day));
-            put_digits(&mut text[11..13], hour as u64);
-            put_digits(&mut text[14..16], minute as u64);
-            put_digits(&mut text[17..19], second as u64);
-            put_digits(&mut text[20..26], micros as u64);
-            return f.write_str(std::str::from_utf8(&text).expect("ASCII digits"));
-        }
         write!(
             f,
             "{year:+07}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
         )
+    }
+}
+
+impl Timestamp {
+    /// The [`Display`](fmt::Display) text of a timestamp of the years 0000 to 9999, as
+    /// digits in a fixed buffer: every payload carries several timestamps, and the
+    /// formatting machinery cost more than the rest of their serialisation.
+    fn four_digit_year_text(&self) -> Option<[u8; 27]> {
+        let days = self.0.div_euclid(MICROS_PER_DAY);
+        let in_day = self.0.rem_euclid(MICROS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        if !(0..=9_999).contains(&year) {
+            return None;
+        }
+        let micros = in_day % MICROS_PER_SECOND;
+        let secs = in_day / MICROS_PER_SECOND;
+        let (hour, minute, second) = (secs / 3_600, secs / 60 % 60, secs % 60);
+        let mut text = *b"0000-00-00T00:00:00.000000Z";
+        put_digits(&mut text[0..4], year as u64);
+        put_digits(&mut text[5..7], u64::from(month));
+        put_digits(&mut text[8..10], u64::from(day));
+        put_digits(&mut text[11..13], hour as u64);
+        put_digits(&mut text[14..16], minute as u64);
+        put_digits(&mut text[17..19], second as u64);
+        put_digits(&mut text[20..26], micros as u64);
+        Some(text)
     }
 }
 
@@ -260,9 +276,15 @@ impl From<OffsetDateTime> for Timestamp {
 }
 
 impl Serialize for Timestamp {
-    /// Serialises as the [`Display`](fmt::Display) string.
+    /// Serialises as the [`Display`](fmt::Display) string (written directly, not
+    /// through the formatting machinery, in the usual case).
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self.four_digit_year_text() {
+            Some(text) => {
+                serializer.serialize_str(std::str::from_utf8(&text).expect("ASCII digits"))
+            }
+            None => serializer.collect_str(self),
+        }
     }
 }
 

@@ -62,11 +62,11 @@ pub async fn get(conn: &mut Conn, id: i64, lock: bool) -> Result<Option<Client>,
 /// A client's status alone, locked as [`get`] locks it: what an action on something of
 /// the client's needs of it, without reading and decoding the whole row.
 pub async fn lock_status(conn: &mut Conn, id: i64) -> Result<Option<ClientStatus>, StoreError> {
-    let sql = format!(
-        "SELECT status FROM clients WHERE id = $1{}",
-        for_update(conn)
-    );
-    let Some(row) = query(&sql).bind(id).fetch_optional(conn).await? else {
+    let sql = match conn.is_postgres() {
+        true => "SELECT status FROM clients WHERE id = $1 FOR UPDATE",
+        false => "SELECT status FROM clients WHERE id = $1",
+    };
+    let Some(row) = query(sql).bind(id).fetch_optional(conn).await? else {
         return Ok(None);
     };
     let status: String = row.try_get(0)?;

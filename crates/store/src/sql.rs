@@ -811,8 +811,10 @@ struct LiteSql {
 const LITE_SQL_KEPT: usize = 4096;
 
 fn lite_sql(sql: &str) -> Arc<LiteSql> {
-    static KEPT: LazyLock<RwLock<HashMap<Box<str>, Arc<LiteSql>>>> =
-        LazyLock::new(Default::default);
+    // foldhash: the key is the whole SQL text, often hundreds of bytes, hashed for
+    // every statement run; SipHash (the default) made that 1 % of the server.
+    type Kept = HashMap<Box<str>, Arc<LiteSql>, foldhash::fast::RandomState>;
+    static KEPT: LazyLock<RwLock<Kept>> = LazyLock::new(Default::default);
     let full = {
         let kept = KEPT.read().expect("not poisoned");
         if let Some(found) = kept.get(sql) {

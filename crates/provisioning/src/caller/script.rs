@@ -99,7 +99,9 @@ pub(super) async fn call(
 /// Reads up to the cap, then drains the rest so the script never blocks on a full pipe.
 async fn read_capped(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
     let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
+    // On the heap: in the future, two of these (stdout, stderr) made the future of
+    // every call 17 KiB, HTTP calls included, copied whole each time one was started.
+    let mut buf = vec![0u8; 8192];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => return kept,
