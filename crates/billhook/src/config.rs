@@ -33,6 +33,9 @@ pub struct Config {
     /// milliseconds. Commits, manual retries and recoveries wake it at once (on
     /// PostgreSQL also in other processes); this is the fallback.
     pub delivery_poll_ms: u64,
+    /// Calls in flight at most to one after handler, each for a different client (a
+    /// client's deliveries go one at a time, in order).
+    pub handler_concurrency: usize,
     /// Where uploaded import files wait for their job.
     pub imports_dir: PathBuf,
     /// How long a running import is held without renewal; after a crash, the job is
@@ -55,6 +58,7 @@ impl Default for Config {
             log_format: "text".into(),
             scheduler_interval_ms: 1000,
             delivery_poll_ms: 1000,
+            handler_concurrency: 64,
             imports_dir: PathBuf::from("./imports"),
             import_lease_secs: 60,
             mailboxes: Vec::new(),

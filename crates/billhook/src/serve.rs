@@ -36,7 +36,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine = app
         .engine
         .clone()
-        .with_poll(Duration::from_millis(config.delivery_poll_ms.max(10)));
+        .with_poll(Duration::from_millis(config.delivery_poll_ms.max(10)))
+        .with_per_handler(config.handler_concurrency);
     let engine = tokio::spawn(engine.run(stop_rx.clone()));
     let imports = tokio::spawn(app.imports.clone().run(stop_rx.clone()));
     let mailboxes = billhook_mailbox::spawn_pollers(

@@ -38,7 +38,8 @@ pub struct EngineConfig {
     /// Deliveries of one (handler, client) queue taken in one claim and made one after
     /// the other without going back to the database in between.
     pub per_queue: usize,
-    /// Calls in flight at most per handler (different clients in parallel).
+    /// Calls in flight at most per handler (different clients in parallel): what one
+    /// endpoint is asked to take at once.
     pub per_handler: usize,
     /// How long a lease lasts beyond the handler's own timeout: the margin for
     /// waiting for a slot and writing the result.
@@ -57,7 +58,11 @@ impl Default for EngineConfig {
         EngineConfig {
             max_in_flight: 256,
             per_queue: 16,
-            per_handler: 32,
+            // 32 held deliveries back under load: with a few milliseconds per call, one
+            // handler's calls could not keep up with what the API acknowledged, and the
+            // events waited in line (bench, 128 API clients: p99 from 80-145 ms to
+            // 20-33 ms with 64, at the same throughput).
+            per_handler: 64,
             lease_margin: Duration::from_secs(10),
             poll: Duration::from_secs(1),
             claim_gap: Duration::from_millis(2),
@@ -138,6 +143,14 @@ impl DeliveryEngine {
     /// it and no retry is due sooner.
     pub fn with_poll(mut self, poll: Duration) -> Self {
         self.config.poll = poll;
+        self
+    }
+
+    /// The same engine with another limit of calls in flight per handler (at least one);
+    /// the limit over all handlers is raised to it if lower.
+    pub fn with_per_handler(mut self, calls: usize) -> Self {
+        self.config.per_handler = calls.max(1);
+        self.config.max_in_flight = self.config.max_in_flight.max(self.config.per_handler);
         self
     }
 

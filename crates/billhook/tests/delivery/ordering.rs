@@ -305,3 +305,27 @@ async fn concurrent_changes_of_one_client_arrive_in_the_order_they_committed() {
         "each client's events in the order they were committed"
     );
 }
+
+/// Twelve clients' events to one slow handler: calls for different clients run at once,
+/// as many as `handler_concurrency` allows and no more.
+#[tokio::test]
+async fn calls_to_one_handler_run_in_parallel_up_to_its_concurrency_limit() {
+    for (limit, expected) in [(Some("3"), 3), (None, 12)] {
+        let env = limit.map(|l| vec![("BILLHOOK_HANDLER_CONCURRENCY", l)]);
+        let s = Server::start_with(env.unwrap_or_default()).await;
+        let r = Receiver::start().await;
+        // Long enough that every event is raised before the first call ends.
+        r.plan(&[(200, Duration::from_millis(1500)); 12]);
+        http_handler(&s, "clients.create", &r.url("/h"), &[0]).await;
+        for n in 0..12 {
+            client(&s, &format!("Client {n}")).await;
+        }
+        let hits = wait_all(&r, "/h", 12, 60).await;
+        assert_eq!(hits.len(), 12, "each client's event once");
+        assert_eq!(
+            r.most_in_flight(),
+            expected,
+            "calls at once with handler_concurrency {limit:?} (default 64)"
+        );
+    }
+}

@@ -80,6 +80,29 @@ struct Behaviour {
 struct Shared {
     hits: Mutex<Vec<Hit>>,
     behaviour: Mutex<Behaviour>,
+    /// Requests being answered now, and the most there were at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn start(shared: &Arc<Shared>) -> InFlight {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = shared.in_flight.fetch_add(1, SeqCst) + 1;
+        shared.most_in_flight.fetch_max(now, SeqCst);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// TCP connections that complete a TLS handshake, for `axum::serve`. A handshake that
@@ -210,6 +233,13 @@ impl Receiver {
         format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The most requests it was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.shared
+            .most_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Answers the next `n` requests with `status` (and a `Retry-After` if given).
     pub fn fail(&self, n: usize, status: u16, retry_after: Option<&str>) {
         let mut b = self.shared.behaviour.lock().unwrap();
@@ -282,6 +312,7 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _in_flight = InFlight::start(&shared);
     let hit = Hit {
         at: Instant::now(),
         path: uri.path().to_string(),
