@@ -1,7 +1,8 @@
 //! Group commit for the SQLite writer: write transactions that follow each other on the
 //! one writer connection share a single database transaction, each in a savepoint of its
 //! own (but the first, alone in it), and the group is committed once — when no writer
-//! is waiting, or when it is 64 members or 2 ms old. Every member's `commit()` returns
+//! is waiting (after one round of the scheduler, when the last group was shared: see
+//! [`commit`]), or when it is 64 members or 2 ms old. Every member's `commit()` returns
 //! only after the group's COMMIT, so nothing is acknowledged before it is durable; a
 //! member that fails or rolls back undoes only its own work.
 //!
@@ -33,6 +34,8 @@ pub(crate) struct Group {
     /// Groups committed, and the transactions they held.
     commits: AtomicU64,
     committed: AtomicU64,
+    /// Members of the group committed last.
+    last_size: AtomicU64,
     /// Tasks waiting for the writer: while there are some, the group stays open.
     waiting: AtomicUsize,
     state: Mutex<State>,
@@ -70,6 +73,7 @@ impl Group {
             busy_nanos: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             committed: AtomicU64::new(0),
+            last_size: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             state: Mutex::new(State {
                 open: false,
@@ -188,19 +192,32 @@ pub(crate) async fn commit(
             return Err(e);
         }
     }
-    let commit_now = {
+    let (commit_now, linger) = {
         let mut st = m.group.state.lock().expect("not poisoned");
         st.pending += 1;
         st.handoffs.extend(hands_over);
-        m.group.waiting.load(Ordering::SeqCst) == 0
-            || st.pending >= MAX_MEMBERS
-            || st.started.elapsed() >= MAX_AGE
+        let full = st.pending >= MAX_MEMBERS || st.started.elapsed() >= MAX_AGE;
+        let idle = m.group.waiting.load(Ordering::SeqCst) == 0;
+        // Under load (the last group was shared) the next writers are usually just
+        // behind, runnable or with their request in the socket: worth a round of the
+        // scheduler before committing. A lone writer commits at once.
+        let linger = idle && m.group.last_size.load(Ordering::Relaxed) > 1;
+        (full || (idle && !linger), linger)
     };
     if commit_now {
         return commit_group(&mut c, &m.group);
     }
     let pool = c.pool();
     drop(c); // the next writer continues the group
+    if linger {
+        // One round: tokio runs this task again only after the tasks ready now and
+        // after reading the sockets that are. Whoever joined meanwhile has taken the
+        // writer first (it is handed out in order) and lingered or committed in turn.
+        tokio::task::yield_now().await;
+        if let Some(pool) = &pool {
+            take_over(&m, pool).await?;
+        }
+    }
     wait(&m, pool).await
 }
 
@@ -254,6 +271,7 @@ fn commit_group(c: &mut LiteConn, group: &Group) -> Result<(), StoreError> {
     let handoffs = std::mem::take(&mut st.handoffs);
     match &result {
         Ok(()) => {
+            group.last_size.store(st.pending as u64, Ordering::Relaxed);
             group.commits.fetch_add(1, Ordering::Relaxed);
             group
                 .committed
@@ -288,18 +306,24 @@ async fn wait(m: &Member, pool: Option<Arc<LitePool>>) -> Result<(), StoreError>
             _ = done.changed() => {}
             _ = tokio::time::sleep(TAKE_OVER_AFTER) => {
                 if let Some(pool) = &pool {
-                    let mut c = pool.acquire().await?;
-                    let ours = {
-                        let st = m.group.state.lock().expect("not poisoned");
-                        st.open && st.epoch == m.epoch
-                    };
-                    if ours {
-                        let _ = commit_group(&mut c, &m.group);
-                    }
+                    take_over(m, pool).await?;
                 }
             }
         }
     }
+}
+
+/// Takes the writer and commits the member's group if it is still open.
+async fn take_over(m: &Member, pool: &Arc<LitePool>) -> Result<(), StoreError> {
+    let mut c = pool.acquire().await?;
+    let ours = {
+        let st = m.group.state.lock().expect("not poisoned");
+        st.open && st.epoch == m.epoch
+    };
+    if ours {
+        let _ = commit_group(&mut c, &m.group);
+    }
+    Ok(())
 }
 
 /// Takes the writer for a long transaction of its own (an import): the open group is
