@@ -60,9 +60,10 @@ impl Default for EngineConfig {
             per_queue: 16,
             // 32 held deliveries back under load: with a few milliseconds per call, one
             // handler's calls could not keep up with what the API acknowledged, and the
-            // events waited in line (bench, 128 API clients: p99 100-150 ms; 20-40 ms
-            // with 64, for about 5 % fewer deliveries per second, as fewer write
-            // transactions then share each commit).
+            // events waited in line (bench, 128 API clients: p99 100-150 ms; 15-40 ms
+            // with 64). More calls at once take CPU from the API's writers, which then
+            // shared fewer commits, until the group commit let the scheduler run once
+            // before committing (see billhook_store::group_commit).
             per_handler: 64,
             lease_margin: Duration::from_secs(10),
             poll: Duration::from_secs(1),
