@@ -209,14 +209,17 @@ pub(crate) async fn commit(
     }
     let pool = c.pool();
     drop(c); // the next writer continues the group
-    if linger {
-        // One round: tokio runs this task again only after the tasks ready now and
-        // after reading the sockets that are. Whoever joined meanwhile has taken the
-        // writer first (it is handed out in order) and lingered or committed in turn.
+    if let (true, Some(pool)) = (linger, &pool) {
+        // Nobody else is due to commit the group: if this member's future is dropped
+        // meanwhile (a client gone), the guard has a task commit it.
+        let mut guard = Lingering(Some((m.group.clone(), m.epoch, pool.clone())));
+        // One round: tokio runs this task again only after the tasks ready now and after
+        // reading the sockets that are. Whoever joined meanwhile has taken the writer
+        // first (it is handed out in order) and lingered or committed in turn.
         tokio::task::yield_now().await;
-        if let Some(pool) = &pool {
-            take_over(&m, pool).await?;
-        }
+        let taken_over = take_over(&m.group, m.epoch, pool).await;
+        guard.0 = None;
+        taken_over?;
     }
     wait(&m, pool).await
 }
@@ -306,22 +309,47 @@ async fn wait(m: &Member, pool: Option<Arc<LitePool>>) -> Result<(), StoreError>
             _ = done.changed() => {}
             _ = tokio::time::sleep(TAKE_OVER_AFTER) => {
                 if let Some(pool) = &pool {
-                    take_over(m, pool).await?;
+                    take_over(&m.group, m.epoch, pool).await?;
                 }
             }
         }
     }
 }
 
-/// Takes the writer and commits the member's group if it is still open.
-async fn take_over(m: &Member, pool: &Arc<LitePool>) -> Result<(), StoreError> {
-    let mut c = pool.acquire().await?;
+/// A lingering member's group, committed by a task of its own if the member is dropped
+/// before it has taken the writer over.
+struct Lingering(Option<(Arc<Group>, u64, Arc<LitePool>)>);
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let (Some((group, epoch, pool)), Ok(runtime)) =
+            (self.0.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(e) = take_over(&group, epoch, &pool).await {
+                tracing::warn!(error = %e, "committing the group of a dropped writer failed");
+            }
+        });
+    }
+}
+
+/// Takes the writer and commits the group of `epoch` if it is still open; gives up as
+/// soon as the group has ended, without waiting for the writer (which someone may hold
+/// for a long transaction of their own, an import, having committed the group first).
+async fn take_over(group: &Group, epoch: u64, pool: &Arc<LitePool>) -> Result<(), StoreError> {
+    let mut done = group.done.subscribe();
+    let mut c = tokio::select! {
+        c = pool.acquire() => c?,
+        _ = done.wait_for(|ended| *ended >= epoch) => return Ok(()),
+    };
     let ours = {
-        let st = m.group.state.lock().expect("not poisoned");
-        st.open && st.epoch == m.epoch
+        let st = group.state.lock().expect("not poisoned");
+        st.open && st.epoch == epoch
     };
     if ours {
-        let _ = commit_group(&mut c, &m.group);
+        let _ = commit_group(&mut c, group);
     }
     Ok(())
 }

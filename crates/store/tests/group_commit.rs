@@ -252,3 +252,90 @@ async fn a_member_dropped_while_its_group_commits_still_hands_over() {
     }
     panic!("the member never waited for its group: the case was not tried");
 }
+
+/// Commits a group of two (the second writer waits while the first writes), so that the
+/// next member that finds nobody waiting lingers for a round before committing.
+async fn share_a_group(db: &Arc<Db>) {
+    let mut a = db.begin().await.unwrap();
+    let second = db.clone();
+    let b = tokio::spawn(async move {
+        let mut b = second.begin().await.unwrap();
+        insert("b", "h-b").execute(&mut b).await.unwrap();
+        b.commit().await.unwrap();
+    });
+    // `b` is waiting for the writer before `a` commits.
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    insert("a", "h-a").execute(&mut a).await.unwrap();
+    a.commit().await.unwrap();
+    b.await.unwrap();
+    let stats = db.writer_stats().unwrap();
+    assert_eq!(
+        (stats.commits, stats.transactions),
+        (1, 2),
+        "one group of two"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_lingering_member_dropped_during_its_commit_is_still_committed() {
+    let (_dir, url, db) = fresh_db().await;
+    share_a_group(&db).await;
+    let mut c = db.begin().await.unwrap();
+    insert("c", "h-c").execute(&mut c).await.unwrap();
+    // Its commit is polled once, then dropped (a client that went away): nobody else is
+    // due to commit the group.
+    {
+        let commit = c.commit();
+        tokio::pin!(commit);
+        tokio::select! {
+            biased;
+            _ = &mut commit => panic!("a member that lingers does not commit at once"),
+            _ = std::future::ready(()) => {}
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while count(&db).await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped member's group was never committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Committed, not held open: another connection can write.
+    let other = rusqlite::Connection::open(url.strip_prefix("sqlite:").unwrap()).unwrap();
+    other
+        .busy_timeout(std::time::Duration::from_millis(500))
+        .unwrap();
+    other
+        .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        .expect("the writer is free");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_lingering_member_does_not_wait_for_a_long_transaction_once_committed() {
+    let (_dir, _url, db) = fresh_db().await;
+    share_a_group(&db).await;
+    let mut c = db.begin().await.unwrap();
+    insert("c", "h-c").execute(&mut c).await.unwrap();
+    let started = std::time::Instant::now();
+    let member = tokio::spawn(async move {
+        c.commit().await.unwrap();
+        started.elapsed()
+    });
+    // An import's long transaction takes the writer meanwhile (ending the group first)
+    // and keeps it for 3 s.
+    let long_db = db.clone();
+    let long = tokio::spawn(async move {
+        let tx = long_db.begin_long().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        tx.commit().await.unwrap();
+    });
+    let took = member.await.unwrap();
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "the member's commit returned after {took:?}, behind the long transaction"
+    );
+    assert_eq!(count(&db).await, 3);
+    long.await.unwrap();
+}
