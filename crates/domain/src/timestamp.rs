@@ -213,12 +213,7 @@ impl fmt::Display for Timestamp {
         if let Some(text) = self.four_digit_year_text() {
             return f.write_str(std::str::from_utf8(&text).expect("ASCII digits"));
         }
-        let days = self.0.div_euclid(MICROS_PER_DAY);
-        let in_day = self.0.rem_euclid(MICROS_PER_DAY);
-        let (year, month, day) = civil_from_days(days);
-        let micros = in_day % MICROS_PER_SECOND;
-        let secs = in_day / MICROS_PER_SECOND;
-        let (hour, minute, second) = (secs / 3_600, secs / 60 % 60, secs % 60);
+        let (year, month, day, hour, minute, second, micros) = self.fields();
         write!(
             f,
             "{year:+07}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
@@ -227,19 +222,31 @@ impl fmt::Display for Timestamp {
 }
 
 impl Timestamp {
+    /// Year, month, day, hour, minute, second and microsecond, in UTC.
+    fn fields(&self) -> (i64, u32, u32, i64, i64, i64, i64) {
+        let (year, month, day) = civil_from_days(self.0.div_euclid(MICROS_PER_DAY));
+        let in_day = self.0.rem_euclid(MICROS_PER_DAY);
+        let secs = in_day / MICROS_PER_SECOND;
+        let (hour, minute, second) = (secs / 3_600, secs / 60 % 60, secs % 60);
+        (
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            in_day % MICROS_PER_SECOND,
+        )
+    }
+
     /// The [`Display`](fmt::Display) text of a timestamp of the years 0000 to 9999, as
     /// digits in a fixed buffer: every payload carries several timestamps, and the
     /// formatting machinery cost more than the rest of their serialisation.
     fn four_digit_year_text(&self) -> Option<[u8; 27]> {
-        let days = self.0.div_euclid(MICROS_PER_DAY);
-        let in_day = self.0.rem_euclid(MICROS_PER_DAY);
-        let (year, month, day) = civil_from_days(days);
+        let (year, month, day, hour, minute, second, micros) = self.fields();
         if !(0..=9_999).contains(&year) {
             return None;
         }
-        let micros = in_day % MICROS_PER_SECOND;
-        let secs = in_day / MICROS_PER_SECOND;
-        let (hour, minute, second) = (secs / 3_600, secs / 60 % 60, secs % 60);
         let mut text = *b"0000-00-00T00:00:00.000000Z";
         put_digits(&mut text[0..4], year as u64);
         put_digits(&mut text[5..7], u64::from(month));

@@ -192,7 +192,7 @@ pub(crate) async fn commit(
             return Err(e);
         }
     }
-    let (commit_now, linger) = {
+    let (commit_now, idle) = {
         let mut st = m.group.state.lock().expect("not poisoned");
         st.pending += 1;
         st.handoffs.extend(hands_over);
@@ -200,16 +200,16 @@ pub(crate) async fn commit(
         let idle = m.group.waiting.load(Ordering::SeqCst) == 0;
         // Under load (the last group was shared) the next writers are usually just
         // behind, runnable or with their request in the socket: worth a round of the
-        // scheduler before committing. A lone writer commits at once.
-        let linger = idle && m.group.last_size.load(Ordering::Relaxed) > 1;
-        (full || (idle && !linger), linger)
+        // scheduler before committing (lingering). A lone writer commits at once.
+        let shared = m.group.last_size.load(Ordering::Relaxed) > 1;
+        (full || (idle && !shared), idle)
     };
     if commit_now {
         return commit_group(&mut c, &m.group);
     }
     let pool = c.pool();
-    drop(c); // the next writer continues the group
-    if let (true, Some(pool)) = (linger, &pool) {
+    drop(c); // a waiting writer continues the group, or, idle, this member lingers
+    if let (true, Some(pool)) = (idle, &pool) {
         // Nobody else is due to commit the group: if this member's future is dropped
         // meanwhile (a client gone), the guard has a task commit it.
         let mut guard = Lingering(Some((m.group.clone(), m.epoch, pool.clone())));

@@ -74,16 +74,13 @@ async fn sqlite_insert(
     let targets = query(sqlite_targets())
         .bind(e.events_id.as_str())
         .bind(e.ordering_key.as_str())
+        .bind(lease_base)
         .fetch_all(&mut *tx)
         .await?;
     let mut inserted = Vec::with_capacity(targets.len());
     for target in &targets {
-        let (handlers_id, timeout_ms): (i64, i64) = (target.try_get(0)?, target.try_get(1)?);
+        let (handlers_id, lease_until): (i64, i64) = (target.try_get(0)?, target.try_get(1)?);
         let head = target.try_get::<i64, _>(2)? == 1;
-        let lease_until = match lease_base > 0 && head {
-            true => lease_base + timeout_ms * 1000,
-            false => 0,
-        };
         let id = query(SQLITE_DELIVERY)
             .bind(seq)
             .bind(handlers_id)
@@ -171,14 +168,18 @@ fn sqlite_event() -> &'static str {
     SQL.get_or_init(|| format!("{INSERT_EVENT} RETURNING id"))
 }
 
-/// The enabled after handlers matching an event (`$1`, its name) with whether a
-/// delivery for the ordering key `$2` would be its queue's head (see
-/// deliveries::claim): id, timeout_ms, head (1 or 0).
+/// The enabled after handlers matching an event (`$1`, its name), each with the lease of
+/// its delivery (from the lease's start `$3`, see [`lease_if`]) and whether the delivery
+/// is its queue's head for the ordering key `$2` (see deliveries::claim): id,
+/// lease_until, head (1 or 0).
 fn sqlite_targets() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         format!(
-            "SELECT h.id, h.timeout_ms, {} AS head FROM handlers h WHERE {} ORDER BY h.id",
+            "SELECT h.id, {}, h.head
+             FROM (SELECT h.id, h.timeout_ms, {} AS head FROM handlers h WHERE {}) h
+             ORDER BY h.id",
+            lease_if("$3", "h.head"),
             is_head("$2"),
             matching_handlers("$1")
         )

@@ -3,33 +3,16 @@
 //! that does not trust it refuses the certificate and logs why, and a CA file that holds
 //! no certificate stops the server at start.
 
+use std::io::Read;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use standardwebhooks::Webhook;
 
+use crate::ca::private_ca;
 use crate::harness::Server;
 use crate::receiver::Receiver;
 use crate::util::{client, http_handler, uid_of, wait_deliveries};
-
-/// A private CA (PEM) and a certificate for 127.0.0.1 signed by it: (CA, chain, key).
-fn private_ca() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "billhook test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
 
 #[tokio::test]
 async fn an_https_handler_gets_its_events_when_its_ca_is_trusted() {
@@ -79,17 +62,37 @@ fn a_ca_file_without_certificates_stops_the_server_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("not-a-ca.pem");
     std::fs::write(&ca_file, "this is no certificate\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_billhook"))
+    let mut server = Command::new(env!("CARGO_BIN_EXE_billhook"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
         .arg(format!("sqlite:{}", dir.path().join("x.db").display()))
         .current_dir(dir.path())
         .env("BILLHOOK_HANDLER_CA_FILE", &ca_file)
         .env("BILLHOOK_API_KEY", "k".repeat(32))
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run billhook");
-    assert!(!out.status.success(), "it must not start");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A server that starts anyway would serve until killed: fail instead of hanging.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.try_wait().expect("wait for billhook") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("billhook started with a CA file that holds no certificate");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "it must not start");
+    let mut stderr = String::new();
+    server
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
     assert!(
         stderr.contains("handler CA file") && stderr.contains("not-a-ca.pem"),
         "the reason names the file: {stderr}"

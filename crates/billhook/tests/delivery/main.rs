@@ -2,6 +2,8 @@
 //! receiver gets, pattern matching, scripts, retries, order, and monitoring — against
 //! the real server and real receivers on 127.0.0.1.
 
+#[path = "../../../mailbox/tests/common/ca.rs"]
+mod ca;
 #[allow(dead_code)]
 #[path = "../api/flask_example.rs"]
 mod flask_example;

@@ -5,12 +5,14 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod ca;
 
 use billhook_mailbox::{Ingest, MailboxConfig, MessageKey, TlsMode};
 use futures::TryStreamExt;
@@ -58,29 +60,14 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
-/// A CA and a server certificate for localhost / 127.0.0.1 signed by it.
+/// A CA and a server certificate for localhost / 127.0.0.1 signed by it, written to
+/// `dir`; returns the CA's file.
 fn certificates(dir: &Path) -> PathBuf {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "billhook test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    let cert = params.signed_by(&key, &issuer).unwrap();
-
-    write(&dir.join("server.pem"), &cert.pem());
-    write(&dir.join("server.key"), &key.serialize_pem());
+    let (ca, cert, key) = ca::private_ca();
+    write(&dir.join("server.pem"), &cert);
+    write(&dir.join("server.key"), &key);
     let ca_file = dir.join("ca.pem");
-    write(&ca_file, &ca_cert.pem());
+    write(&ca_file, &ca);
     ca_file
 }
 
