@@ -210,7 +210,10 @@ pub async fn list(
         );
     }
     let (rows, total) = filter
-        .page(conn, COLUMNS, "executions", "id DESC", page)
+        // Newest by the time of the call, not by id: rows are written in batches as
+        // their outcomes reach the writer, and a call's time can precede that of one
+        // written before it (two calls ending together on both cores).
+        .page(conn, COLUMNS, "executions", "dt DESC, id DESC", page)
         .await?;
     let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
     Ok((items, total))
