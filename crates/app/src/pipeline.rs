@@ -12,7 +12,7 @@ use std::sync::Arc;
 use billhook_domain::payload::previous_of;
 use billhook_domain::Timestamp;
 use billhook_provisioning::before::{BeforeChain, Refusal};
-use billhook_store::{events, outbox, Conn, Db, Tx};
+use billhook_store::{events, outbox, Conn, Db, StoreError, Tx};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -162,12 +162,33 @@ impl Pipeline {
     }
 
     /// Runs `action` in its own transaction and returns the object after it.
-    pub async fn run<A: Action>(&self, action: &A) -> Result<A::Object, AppError> {
+    pub async fn run<A: Action + 'static>(&self, action: A) -> Result<A::Object, AppError> {
         let handlers = self.before.handlers_for(action.event()).await?;
         if !handlers.is_empty() {
             // Boxed: its handler calls make its future large, and inline it made the
             // future of every action that large, copied as axum moves it around.
-            return Box::pin(self.run_with_before(action, &handlers)).await;
+            return Box::pin(self.run_with_before(&action, &handlers)).await;
+        }
+        // The transaction runs where the database's writes run fastest (SQLite: its
+        // writer thread), and to its end even if the request is dropped meanwhile.
+        let pipeline = self.clone();
+        self.db
+            .on_writer(async move { pipeline.run_again_if_undone(&action).await })
+            .await?
+    }
+
+    /// Runs `action` in a transaction that another's failure may undo (it needs no
+    /// savepoint: see `Db::begin_undoable`), and again if it was; the last try is one
+    /// that nothing else can undo.
+    async fn run_again_if_undone<A: Action>(&self, action: &A) -> Result<A::Object, AppError> {
+        const UNDOABLE_TRIES: usize = 3;
+        for _ in 0..UNDOABLE_TRIES {
+            let mut tx: Tx = self.db.begin_undoable().await?;
+            let result = self.run_in(&mut tx, action).await?;
+            match self.try_commit(tx).await {
+                Err(StoreError::Undone) => continue,
+                committed => return committed.map(|()| result).map_err(AppError::from),
+            }
         }
         let mut tx: Tx = self.db.begin().await?;
         let result = self.run_in(&mut tx, action).await?;
@@ -323,6 +344,11 @@ impl Pipeline {
     /// deliveries that wait for a claim (the ones handed over need none: see
     /// `billhook_store::handoff`).
     async fn commit(&self, tx: Tx) -> Result<(), AppError> {
+        Ok(self.try_commit(tx).await?)
+    }
+
+    /// [`Pipeline::commit`] with the store's error, which may be `Undone`.
+    async fn try_commit(&self, tx: Tx) -> Result<(), StoreError> {
         let to_claim = tx.has_deliveries_to_claim();
         tx.commit().await?;
         if to_claim {

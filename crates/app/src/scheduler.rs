@@ -52,7 +52,7 @@ pub async fn pass(pipeline: &Pipeline) -> Result<usize, AppError> {
     ] {
         for id in ids {
             let change = ChangeSubscription::scheduled(id, action);
-            report(pipeline.run(&change).await, "subscription", id, &mut done);
+            report(pipeline.run(change).await, "subscription", id, &mut done);
         }
     }
     for id in holds {
@@ -70,7 +70,7 @@ pub async fn pass(pipeline: &Pipeline) -> Result<usize, AppError> {
             change: DidChange::HoldEnded(action),
             input: DidInput::default(),
         };
-        report(pipeline.run(&change).await, "DID", id, &mut done);
+        report(pipeline.run(change).await, "DID", id, &mut done);
     }
     Ok(done)
 }

@@ -171,9 +171,9 @@ impl DeliveryEngine {
             .handoffs()
             .open(self.config.lease_margin, HANDOFF_ROOM);
         // Outcomes are written in batches by one task: one transaction for many
-        // deliveries instead of one each.
+        // deliveries instead of one each. On SQLite it runs on the writer thread.
         let (results, results_rx) = mpsc::channel::<Written>(4096);
-        let writer = tokio::spawn(write_results(
+        let writer = self.db.spawn_writer(write_results(
             self.db.clone(),
             results_rx,
             self.wake.clone(),

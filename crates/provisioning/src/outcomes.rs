@@ -47,13 +47,17 @@ pub(crate) async fn write_results(db: Db, mut rx: mpsc::Receiver<Written>, wake:
             }
         }
         let mut to_claim = true;
-        for attempt in 1..=5 {
+        let (mut attempt, mut undone) = (0, 0);
+        while attempt < 5 {
             match write_batch(&db, &batch).await {
                 Ok(claimable) => {
                     to_claim = claimable;
                     break;
                 }
+                // Undone by another transaction's failure: nothing of it was written.
+                Err(StoreError::Undone) if undone < 3 => undone += 1,
                 Err(e) => {
+                    attempt += 1;
                     tracing::warn!(error = %e, attempt, "writing delivery outcomes failed");
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
@@ -71,7 +75,9 @@ pub(crate) async fn write_results(db: Db, mut rx: mpsc::Receiver<Written>, wake:
 /// Writes one batch; returns whether it may have made deliveries claimable.
 async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
     let now = Timestamp::now();
-    let mut tx = db.begin().await?;
+    // Undoable: written again if another transaction's failure undoes it (see
+    // `Db::begin_undoable`), so it needs no savepoint.
+    let mut tx = db.begin_undoable().await?;
     let mut succeeded = Vec::new();
     let mut others = Vec::new();
     let mut finished = Vec::new();

@@ -16,6 +16,10 @@ pub enum StoreError {
     /// A group commit failed; every transaction of the group is undone.
     #[error("database: commit failed: {0}")]
     Commit(String),
+    /// A transaction begun with [`Db::begin_undoable`] was undone, with its group
+    /// commit, by another member's failure: nothing of it was written; run it again.
+    #[error("database: undone with its group commit; to be run again")]
+    Undone,
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -67,6 +71,8 @@ pub struct Db {
     handoffs: crate::handoff::Handoffs,
     /// PostgreSQL: deliveries this process queued behind others, for its engine.
     head_checks: crate::head_checks::HeadChecks,
+    /// SQLite: where the work holding the writer runs (see [`Db::on_writer`]).
+    writer_thread: Option<crate::writer_thread::WriterThread>,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -98,6 +104,7 @@ impl Db {
                     announce: Some(start_announcer(pool)),
                     handoffs: Default::default(),
                     head_checks: Default::default(),
+                    writer_thread: None,
                 })
             }
             Dialect::Sqlite => {
@@ -120,6 +127,7 @@ impl Db {
                     announce: None,
                     handoffs: Default::default(),
                     head_checks: Default::default(),
+                    writer_thread: Some(crate::writer_thread::WriterThread::start()?),
                 })
             }
         }
@@ -147,6 +155,53 @@ impl Db {
         tx.offer_handoffs(self.handoffs.clone());
         tx.offer_head_checks(self.head_checks.clone());
         Ok(tx)
+    }
+
+    /// Starts a write transaction that may be undone with the others of its SQLite group
+    /// commit when one of them fails: its commit then returns [`StoreError::Undone`],
+    /// and the caller runs the whole transaction again (a transaction begun with
+    /// [`Db::begin`] is never undone by another's failure). In exchange it needs no
+    /// savepoint of its own, which copies every page it changes.
+    pub async fn begin_undoable(&self) -> Result<Tx, StoreError> {
+        let mut tx = self.write.begin_undoable().await?;
+        tx.offer_handoffs(self.handoffs.clone());
+        tx.offer_head_checks(self.head_checks.clone());
+        Ok(tx)
+    }
+
+    /// Runs `work`, short write transactions, where they run fastest: on SQLite, on the
+    /// writer thread (see [`crate::writer_thread`]), which runs them to the end even if
+    /// the caller stops waiting; on PostgreSQL, in the caller's task.
+    pub async fn on_writer<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match &self.writer_thread {
+            Some(thread) => {
+                let coming = match &self.write {
+                    Pool::Lite(pool) => pool.group().map(|g| g.coming()),
+                    Pool::Any(_) => None,
+                };
+                let work = async move {
+                    drop(coming);
+                    work.await
+                };
+                crate::writer_thread::joined(thread.spawn(work)).await
+            }
+            None => Ok(work.await),
+        }
+    }
+
+    /// Spawns a task that writes for as long as it runs (the delivery engine's outcome
+    /// writer): on SQLite on the writer thread, on PostgreSQL on the caller's runtime.
+    pub fn spawn_writer<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        match &self.writer_thread {
+            Some(thread) => thread.spawn(work),
+            None => tokio::spawn(work),
+        }
     }
 
     /// The deliveries this process's transactions queued behind others, whose queues its

@@ -27,6 +27,7 @@ pub mod sql;
 mod sqlite_config;
 pub mod subscriptions;
 pub mod transactions;
+mod writer_thread;
 
 pub use db::{Db, Dialect, StoreError};
 pub use group_commit::WriterStats;

@@ -613,13 +613,23 @@ impl Pool {
     /// Starts a write transaction: `BEGIN IMMEDIATE` on SQLite, so it never fails
     /// half-way on a lock upgrade.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
+        self.begin_as(crate::group_commit::Undo::Alone).await
+    }
+
+    /// Starts a write transaction that its caller runs again when its commit returns
+    /// [`StoreError::Undone`] (see [`crate::Db::begin_undoable`]).
+    pub async fn begin_undoable(&self) -> Result<Tx, StoreError> {
+        self.begin_as(crate::group_commit::Undo::WithGroup).await
+    }
+
+    async fn begin_as(&self, undo: crate::group_commit::Undo) -> Result<Tx, StoreError> {
         let conn = match self {
             Pool::Any(p) => Conn {
                 inner: Inner::AnyTx(p.begin().await?),
             },
             Pool::Lite(p) => match &p.group {
                 Some(group) => {
-                    let (c, member) = crate::group_commit::begin(p, group).await?;
+                    let (c, member) = crate::group_commit::begin(p, group, undo).await?;
                     return Ok(Tx::new(
                         Conn {
                             inner: Inner::Lite(c),

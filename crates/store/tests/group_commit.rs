@@ -17,6 +17,18 @@ async fn count(db: &Db) -> i64 {
         .unwrap()
 }
 
+/// The names of the keys stored, in order.
+async fn names(db: &Db) -> Vec<String> {
+    let mut conn = db.read.acquire().await.unwrap();
+    query("SELECT name FROM api_keys ORDER BY name")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get(0usize).unwrap())
+        .collect()
+}
+
 /// A migrated database in a new directory (kept while the returned guard lives), and
 /// its URL for opening it again.
 async fn fresh_db() -> (tempfile::TempDir, String, Arc<Db>) {
@@ -166,15 +178,7 @@ async fn the_member_that_opens_a_group_is_undone_alone() {
     pause().await;
     opener.commit().await.unwrap();
     joiner.await.unwrap();
-    let mut conn = db.read.acquire().await.unwrap();
-    let names: Vec<String> = query("SELECT name FROM api_keys ORDER BY name")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.try_get(0usize).unwrap())
-        .collect();
-    assert_eq!(names, ["kept", "opener"]);
+    assert_eq!(names(&db).await, ["kept", "opener"]);
 }
 
 /// A member whose task is dropped while it waits for its group's COMMIT (an API client
@@ -338,4 +342,137 @@ async fn a_lingering_member_does_not_wait_for_a_long_transaction_once_committed(
     );
     assert_eq!(count(&db).await, 3);
     long.await.unwrap();
+}
+
+/// What a member joining the open group does: begins (undoable or not), writes a row
+/// unless `writes` is false, then commits or, with `fails`, is dropped.
+#[derive(Clone, Copy)]
+struct Joiner {
+    undoable: bool,
+    writes: bool,
+    fails: bool,
+}
+
+/// Opens a group with an undoable transaction writing "a", has `joiners` queue for the
+/// writer behind it, commits "a" (the group stays open for them) and returns what its
+/// commit returned and the names stored afterwards. One thread: the joiners run in the
+/// order they queued, each once the one before has let the writer go.
+async fn group_of(
+    db: &Arc<Db>,
+    joiners: &[Joiner],
+) -> (Result<(), billhook_store::StoreError>, Vec<String>) {
+    let mut a = db.begin_undoable().await.unwrap();
+    insert("a", "h-a").execute(&mut a).await.unwrap();
+    let mut tasks = Vec::new();
+    for (i, j) in joiners.iter().copied().enumerate() {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = if j.undoable {
+                db.begin_undoable().await.unwrap()
+            } else {
+                db.begin().await.unwrap()
+            };
+            if j.writes {
+                insert(&format!("j{i}"), &format!("h-j{i}"))
+                    .execute(&mut tx)
+                    .await
+                    .unwrap();
+            } else {
+                query("SELECT COUNT(*) FROM api_keys")
+                    .fetch_one(&mut tx)
+                    .await
+                    .unwrap();
+            }
+            if j.fails {
+                drop(tx);
+                return Ok(());
+            }
+            tx.commit().await
+        }));
+        tokio::task::yield_now().await;
+    }
+    let committed = a.commit().await;
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    for (j, outcome) in joiners.iter().zip(&outcomes) {
+        if !j.fails && committed.is_ok() {
+            assert!(outcome.is_ok(), "a member that commits: {outcome:?}");
+        }
+    }
+    (committed, names(db).await)
+}
+
+const UNDOABLE_WRITER: Joiner = Joiner {
+    undoable: true,
+    writes: true,
+    fails: false,
+};
+
+/// Undoable members share no savepoint: when one fails after writing, the group is
+/// rolled back and the others' commits say so (their callers run them again); the
+/// writer is free for the next group at once.
+#[tokio::test(flavor = "current_thread")]
+async fn an_undoable_member_failing_after_writing_undoes_its_undoable_group() {
+    let (_dir, _url, db) = fresh_db().await;
+    let failing = Joiner {
+        fails: true,
+        ..UNDOABLE_WRITER
+    };
+    let (committed, names) = group_of(&db, &[UNDOABLE_WRITER, failing]).await;
+    assert!(
+        matches!(committed, Err(billhook_store::StoreError::Undone)),
+        "the first member is told it was undone: {committed:?}"
+    );
+    assert!(
+        names.is_empty(),
+        "nothing of the group is stored: {names:?}"
+    );
+
+    let mut again = db.begin_undoable().await.unwrap();
+    insert("again", "h-again")
+        .execute(&mut again)
+        .await
+        .unwrap();
+    again.commit().await.unwrap();
+    assert_eq!(count(&db).await, 1);
+}
+
+/// An undoable member that fails before writing anything undoes nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn an_undoable_member_failing_before_writing_undoes_nothing() {
+    let (_dir, _url, db) = fresh_db().await;
+    let reader = Joiner {
+        undoable: true,
+        writes: false,
+        fails: true,
+    };
+    let (committed, names) = group_of(&db, &[reader, UNDOABLE_WRITER]).await;
+    committed.unwrap();
+    assert_eq!(names, ["a", "j1"]);
+}
+
+/// Once a member that must not be undone by others has joined, the undoable members
+/// after it take savepoints: one failing undoes only itself.
+#[tokio::test(flavor = "current_thread")]
+async fn undoable_members_after_one_that_is_not_fail_alone() {
+    let (_dir, _url, db) = fresh_db().await;
+    let plain = Joiner {
+        undoable: false,
+        ..UNDOABLE_WRITER
+    };
+    let failing = Joiner {
+        fails: true,
+        ..UNDOABLE_WRITER
+    };
+    let (committed, names) = group_of(&db, &[plain, failing, UNDOABLE_WRITER]).await;
+    committed.unwrap();
+    assert_eq!(names, ["a", "j0", "j2"]);
+    let stats = db.writer_stats().unwrap();
+    assert_eq!(
+        (stats.commits, stats.transactions),
+        (1, 3),
+        "one group: the three that committed"
+    );
 }

@@ -28,7 +28,7 @@ async fn create(
     State(app): State<App>,
     ApiJson(input): ApiJson<AccountInput>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Account>)> {
-    Ok(created(app.pipeline.run(&CreateAccount(input)).await?))
+    Ok(created(app.pipeline.run(CreateAccount(input)).await?))
 }
 
 async fn list(
@@ -53,10 +53,10 @@ async fn patch(
         id,
         patch: Some(input),
     };
-    Ok(Json(app.pipeline.run(&action).await?))
+    Ok(Json(app.pipeline.run(action).await?))
 }
 
 async fn delete(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Account>> {
     let action = ChangeAccount { id, patch: None };
-    Ok(Json(app.pipeline.run(&action).await?))
+    Ok(Json(app.pipeline.run(action).await?))
 }

@@ -33,7 +33,7 @@ async fn create(
     State(app): State<App>,
     ApiJson(input): ApiJson<ClientInput>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Client>)> {
-    Ok(created(app.pipeline.run(&CreateClient(input)).await?))
+    Ok(created(app.pipeline.run(CreateClient(input)).await?))
 }
 
 async fn list(
@@ -52,7 +52,7 @@ async fn one(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Client>> {
 }
 
 async fn change(app: &App, id: i64, change: ClientChange) -> ApiResult<Json<Client>> {
-    Ok(Json(app.pipeline.run(&ChangeClient { id, change }).await?))
+    Ok(Json(app.pipeline.run(ChangeClient { id, change }).await?))
 }
 
 async fn patch(

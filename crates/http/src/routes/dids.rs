@@ -38,7 +38,7 @@ struct Filter {
 
 async fn run(app: &App, id: i64, change: DidChange, input: DidInput) -> ApiResult<Json<Did>> {
     let action = DidActionRequest { id, change, input };
-    Ok(Json(app.pipeline.run(&action).await?))
+    Ok(Json(app.pipeline.run(action).await?))
 }
 
 async fn create(

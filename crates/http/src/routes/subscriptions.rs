@@ -37,12 +37,12 @@ async fn assign(
     State(app): State<App>,
     ApiJson(input): ApiJson<AssignInput>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Subscription>)> {
-    let s = app.pipeline.run(&AssignSubscription(input)).await?;
+    let s = app.pipeline.run(AssignSubscription(input)).await?;
     if s.start_dt > Timestamp::now() {
         return Ok(created(s));
     }
     let activate = ChangeSubscription::scheduled(s.id, SubscriptionAction::Activate);
-    Ok(created(app.pipeline.run(&activate).await?))
+    Ok(created(app.pipeline.run(activate).await?))
 }
 
 async fn list(
@@ -64,7 +64,7 @@ async fn one(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Subscription>
 async fn change(app: &App, id: i64, action: SubscriptionAction) -> ApiResult<Json<Subscription>> {
     Ok(Json(
         app.pipeline
-            .run(&ChangeSubscription::new(id, action))
+            .run(ChangeSubscription::new(id, action))
             .await?,
     ))
 }

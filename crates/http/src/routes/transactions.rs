@@ -24,7 +24,7 @@ pub fn routes() -> Router<App> {
                 path,
                 post(move |State(app): State<App>, ApiJson(input): ApiJson<TransactionInput>| async move {
                     let action = CreateTransaction { kind, input };
-                    ApiResult::Ok(created(app.pipeline.run(&action).await?))
+                    ApiResult::Ok(created(app.pipeline.run(action).await?))
                 })
                 .get(move |State(app): State<App>, ApiQuery(f): ApiQuery<Filter>| async move {
                     list(&app, kind, f).await
@@ -71,5 +71,5 @@ async fn change(
     patch: Option<TransactionPatch>,
 ) -> ApiResult<Json<Transaction>> {
     let action = ChangeTransaction { kind, id, patch };
-    Ok(Json(app.pipeline.run(&action).await?))
+    Ok(Json(app.pipeline.run(action).await?))
 }
