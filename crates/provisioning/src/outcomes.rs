@@ -49,13 +49,14 @@ pub(crate) async fn write_results(db: Db, mut rx: mpsc::Receiver<Written>, wake:
         let mut to_claim = true;
         let (mut attempt, mut undone) = (0, 0);
         while attempt < 5 {
-            match write_batch(&db, &batch).await {
+            // After a few undone tries, one that nothing else can undo.
+            match write_batch(&db, &batch, undone < UNDOABLE_TRIES).await {
                 Ok(claimable) => {
                     to_claim = claimable;
                     break;
                 }
                 // Undone by another transaction's failure: nothing of it was written.
-                Err(StoreError::Undone) if undone < 3 => undone += 1,
+                Err(StoreError::Undone) => undone += 1,
                 Err(e) => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "writing delivery outcomes failed");
@@ -72,12 +73,19 @@ pub(crate) async fn write_results(db: Db, mut rx: mpsc::Receiver<Written>, wake:
     }
 }
 
-/// Writes one batch; returns whether it may have made deliveries claimable.
-async fn write_batch(db: &Db, batch: &[Written]) -> Result<bool, StoreError> {
+/// Undoable tries of a batch before one that nothing else can undo.
+const UNDOABLE_TRIES: usize = 3;
+
+/// Writes one batch; returns whether it may have made deliveries claimable. An
+/// `undoable` one needs no savepoint and is written again if another transaction's
+/// failure undoes it (see `Db::begin_undoable`).
+async fn write_batch(db: &Db, batch: &[Written], undoable: bool) -> Result<bool, StoreError> {
     let now = Timestamp::now();
-    // Undoable: written again if another transaction's failure undoes it (see
-    // `Db::begin_undoable`), so it needs no savepoint.
-    let mut tx = db.begin_undoable().await?;
+    let mut tx = if undoable {
+        db.begin_undoable().await?
+    } else {
+        db.begin().await?
+    };
     let mut succeeded = Vec::new();
     let mut others = Vec::new();
     let mut finished = Vec::new();

@@ -186,7 +186,7 @@ impl Db {
                     drop(coming);
                     work.await
                 };
-                crate::writer_thread::joined(thread.spawn(work)).await
+                crate::writer_thread::joined(thread.run(work)).await
             }
             None => Ok(work.await),
         }
@@ -282,6 +282,9 @@ impl Db {
 
     /// Closes both pools, waiting for connections in use.
     pub async fn close(&self) {
+        if let Some(thread) = &self.writer_thread {
+            thread.finish().await;
+        }
         self.write.close().await;
         self.read.close().await;
         // The announcer sees the closed pool and ends.

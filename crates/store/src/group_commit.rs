@@ -60,7 +60,10 @@ pub(crate) enum Undo {
     Alone,
     /// The whole group, if it fails after writing, when every member before it is
     /// undoable too: their commits return [`StoreError::Undone`] and their callers run
-    /// them again. Such a member needs no savepoint. A savepoint copies every page its
+    /// them again. Such a member needs no savepoint. (As with a group whose COMMIT
+    /// fails, a member that refused to write because of what an earlier one wrote may
+    /// have seen work that is then undone; it refused on a state about to be written,
+    /// as it would have a moment later.) A savepoint copies every page its
     /// member changes into a journal of its own, in case it is undone: under load
     /// about 8 % of the server's CPU for rollbacks that never came (the pipeline's
     /// errors come from its checks, before anything is written).
@@ -199,6 +202,7 @@ pub(crate) async fn begin(
         let _waiting = Waiting(group);
         pool.acquire().await?
     };
+    lost_transaction(&mut c, group);
     let undoable = undo == Undo::WithGroup;
     let (epoch, first, savepoint) = {
         let mut st = group.state.lock().expect("not poisoned");
@@ -243,6 +247,9 @@ pub(crate) async fn commit(
     m: Member,
     hands_over: Option<Reserved>,
 ) -> Result<(), StoreError> {
+    if lost_transaction(&mut c, &m.group) {
+        return Err(StoreError::Commit(LOST.into()));
+    }
     if m.savepoint {
         if let Err(e) = exec(&mut c, "RELEASE member") {
             undo_member(&mut c);
@@ -284,6 +291,9 @@ pub(crate) async fn commit(
 
 /// Undoes a member (an error, or a transaction dropped without commit).
 pub(crate) fn abandon(c: &mut LiteConn, m: &Member) {
+    if lost_transaction(c, &m.group) {
+        return;
+    }
     if m.first {
         // Nothing else is in the transaction yet (the next member joins only once this
         // one gives the writer back): rolling it back undoes exactly this member.
@@ -298,6 +308,24 @@ pub(crate) fn abandon(c: &mut LiteConn, m: &Member) {
         return;
     }
     end_if_idle(c, &m.group);
+}
+
+const LOST: &str = "SQLite rolled the transaction back after an error";
+
+/// Whether SQLite rolled the open group's transaction back by itself (it may after
+/// SQLITE_FULL, IOERR or NOMEM): the connection is out of any transaction while the
+/// group is open. The group then ends as failed, before anyone writes outside a
+/// transaction (each statement committing alone) believing to be in it.
+fn lost_transaction(c: &mut LiteConn, group: &Group) -> bool {
+    let mut st = group.state.lock().expect("not poisoned");
+    if !st.open || !c.raw().is_autocommit() {
+        return false;
+    }
+    st.open = false;
+    st.handoffs.clear();
+    record_failure(group, st.epoch, Failure::Commit(LOST.into()));
+    group.done.send_replace(st.epoch);
+    true
 }
 
 /// Rolls the open group back: its members' commits return [`StoreError::Undone`].

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::StoreError;
 
@@ -24,6 +25,8 @@ pub(crate) struct WriterThread(Arc<Inner>);
 
 struct Inner {
     handle: Handle,
+    /// The short tasks run there, waited for before the database closes.
+    tasks: TaskTracker,
     /// Dropped with the last clone: the thread's runtime then ends.
     _stop: oneshot::Sender<()>,
 }
@@ -31,31 +34,62 @@ struct Inner {
 impl WriterThread {
     pub(crate) fn start() -> Result<WriterThread, StoreError> {
         let failed = |e: std::io::Error| StoreError::Corrupt(format!("writer thread: {e}"));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(failed)?;
-        let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (started, handle) = std::sync::mpsc::channel();
+        // The runtime is made, run and dropped on the thread itself: dropped in the
+        // caller's async context, a runtime panics.
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(runtime.handle().clone()));
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
             })
             .map_err(failed)?;
+        // Waits only for the new thread to build its runtime.
+        let handle = handle
+            .recv()
+            .map_err(|_| StoreError::Corrupt("writer thread: it ended at once".into()))?
+            .map_err(failed)?;
         Ok(WriterThread(Arc::new(Inner {
             handle,
+            tasks: TaskTracker::new(),
             _stop: stop,
         })))
     }
 
+    /// Runs short work there (a transaction), waited for by [`WriterThread::finish`].
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> JoinHandle<T> {
+        self.0.tasks.spawn_on(work, &self.0.handle)
+    }
+
+    /// Spawns a task there that runs as long as its owner wants (the outcome writer).
     pub(crate) fn spawn<T: Send + 'static>(
         &self,
         work: impl Future<Output = T> + Send + 'static,
     ) -> JoinHandle<T> {
         self.0.handle.spawn(work)
+    }
+
+    /// Waits for the short work started there: an action whose client went away still
+    /// runs to its end, and the database must not close under it.
+    pub(crate) async fn finish(&self) {
+        self.0.tasks.close();
+        self.0.tasks.wait().await;
     }
 }
 

@@ -344,35 +344,42 @@ async fn a_lingering_member_does_not_wait_for_a_long_transaction_once_committed(
     long.await.unwrap();
 }
 
-/// What a member joining the open group does: begins (undoable or not), writes a row
-/// unless `writes` is false, then commits or, with `fails`, is dropped.
-#[derive(Clone, Copy)]
-struct Joiner {
-    undoable: bool,
-    writes: bool,
-    fails: bool,
+/// How a member of [`group_of`] ends.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    Commits,
+    /// Dropped without commit.
+    Fails,
+    /// Its transaction is rolled back under it, as SQLite does by itself after some
+    /// errors (SQLITE_FULL, IOERR), then it commits.
+    LosesItsTransaction,
 }
 
-/// Opens a group with an undoable transaction writing "a", has `joiners` queue for the
-/// writer behind it, commits "a" (the group stays open for them) and returns what its
-/// commit returned and the names stored afterwards. One thread: the joiners run in the
-/// order they queued, each once the one before has let the writer go.
-async fn group_of(
-    db: &Arc<Db>,
-    joiners: &[Joiner],
-) -> (Result<(), billhook_store::StoreError>, Vec<String>) {
-    let mut a = db.begin_undoable().await.unwrap();
-    insert("a", "h-a").execute(&mut a).await.unwrap();
+/// What a member of [`group_of`] does: begins (undoable or not), writes a row unless
+/// `writes` is false, then ends.
+#[derive(Clone, Copy)]
+struct Member {
+    undoable: bool,
+    writes: bool,
+    end: End,
+}
+
+/// What the members of a group got from their commits (the opener's first), and the
+/// names stored afterwards.
+type Group = (Vec<Result<(), billhook_store::StoreError>>, Vec<String>);
+
+/// Runs `opener`, writing "o", then has the `joiners` queue for the writer behind it,
+/// so that all share its group. One thread: the joiners run in the order they queued,
+/// each once the one before has let the writer go.
+async fn group_of(db: &Arc<Db>, opener: Member, joiners: &[Member]) -> Group {
+    let mut o = begin(db, opener.undoable).await;
+    insert("o", "h-o").execute(&mut o).await.unwrap();
     let mut tasks = Vec::new();
-    for (i, j) in joiners.iter().copied().enumerate() {
+    for (i, m) in joiners.iter().copied().enumerate() {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
-            let mut tx = if j.undoable {
-                db.begin_undoable().await.unwrap()
-            } else {
-                db.begin().await.unwrap()
-            };
-            if j.writes {
+            let mut tx = begin(&db, m.undoable).await;
+            if m.writes {
                 insert(&format!("j{i}"), &format!("h-j{i}"))
                     .execute(&mut tx)
                     .await
@@ -383,32 +390,54 @@ async fn group_of(
                     .await
                     .unwrap();
             }
-            if j.fails {
-                drop(tx);
-                return Ok(());
+            match m.end {
+                End::Fails => {
+                    drop(tx);
+                    Ok(())
+                }
+                End::LosesItsTransaction => {
+                    query("ROLLBACK").execute(&mut tx).await.unwrap();
+                    tx.commit().await
+                }
+                End::Commits => tx.commit().await,
             }
-            tx.commit().await
         }));
         tokio::task::yield_now().await;
     }
-    let committed = a.commit().await;
-    let mut outcomes = Vec::new();
+    let mut commits = vec![o.commit().await];
     for t in tasks {
-        outcomes.push(t.await.unwrap());
+        commits.push(t.await.unwrap());
     }
-    for (j, outcome) in joiners.iter().zip(&outcomes) {
-        if !j.fails && committed.is_ok() {
-            assert!(outcome.is_ok(), "a member that commits: {outcome:?}");
-        }
-    }
-    (committed, names(db).await)
+    (commits, names(db).await)
 }
 
-const UNDOABLE_WRITER: Joiner = Joiner {
+async fn begin(db: &Db, undoable: bool) -> billhook_store::Tx {
+    if undoable {
+        db.begin_undoable().await.unwrap()
+    } else {
+        db.begin().await.unwrap()
+    }
+}
+
+const UNDOABLE: Member = Member {
     undoable: true,
     writes: true,
-    fails: false,
+    end: End::Commits,
 };
+
+const PLAIN: Member = Member {
+    undoable: false,
+    ..UNDOABLE
+};
+
+const FAILING: Member = Member {
+    end: End::Fails,
+    ..UNDOABLE
+};
+
+fn undone(r: &Result<(), billhook_store::StoreError>) -> bool {
+    matches!(r, Err(billhook_store::StoreError::Undone))
+}
 
 /// Undoable members share no savepoint: when one fails after writing, the group is
 /// rolled back and the others' commits say so (their callers run them again); the
@@ -416,14 +445,10 @@ const UNDOABLE_WRITER: Joiner = Joiner {
 #[tokio::test(flavor = "current_thread")]
 async fn an_undoable_member_failing_after_writing_undoes_its_undoable_group() {
     let (_dir, _url, db) = fresh_db().await;
-    let failing = Joiner {
-        fails: true,
-        ..UNDOABLE_WRITER
-    };
-    let (committed, names) = group_of(&db, &[UNDOABLE_WRITER, failing]).await;
+    let (commits, names) = group_of(&db, UNDOABLE, &[UNDOABLE, FAILING]).await;
     assert!(
-        matches!(committed, Err(billhook_store::StoreError::Undone)),
-        "the first member is told it was undone: {committed:?}"
+        undone(&commits[0]) && undone(&commits[1]),
+        "the others are told they were undone: {commits:?}"
     );
     assert!(
         names.is_empty(),
@@ -443,36 +468,56 @@ async fn an_undoable_member_failing_after_writing_undoes_its_undoable_group() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_undoable_member_failing_before_writing_undoes_nothing() {
     let (_dir, _url, db) = fresh_db().await;
-    let reader = Joiner {
-        undoable: true,
+    let reader = Member {
         writes: false,
-        fails: true,
+        ..FAILING
     };
-    let (committed, names) = group_of(&db, &[reader, UNDOABLE_WRITER]).await;
-    committed.unwrap();
-    assert_eq!(names, ["a", "j1"]);
+    let (commits, names) = group_of(&db, UNDOABLE, &[reader, UNDOABLE]).await;
+    assert!(commits[0].is_ok() && commits[2].is_ok(), "{commits:?}");
+    assert_eq!(names, ["j1", "o"]);
 }
 
-/// Once a member that must not be undone by others has joined, the undoable members
-/// after it take savepoints: one failing undoes only itself.
+/// Once a member that must not be undone by others is in the group, whether it opened
+/// it or joined it, the undoable members after it take savepoints: one failing undoes
+/// only itself.
 #[tokio::test(flavor = "current_thread")]
 async fn undoable_members_after_one_that_is_not_fail_alone() {
     let (_dir, _url, db) = fresh_db().await;
-    let plain = Joiner {
-        undoable: false,
-        ..UNDOABLE_WRITER
-    };
-    let failing = Joiner {
-        fails: true,
-        ..UNDOABLE_WRITER
-    };
-    let (committed, names) = group_of(&db, &[plain, failing, UNDOABLE_WRITER]).await;
-    committed.unwrap();
-    assert_eq!(names, ["a", "j0", "j2"]);
+    let (commits, names) = group_of(&db, UNDOABLE, &[PLAIN, FAILING, UNDOABLE]).await;
+    assert!(
+        commits[0].is_ok() && commits[1].is_ok() && commits[3].is_ok(),
+        "{commits:?}"
+    );
+    assert_eq!(names, ["j0", "j2", "o"]);
     let stats = db.writer_stats().unwrap();
     assert_eq!(
         (stats.commits, stats.transactions),
         (1, 3),
         "one group: the three that committed"
     );
+
+    let (_dir, _url, db) = fresh_db().await;
+    let (commits, names) = group_of(&db, PLAIN, &[FAILING, UNDOABLE]).await;
+    assert!(commits[0].is_ok() && commits[2].is_ok(), "{commits:?}");
+    assert_eq!(names, ["j1", "o"]);
+}
+
+/// SQLite may roll a transaction back by itself after an error (SQLITE_FULL, IOERR):
+/// the group then ends as failed, for every member in it, and the next writer starts
+/// a new one instead of writing outside any transaction.
+#[tokio::test(flavor = "current_thread")]
+async fn a_transaction_rolled_back_under_the_group_fails_the_group() {
+    let (_dir, _url, db) = fresh_db().await;
+    let lost = Member {
+        end: End::LosesItsTransaction,
+        ..UNDOABLE
+    };
+    let (commits, names) = group_of(&db, UNDOABLE, &[lost, UNDOABLE]).await;
+    assert!(
+        matches!(commits[0], Err(billhook_store::StoreError::Commit(_)))
+            && matches!(commits[1], Err(billhook_store::StoreError::Commit(_))),
+        "the group's members fail: {commits:?}"
+    );
+    assert!(commits[2].is_ok(), "the next writer commits: {commits:?}");
+    assert_eq!(names, ["j1"], "only the next writer's row");
 }
