@@ -171,10 +171,11 @@ impl Pipeline {
         }
         // The transaction runs where the database's writes run fastest (SQLite: its
         // writer thread), and to its end even if the request is dropped meanwhile.
+        // Boxed: its state is large, and tokio and axum move futures by copying them
+        // whole (into the task, the output out of it): a pointer instead of kilobytes.
         let pipeline = self.clone();
-        self.db
-            .on_writer(async move { pipeline.run_again_if_undone(&action).await })
-            .await?
+        let work = Box::pin(async move { pipeline.run_again_if_undone(&action).await });
+        self.db.on_writer(work).await?
     }
 
     /// Runs `action` in a transaction that another's failure may undo (it needs no

@@ -17,6 +17,7 @@ mod malformed;
 mod matching;
 mod monitoring;
 mod ordering;
+mod proxy;
 #[allow(dead_code)]
 mod receiver;
 mod retries;

@@ -1,12 +1,16 @@
 use std::time::Duration;
 
 use billhook_domain::Timestamp;
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
 
+use super::direct::{self, Direct};
 use super::{capped_text, CallMeta, CallOutcome, BODY_CAP};
 use crate::retry::parse_retry_after;
 use crate::signing::signature_header;
 
+/// Calls a handler through reqwest (used when proxies are configured).
 pub(super) async fn call(
     client: &reqwest::Client,
     url: impl reqwest::IntoUrl,
@@ -15,40 +19,88 @@ pub(super) async fn call(
     body: &[u8],
     timeout: Duration,
 ) -> CallOutcome {
+    // reqwest adds the user agent and `Accept` of its client.
+    let request = client
+        .post(url)
+        .headers(signed_headers(secrets, meta, body))
+        .body(body.to_vec());
+    timed(timeout, async {
+        match request.send().await {
+            Ok(response) => read(response.into()).await,
+            Err(e) => failed(describe(&e)),
+        }
+    })
+    .await
+}
+
+/// Calls a handler on hyper's client directly (see [`super::direct`]).
+pub(super) async fn call_direct(
+    client: &Direct,
+    uri: hyper::Uri,
+    secrets: &[&str],
+    meta: &CallMeta<'_>,
+    body: &[u8],
+    timeout: Duration,
+) -> CallOutcome {
+    let mut headers = signed_headers(secrets, meta, body);
+    headers.insert(USER_AGENT, HeaderValue::from_static(super::USER_AGENT));
+    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    timed(timeout, async {
+        match client
+            .post(uri, headers, Bytes::copy_from_slice(body))
+            .await
+        {
+            Ok(response) => read(response).await,
+            Err(e) => failed(direct::describe(&e)),
+        }
+    })
+    .await
+}
+
+/// The spec's headers of a call: its content type and the Standard Webhooks ones.
+fn signed_headers(secrets: &[&str], meta: &CallMeta<'_>, body: &[u8]) -> HeaderMap {
     // Header names as constants: given as text, each would be parsed on every call.
     const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
     const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
     const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
     let timestamp = Timestamp::now().unix_seconds();
-    let request = client
-        .post(url)
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .header(WEBHOOK_ID, meta.uid)
-        .header(WEBHOOK_TIMESTAMP, timestamp)
-        .header(
-            WEBHOOK_SIGNATURE,
-            signature_header(secrets, meta.uid, timestamp, body),
-        )
-        .body(body.to_vec());
-    match tokio::time::timeout(timeout, send(request)).await {
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let value = |text: String| HeaderValue::try_from(text).expect("ASCII without controls");
+    headers.insert(WEBHOOK_ID, value(meta.uid.to_string()));
+    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+    headers.insert(
+        WEBHOOK_SIGNATURE,
+        value(signature_header(secrets, meta.uid, timestamp, body)),
+    );
+    headers
+}
+
+/// The outcome of `call`, or a timeout once `timeout` has passed.
+async fn timed(
+    timeout: Duration,
+    call: impl std::future::Future<Output = CallOutcome>,
+) -> CallOutcome {
+    match tokio::time::timeout(timeout, call).await {
         Ok(outcome) => outcome,
-        Err(_) => CallOutcome {
-            error: Some(format!("timeout after {} ms", timeout.as_millis())),
-            ..CallOutcome::default()
-        },
+        Err(_) => failed(format!("timeout after {} ms", timeout.as_millis())),
     }
 }
 
-async fn send(request: reqwest::RequestBuilder) -> CallOutcome {
-    let mut response = match request.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            return CallOutcome {
-                error: Some(describe(&e)),
-                ..CallOutcome::default()
-            }
-        }
-    };
+fn failed(error: String) -> CallOutcome {
+    CallOutcome {
+        error: Some(error),
+        ..CallOutcome::default()
+    }
+}
+
+/// The outcome of a response: its status, `Retry-After` on 429 and 503, and its body
+/// read up to the cap.
+async fn read<B>(mut response: hyper::Response<B>) -> CallOutcome
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error,
+{
     let status = response.status();
     let retry_after = if status.as_u16() == 429 || status.as_u16() == 503 {
         response
@@ -62,17 +114,17 @@ async fn send(request: reqwest::RequestBuilder) -> CallOutcome {
     // Read at most the cap; a receiver streaming forever cannot hold the worker.
     let mut body = Vec::new();
     let mut read_error = None;
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk);
-                if body.len() >= BODY_CAP {
-                    break;
+    while body.len() < BODY_CAP {
+        match response.body_mut().frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    body.extend_from_slice(data);
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                read_error = Some(format!("reading the response: {}", describe(&e)));
+            None => break,
+            Some(Err(e)) => {
+                let text = with_sources(format!("bad response: {e}"), &e);
+                read_error = Some(format!("reading the response: {text}"));
                 break;
             }
         }
@@ -102,8 +154,12 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
+    with_sources(format!("{kind}: {e}"), e)
+}
+
+/// `text` followed by the chain of what caused `e`.
+pub(super) fn with_sources(mut text: String, e: &dyn std::error::Error) -> String {
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(&format!(": {s}"));
         source = s.source();

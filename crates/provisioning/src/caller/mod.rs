@@ -1,6 +1,7 @@
 //! Calling a handler: over HTTP(S) or as a local script, with the payload, headers or
 //! environment of the spec, a timeout, and capped responses.
 
+mod direct;
 mod http;
 mod script;
 
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use billhook_domain::catalogue::Stage;
 use billhook_domain::entities::{Handler, HandlerType};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 /// Response bodies and script output are kept up to this size (64 KiB).
 pub const BODY_CAP: usize = 64 * 1024;
@@ -48,8 +51,9 @@ pub struct CallMeta<'a> {
 
 /// Certificate authorities trusted for HTTPS handlers besides the public ones (Mozilla's,
 /// built in): an operator's internal CA, or the certificate of a self-signed endpoint.
+/// Each as reqwest takes it and as rustls does.
 #[derive(Clone, Default)]
-pub struct TrustedRoots(Vec<reqwest::Certificate>);
+pub struct TrustedRoots(Vec<(reqwest::Certificate, CertificateDer<'static>)>);
 
 impl TrustedRoots {
     /// Every certificate of a PEM file; an error names the file and what is wrong, and a
@@ -59,33 +63,73 @@ impl TrustedRoots {
         let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-        if certificates.is_empty() {
+        let ders = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+        if certificates.is_empty() || certificates.len() != ders.len() {
             return Err(bad("no PEM certificate in it".into()));
         }
-        Ok(TrustedRoots(certificates))
+        Ok(TrustedRoots(certificates.into_iter().zip(ders).collect()))
     }
 }
+
+/// The `User-Agent` of every call.
+const USER_AGENT: &str = concat!("billhook/", env!("CARGO_PKG_VERSION"));
+
+/// Environment variables naming proxies, which reqwest honours (and hyper alone not).
+const PROXY_VARIABLES: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 
 /// Calls handlers. Cheap to clone: one pooled HTTP client for every call.
 #[derive(Clone)]
 pub struct Caller {
     http: reqwest::Client,
+    /// Hyper's client without reqwest's layers (see [`direct`]); none when a proxy is
+    /// configured, which only reqwest honours.
+    direct: Option<direct::Direct>,
     scripts_dir: PathBuf,
     /// Handler URLs already parsed: parsing one (with its host's IDNA processing) on
     /// every call was a visible share of a delivery's CPU.
-    urls: Arc<Mutex<HashMap<String, reqwest::Url>>>,
+    urls: Arc<Mutex<HashMap<String, Target>>>,
+}
+
+/// A handler's URL, parsed, and as hyper's client takes it.
+#[derive(Clone)]
+struct Target {
+    url: reqwest::Url,
+    uri: Option<hyper::Uri>,
 }
 
 impl Caller {
     /// A caller running scripts from `scripts_dir`, trusting `roots` for HTTPS besides
     /// the public certificate authorities.
     pub fn new(scripts_dir: PathBuf, roots: TrustedRoots) -> Caller {
+        let proxied = PROXY_VARIABLES
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|value| !value.is_empty()));
+        let ders: Vec<_> = roots.0.iter().map(|(_, der)| der.clone()).collect();
+        let direct = match proxied {
+            true => None,
+            false => match direct::Direct::new(&ders) {
+                Ok(direct) => Some(direct),
+                Err(e) => {
+                    tracing::warn!(error = %e, "handler calls go through reqwest");
+                    None
+                }
+            },
+        };
         let mut http = reqwest::Client::builder();
-        for root in roots.0 {
+        for (root, _) in roots.0 {
             http = http.add_root_certificate(root);
         }
         let http = http
-            .user_agent(concat!("billhook/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             // Every attempt is billhook's own, on the handler's schedule, and logged:
             // none made silently by the client.
@@ -100,6 +144,7 @@ impl Caller {
         let scripts_dir = std::path::absolute(&scripts_dir).unwrap_or(scripts_dir);
         Caller {
             http,
+            direct,
             scripts_dir,
             urls: Arc::default(),
         }
@@ -121,10 +166,15 @@ impl Caller {
         let started = Instant::now();
         let timeout = Duration::from_millis(u64::from(handler.timeout_ms.max(1)));
         let mut outcome = match handler.kind {
-            HandlerType::Http => match self.parsed_url(&handler.task) {
-                Some(url) => http::call(&self.http, url, secrets, meta, body, timeout).await,
+            HandlerType::Http => match (self.parsed_url(&handler.task), &self.direct) {
+                (Some(Target { uri: Some(uri), .. }), Some(direct)) => {
+                    http::call_direct(direct, uri, secrets, meta, body, timeout).await
+                }
+                (Some(Target { url, .. }), _) => {
+                    http::call(&self.http, url, secrets, meta, body, timeout).await
+                }
                 // reqwest parses it again and says what is wrong with it.
-                None => {
+                (None, _) => {
                     let url = handler.task.as_str();
                     http::call(&self.http, url, secrets, meta, body, timeout).await
                 }
@@ -138,18 +188,22 @@ impl Caller {
     }
 
     /// `task` parsed as a URL, from the cache when it was parsed before.
-    fn parsed_url(&self, task: &str) -> Option<reqwest::Url> {
+    fn parsed_url(&self, task: &str) -> Option<Target> {
         let mut urls = self.urls.lock().expect("not poisoned");
-        if let Some(url) = urls.get(task) {
-            return Some(url.clone());
+        if let Some(target) = urls.get(task) {
+            return Some(target.clone());
         }
         let url = reqwest::Url::parse(task).ok()?;
+        let target = Target {
+            uri: url.as_str().parse().ok(),
+            url,
+        };
         // Handlers are few; a bound keeps edited and deleted ones from piling up.
         if urls.len() >= 1024 {
             urls.clear();
         }
-        urls.insert(task.to_string(), url.clone());
-        Some(url)
+        urls.insert(task.to_string(), target.clone());
+        Some(target)
     }
 }
 
