@@ -131,24 +131,35 @@ pub trait Action: Send + Sync {
     fn ordering_key(&self, current: Option<&Self::Object>, stored: &Self::Object) -> String;
 }
 
-/// Runs actions. Cheap to clone.
+/// Runs actions. Cheap to clone: one `Arc`, because every action sent to the writer
+/// thread takes a clone (its parts hold strings and a dozen `Arc`s of their own).
 #[derive(Clone)]
-pub struct Pipeline {
+pub struct Pipeline(Arc<Parts>);
+
+/// What [`Pipeline`] holds.
+pub struct Parts {
     db: Db,
     wake: Arc<Notify>,
     pub(crate) before: BeforeChain,
     object_turns: crate::turns::Turns,
 }
 
+impl std::ops::Deref for Pipeline {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
 impl Pipeline {
     /// A pipeline writing to `db`.
     pub fn new(db: Db, before: BeforeChain) -> Pipeline {
-        Pipeline {
+        Pipeline(Arc::new(Parts {
             db,
             wake: Arc::new(Notify::new()),
             before,
             object_turns: crate::turns::Turns::default(),
-        }
+        }))
     }
 
     /// Notified after every commit that may have queued deliveries.
