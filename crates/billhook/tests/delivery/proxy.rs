@@ -1,6 +1,6 @@
-//! Proxies from the environment: with `HTTP_PROXY` set, handler calls go through the
-//! proxy (reqwest's client), as they would for any well-behaved HTTP client; without
-//! it, straight to the handler (hyper's client without reqwest's layers).
+//! How handler calls are sent: through the proxy the environment names (`HTTP_PROXY`),
+//! as any well-behaved HTTP client does, else straight to the handler; credentials in a
+//! handler's URL as basic authentication.
 
 use crate::harness::Server;
 use crate::receiver::Receiver;
@@ -27,4 +27,23 @@ async fn with_http_proxy_set_handler_calls_go_through_the_proxy() {
         "for the handler's host"
     );
     assert!(nowhere.hits().is_empty());
+}
+
+/// Credentials in a handler's URL are sent as basic authentication.
+#[tokio::test]
+async fn credentials_in_a_handlers_url_are_sent_as_basic_authentication() {
+    let r = Receiver::start().await;
+    let s = Server::start().await;
+    let url = r
+        .url("/hook")
+        .replacen("http://", "http://hook-user:s3cret@", 1);
+    http_handler(&s, "clients.create", &url, &[0]).await;
+    client(&s, "Acme").await;
+
+    let hits = r.wait_hits("/hook", 1, 30).await;
+    // base64("hook-user:s3cret")
+    assert_eq!(
+        hits[0].header("authorization"),
+        "Basic aG9vay11c2VyOnMzY3JldA=="
+    );
 }

@@ -194,8 +194,11 @@ impl Caller {
             return Some(target.clone());
         }
         let url = reqwest::Url::parse(task).ok()?;
+        // Credentials in the URL are sent as basic authentication, which reqwest does
+        // and hyper alone not: such a handler is called through reqwest.
+        let plain = url.username().is_empty() && url.password().is_none();
         let target = Target {
-            uri: url.as_str().parse().ok(),
+            uri: plain.then(|| url.as_str().parse().ok()).flatten(),
             url,
         };
         // Handlers are few; a bound keeps edited and deleted ones from piling up.
