@@ -156,6 +156,20 @@ impl Server {
             .env("BILLHOOK_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // Handler calls go through a proxy the environment names: the tests' receivers
+        // are on this machine, and the tests that want a proxy set one.
+        for proxy in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        ] {
+            cmd.env_remove(proxy);
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }

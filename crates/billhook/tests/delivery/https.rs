@@ -98,3 +98,42 @@ fn a_ca_file_without_certificates_stops_the_server_at_start() {
         "the reason names the file: {stderr}"
     );
 }
+
+/// Connecting, TLS handshake included, is limited to 5 s whatever the handler's timeout:
+/// an endpoint that accepts the connection and never answers the handshake fails the
+/// attempt as a connection failure after 5 s, not after the handler's 20 s.
+#[tokio::test]
+async fn a_handshake_that_never_ends_fails_as_a_connection_after_5_s() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // Holds every connection open, answering nothing.
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let s = Server::start().await;
+    let h = crate::util::create_handler(
+        &s,
+        serde_json::json!({"name": "stalls", "event": "clients.create", "type": "http",
+               "task": format!("https://127.0.0.1:{port}/hook"), "timeout_ms": 20000,
+               "retry_schedule": [3600]}),
+    )
+    .await;
+    client(&s, "Acme").await;
+
+    let id = h["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let log = loop {
+        let log = crate::util::executions(&s, &format!("handlers_id={id}")).await;
+        if !log.is_empty() {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no attempt logged within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = log[0]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("connection failed"), "{error}");
+    assert!(error.contains("timed out"), "{error}");
+    let took = log[0]["duration_ms"].as_i64().unwrap();
+    assert!((4_900..15_000).contains(&took), "took {took} ms");
+}

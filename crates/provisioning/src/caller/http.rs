@@ -47,11 +47,11 @@ pub(super) async fn call_direct(
     headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
     timed(timeout, async {
         match client
-            .post(uri, headers, Bytes::copy_from_slice(body))
+            .post(uri.clone(), headers, Bytes::copy_from_slice(body))
             .await
         {
             Ok(response) => read(response).await,
-            Err(e) => failed(direct::describe(&e)),
+            Err(e) => failed(direct::describe(&uri, &e)),
         }
     })
     .await
