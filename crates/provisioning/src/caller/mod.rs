@@ -115,7 +115,10 @@ impl Caller {
             .any(|v| std::env::var_os(v).is_some_and(|value| !value.is_empty()));
         let ders: Vec<_> = roots.0.iter().map(|(_, der)| der.clone()).collect();
         let direct = match proxied {
-            true => None,
+            true => {
+                tracing::info!("handler calls go through the proxy the environment names");
+                None
+            }
             false => match direct::Direct::new(&ders) {
                 Ok(direct) => Some(direct),
                 Err(e) => {
