@@ -190,22 +190,18 @@ impl Pipeline {
     }
 
     /// Runs `action` in a transaction that another's failure may undo (it needs no
-    /// savepoint: see `Db::begin_undoable`), and again if it was; the last try is one
+    /// savepoint: see `Db::begin_attempt`), and again if it was; the last try is one
     /// that nothing else can undo.
     async fn run_again_if_undone<A: Action>(&self, action: &A) -> Result<A::Object, AppError> {
-        const UNDOABLE_TRIES: usize = 3;
-        for _ in 0..UNDOABLE_TRIES {
-            let mut tx: Tx = self.db.begin_undoable().await?;
+        let mut attempt = 0;
+        loop {
+            let mut tx: Tx = self.db.begin_attempt(attempt).await?;
             let result = self.run_in(&mut tx, action).await?;
             match self.try_commit(tx).await {
-                Err(StoreError::Undone) => continue,
+                Err(StoreError::Undone) => attempt += 1,
                 committed => return committed.map(|()| result).map_err(AppError::from),
             }
         }
-        let mut tx: Tx = self.db.begin().await?;
-        let result = self.run_in(&mut tx, action).await?;
-        self.commit(tx).await?;
-        Ok(result)
     }
 
     /// Runs `action` (without before handlers) inside `tx`.

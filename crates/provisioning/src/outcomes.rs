@@ -49,8 +49,7 @@ pub(crate) async fn write_results(db: Db, mut rx: mpsc::Receiver<Written>, wake:
         let mut to_claim = true;
         let (mut attempt, mut undone) = (0, 0);
         while attempt < 5 {
-            // After a few undone tries, one that nothing else can undo.
-            match write_batch(&db, &batch, undone < UNDOABLE_TRIES).await {
+            match write_batch(&db, &batch, undone).await {
                 Ok(claimable) => {
                     to_claim = claimable;
                     break;
@@ -73,19 +72,11 @@ pub(crate) async fn write_results(db: Db, mut rx: mpsc::Receiver<Written>, wake:
     }
 }
 
-/// Undoable tries of a batch before one that nothing else can undo.
-const UNDOABLE_TRIES: usize = 3;
-
-/// Writes one batch; returns whether it may have made deliveries claimable. An
-/// `undoable` one needs no savepoint and is written again if another transaction's
-/// failure undoes it (see `Db::begin_undoable`).
-async fn write_batch(db: &Db, batch: &[Written], undoable: bool) -> Result<bool, StoreError> {
+/// Writes one batch, after `undone` tries that another transaction's failure undid
+/// (see `Db::begin_attempt`); returns whether it may have made deliveries claimable.
+async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, StoreError> {
     let now = Timestamp::now();
-    let mut tx = if undoable {
-        db.begin_undoable().await?
-    } else {
-        db.begin().await?
-    };
+    let mut tx = db.begin_attempt(undone).await?;
     let mut succeeded = Vec::new();
     let mut others = Vec::new();
     let mut finished = Vec::new();

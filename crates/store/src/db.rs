@@ -47,6 +47,10 @@ impl StoreError {
     }
 }
 
+/// Undoable tries of a transaction before one that nothing else can undo (see
+/// [`Db::begin_attempt`]).
+pub const UNDOABLE_ATTEMPTS: usize = 3;
+
 /// Which database is behind the pools; the few statements that differ ask this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -151,10 +155,15 @@ impl Db {
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let mut tx = self.write.begin().await?;
+        Ok(self.offered(self.write.begin().await?))
+    }
+
+    /// Lets a short transaction hand its deliveries over and pass those it queued behind
+    /// others to the engine.
+    fn offered(&self, mut tx: Tx) -> Tx {
         tx.offer_handoffs(self.handoffs.clone());
         tx.offer_head_checks(self.head_checks.clone());
-        Ok(tx)
+        tx
     }
 
     /// Starts a write transaction that may be undone with the others of its SQLite group
@@ -163,10 +172,18 @@ impl Db {
     /// [`Db::begin`] is never undone by another's failure). In exchange it needs no
     /// savepoint of its own, which copies every page it changes.
     pub async fn begin_undoable(&self) -> Result<Tx, StoreError> {
-        let mut tx = self.write.begin_undoable().await?;
-        tx.offer_handoffs(self.handoffs.clone());
-        tx.offer_head_checks(self.head_checks.clone());
-        Ok(tx)
+        Ok(self.offered(self.write.begin_undoable().await?))
+    }
+
+    /// Try `attempt` (from 0) of a transaction run again whenever its commit returns
+    /// [`StoreError::Undone`]: the first [`UNDOABLE_ATTEMPTS`] are undoable (see
+    /// [`Db::begin_undoable`]), the next one is begun with [`Db::begin`], which nothing
+    /// else undoes, so the runs end there at the latest.
+    pub async fn begin_attempt(&self, attempt: usize) -> Result<Tx, StoreError> {
+        match attempt < UNDOABLE_ATTEMPTS {
+            true => self.begin_undoable().await,
+            false => self.begin().await,
+        }
     }
 
     /// Runs `work`, short write transactions, where they run fastest: on SQLite, on the

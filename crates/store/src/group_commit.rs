@@ -321,10 +321,7 @@ fn lost_transaction(c: &mut LiteConn, group: &Group) -> bool {
     if !st.open || !c.raw().is_autocommit() {
         return false;
     }
-    st.open = false;
-    st.handoffs.clear();
-    record_failure(group, st.epoch, Failure::Commit(LOST.into()));
-    group.done.send_replace(st.epoch);
+    end_failed(group, &mut st, Failure::Commit(LOST.into()));
     true
 }
 
@@ -332,10 +329,15 @@ fn lost_transaction(c: &mut LiteConn, group: &Group) -> bool {
 fn undo_group(c: &mut LiteConn, group: &Group) {
     let _ = exec(c, "ROLLBACK");
     let mut st = group.state.lock().expect("not poisoned");
+    end_failed(group, &mut st, Failure::Undone);
+}
+
+/// Ends the open group, whose transaction is gone, as failed: nothing it leased is
+/// handed over (the deliveries are gone with the rest), and its members learn why.
+fn end_failed(group: &Group, st: &mut State, failure: Failure) {
     st.open = false;
-    // Nothing was leased: their deliveries are gone with the rest.
     st.handoffs.clear();
-    record_failure(group, st.epoch, Failure::Undone);
+    record_failure(group, st.epoch, failure);
     group.done.send_replace(st.epoch);
 }
 

@@ -29,7 +29,7 @@ pub mod subscriptions;
 pub mod transactions;
 mod writer_thread;
 
-pub use db::{Db, Dialect, StoreError};
+pub use db::{Db, Dialect, StoreError, UNDOABLE_ATTEMPTS};
 pub use group_commit::WriterStats;
 pub use query::Page;
 pub use sql::{Conn, Tx};

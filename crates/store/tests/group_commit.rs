@@ -411,12 +411,14 @@ async fn group_of(db: &Arc<Db>, opener: Member, joiners: &[Member]) -> Group {
     (commits, names(db).await)
 }
 
+/// An undoable transaction (a first attempt), or one that nothing else can undo (the
+/// last attempt, as a plain `begin`): see `Db::begin_attempt`.
 async fn begin(db: &Db, undoable: bool) -> billhook_store::Tx {
-    if undoable {
-        db.begin_undoable().await.unwrap()
-    } else {
-        db.begin().await.unwrap()
-    }
+    let attempt = match undoable {
+        true => 0,
+        false => billhook_store::UNDOABLE_ATTEMPTS,
+    };
+    db.begin_attempt(attempt).await.unwrap()
 }
 
 const UNDOABLE: Member = Member {

@@ -158,16 +158,11 @@ impl Server {
             .stderr(Stdio::inherit());
         // Handler calls go through a proxy the environment names: the tests' receivers
         // are on this machine, and the tests that want a proxy set one.
-        for proxy in [
-            "HTTP_PROXY",
-            "http_proxy",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-            "NO_PROXY",
-            "no_proxy",
-        ] {
+        let exceptions = ["NO_PROXY", "no_proxy"];
+        for proxy in billhook_provisioning::caller::PROXY_VARIABLES
+            .iter()
+            .chain(&exceptions)
+        {
             cmd.env_remove(proxy);
         }
         for (k, v) in &self.extra_env {

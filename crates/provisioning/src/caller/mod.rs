@@ -51,9 +51,8 @@ pub struct CallMeta<'a> {
 
 /// Certificate authorities trusted for HTTPS handlers besides the public ones (Mozilla's,
 /// built in): an operator's internal CA, or the certificate of a self-signed endpoint.
-/// Each as reqwest takes it and as rustls does.
 #[derive(Clone, Default)]
-pub struct TrustedRoots(Vec<(reqwest::Certificate, CertificateDer<'static>)>);
+pub struct TrustedRoots(Vec<CertificateDer<'static>>);
 
 impl TrustedRoots {
     /// Every certificate of a PEM file; an error names the file and what is wrong, and a
@@ -61,15 +60,13 @@ impl TrustedRoots {
     pub fn from_pem_file(path: &Path) -> Result<TrustedRoots, String> {
         let bad = |what: String| format!("handler CA file {}: {what}", path.display());
         let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-        let ders = CertificateDer::pem_slice_iter(&pem)
+        let certificates = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-        if certificates.is_empty() || certificates.len() != ders.len() {
+        if certificates.is_empty() {
             return Err(bad("no PEM certificate in it".into()));
         }
-        Ok(TrustedRoots(certificates.into_iter().zip(ders).collect()))
+        Ok(TrustedRoots(certificates))
     }
 }
 
@@ -77,7 +74,7 @@ impl TrustedRoots {
 const USER_AGENT: &str = concat!("billhook/", env!("CARGO_PKG_VERSION"));
 
 /// Environment variables naming proxies, which reqwest honours (and hyper alone not).
-const PROXY_VARIABLES: &[&str] = &[
+pub const PROXY_VARIABLES: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",
@@ -113,13 +110,12 @@ impl Caller {
         let proxied = PROXY_VARIABLES
             .iter()
             .any(|v| std::env::var_os(v).is_some_and(|value| !value.is_empty()));
-        let ders: Vec<_> = roots.0.iter().map(|(_, der)| der.clone()).collect();
         let direct = match proxied {
             true => {
                 tracing::info!("handler calls go through the proxy the environment names");
                 None
             }
-            false => match direct::Direct::new(&ders) {
+            false => match direct::Direct::new(&roots.0) {
                 Ok(direct) => Some(direct),
                 Err(e) => {
                     tracing::warn!(error = %e, "handler calls go through reqwest");
@@ -128,8 +124,11 @@ impl Caller {
             },
         };
         let mut http = reqwest::Client::builder();
-        for (root, _) in roots.0 {
-            http = http.add_root_certificate(root);
+        for root in &roots.0 {
+            match reqwest::Certificate::from_der(root) {
+                Ok(root) => http = http.add_root_certificate(root),
+                Err(e) => tracing::warn!(error = %e, "a handler CA certificate is left out"),
+            }
         }
         let http = http
             .user_agent(USER_AGENT)
