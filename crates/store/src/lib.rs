@@ -27,6 +27,7 @@ pub mod sql;
 mod sqlite_config;
 pub mod subscriptions;
 pub mod transactions;
+mod wal_writes;
 mod writer_thread;
 
 pub use db::{Db, Dialect, StoreError, UNDOABLE_ATTEMPTS};

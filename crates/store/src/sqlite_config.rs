@@ -7,6 +7,8 @@
 //!   of the C library's malloc: under load SQLite's own allocations (statements, cursors,
 //!   the in-memory sub-journal of every group-commit savepoint) took about 5 % of the
 //!   server's CPU in glibc's malloc and free.
+//! - The default VFS writes a commit's WAL frames in one call (see
+//!   [`crate::wal_writes`]).
 
 use std::alloc::{alloc, dealloc, realloc, Layout};
 use std::ffi::{c_int, c_void};
@@ -15,6 +17,11 @@ use rusqlite::ffi;
 
 /// Makes the settings; only the first call does anything.
 pub(crate) fn configure_sqlite() {
+    configure_memory();
+    crate::wal_writes::register();
+}
+
+fn configure_memory() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int. Like every sqlite3_config, it is
