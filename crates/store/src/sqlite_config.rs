@@ -7,6 +7,7 @@
 //!   of the C library's malloc: under load SQLite's own allocations (statements, cursors,
 //!   the in-memory sub-journal of every group-commit savepoint) took about 5 % of the
 //!   server's CPU in glibc's malloc and free.
+//! - More lookaside memory per connection (see [`LOOKASIDE_SLOTS`]).
 //! - The default VFS writes a commit's WAL frames in one call (see
 //!   [`crate::wal_writes`]).
 
@@ -14,6 +15,14 @@ use std::alloc::{alloc, dealloc, realloc, Layout};
 use std::ffi::{c_int, c_void};
 
 use rusqlite::ffi;
+
+/// Each connection's lookaside memory, which serves its small allocations without the
+/// allocator: SQLite's default, 40 slots of 1,200 bytes, is taken up by the prepared
+/// statements the connections keep, and then about 90 allocations per event went to
+/// the allocator (4.5 % of the server's instructions under load); 400 slots of 2 KiB
+/// (800 KiB per connection) serve nearly all of them.
+const LOOKASIDE_SLOT: usize = 2048;
+const LOOKASIDE_SLOTS: usize = 400;
 
 /// Makes the settings; only the first call does anything.
 pub(crate) fn configure_sqlite() {
@@ -33,6 +42,17 @@ fn configure_memory() {
                 "SQLite was in use already: its settings stay the defaults"
             );
             return;
+        }
+        // SAFETY: SQLITE_CONFIG_LOOKASIDE takes two ints, the slot size and count.
+        let rc = unsafe {
+            ffi::sqlite3_config(
+                ffi::SQLITE_CONFIG_LOOKASIDE,
+                LOOKASIDE_SLOT as c_int,
+                LOOKASIDE_SLOTS as c_int,
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            tracing::info!(rc, "SQLite keeps its default lookaside memory");
         }
         let methods = ffi::sqlite3_mem_methods {
             xMalloc: Some(lite_malloc),
