@@ -11,15 +11,19 @@
 //! Why this is safe:
 //! - The commit frame is written at once, after everything gathered before it, in the
 //!   calls SQLite makes to write it; their result is the commit's. So when SQLite
-//!   publishes a commit to readers (in the WAL index, after these calls return) every
-//!   frame of it is in the file, as before, and a killed process loses nothing that was
-//!   committed. A write that fails fails the commit, as it did.
-//! - Frames gathered and not yet written belong to a transaction still open (pages
-//!   spilled before its commit): only the writer's own connection may read them, through
-//!   this same file, and every other call on the file writes what is gathered first.
-//!   Other connections read only frames of published commits.
-//! - Only WAL files are wrapped; the database file and the rest go to SQLite's VFS
-//!   untouched.
+//!   publishes a commit to readers every frame of it is in the file, as before, and a
+//!   killed process loses nothing that was committed. A write that fails fails the
+//!   commit, as it did.
+//! - Frames may stay gathered after the call that wrote them only when they are not a
+//!   commit's: pages a transaction spilled before its commit. Only the writer's own
+//!   connection reads them, through this same file, and every other call on the file
+//!   writes what is gathered first. Nor can they outlive the writer's turn: SQLite
+//!   publishes commits and gives up the write lock through the database file's
+//!   shared-memory calls, which are wrapped too and write the WAL's gathered frames
+//!   first. (Without that, frames of a transaction rolled back after spilling stayed
+//!   gathered, and were written later over the frames of a commit another connection
+//!   had made meanwhile.)
+//! - A WAL whose database file is not one of ours gathers nothing.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
@@ -40,19 +44,36 @@ const MAX_WRITE: usize = 0x1ffff;
 
 const NAME: &CStr = c"billhook-wal-writes";
 
-/// A WAL file: SQLite's own file (`real`, in the same block just after this struct)
-/// and the frames gathered for it.
+/// A WAL file: SQLite's own file (`real`, in the same block just after this struct),
+/// its database file's wrapper, and the frames gathered for it.
 #[repr(C)]
 struct WalFile {
     base: ffi::sqlite3_file,
     real: *mut ffi::sqlite3_file,
+    /// Null when the database file is not one of ours: then nothing is gathered.
+    db: *mut DbFile,
     /// Where in the file `gathered` goes.
     offset: i64,
     gathered: Vec<u8>,
+    /// A failed write of gathered frames that no call could report (a shared-memory
+    /// call): the next call on the file fails with it, so that the transaction those
+    /// frames belong to cannot commit without them.
+    failed: c_int,
+}
+
+/// A main database file: SQLite's own file and the WAL it has open, if any.
+#[repr(C)]
+struct DbFile {
+    base: ffi::sqlite3_file,
+    real: *mut ffi::sqlite3_file,
+    wal: *mut WalFile,
 }
 
 /// The room taken before the real file in the block SQLite allocates, kept 8-aligned.
-const WAL_FILE_ROOM: usize = std::mem::size_of::<WalFile>().next_multiple_of(8);
+const ROOM: usize = {
+    let (w, d) = (size_of::<WalFile>(), size_of::<DbFile>());
+    (if w > d { w } else { d }).next_multiple_of(8)
+};
 
 /// Makes this VFS the default, over the default there was; only the first call does
 /// anything. Connections opened before keep theirs.
@@ -69,7 +90,7 @@ pub(crate) fn register() {
             }
             REAL_VFS.store(real, Ordering::Release);
             let mut vfs = *real;
-            vfs.szOsFile = (*real).szOsFile + WAL_FILE_ROOM as c_int;
+            vfs.szOsFile = (*real).szOsFile + ROOM as c_int;
             vfs.zName = NAME.as_ptr();
             vfs.pNext = ptr::null_mut();
             vfs.xOpen = Some(open);
@@ -95,17 +116,17 @@ unsafe extern "C" fn open(
     out_flags: *mut c_int,
 ) -> c_int {
     let real_vfs = REAL_VFS.load(Ordering::Acquire);
-    // SAFETY: the real VFS's xOpen with a block at least its szOsFile long.
+    let wal = flags & ffi::SQLITE_OPEN_WAL != 0;
+    let main_db = flags & ffi::SQLITE_OPEN_MAIN_DB != 0;
+    // SAFETY: the real VFS's xOpen with a block at least its szOsFile long; the
+    // wrappers are written in the room before it.
     unsafe {
         let real_open = (*real_vfs).xOpen.expect("a VFS opens files");
-        if flags & ffi::SQLITE_OPEN_WAL == 0 {
+        if !wal && !main_db {
             return real_open(real_vfs, name, file, flags, out_flags);
         }
         (*file).pMethods = ptr::null();
-        let real = file
-            .cast::<u8>()
-            .add(WAL_FILE_ROOM)
-            .cast::<ffi::sqlite3_file>();
+        let real = file.cast::<u8>().add(ROOM).cast::<ffi::sqlite3_file>();
         (*real).pMethods = ptr::null();
         let rc = real_open(real_vfs, name, real, flags, out_flags);
         if rc != ffi::SQLITE_OK {
@@ -114,41 +135,75 @@ unsafe extern "C" fn open(
             }
             return rc;
         }
-        file.cast::<WalFile>().write(WalFile {
+        if main_db {
+            file.cast::<DbFile>().write(DbFile {
+                base: ffi::sqlite3_file {
+                    pMethods: &DB_METHODS,
+                },
+                real,
+                wal: ptr::null_mut(),
+            });
+            return ffi::SQLITE_OK;
+        }
+        // SQLite names a WAL by its database's name: that file is ours if its methods
+        // are.
+        let db = ffi::sqlite3_database_file_object(name);
+        let db = if !db.is_null() && ptr::eq((*db).pMethods, &DB_METHODS) {
+            db.cast::<DbFile>()
+        } else {
+            ptr::null_mut()
+        };
+        let w = file.cast::<WalFile>();
+        w.write(WalFile {
             base: ffi::sqlite3_file {
                 pMethods: &WAL_METHODS,
             },
             real,
+            db,
             offset: 0,
             gathered: Vec::new(),
+            failed: ffi::SQLITE_OK,
         });
+        if !db.is_null() {
+            (*db).wal = w;
+        }
         ffi::SQLITE_OK
     }
 }
 
-/// The wrapper and the real file's methods.
+/// # Safety
+/// `f` is a WAL file opened by [`open`].
+unsafe fn wal<'a>(f: *mut ffi::sqlite3_file) -> &'a mut WalFile {
+    // SAFETY: per the contract.
+    unsafe { &mut *f.cast::<WalFile>() }
+}
+
+/// # Safety
+/// `f` is a main database file opened by [`open`].
+unsafe fn db<'a>(f: *mut ffi::sqlite3_file) -> &'a mut DbFile {
+    // SAFETY: per the contract.
+    unsafe { &mut *f.cast::<DbFile>() }
+}
+
+/// The real file's methods.
 ///
 /// # Safety
-/// `f` is a file opened by [`open`] with the WAL flag.
-unsafe fn parts<'a>(
-    f: *mut ffi::sqlite3_file,
-) -> (&'a mut WalFile, &'static ffi::sqlite3_io_methods) {
-    // SAFETY: per the contract, `f` is a WalFile, whose real file has these methods.
-    unsafe {
-        let w = f.cast::<WalFile>();
-        let methods = (*(*w).real).pMethods;
-        (&mut *w, &*methods)
-    }
+/// `real` is an open file of the real VFS.
+unsafe fn methods(real: *mut ffi::sqlite3_file) -> &'static ffi::sqlite3_io_methods {
+    // SAFETY: an open file's methods are SQLite's static table.
+    unsafe { &*(*real).pMethods }
 }
 
 /// Writes what is gathered, if anything.
 ///
 /// # Safety
-/// As [`parts`].
-unsafe fn flush(f: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: as the caller's.
-    let (w, real) = unsafe { parts(f) };
-    let write = real.xWrite.expect("files write");
+/// `w.real` is open.
+unsafe fn flush(w: &mut WalFile) -> c_int {
+    if w.gathered.is_empty() {
+        return ffi::SQLITE_OK;
+    }
+    // SAFETY: per the contract.
+    let write = unsafe { methods(w.real) }.xWrite.expect("files write");
     let mut offset = w.offset;
     let mut rc = ffi::SQLITE_OK;
     for chunk in w.gathered.chunks(MAX_WRITE) {
@@ -163,6 +218,21 @@ unsafe fn flush(f: *mut ffi::sqlite3_file) -> c_int {
     rc
 }
 
+/// Before any call on a WAL file: a failure left by a shared-memory call, or the
+/// result of writing what is gathered.
+///
+/// # Safety
+/// As [`flush`].
+unsafe fn settle(w: &mut WalFile) -> c_int {
+    let failed = std::mem::replace(&mut w.failed, ffi::SQLITE_OK);
+    if failed != ffi::SQLITE_OK {
+        w.gathered.clear();
+        return failed;
+    }
+    // SAFETY: per the contract.
+    unsafe { flush(w) }
+}
+
 unsafe extern "C" fn write(
     f: *mut ffi::sqlite3_file,
     buf: *const c_void,
@@ -170,24 +240,32 @@ unsafe extern "C" fn write(
     offset: i64,
 ) -> c_int {
     // SAFETY: SQLite passes a WAL file of ours and `amount` readable bytes at `buf`.
-    let (w, real) = unsafe { parts(f) };
-    let data = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), amount.max(0) as usize) };
+    let (w, data) = unsafe {
+        (
+            wal(f),
+            std::slice::from_raw_parts(buf.cast::<u8>(), amount.max(0) as usize),
+        )
+    };
+    if w.failed != ffi::SQLITE_OK {
+        // SAFETY: as above.
+        return unsafe { settle(w) };
+    }
     // A frame header's bytes 4..8 are the database's size after a commit, on the
     // commit frame only.
     let commit_header = amount == FRAME_HEADER && data[4..8] != [0; 4];
-    let follows = !w.gathered.is_empty() && offset == w.offset + w.gathered.len() as i64;
-    if !commit_header {
+    if !commit_header && !w.db.is_null() {
+        let follows = !w.gathered.is_empty() && offset == w.offset + w.gathered.len() as i64;
         if follows {
             w.gathered.extend_from_slice(data);
             if w.gathered.len() < MAX_GATHERED {
                 return ffi::SQLITE_OK;
             }
             // SAFETY: as above.
-            return unsafe { flush(f) };
+            return unsafe { flush(w) };
         }
         if amount == FRAME_HEADER {
             // SAFETY: as above.
-            let rc = unsafe { flush(f) };
+            let rc = unsafe { flush(w) };
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
@@ -198,20 +276,24 @@ unsafe extern "C" fn write(
     }
     // SAFETY: as above; then the real xWrite with SQLite's own arguments.
     unsafe {
-        let rc = flush(f);
+        let rc = flush(w);
         if rc != ffi::SQLITE_OK {
             return rc;
         }
-        (real.xWrite.expect("files write"))(w.real, buf, amount, offset)
+        (methods(w.real).xWrite.expect("files write"))(w.real, buf, amount, offset)
     }
 }
 
-unsafe extern "C" fn close(f: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite closes a WAL file of ours once; its wrapper is dropped here.
+unsafe extern "C" fn wal_close(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: SQLite closes a WAL file of ours once; its wrapper is dropped here and its
+    // database file (closed after it) forgets it.
     unsafe {
-        let flushed = flush(f);
-        let (w, real) = parts(f);
-        let closed = (real.xClose.expect("files close"))(w.real);
+        let w = wal(f);
+        let flushed = settle(w);
+        let closed = (methods(w.real).xClose.expect("files close"))(w.real);
+        if !w.db.is_null() {
+            (*w.db).wal = ptr::null_mut();
+        }
         ptr::drop_in_place(&mut w.gathered);
         if flushed != ffi::SQLITE_OK {
             flushed
@@ -221,18 +303,19 @@ unsafe extern "C" fn close(f: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
-/// Every other method: what is gathered is written first, then the real method runs.
-macro_rules! after_flush {
+/// A WAL file's other methods: what is gathered is written first, then the real
+/// method runs.
+macro_rules! wal_after_flush {
     ($name:ident, $method:ident, ($($arg:ident: $ty:ty),*)) => {
         unsafe extern "C" fn $name(f: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
             // SAFETY: SQLite passes a WAL file of ours and the method's own arguments.
             unsafe {
-                let rc = flush(f);
+                let w = wal(f);
+                let rc = settle(w);
                 if rc != ffi::SQLITE_OK {
                     return rc;
                 }
-                let (w, real) = parts(f);
-                match real.$method {
+                match methods(w.real).$method {
                     Some(m) => m(w.real $(, $arg)*),
                     None => ffi::SQLITE_IOERR,
                 }
@@ -241,67 +324,179 @@ macro_rules! after_flush {
     };
 }
 
-after_flush!(read, xRead, (buf: *mut c_void, amount: c_int, offset: i64));
-after_flush!(truncate, xTruncate, (size: i64));
-after_flush!(sync, xSync, (flags: c_int));
-after_flush!(file_size, xFileSize, (size: *mut i64));
-after_flush!(lock, xLock, (level: c_int));
-after_flush!(unlock, xUnlock, (level: c_int));
-after_flush!(check_reserved_lock, xCheckReservedLock, (out: *mut c_int));
-after_flush!(file_control, xFileControl, (op: c_int, arg: *mut c_void));
-after_flush!(shm_map, xShmMap, (page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void));
-after_flush!(shm_lock, xShmLock, (offset: c_int, n: c_int, flags: c_int));
-after_flush!(shm_unmap, xShmUnmap, (delete: c_int));
-after_flush!(fetch, xFetch, (offset: i64, amount: c_int, out: *mut *mut c_void));
-after_flush!(unfetch, xUnfetch, (offset: i64, page: *mut c_void));
+wal_after_flush!(wal_read, xRead, (buf: *mut c_void, amount: c_int, offset: i64));
+wal_after_flush!(wal_truncate, xTruncate, (size: i64));
+wal_after_flush!(wal_sync, xSync, (flags: c_int));
+wal_after_flush!(wal_file_size, xFileSize, (size: *mut i64));
+wal_after_flush!(wal_lock, xLock, (level: c_int));
+wal_after_flush!(wal_unlock, xUnlock, (level: c_int));
+wal_after_flush!(wal_check_reserved_lock, xCheckReservedLock, (out: *mut c_int));
+wal_after_flush!(wal_file_control, xFileControl, (op: c_int, arg: *mut c_void));
+wal_after_flush!(wal_shm_map, xShmMap, (page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void));
+wal_after_flush!(wal_shm_lock, xShmLock, (offset: c_int, n: c_int, flags: c_int));
+wal_after_flush!(wal_shm_unmap, xShmUnmap, (delete: c_int));
+wal_after_flush!(wal_fetch, xFetch, (offset: i64, amount: c_int, out: *mut *mut c_void));
+wal_after_flush!(wal_unfetch, xUnfetch, (offset: i64, page: *mut c_void));
 
-unsafe extern "C" fn sector_size(f: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite passes a WAL file of ours.
-    unsafe {
-        let (w, real) = parts(f);
-        real.xSectorSize.map_or(4096, |m| m(w.real))
-    }
+/// A method of either kind of file that only asks: forwarded as it is.
+macro_rules! ask {
+    ($name:ident, $method:ident, $none:expr) => {
+        unsafe extern "C" fn $name(f: *mut ffi::sqlite3_file) -> c_int {
+            // SAFETY: SQLite passes a file of ours; both wrappers start with the base
+            // file and the real one.
+            unsafe {
+                let real = db(f).real;
+                methods(real).$method.map_or($none, |m| m(real))
+            }
+        }
+    };
 }
 
-unsafe extern "C" fn device_characteristics(f: *mut ffi::sqlite3_file) -> c_int {
+ask!(sector_size, xSectorSize, 4096);
+ask!(device_characteristics, xDeviceCharacteristics, 0);
+
+unsafe extern "C" fn wal_shm_barrier(f: *mut ffi::sqlite3_file) {
     // SAFETY: SQLite passes a WAL file of ours.
     unsafe {
-        let (w, real) = parts(f);
-        real.xDeviceCharacteristics.map_or(0, |m| m(w.real))
-    }
-}
-
-unsafe extern "C" fn shm_barrier(f: *mut ffi::sqlite3_file) {
-    // SAFETY: SQLite passes a WAL file of ours. (SQLite asks the database file, not the
-    // WAL, for barriers: nothing is gathered that this must write.)
-    unsafe {
-        let (w, real) = parts(f);
-        if let Some(m) = real.xShmBarrier {
+        let w = wal(f);
+        if let Some(m) = methods(w.real).xShmBarrier {
             m(w.real);
         }
     }
 }
 
-/// Version 3, as the unix VFS's: a method the real file lacks answers SQLITE_IOERR,
-/// which SQLite only asks of a WAL file in ways it does not (shared memory, mapping).
+/// Writes what the database file's WAL has gathered, before a shared-memory call that
+/// may publish a commit or end the writer's turn; a failure is left for the WAL's next
+/// call (see [`WalFile::failed`]).
+///
+/// # Safety
+/// `d` is an open database file of ours.
+unsafe fn flush_wal_of(d: &mut DbFile) {
+    if d.wal.is_null() {
+        return;
+    }
+    // SAFETY: a linked WAL is open (it unlinks itself as it closes).
+    let w = unsafe { &mut *d.wal };
+    if w.gathered.is_empty() {
+        return;
+    }
+    // SAFETY: as above.
+    let rc = unsafe { flush(w) };
+    if rc != ffi::SQLITE_OK && w.failed == ffi::SQLITE_OK {
+        w.failed = rc;
+    }
+}
+
+unsafe extern "C" fn db_shm_lock(
+    f: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: SQLite passes a database file of ours and the method's own arguments.
+    unsafe {
+        let d = db(f);
+        flush_wal_of(d);
+        match methods(d.real).xShmLock {
+            Some(m) => m(d.real, offset, n, flags),
+            None => ffi::SQLITE_IOERR,
+        }
+    }
+}
+
+unsafe extern "C" fn db_shm_barrier(f: *mut ffi::sqlite3_file) {
+    // SAFETY: SQLite passes a database file of ours.
+    unsafe {
+        let d = db(f);
+        flush_wal_of(d);
+        if let Some(m) = methods(d.real).xShmBarrier {
+            m(d.real);
+        }
+    }
+}
+
+unsafe extern "C" fn db_close(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: SQLite closes a database file of ours once, after its WAL.
+    unsafe {
+        let d = db(f);
+        if !d.wal.is_null() {
+            (*d.wal).db = ptr::null_mut();
+        }
+        (methods(d.real).xClose.expect("files close"))(d.real)
+    }
+}
+
+/// A database file's other methods, forwarded as they are.
+macro_rules! db_forward {
+    ($name:ident, $method:ident, ($($arg:ident: $ty:ty),*)) => {
+        unsafe extern "C" fn $name(f: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
+            // SAFETY: SQLite passes a database file of ours and the method's arguments.
+            unsafe {
+                let real = db(f).real;
+                match methods(real).$method {
+                    Some(m) => m(real $(, $arg)*),
+                    None => ffi::SQLITE_IOERR,
+                }
+            }
+        }
+    };
+}
+
+db_forward!(db_read, xRead, (buf: *mut c_void, amount: c_int, offset: i64));
+db_forward!(db_write, xWrite, (buf: *const c_void, amount: c_int, offset: i64));
+db_forward!(db_truncate, xTruncate, (size: i64));
+db_forward!(db_sync, xSync, (flags: c_int));
+db_forward!(db_file_size, xFileSize, (size: *mut i64));
+db_forward!(db_lock, xLock, (level: c_int));
+db_forward!(db_unlock, xUnlock, (level: c_int));
+db_forward!(db_check_reserved_lock, xCheckReservedLock, (out: *mut c_int));
+db_forward!(db_file_control, xFileControl, (op: c_int, arg: *mut c_void));
+db_forward!(db_shm_map, xShmMap, (page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void));
+db_forward!(db_shm_unmap, xShmUnmap, (delete: c_int));
+db_forward!(db_fetch, xFetch, (offset: i64, amount: c_int, out: *mut *mut c_void));
+db_forward!(db_unfetch, xUnfetch, (offset: i64, page: *mut c_void));
+
+/// Version 3, as the unix VFS's: a method the real file lacks answers SQLITE_IOERR.
 static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 3,
-    xClose: Some(close),
-    xRead: Some(read),
+    xClose: Some(wal_close),
+    xRead: Some(wal_read),
     xWrite: Some(write),
-    xTruncate: Some(truncate),
-    xSync: Some(sync),
-    xFileSize: Some(file_size),
-    xLock: Some(lock),
-    xUnlock: Some(unlock),
-    xCheckReservedLock: Some(check_reserved_lock),
-    xFileControl: Some(file_control),
+    xTruncate: Some(wal_truncate),
+    xSync: Some(wal_sync),
+    xFileSize: Some(wal_file_size),
+    xLock: Some(wal_lock),
+    xUnlock: Some(wal_unlock),
+    xCheckReservedLock: Some(wal_check_reserved_lock),
+    xFileControl: Some(wal_file_control),
     xSectorSize: Some(sector_size),
     xDeviceCharacteristics: Some(device_characteristics),
-    xShmMap: Some(shm_map),
-    xShmLock: Some(shm_lock),
-    xShmBarrier: Some(shm_barrier),
-    xShmUnmap: Some(shm_unmap),
-    xFetch: Some(fetch),
-    xUnfetch: Some(unfetch),
+    xShmMap: Some(wal_shm_map),
+    xShmLock: Some(wal_shm_lock),
+    xShmBarrier: Some(wal_shm_barrier),
+    xShmUnmap: Some(wal_shm_unmap),
+    xFetch: Some(wal_fetch),
+    xUnfetch: Some(wal_unfetch),
+};
+
+static DB_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(db_close),
+    xRead: Some(db_read),
+    xWrite: Some(db_write),
+    xTruncate: Some(db_truncate),
+    xSync: Some(db_sync),
+    xFileSize: Some(db_file_size),
+    xLock: Some(db_lock),
+    xUnlock: Some(db_unlock),
+    xCheckReservedLock: Some(db_check_reserved_lock),
+    xFileControl: Some(db_file_control),
+    xSectorSize: Some(sector_size),
+    xDeviceCharacteristics: Some(device_characteristics),
+    xShmMap: Some(db_shm_map),
+    xShmLock: Some(db_shm_lock),
+    xShmBarrier: Some(db_shm_barrier),
+    xShmUnmap: Some(db_shm_unmap),
+    xFetch: Some(db_fetch),
+    xUnfetch: Some(db_unfetch),
 };

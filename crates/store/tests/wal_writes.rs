@@ -130,3 +130,53 @@ async fn what_a_commit_returned_is_in_the_files_and_readers_see_it_whole() {
     drop(reader);
     drop(w);
 }
+
+/// Frames a connection spilled and then rolled back must not reach the file after
+/// another connection committed over the same place in the WAL.
+#[tokio::test]
+async fn frames_of_a_rolled_back_transaction_never_overwrite_another_connections_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    with_vfs(dir.path()).await;
+    let path = dir.path().join("w.db");
+    let a = open(&path);
+    a.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, pad BLOB)")
+        .unwrap();
+    let mut a = a;
+    let b = open(&path);
+    for round in 0..3 {
+        // A starts the WAL over, spills pages of a transaction and rolls it back.
+        a.execute_batch("PRAGMA cache_size=5; PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        let tx = a.transaction().unwrap();
+        for _ in 0..100 {
+            tx.execute("INSERT INTO t (v, pad) VALUES (1000, zeroblob(3000))", [])
+                .unwrap();
+        }
+        tx.rollback().unwrap();
+        // B commits where A's frames were.
+        b.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for _ in 0..100 {
+            b.execute("INSERT INTO t (v, pad) VALUES (1, zeroblob(3000))", [])
+                .unwrap();
+        }
+        b.execute_batch("COMMIT").unwrap();
+        // A uses its WAL again: reads, and on the last round closes.
+        let seen: (i64, i64) = a
+            .query_row("SELECT COALESCE(SUM(v), 0), COUNT(*) FROM t", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        let want = (100 * (round + 1), 100 * (round + 1));
+        assert_eq!(seen, want, "round {round}, as A sees it");
+        if round == 2 {
+            drop(a);
+            let fresh = open(&path);
+            let check: String = fresh
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+            assert_eq!(crash_copy(dir.path(), "two_writers"), want);
+            break;
+        }
+    }
+}
