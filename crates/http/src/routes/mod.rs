@@ -16,13 +16,13 @@ mod transactions;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use billhook_app::queries::Page;
 use billhook_app::{App, AppError};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::require_key;
+use crate::auth::RequireKey;
 use crate::ApiError;
 
 /// The result of a route.
@@ -92,7 +92,7 @@ pub fn router(app: App) -> Router {
         .merge(rate_tables::routes())
         .merge(imports::routes())
         .merge(email_rates::routes())
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_key));
+        .route_layer(RequireKey(app.clone()));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
