@@ -23,6 +23,8 @@
 //!   first. (Without that, frames of a transaction rolled back after spilling stayed
 //!   gathered, and were written later over the frames of a commit another connection
 //!   had made meanwhile.)
+//! - From a commit frame until the commit is published, nothing is gathered: the
+//!   padding frames SQLite may write after it when it syncs go to the file at once.
 //! - A WAL whose database file is not one of ours gathers nothing.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -59,6 +61,10 @@ struct WalFile {
     /// call): the next call on the file fails with it, so that the transaction those
     /// frames belong to cannot commit without them.
     failed: c_int,
+    /// A commit frame was written and its commit is not published yet: what SQLite
+    /// writes meanwhile (padding frames, when it syncs) goes straight to the file, so
+    /// that a failure fails the commit before it is published.
+    committing: bool,
 }
 
 /// A main database file: SQLite's own file and the WAL it has open, if any.
@@ -163,6 +169,7 @@ unsafe extern "C" fn open(
             offset: 0,
             gathered: Vec::new(),
             failed: ffi::SQLITE_OK,
+            committing: false,
         });
         if !db.is_null() {
             (*db).wal = w;
@@ -253,7 +260,8 @@ unsafe extern "C" fn write(
     // A frame header's bytes 4..8 are the database's size after a commit, on the
     // commit frame only.
     let commit_header = amount == FRAME_HEADER && data[4..8] != [0; 4];
-    if !commit_header && !w.db.is_null() {
+    w.committing |= commit_header;
+    if !w.committing && !w.db.is_null() {
         let follows = !w.gathered.is_empty() && offset == w.offset + w.gathered.len() as i64;
         if follows {
             w.gathered.extend_from_slice(data);
@@ -377,6 +385,7 @@ unsafe fn flush_wal_of(d: &mut DbFile) {
     }
     // SAFETY: a linked WAL is open (it unlinks itself as it closes).
     let w = unsafe { &mut *d.wal };
+    w.committing = false;
     if w.gathered.is_empty() {
         return;
     }
