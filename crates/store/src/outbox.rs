@@ -9,7 +9,6 @@ use serde_json::value::RawValue;
 
 use crate::deliveries::Claimed;
 use crate::events::{Event, EventText};
-use crate::query::to_json_text;
 use crate::sql::{query, Query, Tx};
 use crate::{Dialect, StoreError};
 
@@ -34,13 +33,17 @@ pub async fn append(
         let lease_base = tx
             .handoff()
             .map_or(0, |r| Timestamp::now().add_duration(r.margin).micros());
-        let data = to_json_text(&e.data);
-        let previous = to_json_text(&e.previous);
+        // Serialised once: the text is stored and handed over as it is (a RawValue made
+        // from a String would parse it again).
+        let data = to_raw(&e.data)?;
+        let previous = to_raw(&e.previous)?;
         let inserted = match dialect {
-            Dialect::Sqlite => sqlite_insert(tx, e, &data, &previous, now, lease_base).await?,
+            Dialect::Sqlite => {
+                sqlite_insert(tx, e, data.get(), previous.get(), now, lease_base).await?
+            }
             // PostgreSQL takes one statement per call: a data-modifying CTE.
             Dialect::Postgres => {
-                let rows = bind_event(query(postgres_statement()), e, &data, &previous)
+                let rows = bind_event(query(postgres_statement()), e, data.get(), previous.get())
                     .bind(now.micros())
                     .bind(lease_base)
                     .fetch_all(&mut *tx)
@@ -111,8 +114,8 @@ fn hand_over(
     tx: &mut Tx,
     e: &Event,
     inserted: Vec<(Claimed, bool)>,
-    data: String,
-    previous: String,
+    data: Box<RawValue>,
+    previous: Box<RawValue>,
 ) -> Result<(), StoreError> {
     let mut leased = Vec::new();
     for (delivery, head) in inserted {
@@ -128,17 +131,14 @@ fn hand_over(
     let Some(seq) = leased.first().map(|c| c.event_seq) else {
         return Ok(());
     };
-    let raw = |text: String| {
-        RawValue::from_string(text).map_err(|e| StoreError::Corrupt(format!("event JSON: {e}")))
-    };
     let event = Arc::new(EventText {
         seq,
         uid: e.uid.clone(),
         events_id: e.events_id.clone(),
         object_id: e.object_id,
         dt: e.dt,
-        data: raw(data)?,
-        previous: raw(previous)?,
+        data,
+        previous,
     });
     let handoff = &mut tx.handoff().expect("leased only with a place").handoff;
     handoff.deliveries.extend(leased);
@@ -242,4 +242,10 @@ fn matching_handlers(event: &str) -> String {
         "h.status = 'enabled' AND h.stage = 'after' AND (h.event = '*' OR h.event = {event}
            OR (h.event LIKE '%.*' AND {event} LIKE REPLACE(h.event, '*', '%')))"
     )
+}
+
+/// A value as the JSON text stored and handed over.
+fn to_raw(value: &serde_json::Value) -> Result<Box<RawValue>, StoreError> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| StoreError::Corrupt(format!("event JSON: {e}")))
 }
