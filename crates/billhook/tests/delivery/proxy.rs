@@ -26,7 +26,10 @@ async fn with_http_proxy_set_handler_calls_go_through_the_proxy() {
         nowhere.url("").trim_start_matches("http://"),
         "for the handler's host"
     );
-    assert!(nowhere.hits().is_empty(), "nothing went straight to the handler");
+    assert!(
+        nowhere.hits().is_empty(),
+        "nothing went straight to the handler"
+    );
 }
 
 /// Credentials in a handler's URL are sent as basic authentication.
