@@ -55,20 +55,24 @@ impl KeyRing {
     /// True when `key` is the admin key or one found live in the database within the
     /// last seconds: no need to ask it (see [`KeyRing::verify`]).
     pub fn known(&self, key: &str) -> bool {
-        let h = hash(key);
-        if self.admin_hash.as_deref() == Some(h.as_str()) {
+        self.known_hash(&hash(key))
+    }
+
+    fn known_hash(&self, h: &str) -> bool {
+        if self.admin_hash.as_deref() == Some(h) {
             return true;
         }
         let cache = self.cache.lock().expect("not poisoned");
-        cache.get(&h).is_some_and(|at| at.elapsed() < CACHE_FOR)
+        cache.get(h).is_some_and(|at| at.elapsed() < CACHE_FOR)
     }
 
     /// True when `key` is the admin key or a live stored key.
     pub async fn verify(&self, key: &str) -> Result<bool, AppError> {
-        if self.known(key) {
+        let h = hash(key);
+        if self.known_hash(&h) {
             return Ok(true);
         }
-        let (h, now) = (hash(key), Instant::now());
+        let now = Instant::now();
         let mut conn = self.db.read.acquire().await?;
         let valid = keys::is_valid(&mut conn, &h).await?;
         if valid {

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use billhook_domain::Timestamp;
-use serde_json::value::RawValue;
+use serde_json::value::{to_raw_value, RawValue};
 
 use crate::deliveries::Claimed;
 use crate::events::{Event, EventText};
@@ -35,8 +35,8 @@ pub async fn append(
             .map_or(0, |r| Timestamp::now().add_duration(r.margin).micros());
         // Serialised once: the text is stored and handed over as it is (a RawValue made
         // from a String would parse it again).
-        let data = to_raw(&e.data)?;
-        let previous = to_raw(&e.previous)?;
+        let data = to_raw_value(&e.data).expect("JSON values serialise");
+        let previous = to_raw_value(&e.previous).expect("JSON values serialise");
         let inserted = match dialect {
             Dialect::Sqlite => {
                 sqlite_insert(tx, e, data.get(), previous.get(), now, lease_base).await?
@@ -242,10 +242,4 @@ fn matching_handlers(event: &str) -> String {
         "h.status = 'enabled' AND h.stage = 'after' AND (h.event = '*' OR h.event = {event}
            OR (h.event LIKE '%.*' AND {event} LIKE REPLACE(h.event, '*', '%')))"
     )
-}
-
-/// A value as the JSON text stored and handed over.
-fn to_raw(value: &serde_json::Value) -> Result<Box<RawValue>, StoreError> {
-    serde_json::value::to_raw_value(value)
-        .map_err(|e| StoreError::Corrupt(format!("event JSON: {e}")))
 }

@@ -46,12 +46,18 @@ const MAX_WRITE: usize = 0x1ffff;
 
 const NAME: &CStr = c"billhook-wal-writes";
 
-/// A WAL file: SQLite's own file (`real`, in the same block just after this struct),
-/// its database file's wrapper, and the frames gathered for it.
+/// What both wrappers start with: the file SQLite sees, and SQLite's own file (in the
+/// same block, just after the wrapper).
 #[repr(C)]
-struct WalFile {
+struct Head {
     base: ffi::sqlite3_file,
     real: *mut ffi::sqlite3_file,
+}
+
+/// A WAL file: its database file's wrapper, and the frames gathered for it.
+#[repr(C)]
+struct WalFile {
+    head: Head,
     /// Null when the database file is not one of ours: then nothing is gathered.
     db: *mut DbFile,
     /// Where in the file `gathered` goes.
@@ -67,11 +73,10 @@ struct WalFile {
     committing: bool,
 }
 
-/// A main database file: SQLite's own file and the WAL it has open, if any.
+/// A main database file: the WAL it has open, if any.
 #[repr(C)]
 struct DbFile {
-    base: ffi::sqlite3_file,
-    real: *mut ffi::sqlite3_file,
+    head: Head,
     wal: *mut WalFile,
 }
 
@@ -143,10 +148,12 @@ unsafe extern "C" fn open(
         }
         if main_db {
             file.cast::<DbFile>().write(DbFile {
-                base: ffi::sqlite3_file {
-                    pMethods: &DB_METHODS,
+                head: Head {
+                    base: ffi::sqlite3_file {
+                        pMethods: &DB_METHODS,
+                    },
+                    real,
                 },
-                real,
                 wal: ptr::null_mut(),
             });
             return ffi::SQLITE_OK;
@@ -161,10 +168,12 @@ unsafe extern "C" fn open(
         };
         let w = file.cast::<WalFile>();
         w.write(WalFile {
-            base: ffi::sqlite3_file {
-                pMethods: &WAL_METHODS,
+            head: Head {
+                base: ffi::sqlite3_file {
+                    pMethods: &WAL_METHODS,
+                },
+                real,
             },
-            real,
             db,
             offset: 0,
             gathered: Vec::new(),
@@ -192,6 +201,15 @@ unsafe fn db<'a>(f: *mut ffi::sqlite3_file) -> &'a mut DbFile {
     unsafe { &mut *f.cast::<DbFile>() }
 }
 
+/// SQLite's own file under one of ours.
+///
+/// # Safety
+/// `f` is a file of ours, opened by [`open`] as a WAL or a main database file.
+unsafe fn real_of(f: *mut ffi::sqlite3_file) -> *mut ffi::sqlite3_file {
+    // SAFETY: both wrappers start with a Head.
+    unsafe { (*f.cast::<Head>()).real }
+}
+
 /// The real file's methods.
 ///
 /// # Safety
@@ -204,18 +222,25 @@ unsafe fn methods(real: *mut ffi::sqlite3_file) -> &'static ffi::sqlite3_io_meth
 /// Writes what is gathered, if anything.
 ///
 /// # Safety
-/// `w.real` is open.
+/// `w.head.real` is open.
 unsafe fn flush(w: &mut WalFile) -> c_int {
     if w.gathered.is_empty() {
         return ffi::SQLITE_OK;
     }
     // SAFETY: per the contract.
-    let write = unsafe { methods(w.real) }.xWrite.expect("files write");
+    let write = unsafe { methods(w.head.real) }.xWrite.expect("files write");
     let mut offset = w.offset;
     let mut rc = ffi::SQLITE_OK;
     for chunk in w.gathered.chunks(MAX_WRITE) {
         // SAFETY: the real xWrite with a live buffer of `chunk.len()` bytes, which fits.
-        rc = unsafe { write(w.real, chunk.as_ptr().cast(), chunk.len() as c_int, offset) };
+        rc = unsafe {
+            write(
+                w.head.real,
+                chunk.as_ptr().cast(),
+                chunk.len() as c_int,
+                offset,
+            )
+        };
         if rc != ffi::SQLITE_OK {
             break;
         }
@@ -288,7 +313,7 @@ unsafe extern "C" fn write(
         if rc != ffi::SQLITE_OK {
             return rc;
         }
-        (methods(w.real).xWrite.expect("files write"))(w.real, buf, amount, offset)
+        (methods(w.head.real).xWrite.expect("files write"))(w.head.real, buf, amount, offset)
     }
 }
 
@@ -298,7 +323,7 @@ unsafe extern "C" fn wal_close(f: *mut ffi::sqlite3_file) -> c_int {
     unsafe {
         let w = wal(f);
         let flushed = settle(w);
-        let closed = (methods(w.real).xClose.expect("files close"))(w.real);
+        let closed = (methods(w.head.real).xClose.expect("files close"))(w.head.real);
         if !w.db.is_null() {
             (*w.db).wal = ptr::null_mut();
         }
@@ -311,20 +336,20 @@ unsafe extern "C" fn wal_close(f: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
-/// A WAL file's other methods: what is gathered is written first, then the real
-/// method runs.
-macro_rules! wal_after_flush {
-    ($name:ident, $method:ident, ($($arg:ident: $ty:ty),*)) => {
+/// A method of either kind of file: `$before` runs first and may answer instead (with
+/// an error), then the real file's method.
+macro_rules! forward {
+    ($name:ident, $method:ident, $before:ident, ($($arg:ident: $ty:ty),*)) => {
         unsafe extern "C" fn $name(f: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
-            // SAFETY: SQLite passes a WAL file of ours and the method's own arguments.
+            // SAFETY: SQLite passes a file of ours and the method's own arguments.
             unsafe {
-                let w = wal(f);
-                let rc = settle(w);
+                let rc = $before(f);
                 if rc != ffi::SQLITE_OK {
                     return rc;
                 }
-                match methods(w.real).$method {
-                    Some(m) => m(w.real $(, $arg)*),
+                let real = real_of(f);
+                match methods(real).$method {
+                    Some(m) => m(real $(, $arg)*),
                     None => ffi::SQLITE_IOERR,
                 }
             }
@@ -332,28 +357,67 @@ macro_rules! wal_after_flush {
     };
 }
 
-wal_after_flush!(wal_read, xRead, (buf: *mut c_void, amount: c_int, offset: i64));
-wal_after_flush!(wal_truncate, xTruncate, (size: i64));
-wal_after_flush!(wal_sync, xSync, (flags: c_int));
-wal_after_flush!(wal_file_size, xFileSize, (size: *mut i64));
-wal_after_flush!(wal_lock, xLock, (level: c_int));
-wal_after_flush!(wal_unlock, xUnlock, (level: c_int));
-wal_after_flush!(wal_check_reserved_lock, xCheckReservedLock, (out: *mut c_int));
-wal_after_flush!(wal_file_control, xFileControl, (op: c_int, arg: *mut c_void));
-wal_after_flush!(wal_shm_map, xShmMap, (page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void));
-wal_after_flush!(wal_shm_lock, xShmLock, (offset: c_int, n: c_int, flags: c_int));
-wal_after_flush!(wal_shm_unmap, xShmUnmap, (delete: c_int));
-wal_after_flush!(wal_fetch, xFetch, (offset: i64, amount: c_int, out: *mut *mut c_void));
-wal_after_flush!(wal_unfetch, xUnfetch, (offset: i64, page: *mut c_void));
+/// Before any other call on a WAL: what is gathered is written (see [`settle`]).
+///
+/// # Safety
+/// `f` is a WAL file of ours.
+unsafe fn wal_settled(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: per the contract.
+    unsafe { settle(wal(f)) }
+}
+
+/// Before a database file's calls: nothing.
+fn as_it_is(_: *mut ffi::sqlite3_file) -> c_int {
+    ffi::SQLITE_OK
+}
+
+/// Before a database file's shared-memory lock, which may end the writer's turn: what
+/// its WAL gathered is written (see [`flush_wal_of`]).
+///
+/// # Safety
+/// `f` is a main database file of ours.
+unsafe fn wal_written(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: per the contract.
+    unsafe { flush_wal_of(db(f)) };
+    ffi::SQLITE_OK
+}
+
+forward!(wal_read, xRead, wal_settled, (buf: *mut c_void, amount: c_int, offset: i64));
+forward!(wal_truncate, xTruncate, wal_settled, (size: i64));
+forward!(wal_sync, xSync, wal_settled, (flags: c_int));
+forward!(wal_file_size, xFileSize, wal_settled, (size: *mut i64));
+forward!(wal_lock, xLock, wal_settled, (level: c_int));
+forward!(wal_unlock, xUnlock, wal_settled, (level: c_int));
+forward!(wal_check_reserved_lock, xCheckReservedLock, wal_settled, (out: *mut c_int));
+forward!(wal_file_control, xFileControl, wal_settled, (op: c_int, arg: *mut c_void));
+forward!(wal_shm_map, xShmMap, wal_settled, (page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void));
+forward!(wal_shm_lock, xShmLock, wal_settled, (offset: c_int, n: c_int, flags: c_int));
+forward!(wal_shm_unmap, xShmUnmap, wal_settled, (delete: c_int));
+forward!(wal_fetch, xFetch, wal_settled, (offset: i64, amount: c_int, out: *mut *mut c_void));
+forward!(wal_unfetch, xUnfetch, wal_settled, (offset: i64, page: *mut c_void));
+
+forward!(db_read, xRead, as_it_is, (buf: *mut c_void, amount: c_int, offset: i64));
+forward!(db_write, xWrite, as_it_is, (buf: *const c_void, amount: c_int, offset: i64));
+forward!(db_truncate, xTruncate, as_it_is, (size: i64));
+forward!(db_sync, xSync, as_it_is, (flags: c_int));
+forward!(db_file_size, xFileSize, as_it_is, (size: *mut i64));
+forward!(db_lock, xLock, as_it_is, (level: c_int));
+forward!(db_unlock, xUnlock, as_it_is, (level: c_int));
+forward!(db_check_reserved_lock, xCheckReservedLock, as_it_is, (out: *mut c_int));
+forward!(db_file_control, xFileControl, as_it_is, (op: c_int, arg: *mut c_void));
+forward!(db_shm_map, xShmMap, as_it_is, (page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void));
+forward!(db_shm_lock, xShmLock, wal_written, (offset: c_int, n: c_int, flags: c_int));
+forward!(db_shm_unmap, xShmUnmap, as_it_is, (delete: c_int));
+forward!(db_fetch, xFetch, as_it_is, (offset: i64, amount: c_int, out: *mut *mut c_void));
+forward!(db_unfetch, xUnfetch, as_it_is, (offset: i64, page: *mut c_void));
 
 /// A method of either kind of file that only asks: forwarded as it is.
 macro_rules! ask {
     ($name:ident, $method:ident, $none:expr) => {
         unsafe extern "C" fn $name(f: *mut ffi::sqlite3_file) -> c_int {
-            // SAFETY: SQLite passes a file of ours; both wrappers start with the base
-            // file and the real one.
+            // SAFETY: SQLite passes a file of ours.
             unsafe {
-                let real = db(f).real;
+                let real = real_of(f);
                 methods(real).$method.map_or($none, |m| m(real))
             }
         }
@@ -363,13 +427,27 @@ macro_rules! ask {
 ask!(sector_size, xSectorSize, 4096);
 ask!(device_characteristics, xDeviceCharacteristics, 0);
 
-unsafe extern "C" fn wal_shm_barrier(f: *mut ffi::sqlite3_file) {
-    // SAFETY: SQLite passes a WAL file of ours.
+/// The real file's memory barrier.
+///
+/// # Safety
+/// `f` is a file of ours.
+unsafe extern "C" fn shm_barrier(f: *mut ffi::sqlite3_file) {
+    // SAFETY: per the contract.
     unsafe {
-        let w = wal(f);
-        if let Some(m) = methods(w.real).xShmBarrier {
-            m(w.real);
+        let real = real_of(f);
+        if let Some(m) = methods(real).xShmBarrier {
+            m(real);
         }
+    }
+}
+
+/// A database file's barrier, before which SQLite never publishes a commit: what its
+/// WAL gathered is written first.
+unsafe extern "C" fn db_shm_barrier(f: *mut ffi::sqlite3_file) {
+    // SAFETY: SQLite passes a database file of ours.
+    unsafe {
+        wal_written(f);
+        shm_barrier(f);
     }
 }
 
@@ -396,34 +474,6 @@ unsafe fn flush_wal_of(d: &mut DbFile) {
     }
 }
 
-unsafe extern "C" fn db_shm_lock(
-    f: *mut ffi::sqlite3_file,
-    offset: c_int,
-    n: c_int,
-    flags: c_int,
-) -> c_int {
-    // SAFETY: SQLite passes a database file of ours and the method's own arguments.
-    unsafe {
-        let d = db(f);
-        flush_wal_of(d);
-        match methods(d.real).xShmLock {
-            Some(m) => m(d.real, offset, n, flags),
-            None => ffi::SQLITE_IOERR,
-        }
-    }
-}
-
-unsafe extern "C" fn db_shm_barrier(f: *mut ffi::sqlite3_file) {
-    // SAFETY: SQLite passes a database file of ours.
-    unsafe {
-        let d = db(f);
-        flush_wal_of(d);
-        if let Some(m) = methods(d.real).xShmBarrier {
-            m(d.real);
-        }
-    }
-}
-
 unsafe extern "C" fn db_close(f: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes a database file of ours once, after its WAL.
     unsafe {
@@ -431,39 +481,9 @@ unsafe extern "C" fn db_close(f: *mut ffi::sqlite3_file) -> c_int {
         if !d.wal.is_null() {
             (*d.wal).db = ptr::null_mut();
         }
-        (methods(d.real).xClose.expect("files close"))(d.real)
+        (methods(d.head.real).xClose.expect("files close"))(d.head.real)
     }
 }
-
-/// A database file's other methods, forwarded as they are.
-macro_rules! db_forward {
-    ($name:ident, $method:ident, ($($arg:ident: $ty:ty),*)) => {
-        unsafe extern "C" fn $name(f: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
-            // SAFETY: SQLite passes a database file of ours and the method's arguments.
-            unsafe {
-                let real = db(f).real;
-                match methods(real).$method {
-                    Some(m) => m(real $(, $arg)*),
-                    None => ffi::SQLITE_IOERR,
-                }
-            }
-        }
-    };
-}
-
-db_forward!(db_read, xRead, (buf: *mut c_void, amount: c_int, offset: i64));
-db_forward!(db_write, xWrite, (buf: *const c_void, amount: c_int, offset: i64));
-db_forward!(db_truncate, xTruncate, (size: i64));
-db_forward!(db_sync, xSync, (flags: c_int));
-db_forward!(db_file_size, xFileSize, (size: *mut i64));
-db_forward!(db_lock, xLock, (level: c_int));
-db_forward!(db_unlock, xUnlock, (level: c_int));
-db_forward!(db_check_reserved_lock, xCheckReservedLock, (out: *mut c_int));
-db_forward!(db_file_control, xFileControl, (op: c_int, arg: *mut c_void));
-db_forward!(db_shm_map, xShmMap, (page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void));
-db_forward!(db_shm_unmap, xShmUnmap, (delete: c_int));
-db_forward!(db_fetch, xFetch, (offset: i64, amount: c_int, out: *mut *mut c_void));
-db_forward!(db_unfetch, xUnfetch, (offset: i64, page: *mut c_void));
 
 /// Version 3, as the unix VFS's: a method the real file lacks answers SQLITE_IOERR.
 static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -482,7 +502,7 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xDeviceCharacteristics: Some(device_characteristics),
     xShmMap: Some(wal_shm_map),
     xShmLock: Some(wal_shm_lock),
-    xShmBarrier: Some(wal_shm_barrier),
+    xShmBarrier: Some(shm_barrier),
     xShmUnmap: Some(wal_shm_unmap),
     xFetch: Some(wal_fetch),
     xUnfetch: Some(wal_unfetch),
