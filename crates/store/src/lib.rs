@@ -25,6 +25,7 @@ mod query;
 pub mod rate_tables;
 pub mod sql;
 mod sqlite_config;
+mod statements;
 pub mod subscriptions;
 pub mod transactions;
 mod wal_writes;

@@ -18,6 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::statements::Lite;
 use crate::StoreError;
 
 /// A value bound to a `$N` parameter.
@@ -217,7 +218,7 @@ impl Query {
                     )));
                 };
                 lite_execute(c, insert, &self.args)?;
-                Ok(c.last_insert_rowid())
+                Ok(c.conn.last_insert_rowid())
             }
         }
     }
@@ -384,7 +385,7 @@ enum Inner {
 
 enum Backend<'a> {
     Any(&'a mut AnyConnection),
-    Lite(&'a mut rusqlite::Connection),
+    Lite(&'a mut Lite),
 }
 
 impl Conn {
@@ -533,15 +534,11 @@ impl Tx {
                 crate::group_commit::commit(c, member, hands_over).await?;
             }
             Inner::Lite(mut c) => {
-                let result = c.conn.as_mut().expect("connection").execute_batch("COMMIT");
+                let result = c.raw().execute_batch("COMMIT");
                 if result.is_err() {
                     // A failed COMMIT leaves the transaction open: end it before the
                     // connection goes back to the pool.
-                    let _ = c
-                        .conn
-                        .as_mut()
-                        .expect("connection")
-                        .execute_batch("ROLLBACK");
+                    let _ = c.raw().execute_batch("ROLLBACK");
                 }
                 result?;
                 hands_over
@@ -562,10 +559,7 @@ impl Tx {
                 crate::group_commit::abandon(&mut c, &member);
             }
             Inner::Lite(mut c) => {
-                c.conn
-                    .as_mut()
-                    .expect("connection")
-                    .execute_batch("ROLLBACK")?;
+                c.raw().execute_batch("ROLLBACK")?;
             }
             Inner::AnyPooled(_) => {}
         }
@@ -679,7 +673,7 @@ impl Pool {
 
 /// SQLite connections to one file, handed out one holder at a time each.
 pub struct LitePool {
-    idle: Mutex<Vec<rusqlite::Connection>>,
+    idle: Mutex<Vec<Lite>>,
     permits: Arc<Semaphore>,
     /// The writer's group commit (the write pool only).
     group: Option<Arc<crate::group_commit::Group>>,
@@ -687,7 +681,7 @@ pub struct LitePool {
 
 /// A SQLite connection out of its pool; it goes back when dropped.
 pub struct LiteConn {
-    conn: Option<rusqlite::Connection>,
+    conn: Option<Lite>,
     pool: Option<Arc<LitePool>>,
     _permit: Option<OwnedSemaphorePermit>,
     /// When it was taken from its pool.
@@ -697,7 +691,7 @@ pub struct LiteConn {
 impl LiteConn {
     /// The connection itself.
     pub(crate) fn raw(&mut self) -> &mut rusqlite::Connection {
-        self.conn.as_mut().expect("connection present")
+        &mut self.conn.as_mut().expect("connection present").conn
     }
 
     /// The pool it returns to.
@@ -752,8 +746,10 @@ impl LitePool {
         for _ in 0..size {
             let conn = rusqlite::Connection::open(path)?;
             conn.execute_batch(setup)?;
-            conn.set_prepared_statement_cache_capacity(256);
-            idle.push(conn);
+            // rusqlite's cache keeps only the transaction control statements now (see
+            // `group_commit::exec`); the rest are kept by `Lite`.
+            conn.set_prepared_statement_cache_capacity(16);
+            idle.push(Lite::new(conn));
         }
         Ok(LitePool {
             idle: Mutex::new(idle),
@@ -803,8 +799,9 @@ impl LitePool {
     }
 }
 
-/// A statement's SQL as SQLite runs it ([`numbered`]) and the names of its columns, by
-/// the text the caller wrote.
+/// A statement's SQL as SQLite runs it ([`numbered`]), the names of its columns, and the
+/// number its prepared statements are kept by on each connection (see
+/// [`crate::statements`]), by the text the caller wrote.
 ///
 /// Why: every statement used to rewrite its SQL and collect its column names into new
 /// strings, a few allocations and copies per statement and 3 % of the server under load,
@@ -812,6 +809,8 @@ impl LitePool {
 struct LiteSql {
     numbered: Box<str>,
     columns: OnceLock<Arc<Vec<String>>>,
+    /// None for a text past [`LITE_SQL_KEPT`]: prepared for each run.
+    id: Option<u32>,
 }
 
 /// Distinct SQL texts kept. Ours are a few hundred, and more where a statement is made
@@ -825,21 +824,22 @@ fn lite_sql(sql: &str) -> Arc<LiteSql> {
     // every statement run; SipHash (the default) made that 1 % of the server.
     type Kept = HashMap<Box<str>, Arc<LiteSql>, foldhash::fast::RandomState>;
     static KEPT: LazyLock<RwLock<Kept>> = LazyLock::new(Default::default);
-    let full = {
-        let kept = KEPT.read().expect("not poisoned");
-        if let Some(found) = kept.get(sql) {
-            return found.clone();
-        }
-        kept.len() >= LITE_SQL_KEPT
-    };
+    if let Some(found) = KEPT.read().expect("not poisoned").get(sql) {
+        return found.clone();
+    }
+    let mut kept = KEPT.write().expect("not poisoned");
+    if let Some(found) = kept.get(sql) {
+        return found.clone();
+    }
+    let full = kept.len() >= LITE_SQL_KEPT;
     let made = Arc::new(LiteSql {
         numbered: numbered(sql).into(),
         columns: OnceLock::new(),
+        // Numbered under the write lock: one number per text, in every thread.
+        id: (!full).then(|| kept.len() as u32),
     });
     if !full {
-        KEPT.write()
-            .expect("not poisoned")
-            .insert(sql.into(), made.clone());
+        kept.insert(sql.into(), made.clone());
     }
     made
 }
@@ -862,84 +862,62 @@ fn numbered(sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8(out).expect("only an ASCII byte was replaced"))
 }
 
-/// Binds the arguments by position to a statement of [`numbered`] SQL.
-fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), StoreError> {
-    let count = stmt.parameter_count().min(args.len());
-    // Parameters beyond the arguments stay unbound: NULL, as SQLite and sqlx treat it.
-    for (i, arg) in args.iter().enumerate().take(count) {
-        let i = i + 1;
-        match arg {
-            Arg::Null(_) => stmt.raw_bind_parameter(i, rusqlite::types::Null)?,
-            Arg::Int(v) => stmt.raw_bind_parameter(i, v)?,
-            Arg::Real(v) => stmt.raw_bind_parameter(i, v)?,
-            Arg::Text(v) => stmt.raw_bind_parameter(i, v.as_str())?,
-        }
-    }
-    Ok(())
-}
-
 /// The statements of a string. Our SQL has no `;` inside literals, so splitting on it
 /// is exact.
 fn statements(sql: &str) -> impl Iterator<Item = &str> {
     sql.split(';').map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn lite_execute(
-    conn: &mut rusqlite::Connection,
-    sql: &str,
-    args: &[Arg],
-) -> Result<Done, StoreError> {
+fn lite_execute(conn: &mut Lite, sql: &str, args: &[Arg]) -> Result<Done, StoreError> {
     let mut rows = 0;
     let sql = lite_sql(sql);
-    for one in statements(&sql.numbered) {
-        let mut stmt = conn.prepare_cached(one)?;
-        bind(&mut stmt, args)?;
-        let mut result = stmt.raw_query();
-        while result.next()?.is_some() {}
-        drop(result);
-        rows += conn.changes();
+    for (part, one) in statements(&sql.numbered).enumerate() {
+        let key = sql.id.map(|id| (id, part as u32));
+        rows += conn.run(key, one, args, |_| Ok(false))?;
     }
     Ok(Done { rows })
 }
 
 fn lite_rows(
-    conn: &mut rusqlite::Connection,
+    conn: &mut Lite,
     sql: &str,
     args: &[Arg],
     limit: usize,
 ) -> Result<Vec<Row>, StoreError> {
     let sql = lite_sql(sql);
-    let mut stmt = conn.prepare_cached(sql.numbered.trim().trim_end_matches(';'))?;
-    bind(&mut stmt, args)?;
-    let columns = sql
-        .columns
-        .get_or_init(|| Arc::new(stmt.column_names().into_iter().map(String::from).collect()))
-        .clone();
-    // Names kept by the text alone hold as long as no statement selects `*` across
-    // schemas that differ (none does).
-    debug_assert_eq!(
-        stmt.column_count(),
-        columns.len(),
-        "columns of {}",
-        sql.numbered
-    );
-    let n = columns.len();
+    let one = sql.numbered.trim().trim_end_matches(';');
     let mut out = Vec::new();
-    let mut rows = stmt.raw_query();
-    while let Some(row) = rows.next()? {
-        let mut values = Vec::with_capacity(n);
-        for i in 0..n {
-            values.push(row.get::<_, LiteValue>(i)?);
-        }
+    let mut columns: Option<Arc<Vec<String>>> = None;
+    conn.run(sql.id.map(|id| (id, 0)), one, args, |step| {
+        let columns = columns.get_or_insert_with(|| {
+            sql.columns
+                .get_or_init(|| {
+                    Arc::new(
+                        (0..step.column_count())
+                            .map(|i| step.column_name(i))
+                            .collect(),
+                    )
+                })
+                .clone()
+        });
+        // Names kept by the text alone hold as long as no statement selects `*` across
+        // schemas that differ (none does).
+        debug_assert_eq!(
+            step.column_count(),
+            columns.len(),
+            "columns of {}",
+            sql.numbered
+        );
+        let values = (0..columns.len())
+            .map(|i| step.value(i))
+            .collect::<Result<Vec<LiteValue>, StoreError>>()?;
         out.push(Row::Lite(LiteRow {
             columns: columns.clone(),
             values,
         }));
-        if out.len() >= limit {
-            // Run the statement to its end: an UPDATE … RETURNING must finish its work.
-            while rows.next()?.is_some() {}
-            break;
-        }
-    }
+        // Past the limit the statement is still run to its end: an UPDATE … RETURNING
+        // must finish its work.
+        Ok(out.len() < limit)
+    })?;
     Ok(out)
 }
