@@ -19,8 +19,12 @@ use std::time::Duration;
 use crate::sql::LitePool;
 use crate::StoreError;
 
-/// How often the WAL is copied back into the database.
-const EVERY: Duration = Duration::from_millis(100);
+/// How often the WAL is copied back into the database. A checkpoint copies the last
+/// version of each page the WAL holds, and under load the same pages (the tails of the
+/// outbox's indexes, the busy clients' rows) change again and again: every 250 ms
+/// instead of 100 the checkpoints read and write about a fifth fewer pages per event
+/// (`pread`/`pwrite` per event in a saturated bench, counted with `perf stat`).
+const EVERY: Duration = Duration::from_millis(250);
 
 /// WAL pages (4 KiB) beyond which the checkpoint takes the writer to start the WAL over.
 const RESTART_AT: i64 = 4096;
