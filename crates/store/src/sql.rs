@@ -218,7 +218,7 @@ impl Query {
                     )));
                 };
                 lite_execute(c, insert, &self.args)?;
-                Ok(c.conn.last_insert_rowid())
+                Ok(c.conn().last_insert_rowid())
             }
         }
     }
@@ -691,7 +691,7 @@ pub struct LiteConn {
 impl LiteConn {
     /// The connection itself.
     pub(crate) fn raw(&mut self) -> &mut rusqlite::Connection {
-        &mut self.conn.as_mut().expect("connection present").conn
+        self.conn.as_mut().expect("connection present").conn()
     }
 
     /// The pool it returns to.
@@ -890,24 +890,22 @@ fn lite_rows(
     let mut columns: Option<Arc<Vec<String>>> = None;
     conn.run(sql.id.map(|id| (id, 0)), one, args, |step| {
         let columns = columns.get_or_insert_with(|| {
-            sql.columns
-                .get_or_init(|| {
-                    Arc::new(
-                        (0..step.column_count())
-                            .map(|i| step.column_name(i))
-                            .collect(),
-                    )
-                })
-                .clone()
+            let names = || {
+                Arc::new(
+                    (0..step.column_count())
+                        .map(|i| step.column_name(i))
+                        .collect(),
+                )
+            };
+            let kept = sql.columns.get_or_init(names).clone();
+            // Names are kept by the text; a `*` over a table whose columns changed since
+            // (SQLite prepares the statement again) gets this run's own.
+            if kept.len() == step.column_count() {
+                kept
+            } else {
+                names()
+            }
         });
-        // Names kept by the text alone hold as long as no statement selects `*` across
-        // schemas that differ (none does).
-        debug_assert_eq!(
-            step.column_count(),
-            columns.len(),
-            "columns of {}",
-            sql.numbered
-        );
         let values = (0..columns.len())
             .map(|i| step.value(i))
             .collect::<Result<Vec<LiteValue>, StoreError>>()?;

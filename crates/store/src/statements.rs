@@ -26,7 +26,16 @@ pub(crate) struct Lite {
     // Declared first: dropped, so finalized, before the connection closes (rusqlite's
     // close fails on a connection with statements left).
     statements: Statements,
-    pub(crate) conn: rusqlite::Connection,
+    conn: rusqlite::Connection,
+}
+
+impl Drop for Lite {
+    /// Finalizes the statements first, whatever the fields' order: a connection closed
+    /// with statements left is leaked, not closed. (A `Drop` also forbids moving the
+    /// connection out on its own.)
+    fn drop(&mut self) {
+        self.statements.0.clear();
+    }
 }
 
 /// Prepared statements by (text number, statement within the text).
@@ -87,6 +96,11 @@ impl Lite {
             }
         };
         Running { db, stmt }.go(args, &mut row)
+    }
+
+    /// The connection itself.
+    pub(crate) fn conn(&mut self) -> &mut rusqlite::Connection {
+        &mut self.conn
     }
 
     fn db(&self) -> *mut ffi::sqlite3 {
@@ -175,7 +189,12 @@ impl Running {
                     Arg::Text(v) => ffi::sqlite3_bind_text64(
                         stmt,
                         i,
-                        v.as_ptr().cast::<c_char>(),
+                        // An empty String's pointer dangles: a real one, as rusqlite does.
+                        if v.is_empty() {
+                            c"".as_ptr()
+                        } else {
+                            v.as_ptr().cast::<c_char>()
+                        },
                         v.len() as u64,
                         ffi::SQLITE_STATIC(),
                         ffi::SQLITE_UTF8 as u8,
