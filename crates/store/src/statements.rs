@@ -76,6 +76,9 @@ impl Lite {
         mut row: impl FnMut(&Step<'_>) -> Result<bool, StoreError>,
     ) -> Result<u64, StoreError> {
         let db = self.db();
+        // A text that is not kept is prepared for this run only, finalized when `once`
+        // drops, after the run.
+        let mut once = None;
         let stmt = match key {
             Some(key) => {
                 if !self.statements.0.contains_key(&key) && self.statements.0.len() >= KEPT {
@@ -86,14 +89,7 @@ impl Lite {
                     std::collections::hash_map::Entry::Vacant(e) => e.insert(prepare(db, sql)?).0,
                 }
             }
-            None => {
-                // Not kept: prepared for this run only, finalized when `once` drops.
-                let once = prepare(db, sql)?;
-                let stmt = once.0;
-                let result = Running { db, stmt }.go(args, &mut row);
-                drop(once);
-                return result;
-            }
+            None => once.insert(prepare(db, sql)?).0,
         };
         Running { db, stmt }.go(args, &mut row)
     }

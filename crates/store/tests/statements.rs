@@ -20,6 +20,11 @@ async fn exec(c: &mut Conn, sql: &str) {
     query(sql).execute(c).await.unwrap();
 }
 
+/// The first column of the one row `q` gives, as an integer.
+async fn scalar(c: &mut Conn, q: billhook_store::sql::Query) -> i64 {
+    q.fetch_one(c).await.unwrap().try_get(0).unwrap()
+}
+
 async fn one_text(
     c: &mut Conn,
     sql: &str,
@@ -160,12 +165,7 @@ async fn bindings_are_cleared_after_ok_after_a_callback_error_and_after_a_step_e
         .unwrap_err();
     assert!(e.is_unique_violation());
     query(ins).execute(&mut c).await.unwrap(); // NULL, not the stale text
-    let n: i64 = query("SELECT count(*) FROM u WHERE a IS NULL")
-        .fetch_one(&mut c)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let n = scalar(&mut c, query("SELECT count(*) FROM u WHERE a IS NULL")).await;
     assert_eq!(n, 1);
 }
 
@@ -229,12 +229,7 @@ async fn limit_still_steps_every_row_and_multi_statements_sum_changes() {
         .await
         .unwrap();
     assert!(r.is_some());
-    let s: i64 = query("SELECT sum(n) FROM t")
-        .fetch_one(&mut c)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let s = scalar(&mut c, query("SELECT sum(n) FROM t")).await;
     assert_eq!(s, 3, "every row updated though only one was read");
     let done = query("UPDATE t SET n = 5 WHERE a < $1")
         .bind(5i64)
@@ -364,13 +359,11 @@ async fn many_distinct_texts_past_the_per_connection_limit() {
         .execute(&mut c)
         .await
         .unwrap();
-        let n: i64 = query("SELECT count(*) FROM t WHERE a <= $1")
-            .bind(i)
-            .fetch_one(&mut c)
-            .await
-            .unwrap()
-            .try_get(0)
-            .unwrap();
+        let n = scalar(
+            &mut c,
+            query("SELECT count(*) FROM t WHERE a <= $1").bind(i),
+        )
+        .await;
         assert_eq!(n, i + 1);
     }
 }
