@@ -18,7 +18,7 @@ use billhook_store::executions;
 pub use billhook_store::executions::{Execution, ExecutionQuery};
 use billhook_store::handlers as store;
 pub use billhook_store::handlers::HandlerQuery;
-use billhook_store::{events, Db, Page};
+use billhook_store::{events, Db, Page, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -212,16 +212,43 @@ impl Handlers {
         .await
     }
 
-    /// Deletes a handler and its deliveries; its execution log stays.
+    /// Deletes a handler and its deliveries; its execution log stays. On PostgreSQL the
+    /// delete waits a moment for the transactions writing deliveries (see
+    /// `store::delete`); behind a long one (an import) it tries again a few times, then
+    /// answers 409 rather than hold every event up.
     pub async fn delete(&self, id: i64) -> Result<Handler, AppError> {
+        let mut tries = 0;
+        loop {
+            match self.try_delete(id).await {
+                Ok(Some(h)) => {
+                    self.changed();
+                    return Ok(h);
+                }
+                Ok(None) => return Err(AppError::not_found("handler", id)),
+                Err(e) if e.is_lock_timeout() && tries < 3 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) if e.is_lock_timeout() => {
+                    return Err(AppError::Conflict(format!(
+                        "handler {id} was not deleted: a long transaction is writing \
+                         deliveries (an import?); try again once it has ended"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The handler deleted, if there was one.
+    async fn try_delete(&self, id: i64) -> Result<Option<Handler>, StoreError> {
         let mut tx = self.db.begin().await?;
-        let h = store::get(&mut tx, id)
-            .await?
-            .ok_or_else(|| AppError::not_found("handler", id))?;
+        let Some(h) = store::get(&mut tx, id).await? else {
+            return Ok(None);
+        };
         store::delete(&mut tx, id).await?;
         tx.commit().await?;
-        self.changed();
-        Ok(h)
+        Ok(Some(h))
     }
 
     /// The current signing secret.

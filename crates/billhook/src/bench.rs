@@ -168,6 +168,28 @@ pub(crate) async fn spawn_listening(
     mut command: tokio::process::Command,
     listening: &str,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
+    // The child dies with the bench even when the bench is killed (SIGKILL, or a SIGTERM
+    // sent to it alone): a server left running goes on polling its database and skews
+    // the runs after it. The signal comes when the thread that spawned the child ends:
+    // here the main thread (the bench runs in `block_on`), which ends with the process.
+    #[cfg(target_os = "linux")]
+    {
+        let bench = libc::pid_t::try_from(std::process::id())?;
+        // SAFETY: `prctl`, `getppid` and `_exit` are async-signal-safe and touch nothing
+        // of the parent's.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The bench died before the line above: no signal will come.
+                if libc::getppid() != bench {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
     let mut process = command.stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
     let mut lines = BufReader::new(process.stdout.take().context("stdout")?).lines();
     let addr = loop {

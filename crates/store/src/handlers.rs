@@ -96,7 +96,24 @@ pub async fn update(conn: &mut Conn, h: &Handler) -> Result<(), StoreError> {
 }
 
 /// Deletes a handler and its deliveries (its execution log stays).
+///
+/// On PostgreSQL it first waits for every transaction that writes deliveries and holds
+/// new ones off until it commits: deliveries have no foreign key to their handler, and
+/// a transaction that read this handler before the delete committed could otherwise
+/// queue a delivery for it that nothing would ever claim. One that takes its lock after
+/// ours reads the handlers after our commit. SHARE ROW EXCLUSIVE conflicts with the
+/// writers' ROW EXCLUSIVE and with itself (two deletes at once, each in SHARE mode, would
+/// deadlock on their DELETEs). It waits at most [`DELETE_LOCK_WAIT`], since every writer
+/// of deliveries queues behind it meanwhile: behind a long transaction (an import) the
+/// delete fails with a lock timeout (see [`StoreError::is_lock_timeout`]) rather than
+/// stall the server. SQLite's single writer serialises the two anyway.
 pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
+    if conn.is_postgres() {
+        query(DELETE_LOCK_WAIT).execute(&mut *conn).await?;
+        query("LOCK TABLE deliveries IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *conn)
+            .await?;
+    }
     query("DELETE FROM deliveries WHERE handlers_id = $1")
         .bind(id)
         .execute(&mut *conn)
@@ -107,6 +124,9 @@ pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
         .await?;
     Ok(())
 }
+
+/// How long a handler's delete waits for the lock on deliveries (PostgreSQL).
+const DELETE_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '500ms'";
 
 /// The secrets that sign now: the current one, and the previous one until it expires.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Analyzed, Claimed, Lease, Look, Outcome};
 use billhook_store::events::Event;
 use billhook_store::sql::{query, Conn, Tx};
-use billhook_store::{outbox, Db, Dialect};
+use billhook_store::{handlers, outbox, Db, Dialect};
 use serde_json::json;
 
 /// A migrated database with two after handlers for every event: SQLite in a temporary
@@ -1175,5 +1175,188 @@ async fn a_delivery_recovered_while_the_one_before_it_finishes_is_flagged_after_
     let next = claim(1, None).await;
     assert_eq!(next.len(), 1, "the recovered delivery, claimed: {next:?}");
     assert!(next[0].id != d1 && next[0].handlers_id == handler);
+    fresh.drop_database().await;
+}
+
+/// PostgreSQL: waits until `n` sessions of the test's database wait for a lock.
+async fn until_waiting_for_locks(db: &Db, n: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut conn = db.read.acquire().await.unwrap();
+        let waiting = scalar(
+            &mut conn,
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await;
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{waiting} of {n} waiting for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Deletes handler `id` in a transaction of its own.
+fn delete_handler(db: &Db, id: i64) -> tokio::task::JoinHandle<Result<(), String>> {
+    let db = db.clone();
+    tokio::spawn(async move {
+        let mut tx = db.begin().await.map_err(|e| e.to_string())?;
+        handlers::delete(&mut tx, id)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())
+    })
+}
+
+/// Deliveries of a handler that no longer exists: must be none, or they would wait for
+/// ever (a claim takes only deliveries of enabled handlers).
+async fn orphans(db: &Db) -> i64 {
+    let mut conn = db.read.acquire().await.unwrap();
+    scalar(
+        &mut conn,
+        "SELECT COUNT(*) FROM deliveries d
+         WHERE NOT EXISTS (SELECT 1 FROM handlers h WHERE h.id = d.handlers_id)",
+    )
+    .await
+}
+
+/// PostgreSQL, where deliveries have no foreign key to their handler: deleting a handler
+/// waits for a transaction that is queueing a delivery for it, then deletes that one
+/// too. None is left behind.
+#[tokio::test]
+async fn a_handler_deleted_while_a_delivery_for_it_is_queued_leaves_none_behind() {
+    let Some(fresh) = Fresh::postgres_only("the two transactions never overlap").await else {
+        return;
+    };
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let mut queued = db.begin().await.unwrap();
+    outbox::append(
+        &mut queued,
+        dialect,
+        &[event(1, "clients:1")],
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let deleting = delete_handler(db, 1);
+    until_waiting_for_locks(db, 1).await;
+    assert!(!deleting.is_finished(), "the delete waits");
+    queued.commit().await.unwrap();
+    deleting.await.unwrap().unwrap();
+    assert_eq!(orphans(db).await, 0, "no delivery of the deleted handler");
+    let mut conn = db.read.acquire().await.unwrap();
+    let kept = scalar(&mut conn, "SELECT COUNT(*) FROM deliveries").await;
+    assert_eq!(kept, 1, "the other handler's delivery stays");
+    drop(conn);
+    fresh.drop_database().await;
+}
+
+/// PostgreSQL: an event queued while a handler's delete is under way waits for it, and
+/// then has no delivery for that handler.
+#[tokio::test]
+async fn an_event_queued_while_its_handler_is_deleted_waits_and_leaves_it_out() {
+    let Some(fresh) = Fresh::postgres_only("the two transactions never overlap").await else {
+        return;
+    };
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let mut deleting = db.begin().await.unwrap();
+    handlers::delete(&mut deleting, 1).await.unwrap();
+    let queueing = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            outbox::append(&mut tx, dialect, &[event(1, "clients:1")], Timestamp::now())
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    });
+    until_waiting_for_locks(db, 1).await;
+    assert!(!queueing.is_finished(), "the event waits for the delete");
+    deleting.commit().await.unwrap();
+    queueing.await.unwrap();
+    assert_eq!(orphans(db).await, 0, "no delivery for the deleted handler");
+    let mut conn = db.read.acquire().await.unwrap();
+    let kept = scalar(&mut conn, "SELECT COUNT(*) FROM deliveries").await;
+    assert_eq!(kept, 1, "the other handler's delivery");
+    drop(conn);
+    fresh.drop_database().await;
+}
+
+/// PostgreSQL: two handlers deleted at once, both behind a transaction queueing
+/// deliveries, are both deleted (their locks do not deadlock).
+#[tokio::test]
+async fn two_handlers_deleted_at_once_are_both_deleted() {
+    let Some(fresh) = Fresh::postgres_only("the transactions never overlap").await else {
+        return;
+    };
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let mut queued = db.begin().await.unwrap();
+    outbox::append(
+        &mut queued,
+        dialect,
+        &[event(1, "clients:1")],
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let (one, two) = (delete_handler(db, 1), delete_handler(db, 2));
+    until_waiting_for_locks(db, 2).await;
+    queued.commit().await.unwrap();
+    one.await.unwrap().expect("the first delete");
+    two.await.unwrap().expect("the second delete");
+    let mut conn = db.read.acquire().await.unwrap();
+    assert_eq!(
+        scalar(&mut conn, "SELECT COUNT(*) FROM deliveries").await,
+        0
+    );
+    assert_eq!(scalar(&mut conn, "SELECT COUNT(*) FROM handlers").await, 0);
+    drop(conn);
+    fresh.drop_database().await;
+}
+
+/// PostgreSQL: behind a long transaction writing deliveries (an import) a handler's
+/// delete gives up after a moment instead of holding every event up, and events are
+/// queued again at once.
+#[tokio::test]
+async fn a_delete_behind_a_long_transaction_gives_up_and_holds_nothing_up() {
+    let Some(fresh) = Fresh::postgres_only("the transactions never overlap").await else {
+        return;
+    };
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let mut long = db.begin().await.unwrap();
+    outbox::append(
+        &mut long,
+        dialect,
+        &[event(1, "clients:1")],
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut tx = db.begin().await.unwrap();
+    let gave_up = handlers::delete(&mut tx, 1).await.unwrap_err();
+    assert!(gave_up.is_lock_timeout(), "{gave_up}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    tx.rollback().await.unwrap();
+    let mut other = db.begin().await.unwrap();
+    outbox::append(
+        &mut other,
+        dialect,
+        &[event(2, "clients:2")],
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    other.commit().await.unwrap();
+    long.commit().await.unwrap();
+    let mut conn = db.read.acquire().await.unwrap();
+    let kept = scalar(&mut conn, "SELECT COUNT(*) FROM deliveries").await;
+    assert_eq!(kept, 4, "both events' deliveries, to both handlers");
+    drop(conn);
     fresh.drop_database().await;
 }
