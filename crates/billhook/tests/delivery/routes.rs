@@ -208,6 +208,59 @@ async fn the_list_filters_by_status_event_type_and_stage_and_hides_archived() {
     assert_eq!(ids(&list("event=dids.update").await), Vec::<Value>::new());
 }
 
+/// PostgreSQL: a handler's delete waits for the transactions writing deliveries; behind
+/// one that lasts (an import), it answers 409 after a few seconds instead of holding
+/// every event up, and goes once that transaction has ended.
+#[tokio::test]
+async fn a_delete_behind_a_long_transaction_answers_409_then_goes() {
+    use sqlx::Connection;
+    let s = Server::start().await;
+    if !s.db.is_postgres() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOT RUN on SQLite (its one writer serialises the delete with every write); \
+             set BILLHOOK_TEST_DATABASE_URL to run it on PostgreSQL"
+        );
+        return;
+    }
+    let h = create_handler(
+        &s,
+        json!({"name": "doomed", "event": "clients.create", "task": "http://127.0.0.1:9/a"}),
+    )
+    .await;
+    // Stands for a long transaction that writes deliveries.
+    let mut long = sqlx::PgConnection::connect(&s.db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut long).await.unwrap();
+    sqlx::query("LOCK TABLE deliveries IN ROW EXCLUSIVE MODE")
+        .execute(&mut long)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (st, v) = s.delete(&path(&h["id"], "")).await;
+    assert_eq!(st, 409, "{v}");
+    assert_error(&v, "conflict");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("try again"),
+        "{v}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(1) && waited < std::time::Duration::from_secs(15),
+        "tried for {waited:?}"
+    );
+    let (st, v) = s.get(&path(&h["id"], "")).await;
+    assert_eq!(st, 200, "still there: {v}");
+    sqlx::query("COMMIT").execute(&mut long).await.unwrap();
+    let (st, v) = s.delete(&path(&h["id"], "")).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = s.get(&path(&h["id"], "")).await;
+    assert_eq!(st, 404);
+}
+
 #[tokio::test]
 async fn get_patch_and_delete() {
     let s = Server::start().await;
