@@ -379,6 +379,16 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
         })
 }
 
+/// PostgreSQL: for the rest of the transaction, a statement waits at most `ms` for a
+/// lock, then fails ([`StoreError::is_lock_timeout`]): for work that must give way
+/// rather than hold others up while it waits.
+pub(crate) async fn lock_timeout(tx: &mut Conn, ms: u32) -> Result<(), StoreError> {
+    query(&format!("SET LOCAL lock_timeout = '{ms}ms'"))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// `" FOR UPDATE"` on PostgreSQL, where concurrent writers need row locks; empty on
 /// SQLite, whose single writer already serialises them.
 pub(crate) fn for_update(conn: &Conn) -> &'static str {

@@ -537,9 +537,7 @@ pub async fn analyze_if_stale(db: &crate::Db) -> Result<Analyzed, StoreError> {
         return Ok(Analyzed::Nothing);
     }
     let before: Option<i64> = query_scalar(COUNT).fetch_optional(&mut tx).await?;
-    query("SET LOCAL lock_timeout = '200ms'")
-        .execute(&mut tx)
-        .await?;
+    crate::db::lock_timeout(&mut tx, 200).await?;
     match query("ANALYZE deliveries").execute(&mut tx).await {
         Ok(_) => tx.commit().await?,
         Err(e) if e.is_lock_timeout() => {

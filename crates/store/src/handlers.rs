@@ -103,13 +103,13 @@ pub async fn update(conn: &mut Conn, h: &Handler) -> Result<(), StoreError> {
 /// queue a delivery for it that nothing would ever claim. One that takes its lock after
 /// ours reads the handlers after our commit. SHARE ROW EXCLUSIVE conflicts with the
 /// writers' ROW EXCLUSIVE and with itself (two deletes at once, each in SHARE mode, would
-/// deadlock on their DELETEs). It waits at most [`DELETE_LOCK_WAIT`], since every writer
+/// deadlock on their DELETEs). It waits at most [`DELETE_LOCK_WAIT_MS`], since every writer
 /// of deliveries queues behind it meanwhile: behind a long transaction (an import) the
 /// delete fails with a lock timeout (see [`StoreError::is_lock_timeout`]) rather than
 /// stall the server. SQLite's single writer serialises the two anyway.
 pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
     if conn.is_postgres() {
-        query(DELETE_LOCK_WAIT).execute(&mut *conn).await?;
+        crate::db::lock_timeout(conn, DELETE_LOCK_WAIT_MS).await?;
         query("LOCK TABLE deliveries IN SHARE ROW EXCLUSIVE MODE")
             .execute(&mut *conn)
             .await?;
@@ -125,8 +125,9 @@ pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// How long a handler's delete waits for the lock on deliveries (PostgreSQL).
-const DELETE_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '500ms'";
+/// How long a handler's delete waits for the lock on deliveries, in milliseconds
+/// (PostgreSQL).
+const DELETE_LOCK_WAIT_MS: u32 = 500;
 
 /// The secrets that sign now: the current one, and the previous one until it expires.
 #[derive(Debug, Clone)]

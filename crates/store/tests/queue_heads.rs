@@ -841,14 +841,7 @@ async fn a_retry_by_hand_racing_a_claim_never_leaves_two_of_a_queue_in_flight() 
             // Until the retry has committed, or waits for a row lock.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             loop {
-                let mut conn = db.read.acquire().await.unwrap();
-                let waiting = scalar(
-                    &mut conn,
-                    "SELECT COUNT(*) FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .await;
-                if retrying.is_finished() || waiting > 0 {
+                if retrying.is_finished() || waiting_for_locks(&db).await > 0 {
                     break;
                 }
                 assert!(
@@ -1178,17 +1171,21 @@ async fn a_delivery_recovered_while_the_one_before_it_finishes_is_flagged_after_
     fresh.drop_database().await;
 }
 
+/// PostgreSQL: the sessions of the test's database that wait for a lock.
+async fn waiting_for_locks(db: &Db) -> i64 {
+    count(
+        db,
+        "SELECT COUNT(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .await
+}
+
 /// PostgreSQL: waits until `n` sessions of the test's database wait for a lock.
 async fn until_waiting_for_locks(db: &Db, n: i64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let mut conn = db.read.acquire().await.unwrap();
-        let waiting = scalar(
-            &mut conn,
-            "SELECT COUNT(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .await;
+        let waiting = waiting_for_locks(db).await;
         if waiting >= n {
             return;
         }
@@ -1198,6 +1195,22 @@ async fn until_waiting_for_locks(db: &Db, n: i64) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// A count read on a connection of its own.
+async fn count(db: &Db, sql: &str) -> i64 {
+    let mut conn = db.read.acquire().await.unwrap();
+    scalar(&mut conn, sql).await
+}
+
+/// A transaction that has queued event `n` of `key` (a delivery to each handler), not
+/// committed.
+async fn queueing(db: &Db, n: u64, key: &str) -> Tx {
+    let mut tx = db.begin().await.unwrap();
+    outbox::append(&mut tx, db.dialect, &[event(n, key)], Timestamp::now())
+        .await
+        .unwrap();
+    tx
 }
 
 /// Deletes handler `id` in a transaction of its own.
@@ -1214,15 +1227,10 @@ fn delete_handler(db: &Db, id: i64) -> tokio::task::JoinHandle<Result<(), String
 
 /// Deliveries of a handler that no longer exists: must be none, or they would wait for
 /// ever (a claim takes only deliveries of enabled handlers).
-async fn orphans(db: &Db) -> i64 {
-    let mut conn = db.read.acquire().await.unwrap();
-    scalar(
-        &mut conn,
-        "SELECT COUNT(*) FROM deliveries d
-         WHERE NOT EXISTS (SELECT 1 FROM handlers h WHERE h.id = d.handlers_id)",
-    )
-    .await
-}
+const ORPHANS: &str = "SELECT COUNT(*) FROM deliveries d
+     WHERE NOT EXISTS (SELECT 1 FROM handlers h WHERE h.id = d.handlers_id)";
+
+const DELIVERIES: &str = "SELECT COUNT(*) FROM deliveries";
 
 /// PostgreSQL, where deliveries have no foreign key to their handler: deleting a handler
 /// waits for a transaction that is queueing a delivery for it, then deletes that one
@@ -1232,26 +1240,20 @@ async fn a_handler_deleted_while_a_delivery_for_it_is_queued_leaves_none_behind(
     let Some(fresh) = Fresh::postgres_only("the two transactions never overlap").await else {
         return;
     };
-    let (db, dialect) = (&fresh.db, fresh.db.dialect);
-    let mut queued = db.begin().await.unwrap();
-    outbox::append(
-        &mut queued,
-        dialect,
-        &[event(1, "clients:1")],
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    let db = &fresh.db;
+    let queued = queueing(db, 1, "clients:1").await;
     let deleting = delete_handler(db, 1);
     until_waiting_for_locks(db, 1).await;
     assert!(!deleting.is_finished(), "the delete waits");
     queued.commit().await.unwrap();
     deleting.await.unwrap().unwrap();
-    assert_eq!(orphans(db).await, 0, "no delivery of the deleted handler");
-    let mut conn = db.read.acquire().await.unwrap();
-    let kept = scalar(&mut conn, "SELECT COUNT(*) FROM deliveries").await;
+    assert_eq!(
+        count(db, ORPHANS).await,
+        0,
+        "no delivery of the deleted handler"
+    );
+    let kept = count(db, DELIVERIES).await;
     assert_eq!(kept, 1, "the other handler's delivery stays");
-    drop(conn);
     fresh.drop_database().await;
 }
 
@@ -1262,28 +1264,24 @@ async fn an_event_queued_while_its_handler_is_deleted_waits_and_leaves_it_out() 
     let Some(fresh) = Fresh::postgres_only("the two transactions never overlap").await else {
         return;
     };
-    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let db = &fresh.db;
     let mut deleting = db.begin().await.unwrap();
     handlers::delete(&mut deleting, 1).await.unwrap();
-    let queueing = tokio::spawn({
+    let queued = tokio::spawn({
         let db = db.clone();
-        async move {
-            let mut tx = db.begin().await.unwrap();
-            outbox::append(&mut tx, dialect, &[event(1, "clients:1")], Timestamp::now())
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-        }
+        async move { queueing(&db, 1, "clients:1").await.commit().await.unwrap() }
     });
     until_waiting_for_locks(db, 1).await;
-    assert!(!queueing.is_finished(), "the event waits for the delete");
+    assert!(!queued.is_finished(), "the event waits for the delete");
     deleting.commit().await.unwrap();
-    queueing.await.unwrap();
-    assert_eq!(orphans(db).await, 0, "no delivery for the deleted handler");
-    let mut conn = db.read.acquire().await.unwrap();
-    let kept = scalar(&mut conn, "SELECT COUNT(*) FROM deliveries").await;
+    queued.await.unwrap();
+    assert_eq!(
+        count(db, ORPHANS).await,
+        0,
+        "no delivery for the deleted handler"
+    );
+    let kept = count(db, DELIVERIES).await;
     assert_eq!(kept, 1, "the other handler's delivery");
-    drop(conn);
     fresh.drop_database().await;
 }
 
@@ -1294,28 +1292,15 @@ async fn two_handlers_deleted_at_once_are_both_deleted() {
     let Some(fresh) = Fresh::postgres_only("the transactions never overlap").await else {
         return;
     };
-    let (db, dialect) = (&fresh.db, fresh.db.dialect);
-    let mut queued = db.begin().await.unwrap();
-    outbox::append(
-        &mut queued,
-        dialect,
-        &[event(1, "clients:1")],
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    let db = &fresh.db;
+    let queued = queueing(db, 1, "clients:1").await;
     let (one, two) = (delete_handler(db, 1), delete_handler(db, 2));
     until_waiting_for_locks(db, 2).await;
     queued.commit().await.unwrap();
     one.await.unwrap().expect("the first delete");
     two.await.unwrap().expect("the second delete");
-    let mut conn = db.read.acquire().await.unwrap();
-    assert_eq!(
-        scalar(&mut conn, "SELECT COUNT(*) FROM deliveries").await,
-        0
-    );
-    assert_eq!(scalar(&mut conn, "SELECT COUNT(*) FROM handlers").await, 0);
-    drop(conn);
+    assert_eq!(count(db, DELIVERIES).await, 0);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM handlers").await, 0);
     fresh.drop_database().await;
 }
 
@@ -1327,36 +1312,17 @@ async fn a_delete_behind_a_long_transaction_gives_up_and_holds_nothing_up() {
     let Some(fresh) = Fresh::postgres_only("the transactions never overlap").await else {
         return;
     };
-    let (db, dialect) = (&fresh.db, fresh.db.dialect);
-    let mut long = db.begin().await.unwrap();
-    outbox::append(
-        &mut long,
-        dialect,
-        &[event(1, "clients:1")],
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    let db = &fresh.db;
+    let long = queueing(db, 1, "clients:1").await;
     let started = std::time::Instant::now();
     let mut tx = db.begin().await.unwrap();
     let gave_up = handlers::delete(&mut tx, 1).await.unwrap_err();
     assert!(gave_up.is_lock_timeout(), "{gave_up}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     tx.rollback().await.unwrap();
-    let mut other = db.begin().await.unwrap();
-    outbox::append(
-        &mut other,
-        dialect,
-        &[event(2, "clients:2")],
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
-    other.commit().await.unwrap();
+    queueing(db, 2, "clients:2").await.commit().await.unwrap();
     long.commit().await.unwrap();
-    let mut conn = db.read.acquire().await.unwrap();
-    let kept = scalar(&mut conn, "SELECT COUNT(*) FROM deliveries").await;
+    let kept = count(db, DELIVERIES).await;
     assert_eq!(kept, 4, "both events' deliveries, to both handlers");
-    drop(conn);
     fresh.drop_database().await;
 }
