@@ -5,7 +5,7 @@ use billhook_domain::Timestamp;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::query::{json_column, Filter};
+use crate::query::{json_column, Filter, Listing};
 use crate::{Page, StoreError};
 
 /// An event as stored.
@@ -108,26 +108,34 @@ pub struct EventQuery {
     pub ordering_key: Option<String>,
 }
 
+/// The event list: newest first by the time of the event, whose index every filter
+/// reads in order (migrations 0009 on SQLite, 0010 on PostgreSQL); in id order, a window
+/// of time far back read every event after it, page after page.
+pub const LIST: Listing = Listing {
+    columns: COLUMNS,
+    table: "events",
+    count_from: "events",
+    order: "dt DESC, id DESC",
+};
+
 /// Lists events, newest first.
 pub async fn list(
     conn: &mut Conn,
     query: &EventQuery,
     page: Page,
 ) -> Result<(Vec<Event>, i64), StoreError> {
+    let (rows, total) = filter(query).list(conn, &LIST, page).await?;
+    let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((items, total))
+}
+
+/// The `WHERE` clause of [`list`].
+pub fn filter(query: &EventQuery) -> Filter {
     let mut filter = Filter::default();
     filter
         .eq_text("events_id", query.events_id.as_deref())
         .eq_int("object_id", query.object_id)
         .eq_text("ordering_key", query.ordering_key.as_deref());
-    if let Some(from) = query.from {
-        filter.add("dt >= ?", vec![crate::query::Bind::Int(from.micros())]);
-    }
-    if let Some(to) = query.to {
-        filter.add("dt <= ?", vec![crate::query::Bind::Int(to.micros())]);
-    }
-    let (rows, total) = filter
-        .page(conn, COLUMNS, "events", "id DESC", page)
-        .await?;
-    let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-    Ok((items, total))
+    filter.within("dt", query.from, query.to);
+    filter
 }

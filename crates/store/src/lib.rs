@@ -33,6 +33,6 @@ mod writer_thread;
 
 pub use db::{Db, Dialect, StoreError, UNDOABLE_ATTEMPTS};
 pub use group_commit::WriterStats;
-pub use query::Page;
+pub use query::{Filter, Listing, Page};
 pub use sql::{Conn, Tx};
 pub use sqlx::Error as SqlxError;

@@ -1,6 +1,8 @@
 //! Portable dynamic SQL: filters numbered `$1, $2, …`, which both SQLite and PostgreSQL
 //! accept, and the `{items, total}` page every list returns.
 
+use billhook_domain::Timestamp;
+
 use crate::sql::{query, Conn, Query, Row};
 
 use crate::StoreError;
@@ -10,6 +12,17 @@ use crate::StoreError;
 pub enum Bind {
     Int(i64),
     Text(String),
+}
+
+/// What a list reads.
+pub struct Listing<'a> {
+    pub columns: &'a str,
+    pub table: &'a str,
+    /// Where its rows are counted: `table`, or a table that holds one row for each of
+    /// its rows under every filter (the base table of a view that only joins names in),
+    /// so that the count skips the joins.
+    pub count_from: &'a str,
+    pub order: &'a str,
 }
 
 /// A `WHERE` clause under construction.
@@ -52,6 +65,39 @@ impl Filter {
         self
     }
 
+    /// Adds `column = 'value'` when `value` is given, the value written into the
+    /// statement when it is one of `literals` (else bound, as [`Filter::eq_text`]): a
+    /// partial index (`… WHERE status = 'failed'`) serves only a query whose text says
+    /// the same, which a bound value does not.
+    pub fn eq_literal(
+        &mut self,
+        column: &str,
+        value: Option<&str>,
+        literals: &[&'static str],
+    ) -> &mut Self {
+        match value.map(|v| literals.iter().find(|l| **l == v).ok_or(v)) {
+            Some(Ok(literal)) => self.add(&format!("{column} = '{literal}'"), Vec::new()),
+            Some(Err(v)) => self.eq_text(column, Some(v)),
+            None => self,
+        }
+    }
+
+    /// Adds `from <= column <= to`, each bound when given.
+    pub fn within(
+        &mut self,
+        column: &str,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> &mut Self {
+        if let Some(from) = from {
+            self.add(&format!("{column} >= ?"), vec![Bind::Int(from.micros())]);
+        }
+        if let Some(to) = to {
+            self.add(&format!("{column} <= ?"), vec![Bind::Int(to.micros())]);
+        }
+        self
+    }
+
     fn where_sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
@@ -80,21 +126,28 @@ impl Filter {
         order: &str,
         page: Page,
     ) -> Result<(Vec<Row>, i64), StoreError> {
-        let where_sql = self.where_sql();
-        let count_sql = format!("SELECT COUNT(*) FROM {table}{where_sql}");
+        let listing = Listing {
+            columns,
+            table,
+            count_from: table,
+            order,
+        };
+        self.list(conn, &listing, page).await
+    }
+
+    /// A page of `listing` and the matching count.
+    pub async fn list(
+        &self,
+        conn: &mut Conn,
+        listing: &Listing<'_>,
+        page: Page,
+    ) -> Result<(Vec<Row>, i64), StoreError> {
+        let (count_sql, sql) = self.sql(listing);
         let total: i64 = self
             .bind(query(&count_sql))
             .fetch_one(&mut *conn)
             .await?
             .try_get(0usize)?;
-        // Bound, not written into the text: every page would be a statement of its own
-        // (PostgreSQL prepares each; SQLite keeps each rewritten, see `sql::lite_sql`).
-        let n = self.binds.len();
-        let sql = format!(
-            "SELECT {columns} FROM {table}{where_sql} ORDER BY {order} LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
         let rows = self
             .bind(query(&sql))
             .bind(page.limit)
@@ -102,6 +155,56 @@ impl Filter {
             .fetch_all(&mut *conn)
             .await?;
         Ok((rows, total))
+    }
+
+    /// The count's statement and the page's.
+    fn sql(&self, l: &Listing) -> (String, String) {
+        let where_sql = self.where_sql();
+        // Bound, not written into the text: every page would be a statement of its own
+        // (PostgreSQL prepares each; SQLite keeps each rewritten, see `sql::lite_sql`).
+        let n = self.binds.len();
+        (
+            format!("SELECT COUNT(*) FROM {}{where_sql}", l.count_from),
+            format!(
+                "SELECT {} FROM {}{where_sql} ORDER BY {} LIMIT ${} OFFSET ${}",
+                l.columns,
+                l.table,
+                l.order,
+                n + 1,
+                n + 2
+            ),
+        )
+    }
+
+    /// The plans of [`Filter::list`]'s count and page, a line per step
+    /// (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on PostgreSQL): for tests that a list
+    /// reads its page in order from an index.
+    pub async fn explain(
+        &self,
+        conn: &mut Conn,
+        dialect: crate::Dialect,
+        listing: &Listing<'_>,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let (count_sql, sql) = self.sql(listing);
+        let (prefix, detail) = match dialect {
+            crate::Dialect::Sqlite => ("EXPLAIN QUERY PLAN ", 3usize),
+            crate::Dialect::Postgres => ("EXPLAIN ", 0),
+        };
+        let mut plans = Vec::new();
+        for (sql, paged) in [(count_sql, false), (sql, true)] {
+            let mut q = self.bind(query(&format!("{prefix}{sql}")));
+            if paged {
+                q = q.bind(50i64).bind(0i64);
+            }
+            let rows = q.fetch_all(&mut *conn).await?;
+            plans.push(
+                rows.iter()
+                    .map(|r| r.try_get::<String, _>(detail))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        let page = plans.pop().unwrap_or_default();
+        Ok((plans.pop().unwrap_or_default(), page))
     }
 }
 

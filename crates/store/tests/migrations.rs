@@ -129,8 +129,9 @@ async fn the_outbox_tables_keep_their_rows_and_never_reuse_an_id() {
     )
     .await;
     // events: uid's own, type, object, dt; deliveries: event, pending, failed, handler,
-    // heads; executions: handler, event, dt.
-    assert_eq!(indexes, 4 + 5 + 3);
+    // heads, and all failed (0009); executions: handler, event, dt, and failed and a
+    // handler's failed (0009).
+    assert_eq!(indexes, 4 + 6 + 5);
     assert_eq!(
         scalar(
             &mut conn,

@@ -219,6 +219,20 @@ async fn the_execution_log_filters() {
         3,
     )
     .await;
+    // A handler's failures and successes (indexes of their own).
+    check(
+        format!("handlers_id={h2}&status=fail"),
+        expect(&|e| e["handlers_id"] == h2),
+        2,
+    )
+    .await;
+    check(format!("handlers_id={h1}&status=fail"), BTreeSet::new(), 0).await;
+    check(
+        format!("handlers_id={h1}&status=success"),
+        expect(&|e| e["handlers_id"] == h1),
+        3,
+    )
+    .await;
     let upd = |e: &Value| e["events_id"] == "clients.update";
     check("events_id=clients.update".into(), expect(&upd), 1).await;
     check("stage=after".into(), expect(&|_| true), 5).await;
@@ -271,6 +285,45 @@ async fn the_execution_log_filters() {
     .await;
     let (st, v) = s.get("/api/v1/executions?from=yesterday").await;
     assert!(st == 400 || st == 422, "a bad time is refused: {st} {v}");
+}
+
+/// A filter's word outside its set is refused, naming the words it may be, rather than
+/// answered with an empty list: a call's status is `fail` where a delivery's is
+/// `failed`, and "no failures" would be the wrong reading of a typo. Empty is no filter.
+#[tokio::test]
+async fn list_filters_refuse_words_outside_their_set() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    http_handler(&s, "clients.create", &r.url("/ok"), &[0]).await;
+    for (path, word) in [
+        ("/api/v1/executions?status=failed", "success, fail"),
+        ("/api/v1/executions?stage=later", "before, after"),
+        (
+            "/api/v1/deliveries?status=fail",
+            "pending, succeeded, failed",
+        ),
+        ("/api/v1/handlers?status=on", "enabled, disabled, archived"),
+        ("/api/v1/handlers?type=webhook", "http, script"),
+        ("/api/v1/handlers?stage=during", "before, after"),
+    ] {
+        let (st, v) = s.get(path).await;
+        assert_eq!(st, 400, "{path}: {v}");
+        assert_error(&v, "bad_request");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(word), "{path}: {message}");
+    }
+    for path in [
+        "/api/v1/executions?status=&stage=",
+        "/api/v1/deliveries?status=",
+        "/api/v1/handlers?status=&type=&stage=",
+    ] {
+        let (st, v) = s.get(path).await;
+        assert_eq!(st, 200, "{path}: {v}");
+    }
+    let (_, v) = s
+        .get("/api/v1/handlers?type=http&stage=after&status=enabled")
+        .await;
+    assert_eq!(v["total"], 1, "{v}");
 }
 
 #[tokio::test]

@@ -10,7 +10,10 @@ use billhook_domain::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{created, query_num, query_time, ApiResult, Paging};
+use super::{
+    call_status, created, delivery_status, handler_status, handler_type, query_num, query_time,
+    stage, ApiResult, Paging,
+};
 use crate::extract::{ApiJson, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
@@ -48,10 +51,12 @@ async fn create(
 
 #[derive(Deserialize)]
 struct Filter {
+    #[serde(default, deserialize_with = "handler_status")]
     status: Option<String>,
     event: Option<String>,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "handler_type")]
     kind: Option<String>,
+    #[serde(default, deserialize_with = "stage")]
     stage: Option<String>,
     #[serde(flatten)]
     paging: Paging,
@@ -130,8 +135,10 @@ async fn recover(
 struct ExecutionFilter {
     #[serde(default, deserialize_with = "query_num")]
     handlers_id: Option<i64>,
+    #[serde(default, deserialize_with = "call_status")]
     status: Option<String>,
     events_id: Option<String>,
+    #[serde(default, deserialize_with = "stage")]
     stage: Option<String>,
     #[serde(default, deserialize_with = "query_num")]
     object_id: Option<i64>,
@@ -166,6 +173,7 @@ async fn executions(
 
 #[derive(Deserialize)]
 struct DeliveryFilter {
+    #[serde(default, deserialize_with = "delivery_status")]
     status: Option<String>,
     #[serde(default, deserialize_with = "query_num")]
     handlers_id: Option<i64>,

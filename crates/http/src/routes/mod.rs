@@ -54,6 +54,49 @@ where
     }
 }
 
+/// A word of a fixed set in the query string (empty: none). Anything else is a 400
+/// rather than a filter that matches nothing: a call's status is `fail` where a
+/// delivery's is `failed`, and a list left empty by a typo reads as "no failures".
+fn query_word<'de, D>(d: D, words: &'static [&'static str]) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = Option::<String>::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) if words.contains(&t) => Ok(Some(t.to_string())),
+        Some(t) => Err(serde::de::Error::custom(format!(
+            "{t:?} is not one of {}",
+            words.join(", ")
+        ))),
+    }
+}
+
+/// `status` of the execution log.
+pub fn call_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    query_word(d, &["success", "fail"])
+}
+
+/// `status` of the delivery list.
+pub fn delivery_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    query_word(d, &["pending", "succeeded", "failed"])
+}
+
+/// `stage` of a handler or a call.
+pub fn stage<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    query_word(d, &["before", "after"])
+}
+
+/// `status` of the handler list.
+pub fn handler_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    query_word(d, &["enabled", "disabled", "archived"])
+}
+
+/// `type` of the handler list.
+pub fn handler_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    query_word(d, &["http", "script"])
+}
+
 /// A timestamp in the query string.
 pub fn query_time<'de, D>(d: D) -> Result<Option<billhook_domain::Timestamp>, D::Error>
 where
