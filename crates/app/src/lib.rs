@@ -14,6 +14,7 @@ pub mod pipeline;
 mod prepared;
 pub mod queries;
 pub mod rate_tables;
+pub mod retention;
 pub mod scheduler;
 mod turns;
 

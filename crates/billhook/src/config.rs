@@ -41,6 +41,10 @@ pub struct Config {
     /// How long a running import is held without renewal; after a crash, the job is
     /// taken up again once it has run out.
     pub import_lease_secs: u64,
+    /// How long the execution log keeps a call, and the event log an event all of whose
+    /// deliveries succeeded (with those deliveries), in seconds; 0 keeps everything.
+    /// An event with a delivery pending or failed stays, whatever its age.
+    pub log_retention_secs: u64,
     /// IMAP mailboxes the email rates manager polls.
     #[serde(default, skip_serializing)]
     pub mailboxes: Vec<billhook_mailbox::MailboxConfig>,
@@ -61,6 +65,7 @@ impl Default for Config {
             handler_concurrency: 64,
             imports_dir: PathBuf::from("./imports"),
             import_lease_secs: 60,
+            log_retention_secs: 30 * 24 * 3600,
             mailboxes: Vec::new(),
         }
     }

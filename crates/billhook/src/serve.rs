@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use billhook_app::{scheduler, App};
+use billhook_app::{retention, scheduler, App};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -32,6 +32,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_millis(config.scheduler_interval_ms.max(10)),
         stop_rx.clone(),
     ));
+
+    // Off with 0: an operator who keeps every log row prunes nothing.
+    let retention = (config.log_retention_secs > 0).then(|| {
+        tokio::spawn(retention::run(
+            db.clone(),
+            Duration::from_secs(config.log_retention_secs),
+            stop_rx.clone(),
+        ))
+    });
 
     let engine = app
         .engine
@@ -62,6 +71,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    if let Some(retention) = retention {
+        let _ = retention.await;
+    }
     // In-flight calls finish (bounded by their timeouts) or their leases are released.
     let _ = engine.await;
     let _ = imports.await;

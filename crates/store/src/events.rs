@@ -108,14 +108,15 @@ pub struct EventQuery {
     pub ordering_key: Option<String>,
 }
 
-/// The event list: newest first by the time of the event, whose index every filter
-/// reads in order (migrations 0009 on SQLite, 0010 on PostgreSQL); in id order, a window
-/// of time far back read every event after it, page after page.
+/// The event list, newest first in the order the changes were made (the id: a client's
+/// events take theirs under its lock), which is not always the order of their times.
+/// The type's and the object's indexes hold the id; a window of time far back is read
+/// from the newest event down to it.
 pub const LIST: Listing = Listing {
     columns: COLUMNS,
     table: "events",
     count_from: "events",
-    order: "dt DESC, id DESC",
+    order: "id DESC",
 };
 
 /// Lists events, newest first.

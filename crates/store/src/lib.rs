@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod packages;
 mod query;
 pub mod rate_tables;
+pub mod retention;
 pub mod sql;
 mod sqlite_config;
 mod statements;

@@ -15,7 +15,7 @@ use billhook_store::{handlers, outbox, Db, Dialect};
 use serde_json::json;
 
 mod common;
-use common::Fresh;
+use common::{scalar, Fresh};
 
 fn event(n: u64, key: &str) -> Event {
     Event {
@@ -28,15 +28,6 @@ fn event(n: u64, key: &str) -> Event {
         data: json!({"n": n}),
         previous: json!({}),
     }
-}
-
-async fn scalar(conn: &mut Conn, sql: &str) -> i64 {
-    query(sql)
-        .fetch_one(conn)
-        .await
-        .unwrap()
-        .try_get(0usize)
-        .unwrap()
 }
 
 /// Queues whose oldest pending delivery is not flagged: must be none, or it would never

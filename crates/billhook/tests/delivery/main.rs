@@ -20,6 +20,7 @@ mod ordering;
 mod proxy;
 #[allow(dead_code)]
 mod receiver;
+mod retention;
 mod retries;
 mod routes;
 mod scripts;

@@ -1,5 +1,5 @@
--- The execution log, the delivery list and the event list read each page in order from
--- an index, under every filter the API has, instead of sorting what the filter matched.
+-- The execution log and the delivery list read each page in order from an index, under
+-- every filter the API has, instead of sorting what the filter matched.
 -- With the log ordered by the time of the call (then the id) and a handler's index on
 -- (handlers_id, id), a page of one handler's log sorted all its calls, growing with the
 -- log.
@@ -13,11 +13,3 @@ CREATE INDEX executions_failed ON executions(dt, id) WHERE status = 'fail';
 CREATE INDEX executions_handler_failed ON executions(handlers_id, dt, id) WHERE status = 'fail';
 -- Every failed delivery, newest first, without reading the ones that succeeded.
 CREATE INDEX deliveries_failed_all ON deliveries(id) WHERE status = 'failed';
--- The event list, newest first by the time of the event: in id order, a window of time
--- far back read every event after it, page after page.
-DROP INDEX events_type;
-DROP INDEX events_object;
-DROP INDEX events_dt;
-CREATE INDEX events_type ON events(events_id, dt, id);
-CREATE INDEX events_object ON events(object_id, dt, id);
-CREATE INDEX events_dt ON events(dt, id);

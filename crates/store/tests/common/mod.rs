@@ -2,7 +2,7 @@
 // Each test binary that includes this uses part of it.
 #![allow(dead_code)]
 
-use billhook_store::sql::query;
+use billhook_store::sql::{query, Conn};
 use billhook_store::{Db, Dialect};
 
 /// A migrated database with two after handlers for every event: SQLite in a temporary
@@ -115,4 +115,14 @@ impl Fresh {
             admin.close().await;
         }
     }
+}
+
+/// The first column of the first row of `sql`, an integer.
+pub async fn scalar(conn: &mut Conn, sql: &str) -> i64 {
+    query(sql)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+        .try_get(0usize)
+        .unwrap()
 }
