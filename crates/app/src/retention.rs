@@ -1,6 +1,7 @@
 //! The logs' retention: what is older than it is pruned in the background (see
 //! [`billhook_store::retention`]), in small batches so that other writes go between them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use billhook_domain::Timestamp;
@@ -10,6 +11,20 @@ use tokio::sync::watch;
 
 /// Rows of each kind one write transaction prunes at most.
 const BATCH: i64 = 500;
+
+/// Rows pruned since the process started, for `/metrics`: executions, events,
+/// deliveries.
+static PRUNED: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// What this process pruned since it started.
+pub fn pruned_so_far() -> Pruned {
+    let [executions, events, deliveries] = &PRUNED;
+    Pruned {
+        executions: executions.load(Ordering::Relaxed),
+        events: events.load(Ordering::Relaxed),
+        deliveries: deliveries.load(Ordering::Relaxed),
+    }
+}
 
 /// How often to look for what fell past `keep`: a tenth of it, between 1 s and 10 min.
 pub fn interval(keep: Duration) -> Duration {
@@ -51,6 +66,9 @@ pub async fn pass(
     let mut total = Pruned::default();
     loop {
         let p = retention::prune(db, cutoff, BATCH).await?;
+        for (counter, n) in PRUNED.iter().zip([p.executions, p.events, p.deliveries]) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
         total.executions += p.executions;
         total.events += p.events;
         total.deliveries += p.deliveries;

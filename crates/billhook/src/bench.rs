@@ -90,8 +90,11 @@ struct Created {
     id: i64,
 }
 
-async fn start_receiver() -> anyhow::Result<(String, Receipts, Arc<Recovering>)> {
-    let receipts: Receipts = Arc::default();
+/// Starts the receiver; its receipts have room for `events` without growing (a map
+/// that doubles now and then, faulting in fresh pages, takes CPU from the server under
+/// test).
+async fn start_receiver(events: usize) -> anyhow::Result<(String, Receipts, Arc<Recovering>)> {
+    let receipts: Receipts = Arc::new(Mutex::new(HashMap::with_capacity(events)));
     let recovering = Arc::new(Recovering::default());
     let app = Router::new()
         .route(
@@ -491,7 +494,7 @@ async fn post_all(
 
 /// One measurement: the ceiling, then delivery through a server on a fresh database.
 async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
-    let (receiver, receipts, recovering) = start_receiver().await?;
+    let (receiver, receipts, recovering) = start_receiver(args.events).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
         .tcp_nodelay(true)
@@ -577,7 +580,9 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let (server_cpu_before, bench_cpu_before) = (cpu_time(server_pid), cpu_time(None));
     let metrics_url = format!("{}/metrics", server.base);
     let writer_before = writer_use(&http, &metrics_url).await;
-    let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let sent = Arc::new(Mutex::new(HashMap::<i64, Instant>::with_capacity(
+        args.events,
+    )));
     let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     if let Some(secs) = args.recovering_handler {
@@ -730,7 +735,7 @@ async fn fresh_database(
 
 /// Latency of `POST /payments` with 0, 1 and 3 before handlers, one request at a time.
 async fn before_latency(args: BenchArgs) -> anyhow::Result<()> {
-    let (receiver, _, _) = start_receiver().await?;
+    let (receiver, _, _) = start_receiver(0).await?;
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let n = args.events.min(2000);
     println!(

@@ -6,12 +6,13 @@
 //! Safe beside the engine and other servers: a delivery is only inserted with its new
 //! event (the outbox, one statement), and no delivery leaves `succeeded`; so an event
 //! found with every delivery succeeded before the cutoff stays so. Each step deletes in
-//! one statement what it selects, and two servers pruning at once delete each row once.
+//! one statement what it selects, and two servers pruning at once delete each row once
+//! (on PostgreSQL each skips the rows the other is deleting).
 
 use billhook_domain::Timestamp;
 
 use crate::sql::query;
-use crate::{Db, StoreError};
+use crate::{Db, Dialect, StoreError};
 
 /// What one batch pruned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,7 +37,13 @@ pub async fn prune(db: &Db, cutoff: Timestamp, batch: i64) -> Result<Pruned, Sto
     let mut tx = db.begin().await?;
     let mut pruned = [0; 3];
     for (n, sql) in [EXECUTIONS, DELIVERIES, EVENTS].into_iter().enumerate() {
-        pruned[n] = query(sql)
+        // PostgreSQL: servers pruning at once take different rows, rather than wait for
+        // each other's (and deadlock, locking the same rows in another order).
+        let sql = match db.dialect {
+            Dialect::Postgres => sql.replace(" LIMIT $2)", " LIMIT $2 FOR UPDATE SKIP LOCKED)"),
+            Dialect::Sqlite => sql.to_string(),
+        };
+        pruned[n] = query(&sql)
             .bind(cutoff.micros())
             .bind(batch)
             .execute(&mut tx)

@@ -125,3 +125,43 @@ async fn batches_prune_what_was_delivered_before_the_cutoff_and_nothing_else() {
     drop(conn);
     fresh.drop_database().await;
 }
+
+/// PostgreSQL: a server pruning beside another skips the rows the other is deleting
+/// instead of waiting for them (or deadlocking, locking the same rows in another order).
+#[tokio::test]
+async fn a_prune_beside_another_skips_the_rows_it_holds() {
+    let Some(fresh) = Fresh::postgres_only("no prune runs beside another").await else {
+        return;
+    };
+    let db = &fresh.db;
+    let mut tx = db.begin().await.unwrap();
+    query(
+        "INSERT INTO executions (dt, handlers_id, handler, events_id, event_uid, object_id,
+           stage, attempt, status, duration_ms, request, response_status, response_body,
+           error, modified, deliveries_id)
+         SELECT n, 1, 'h', 'clients.update', 'u', 1, 'after', 1, 'success', 3, '{}', 200, '',
+           NULL, NULL, n
+         FROM generate_series(1, 600) AS n",
+    )
+    .execute(&mut tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // The other server's batch: the ten oldest calls, being deleted.
+    let mut other = db.begin().await.unwrap();
+    query("SELECT id FROM executions ORDER BY dt LIMIT 10 FOR UPDATE")
+        .fetch_all(&mut other)
+        .await
+        .unwrap();
+    let cutoff = Timestamp::from_micros(1_000_000);
+    let p = tokio::time::timeout(std::time::Duration::from_secs(5), prune(db, cutoff, BATCH))
+        .await
+        .expect("the prune waited for the rows another holds");
+    assert_eq!(p.unwrap().executions, BATCH as u64);
+    let left = scalar(&mut other, "SELECT COUNT(*) FROM executions WHERE dt <= 10").await;
+    assert_eq!(left, 10, "the held rows are left to their holder");
+    other.commit().await.unwrap();
+    let p = prune(db, cutoff, BATCH).await.unwrap();
+    assert_eq!(p.executions, 100);
+    fresh.drop_database().await;
+}

@@ -6,7 +6,9 @@ use serde_json::json;
 
 use crate::harness::{wait_for, Server};
 use crate::receiver::Receiver;
-use crate::util::{client, deliveries, executions, http_handler, rename, uid_of, wait_deliveries};
+use crate::util::{
+    client, deliveries, executions, http_handler, metric, metrics, rename, uid_of, wait_deliveries,
+};
 
 const KEEP_SECS: &str = "4";
 
@@ -68,6 +70,19 @@ async fn past_the_retention_only_what_was_delivered_leaves_the_logs() {
         (st == 404).then_some(())
     })
     .await;
+    let text = metrics(&s).await;
+    let pruned = |kind: &str| {
+        metric(
+            &text,
+            &format!("billhook_log_pruned_rows_total{{kind=\"{kind}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(pruned("executions") >= calls as f64, "{text}");
+    assert!(
+        pruned("events") >= 1.0 && pruned("deliveries") >= 1.0,
+        "{text}"
+    );
     // The failed and the pending deliveries stay, with their events.
     let (st, ev) = s.get(&format!("/api/v1/events/{failed}")).await;
     assert_eq!(st, 200, "{ev}");

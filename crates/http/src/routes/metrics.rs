@@ -46,6 +46,16 @@ pub async fn render(State(app): State<App>) -> impl IntoResponse {
         out.push_str("# TYPE billhook_oldest_pending_delivery_age_seconds gauge\n");
         let _ = writeln!(out, "billhook_oldest_pending_delivery_age_seconds {age}");
     }
+    let p = billhook_app::retention::pruned_so_far();
+    out.push_str("# HELP billhook_log_pruned_rows_total Rows pruned past the logs' retention.\n");
+    out.push_str("# TYPE billhook_log_pruned_rows_total counter\n");
+    for (kind, n) in [
+        ("executions", p.executions),
+        ("events", p.events),
+        ("deliveries", p.deliveries),
+    ] {
+        let _ = writeln!(out, "billhook_log_pruned_rows_total{{kind=\"{kind}\"}} {n}");
+    }
     if let Some(w) = app.db.writer_stats() {
         writer(&mut out, w.busy, w.commits, w.transactions);
     }
