@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use billhook_domain::Timestamp;
-use billhook_store::retention::{self, Pruned};
+use billhook_store::retention::{self, Position, Pruned};
 use billhook_store::Db;
 use tokio::sync::watch;
 
@@ -64,8 +64,10 @@ pub async fn pass(
     let keep = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
     let cutoff = Timestamp::from_micros(Timestamp::now().micros().saturating_sub(keep));
     let mut total = Pruned::default();
+    let mut from = Position::default();
     loop {
-        let p = retention::prune(db, cutoff, BATCH).await?;
+        let (p, next) = retention::prune(db, cutoff, from, BATCH).await?;
+        from = next;
         for (counter, n) in PRUNED.iter().zip([p.executions, p.events, p.deliveries]) {
             counter.fetch_add(n, Ordering::Relaxed);
         }

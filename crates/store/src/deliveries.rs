@@ -691,8 +691,9 @@ pub struct DeliveryQuery {
 }
 
 /// The delivery list, newest first; counted in the table, since the view only joins
-/// names in: one event and one handler for each delivery (events are never deleted; a
-/// handler goes with its deliveries).
+/// names in: one event and one handler for each delivery (an event is only pruned in the
+/// transaction that deletes its deliveries first, see `retention`; a handler goes with
+/// its deliveries).
 pub const LIST: Listing = Listing {
     columns: VIEW_COLUMNS,
     table: VIEW,

@@ -75,6 +75,12 @@ impl Filter {
         value: Option<&str>,
         literals: &[&'static str],
     ) -> &mut Self {
+        debug_assert!(
+            literals
+                .iter()
+                .all(|l| l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')),
+            "literals are words: {literals:?}"
+        );
         match value.map(|v| literals.iter().find(|l| **l == v).ok_or(v)) {
             Some(Ok(literal)) => self.add(&format!("{column} = '{literal}'"), Vec::new()),
             Some(Err(v)) => self.eq_text(column, Some(v)),

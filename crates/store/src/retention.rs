@@ -12,6 +12,7 @@
 use billhook_domain::Timestamp;
 
 use crate::sql::query;
+
 use crate::{Db, Dialect, StoreError};
 
 /// What one batch pruned.
@@ -30,50 +31,105 @@ impl Pruned {
     }
 }
 
-/// Prunes at most `batch` calls made before `cutoff`, and at most `batch` events raised
-/// before it with their deliveries (each of which succeeded before it), in one short
-/// write transaction.
-pub async fn prune(db: &Db, cutoff: Timestamp, batch: i64) -> Result<Pruned, StoreError> {
-    let mut tx = db.begin().await?;
-    let mut pruned = [0; 3];
-    for (n, sql) in [EXECUTIONS, DELIVERIES, EVENTS].into_iter().enumerate() {
-        // PostgreSQL: servers pruning at once take different rows, rather than wait for
-        // each other's (and deadlock, locking the same rows in another order).
-        let sql = match db.dialect {
-            Dialect::Postgres => sql.replace(" LIMIT $2)", " LIMIT $2 FOR UPDATE SKIP LOCKED)"),
-            Dialect::Sqlite => sql.to_string(),
-        };
-        pruned[n] = query(&sql)
-            .bind(cutoff.micros())
-            .bind(batch)
-            .execute(&mut tx)
-            .await?
-            .rows_affected();
+/// Where a pass has got to in the event log: the time and id of the last event it
+/// pruned. The events before it that it kept (a delivery failed or pending, which may
+/// pile up behind a handler left broken) are not read again by the pass's next batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    dt: i64,
+    id: i64,
+}
+
+impl Default for Position {
+    /// Before the first event.
+    fn default() -> Self {
+        Position {
+            dt: i64::MIN,
+            id: i64::MIN,
+        }
     }
+}
+
+/// Prunes at most `batch` calls made before `cutoff`, and at most `batch` events raised
+/// before it and after `from` with their deliveries (each of which succeeded before
+/// it), in one short write transaction; returns what it pruned and where the next batch
+/// starts.
+pub async fn prune(
+    db: &Db,
+    cutoff: Timestamp,
+    from: Position,
+    batch: i64,
+) -> Result<(Pruned, Position), StoreError> {
+    let mut tx = db.begin().await?;
+    let executions = query(&locking(EXECUTIONS, db.dialect))
+        .bind(cutoff.micros())
+        .bind(batch)
+        .execute(&mut tx)
+        .await?
+        .rows_affected();
+    let deliveries = query(&locking(DELIVERIES, db.dialect))
+        .bind(cutoff.micros())
+        .bind(batch)
+        .bind(from.dt)
+        .bind(from.id)
+        .execute(&mut tx)
+        .await?
+        .rows_affected();
+    let events = query(&locking(EVENTS, db.dialect))
+        .bind(cutoff.micros())
+        .bind(batch)
+        .bind(from.dt)
+        .bind(from.id)
+        .fetch_all(&mut tx)
+        .await?;
     tx.commit().await?;
-    let [executions, deliveries, events] = pruned;
-    Ok(Pruned {
+    let mut next = from;
+    for row in &events {
+        let at = Position {
+            dt: row.try_get(0usize)?,
+            id: row.try_get(1usize)?,
+        };
+        if (at.dt, at.id) > (next.dt, next.id) {
+            next = at;
+        }
+    }
+    let pruned = Pruned {
         executions,
-        events,
+        events: events.len() as u64,
         deliveries,
-    })
+    };
+    Ok((pruned, next))
+}
+
+/// Where each statement's selection takes its rows: on PostgreSQL, servers pruning at
+/// once take different rows (`SKIP LOCKED`), rather than wait for each other's (and
+/// deadlock, locking the same rows in another order).
+const LOCK: &str = "{lock}";
+
+fn locking(sql: &str, dialect: Dialect) -> String {
+    debug_assert!(sql.contains(LOCK), "a statement without its lock: {sql}");
+    match dialect {
+        Dialect::Postgres => sql.replace(LOCK, "FOR UPDATE SKIP LOCKED"),
+        Dialect::Sqlite => sql.replace(LOCK, ""),
+    }
 }
 
 /// Calls made before the cutoff (`$1`), `$2` at most.
 const EXECUTIONS: &str = "DELETE FROM executions WHERE id IN
-    (SELECT id FROM executions WHERE dt < $1 ORDER BY dt LIMIT $2)";
+    (SELECT id FROM executions WHERE dt < $1 ORDER BY dt LIMIT $2 {lock})";
 
-/// The deliveries of events raised before the cutoff whose deliveries all succeeded
-/// before it (a retry may have delivered an old event yesterday: its calls are still in
-/// the log).
+/// The deliveries of events raised before the cutoff and after the position (`$3`,
+/// `$4`) whose deliveries all succeeded before the cutoff (a retry may have delivered
+/// an old event yesterday: its calls are still in the log).
 const DELIVERIES: &str = "DELETE FROM deliveries WHERE event_seq IN
-    (SELECT e.id FROM events e WHERE e.dt < $1
+    (SELECT e.id FROM events e WHERE e.dt < $1 AND (e.dt > $3 OR (e.dt = $3 AND e.id > $4))
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.id
                          AND (d.status <> 'succeeded' OR d.updated_at >= $1))
-     ORDER BY e.dt LIMIT $2)";
+     ORDER BY e.dt, e.id LIMIT $2 {lock})";
 
 /// Those events, once without deliveries, and any that had none (no handler matched).
 const EVENTS: &str = "DELETE FROM events WHERE id IN
-    (SELECT e.id FROM events e WHERE e.dt < $1
+    (SELECT e.id FROM events e WHERE e.dt < $1 AND (e.dt > $3 OR (e.dt = $3 AND e.id > $4))
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.id)
-     ORDER BY e.dt LIMIT $2)";
+     ORDER BY e.dt, e.id LIMIT $2 {lock})
+    RETURNING dt, id";

@@ -6,7 +6,7 @@
 use billhook_domain::Timestamp;
 use billhook_store::events::Event;
 use billhook_store::outbox;
-use billhook_store::retention::{prune, Pruned};
+use billhook_store::retention::{prune, Position, Pruned};
 use billhook_store::sql::query;
 use serde_json::json;
 
@@ -75,10 +75,17 @@ async fn batches_prune_what_was_delivered_before_the_cutoff_and_nothing_else() {
 
     let mut total = Pruned::default();
     let mut batches = 0;
+    let mut from = Position::default();
     loop {
-        let p = prune(db, Timestamp::from_micros(cutoff), BATCH)
+        // Every old event has the same time: the position goes by the id among them.
+        let (p, next) = prune(db, Timestamp::from_micros(cutoff), from, BATCH)
             .await
             .unwrap();
+        assert!(
+            p.events == 0 || next != from,
+            "the position moves with what goes"
+        );
+        from = next;
         batches += 1;
         total.executions += p.executions;
         total.events += p.events;
@@ -99,6 +106,15 @@ async fn batches_prune_what_was_delivered_before_the_cutoff_and_nothing_else() {
     );
     // 2,392 old calls, 500 a batch.
     assert_eq!(batches, 5, "{BATCH} rows of each kind at most per batch");
+    let (again, _) = prune(
+        db,
+        Timestamp::from_micros(cutoff),
+        Position::default(),
+        BATCH,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, Pruned::default(), "a new pass finds nothing left");
     let mut conn = db.read.acquire().await.unwrap();
     let left = scalar(&mut conn, "SELECT COUNT(*) FROM executions").await;
     assert_eq!(left, 10, "the calls made after the cutoff");
@@ -146,22 +162,39 @@ async fn a_prune_beside_another_skips_the_rows_it_holds() {
     .execute(&mut tx)
     .await
     .unwrap();
+    // Twenty old events that no handler matched.
+    query(
+        "INSERT INTO events (uid, events_id, object_id, ordering_key, dt, data, previous)
+         SELECT 'u' || n, 'clients.update', 1, 'clients:1', n, '{}', '{}'
+         FROM generate_series(1, 20) AS n",
+    )
+    .execute(&mut tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    // The other server's batch: the ten oldest calls, being deleted.
+    // The other server's batch: the ten oldest calls and five oldest events, being
+    // deleted.
     let mut other = db.begin().await.unwrap();
-    query("SELECT id FROM executions ORDER BY dt LIMIT 10 FOR UPDATE")
-        .fetch_all(&mut other)
-        .await
-        .unwrap();
+    for sql in [
+        "SELECT id FROM executions ORDER BY dt LIMIT 10 FOR UPDATE",
+        "SELECT id FROM events ORDER BY dt LIMIT 5 FOR UPDATE",
+    ] {
+        query(sql).fetch_all(&mut other).await.unwrap();
+    }
     let cutoff = Timestamp::from_micros(1_000_000);
-    let p = tokio::time::timeout(std::time::Duration::from_secs(5), prune(db, cutoff, BATCH))
+    let start = Position::default();
+    let beside = prune(db, cutoff, start, BATCH);
+    let (p, _) = tokio::time::timeout(std::time::Duration::from_secs(5), beside)
         .await
-        .expect("the prune waited for the rows another holds");
-    assert_eq!(p.unwrap().executions, BATCH as u64);
+        .expect("the prune waited for the rows another holds")
+        .unwrap();
+    assert_eq!((p.executions, p.events), (BATCH as u64, 15));
     let left = scalar(&mut other, "SELECT COUNT(*) FROM executions WHERE dt <= 10").await;
-    assert_eq!(left, 10, "the held rows are left to their holder");
+    assert_eq!(left, 10, "the held calls are left to their holder");
+    let left = scalar(&mut other, "SELECT COUNT(*) FROM events WHERE dt <= 5").await;
+    assert_eq!(left, 5, "the held events are left to their holder");
     other.commit().await.unwrap();
-    let p = prune(db, cutoff, BATCH).await.unwrap();
-    assert_eq!(p.executions, 100);
+    let (p, _) = prune(db, cutoff, start, BATCH).await.unwrap();
+    assert_eq!((p.executions, p.events), (100, 5));
     fresh.drop_database().await;
 }
