@@ -222,6 +222,13 @@ async fn model_run(db: &Db, hand_over: bool) {
             let mut conn = db.read.acquire().await.unwrap();
             assert_eq!(unflagged_heads(&mut conn).await, 0, "step {step}");
         }
+        // The backlog's oldest, looked for among the heads, is the oldest of all.
+        let mut conn = db.read.acquire().await.unwrap();
+        let (_, oldest) = deliveries::backlog(&mut conn).await.unwrap();
+        let all = "SELECT COALESCE(MIN(created_at), -1) FROM deliveries WHERE status = 'pending'";
+        let want = scalar(&mut conn, all).await;
+        assert_eq!(oldest.map_or(-1, |t| t.micros()), want, "step {step}");
+        drop(conn);
         if let Some(rx) = &mut handed_over {
             while let Ok(handoff) = rx.try_recv() {
                 let mut conn = db.read.acquire().await.unwrap();
