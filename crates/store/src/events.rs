@@ -110,8 +110,9 @@ pub struct EventQuery {
 
 /// The event list, newest first in the order the changes were made (the id: a client's
 /// events take theirs under its lock), which is not always the order of their times.
-/// The type's and the object's indexes hold the id; a window of time far back is read
-/// from the newest event down to it.
+/// The type's and the object's indexes hold the id. A window of time with both ends is
+/// read from the time's index and sorted; on SQLite, which has no statistics to weigh
+/// them by, `to` alone, or a window with a type, is read from the newest event down.
 pub const LIST: Listing = Listing {
     columns: COLUMNS,
     table: "events",
