@@ -71,9 +71,7 @@ pub async fn pass(
         for (counter, n) in PRUNED.iter().zip([p.executions, p.events, p.deliveries]) {
             counter.fetch_add(n, Ordering::Relaxed);
         }
-        total.executions += p.executions;
-        total.events += p.events;
-        total.deliveries += p.deliveries;
+        total += p;
         if !p.full(BATCH) || *stop.borrow() {
             return Ok(total);
         }

@@ -29,6 +29,22 @@ impl Stage {
     }
 }
 
+impl crate::entities::Wire for Stage {
+    fn as_str(self) -> &'static str {
+        Stage::as_str(self)
+    }
+    fn parse(s: &str) -> Option<Self> {
+        BOTH_STAGES
+            .iter()
+            .copied()
+            .find(|stage| stage.as_str() == s)
+    }
+    fn expected() -> String {
+        let names: Vec<&str> = BOTH_STAGES.iter().map(|s| s.as_str()).collect();
+        format!("must be one of: {}", names.join(", "))
+    }
+}
+
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -2,6 +2,7 @@
 //! transaction, claimed with leases, finished with the outcome of each attempt.
 
 use crate::sql::{query, query_scalar, Conn, Row, Tx};
+use billhook_domain::entities::DeliveryStatus;
 use billhook_domain::Timestamp;
 use serde::Serialize;
 
@@ -684,7 +685,7 @@ fn from_row(row: &Row) -> Result<Delivery, StoreError> {
 /// Filters of the delivery list.
 #[derive(Debug, Default)]
 pub struct DeliveryQuery {
-    pub status: Option<String>,
+    pub status: Option<DeliveryStatus>,
     pub handlers_id: Option<i64>,
     pub event_seq: Option<i64>,
     pub id: Option<i64>,
@@ -716,12 +717,8 @@ pub async fn list(
 pub fn filter(q: &DeliveryQuery) -> Filter {
     let mut filter = Filter::default();
     filter
-        // Written into the statement: pending and failed deliveries have partial indexes.
-        .eq_literal(
-            "status",
-            q.status.as_deref(),
-            &["pending", "succeeded", "failed"],
-        )
+        // Pending and failed deliveries have partial indexes.
+        .eq_word("status", q.status)
         .eq_int("handlers_id", q.handlers_id)
         .eq_int("id", q.id);
     if let Some(seq) = q.event_seq {

@@ -3,6 +3,8 @@
 use std::sync::OnceLock;
 
 use crate::sql::{query, Arg, Conn, IntoArg, Query, Row};
+use billhook_domain::catalogue::Stage;
+use billhook_domain::entities::CallStatus;
 use billhook_domain::Timestamp;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -171,9 +173,9 @@ pub async fn insert_many(conn: &mut Conn, rows: &[&Execution]) -> Result<(), Sto
 #[derive(Debug, Default)]
 pub struct ExecutionQuery {
     pub handlers_id: Option<i64>,
-    pub status: Option<String>,
+    pub status: Option<CallStatus>,
     pub events_id: Option<String>,
-    pub stage: Option<String>,
+    pub stage: Option<Stage>,
     pub object_id: Option<i64>,
     pub event_uid: Option<String>,
     pub from: Option<Timestamp>,
@@ -210,9 +212,9 @@ pub fn filter(q: &ExecutionQuery) -> Filter {
     filter
         .eq_int("handlers_id", q.handlers_id)
         // Failures have indexes of their own (partial: the successes cost them nothing).
-        .eq_literal("status", q.status.as_deref(), &["success", "fail"])
+        .eq_word("status", q.status)
         .eq_text("events_id", q.events_id.as_deref())
-        .eq_text("stage", q.stage.as_deref())
+        .eq_word("stage", q.stage)
         .eq_int("object_id", q.object_id)
         .eq_text("event_uid", q.event_uid.as_deref());
     filter.within("dt", q.from, q.to);

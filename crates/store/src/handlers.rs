@@ -189,10 +189,10 @@ pub async fn rotate_secret(
 #[derive(Debug, Default)]
 pub struct HandlerQuery {
     /// `None`: enabled and disabled (archived hidden).
-    pub status: Option<String>,
+    pub status: Option<HandlerStatus>,
     pub event: Option<String>,
-    pub kind: Option<String>,
-    pub stage: Option<String>,
+    pub kind: Option<HandlerType>,
+    pub stage: Option<Stage>,
 }
 
 /// Lists handlers by priority, then id.
@@ -202,14 +202,14 @@ pub async fn list(
     page: Page,
 ) -> Result<(Vec<Handler>, i64), StoreError> {
     let mut filter = Filter::default();
-    match &q.status {
-        Some(s) => filter.eq_text("status", Some(s)),
+    match q.status {
+        Some(s) => filter.eq_word("status", Some(s)),
         None => filter.add("status <> ?", vec![Bind::Text("archived".into())]),
     };
     filter
         .eq_text("event", q.event.as_deref())
-        .eq_text("type", q.kind.as_deref())
-        .eq_text("stage", q.stage.as_deref());
+        .eq_word("type", q.kind)
+        .eq_word("stage", q.stage);
     let (rows, total) = filter
         .page(conn, COLUMNS, "handlers", "priority, id", page)
         .await?;

@@ -1,6 +1,7 @@
 //! Portable dynamic SQL: filters numbered `$1, $2, …`, which both SQLite and PostgreSQL
 //! accept, and the `{items, total}` page every list returns.
 
+use billhook_domain::entities::Wire;
 use billhook_domain::Timestamp;
 
 use crate::sql::{query, Conn, Query, Row};
@@ -65,25 +66,13 @@ impl Filter {
         self
     }
 
-    /// Adds `column = 'value'` when `value` is given, the value written into the
-    /// statement when it is one of `literals` (else bound, as [`Filter::eq_text`]): a
-    /// partial index (`… WHERE status = 'failed'`) serves only a query whose text says
-    /// the same, which a bound value does not.
-    pub fn eq_literal(
-        &mut self,
-        column: &str,
-        value: Option<&str>,
-        literals: &[&'static str],
-    ) -> &mut Self {
-        debug_assert!(
-            literals
-                .iter()
-                .all(|l| l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')),
-            "literals are words: {literals:?}"
-        );
-        match value.map(|v| literals.iter().find(|l| **l == v).ok_or(v)) {
-            Some(Ok(literal)) => self.add(&format!("{column} = '{literal}'"), Vec::new()),
-            Some(Err(v)) => self.eq_text(column, Some(v)),
+    /// Adds `column = 'word'` when `value` is given, the word written into the
+    /// statement: it is one of the type's fixed words, and a partial index (`… WHERE
+    /// status = 'failed'`) serves only a query whose text says the same, which a bound
+    /// value does not.
+    pub fn eq_word<W: Wire>(&mut self, column: &str, value: Option<W>) -> &mut Self {
+        match value {
+            Some(word) => self.add(&format!("{column} = '{}'", word.as_str()), Vec::new()),
             None => self,
         }
     }

@@ -23,6 +23,14 @@ pub struct Pruned {
     pub deliveries: u64,
 }
 
+impl std::ops::AddAssign for Pruned {
+    fn add_assign(&mut self, p: Pruned) {
+        self.executions += p.executions;
+        self.events += p.events;
+        self.deliveries += p.deliveries;
+    }
+}
+
 impl Pruned {
     /// Whether a step of the batch found `batch` rows: more may be left.
     pub fn full(&self, batch: i64) -> bool {
@@ -67,21 +75,19 @@ pub async fn prune(
         .execute(&mut tx)
         .await?
         .rows_affected();
-    let deliveries = query(&locking(DELIVERIES, db.dialect))
-        .bind(cutoff.micros())
-        .bind(batch)
-        .bind(from.dt)
-        .bind(from.id)
+    // The event log's two steps select the same events: past `from`, before the cutoff.
+    let events_step = |sql| {
+        query(&locking(sql, db.dialect))
+            .bind(cutoff.micros())
+            .bind(batch)
+            .bind(from.dt)
+            .bind(from.id)
+    };
+    let deliveries = events_step(DELIVERIES)
         .execute(&mut tx)
         .await?
         .rows_affected();
-    let events = query(&locking(EVENTS, db.dialect))
-        .bind(cutoff.micros())
-        .bind(batch)
-        .bind(from.dt)
-        .bind(from.id)
-        .fetch_all(&mut tx)
-        .await?;
+    let events = events_step(EVENTS).fetch_all(&mut tx).await?;
     tx.commit().await?;
     let mut next = from;
     for row in &events {

@@ -4,6 +4,8 @@
 //! millions of calls must page as fast as an empty one. The plans are checked on tables
 //! of some thousands of rows, with statistics on PostgreSQL (whose planner weighs them).
 
+use billhook_domain::catalogue::Stage;
+use billhook_domain::entities::{CallStatus, DeliveryStatus};
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, DeliveryQuery};
 use billhook_store::events::{self, Event, EventQuery};
@@ -137,15 +139,19 @@ async fn every_filter_of_the_execution_log_reads_its_page_from_an_index() {
         ),
         (
             "failures",
-            q(&|q| q.status = Some("fail".into())),
+            q(&|q| q.status = Some(CallStatus::Fail)),
             "executions_failed",
         ),
-        ("successes", q(&|q| q.status = Some("success".into())), ""),
+        (
+            "successes",
+            q(&|q| q.status = Some(CallStatus::Success)),
+            "",
+        ),
         (
             "a handler's failures",
             q(&|q| {
                 q.handlers_id = Some(2);
-                q.status = Some("fail".into());
+                q.status = Some(CallStatus::Fail);
             }),
             "executions_handler_failed",
         ),
@@ -153,7 +159,7 @@ async fn every_filter_of_the_execution_log_reads_its_page_from_an_index() {
             "a handler's successes",
             q(&|q| {
                 q.handlers_id = Some(1);
-                q.status = Some("success".into());
+                q.status = Some(CallStatus::Success);
             }),
             "",
         ),
@@ -170,7 +176,7 @@ async fn every_filter_of_the_execution_log_reads_its_page_from_an_index() {
             "an event type and stage",
             q(&|q| {
                 q.events_id = Some("clients.update".into());
-                q.stage = Some("after".into());
+                q.stage = Some(Stage::After);
             }),
             "",
         ),
@@ -208,22 +214,26 @@ async fn the_event_list_reads_its_page_from_an_index_by_type_and_object() {
 #[tokio::test]
 async fn the_delivery_list_reads_its_page_from_an_index_and_counts_without_joins() {
     let fresh = filled().await;
-    let q = |status: Option<&str>, handler: Option<i64>| DeliveryQuery {
-        status: status.map(str::to_string),
+    let q = |status: Option<DeliveryStatus>, handler: Option<i64>| DeliveryQuery {
+        status,
         handlers_id: handler,
         ..DeliveryQuery::default()
     };
     let filters = [
         ("none", q(None, None), ""),
         ("a handler", q(None, Some(2)), ""),
-        ("failed", q(Some("failed"), None), "deliveries_failed_all"),
+        (
+            "failed",
+            q(Some(DeliveryStatus::Failed), None),
+            "deliveries_failed_all",
+        ),
         (
             "a handler's failed",
-            q(Some("failed"), Some(2)),
+            q(Some(DeliveryStatus::Failed), Some(2)),
             "deliveries_failed",
         ),
-        ("pending", q(Some("pending"), None), ""),
-        ("succeeded", q(Some("succeeded"), Some(1)), ""),
+        ("pending", q(Some(DeliveryStatus::Pending), None), ""),
+        ("succeeded", q(Some(DeliveryStatus::Succeeded), Some(1)), ""),
     ];
     for (what, q, index) in &filters {
         let filter = deliveries::filter(q);

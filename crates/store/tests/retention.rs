@@ -87,9 +87,7 @@ async fn batches_prune_what_was_delivered_before_the_cutoff_and_nothing_else() {
         );
         from = next;
         batches += 1;
-        total.executions += p.executions;
-        total.events += p.events;
-        total.deliveries += p.deliveries;
+        total += p;
         if !p.full(BATCH) {
             break;
         }

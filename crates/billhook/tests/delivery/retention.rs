@@ -130,6 +130,9 @@ async fn past_the_retention_only_what_was_delivered_leaves_the_logs() {
     assert_eq!(st, 200, "{v}");
     wait_deliveries(&s, bad, "succeeded", 1, 30).await;
     // Delivered everywhere now, but just now: the old event stays a retention longer.
+    // Something must not happen here, which no condition can wait for: passes run every
+    // second (a tenth of the retention, at least 1 s), so 1.5 s spans at least one, and
+    // the check fails when the condition on the deliveries' time is removed.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let (st, ev) = s.get(&format!("/api/v1/events/{failed}")).await;
     assert_eq!(st, 200, "pruned as soon as it was delivered: {ev}");

@@ -15,6 +15,16 @@ wire_enum!(
 );
 
 wire_enum!(
+    /// How one call of a handler went, in the execution log.
+    CallStatus { Success => "success", Fail => "fail" }
+);
+
+wire_enum!(
+    /// Where an after handler's delivery of an event is.
+    DeliveryStatus { Pending => "pending", Succeeded => "succeeded", Failed => "failed" }
+);
+
+wire_enum!(
     /// What a failing before handler means for the action.
     OnFailure { Forbid => "forbid", Allow => "allow" }
 );

@@ -14,8 +14,8 @@ pub use account::{Account, AuthType};
 pub use client::{Client, ClientStatus};
 pub use did::{Did, DidAction, DidStatus};
 pub use handler::{
-    check_script_name, check_url, Handler, HandlerStatus, HandlerType, OnFailure,
-    DEFAULT_RETRY_SCHEDULE, MAX_TIMEOUT_MS,
+    check_script_name, check_url, CallStatus, DeliveryStatus, Handler, HandlerStatus, HandlerType,
+    OnFailure, DEFAULT_RETRY_SCHEDULE, MAX_TIMEOUT_MS,
 };
 pub use import::{Import, ImportError, ImportKind, ImportStatus};
 pub use package::{Package, PackageStatus};
@@ -54,5 +54,28 @@ macro_rules! wire_enum {
                 format!("must be one of: {}", names.join(", "))
             }
         }
+
+        impl $crate::entities::Wire for $name {
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+            fn parse(s: &str) -> Option<Self> {
+                $name::parse(s)
+            }
+            fn expected() -> String {
+                $name::expected()
+            }
+        }
     };
+}
+
+/// A value spelled as one of a few fixed words on the wire and in the database: what
+/// [`wire_enum!`] declares, for code that takes any of them (a query filter).
+pub trait Wire: Sized + Copy {
+    /// The wire spelling.
+    fn as_str(self) -> &'static str;
+    /// Parses the wire spelling.
+    fn parse(s: &str) -> Option<Self>;
+    /// The accepted spellings, for error messages.
+    fn expected() -> String;
 }

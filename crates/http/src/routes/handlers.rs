@@ -5,15 +5,13 @@ use billhook_app::handlers::{DeliveryQuery, ExecutionQuery, HandlerQuery};
 use billhook_app::handlers::{HandlerInput, WithSecret};
 use billhook_app::queries::List;
 use billhook_app::App;
-use billhook_domain::entities::{Handler, HandlerStatus};
+use billhook_domain::catalogue::Stage;
+use billhook_domain::entities::{CallStatus, DeliveryStatus, Handler, HandlerStatus, HandlerType};
 use billhook_domain::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    call_status, created, delivery_status, handler_status, handler_type, query_num, query_time,
-    stage, ApiResult, Paging,
-};
+use super::{created, query_num, query_time, query_wire, ApiResult, Paging};
 use crate::extract::{ApiJson, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
@@ -51,13 +49,13 @@ async fn create(
 
 #[derive(Deserialize)]
 struct Filter {
-    #[serde(default, deserialize_with = "handler_status")]
-    status: Option<String>,
+    #[serde(default, deserialize_with = "query_wire")]
+    status: Option<HandlerStatus>,
     event: Option<String>,
-    #[serde(rename = "type", default, deserialize_with = "handler_type")]
-    kind: Option<String>,
-    #[serde(default, deserialize_with = "stage")]
-    stage: Option<String>,
+    #[serde(rename = "type", default, deserialize_with = "query_wire")]
+    kind: Option<HandlerType>,
+    #[serde(default, deserialize_with = "query_wire")]
+    stage: Option<Stage>,
     #[serde(flatten)]
     paging: Paging,
 }
@@ -135,11 +133,11 @@ async fn recover(
 struct ExecutionFilter {
     #[serde(default, deserialize_with = "query_num")]
     handlers_id: Option<i64>,
-    #[serde(default, deserialize_with = "call_status")]
-    status: Option<String>,
+    #[serde(default, deserialize_with = "query_wire")]
+    status: Option<CallStatus>,
     events_id: Option<String>,
-    #[serde(default, deserialize_with = "stage")]
-    stage: Option<String>,
+    #[serde(default, deserialize_with = "query_wire")]
+    stage: Option<Stage>,
     #[serde(default, deserialize_with = "query_num")]
     object_id: Option<i64>,
     event_uid: Option<String>,
@@ -173,8 +171,8 @@ async fn executions(
 
 #[derive(Deserialize)]
 struct DeliveryFilter {
-    #[serde(default, deserialize_with = "delivery_status")]
-    status: Option<String>,
+    #[serde(default, deserialize_with = "query_wire")]
+    status: Option<DeliveryStatus>,
     #[serde(default, deserialize_with = "query_num")]
     handlers_id: Option<i64>,
     #[serde(flatten)]

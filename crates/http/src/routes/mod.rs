@@ -54,47 +54,21 @@ where
     }
 }
 
-/// A word of a fixed set in the query string (empty: none). Anything else is a 400
+/// One of a type's words in the query string (empty: none). Anything else is a 400
 /// rather than a filter that matches nothing: a call's status is `fail` where a
 /// delivery's is `failed`, and a list left empty by a typo reads as "no failures".
-fn query_word<'de, D>(d: D, words: &'static [&'static str]) -> Result<Option<String>, D::Error>
+pub fn query_wire<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
+    T: billhook_domain::entities::Wire,
 {
     let text = Option::<String>::deserialize(d)?;
     match text.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(t) if words.contains(&t) => Ok(Some(t.to_string())),
-        Some(t) => Err(serde::de::Error::custom(format!(
-            "{t:?} is not one of {}",
-            words.join(", ")
-        ))),
+        Some(t) => T::parse(t)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("{t:?}: {}", T::expected()))),
     }
-}
-
-/// `status` of the execution log.
-pub fn call_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    query_word(d, &["success", "fail"])
-}
-
-/// `status` of the delivery list.
-pub fn delivery_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    query_word(d, &["pending", "succeeded", "failed"])
-}
-
-/// `stage` of a handler or a call.
-pub fn stage<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    query_word(d, &["before", "after"])
-}
-
-/// `status` of the handler list.
-pub fn handler_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    query_word(d, &["enabled", "disabled", "archived"])
-}
-
-/// `type` of the handler list.
-pub fn handler_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    query_word(d, &["http", "script"])
 }
 
 /// A timestamp in the query string.
