@@ -11,8 +11,9 @@
 //! `billhook_store::handoff`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use billhook_domain::catalogue::Stage;
 use billhook_domain::entities::{Handler, HandlerStatus};
@@ -33,7 +34,9 @@ use crate::retry::next_delay;
 /// Tuning of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Calls in flight at most, over all handlers (one per queue being worked on).
+    /// Queues worked on at most, over all handlers (calling, or waiting for their
+    /// handler's turn). One handler takes at most all but `per_handler` of them (see
+    /// `queues_per_handler`).
     pub max_in_flight: usize,
     /// Deliveries of one (handler, client) queue taken in one claim and made one after
     /// the other without going back to the database in between.
@@ -56,7 +59,8 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            max_in_flight: 256,
+            // 256 for one handler, as many as it calls at once for the others.
+            max_in_flight: 320,
             per_queue: 16,
             // 32 held deliveries back under load: with a few milliseconds per call, one
             // handler's calls could not keep up with what the API acknowledged, and the
@@ -116,7 +120,7 @@ pub struct DeliveryEngine {
     caller: Caller,
     wake: Arc<Notify>,
     config: EngineConfig,
-    per_handler: Arc<Mutex<HashMap<i64, Arc<Semaphore>>>>,
+    per_handler: Arc<Mutex<HashMap<i64, Arc<Turns>>>>,
     handlers: HandlerCache,
     pub metrics: Arc<Metrics>,
 }
@@ -149,10 +153,10 @@ impl DeliveryEngine {
     }
 
     /// The same engine with another limit of calls in flight per handler (at least one);
-    /// the limit over all handlers is raised to it if lower.
+    /// the limit over all handlers is raised to twice that if lower.
     pub fn with_per_handler(mut self, calls: usize) -> Self {
         self.config.per_handler = calls.max(1);
-        self.config.max_in_flight = self.config.max_in_flight.max(self.config.per_handler);
+        self.config.max_in_flight = self.config.max_in_flight.max(2 * self.config.per_handler);
         self
     }
 
@@ -362,12 +366,23 @@ impl DeliveryEngine {
         }
     }
 
-    fn handler_slots(&self, handlers_id: i64) -> Arc<Semaphore> {
+    fn turns(&self, handlers_id: i64) -> Arc<Turns> {
         self.per_handler
             .lock()
             .expect("not poisoned")
             .entry(handlers_id)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_handler)))
+            .or_insert_with(|| {
+                Arc::new(Turns {
+                    calls: Semaphore::new(self.config.per_handler),
+                    taken: Arc::new(Semaphore::new(queues_per_handler(&self.config))),
+                    attempts: AtomicU64::new(0),
+                    aside: Mutex::new(Aside {
+                        period: PUT_ASIDE_AT_LEAST,
+                        since: Instant::now(),
+                        attempts_seen: 0,
+                    }),
+                })
+            })
             .clone()
     }
 
@@ -397,8 +412,8 @@ impl DeliveryEngine {
         let Some((first, _)) = queue.first() else {
             return;
         };
-        let slots = self.handler_slots(first.handlers_id);
-        let _permit = slots.acquire().await.expect("never closed");
+        let turns = self.turns(first.handlers_id);
+        let _permit = turns.calls.acquire().await.expect("never closed");
         let mut queue = queue.into_iter().map(|(c, event)| (c.lease(), c, event));
         while let Some((lease, c, event)) = queue.next() {
             // Checked for the first too: it may have waited for the handler's permit
@@ -420,6 +435,7 @@ impl DeliveryEngine {
                 }
             };
             in_flight.lock().expect("not poisoned").remove(&lease);
+            turns.attempts.fetch_add(1, Ordering::Relaxed);
             if !carry_on {
                 return give_back(queue.map(|(lease, ..)| lease), results, in_flight).await;
             }
@@ -580,6 +596,71 @@ async fn keep_statistics(db: Db) {
 /// deliveries are left to be claimed.
 const HANDOFF_ROOM: usize = 1024;
 
+/// How long the queues of a handler that has taken on all it may are put aside (see
+/// [`queues_per_handler`]) before a claim may take them again: a moment while its
+/// calls end one after the other (a handler that is only busy), twice as long each time
+/// the last span went by with none ending (one that hangs until its timeout), up to
+/// the most. Put aside for a second at once, the deliveries a busy handler had no room
+/// for lost that second (`bench`: half the deliveries per second); put aside for a
+/// moment each time, those of one that hangs would come back to be put aside again
+/// two hundred times a second.
+const PUT_ASIDE_AT_LEAST: Duration = Duration::from_millis(5);
+const PUT_ASIDE_AT_MOST: Duration = Duration::from_secs(5);
+
+/// One handler's share of the engine.
+struct Turns {
+    /// Its calls at once (`per_handler`).
+    calls: Semaphore,
+    /// Its queues taken on at once, calling or waiting for a call's turn (see
+    /// [`queues_per_handler`]); each also holds one of the engine's slots.
+    taken: Arc<Semaphore>,
+    /// Its attempts ended so far: whether its calls are moving.
+    attempts: AtomicU64,
+    aside: Mutex<Aside>,
+}
+
+/// How long a handler's queues are put aside now (see [`PUT_ASIDE_AT_LEAST`]).
+struct Aside {
+    period: Duration,
+    /// When `period` was last set, and the attempts ended by then.
+    since: Instant,
+    attempts_seen: u64,
+}
+
+impl Turns {
+    /// How long to put a queue of this handler aside.
+    fn put_aside_for(&self) -> Duration {
+        let ended = self.attempts.load(Ordering::Relaxed);
+        let mut aside = self.aside.lock().expect("not poisoned");
+        if ended != aside.attempts_seen {
+            aside.period = PUT_ASIDE_AT_LEAST;
+        } else if aside.since.elapsed() >= aside.period {
+            aside.period = (aside.period * 2).min(PUT_ASIDE_AT_MOST);
+        } else {
+            return aside.period;
+        }
+        aside.attempts_seen = ended;
+        aside.since = Instant::now();
+        aside.period
+    }
+}
+
+/// The queues one handler may have taken on at once: all the engine's slots but one
+/// handler's calls at once (256 of 320 by default). A queue waits for its handler's
+/// turn holding one of the engine's slots, and claims are sized to the free slots: with
+/// no bound, the queues of a handler that hangs until its timeout took every slot, and
+/// every other handler's deliveries waited for its calls to time out. Bounded, the
+/// others always have slots enough for as many calls at once, and a handler's queues
+/// beyond it are put aside for a moment ([`PUT_ASIDE_AT_LEAST`]), out of the claims' way.
+/// (A handler that hangs with thousands of clients due has them put aside again each
+/// time they come due, a batch of writes per claim, until a turn frees up.)
+fn queues_per_handler(config: &EngineConfig) -> usize {
+    config
+        .max_in_flight
+        .saturating_sub(config.per_handler)
+        .max(config.per_handler)
+}
+
 /// The calls under way and what they need.
 struct Workers {
     /// One per queue being worked on (`max_in_flight`).
@@ -595,15 +676,22 @@ impl Workers {
     /// Starts working on each queue, in its own task. With every slot taken a queue is
     /// given back, to be claimed in due order with the rest once slots free up: waiting
     /// for a slot here would hold the engine up for as long as a call may take (the slots
-    /// a claim was sized for may have gone to deliveries handed over while it ran).
+    /// a claim was sized for may have gone to deliveries handed over while it ran). A
+    /// queue whose handler has taken on all it may is put aside (see [`Turns`]).
     async fn start(&mut self, engine: &DeliveryEngine, queues: Vec<Queue>) {
         for queue in queues {
+            let Some((first, _)) = queue.first() else {
+                continue;
+            };
+            let leases = queue.iter().map(|(c, _)| c.lease());
+            let turns = engine.turns(first.handlers_id);
+            let Ok(taken) = turns.taken.clone().try_acquire_owned() else {
+                put_aside(leases, turns.put_aside_for(), &self.results).await;
+                continue;
+            };
             match self.slots.clone().try_acquire_owned() {
-                Ok(permit) => self.spawn(engine, queue, permit),
-                Err(_) => {
-                    let leases = queue.iter().map(|(c, _)| c.lease());
-                    give_back(leases, &self.results, &self.in_flight).await;
-                }
+                Ok(slot) => self.spawn(engine, queue, [slot, taken]),
+                Err(_) => give_back(leases, &self.results, &self.in_flight).await,
             }
         }
     }
@@ -615,7 +703,9 @@ impl Workers {
             .await;
     }
 
-    fn spawn(&mut self, engine: &DeliveryEngine, queue: Queue, permit: OwnedSemaphorePermit) {
+    /// Works on `queue` in a task holding `permits` (an engine slot and its handler's
+    /// place) until it is done.
+    fn spawn(&mut self, engine: &DeliveryEngine, queue: Queue, permits: [OwnedSemaphorePermit; 2]) {
         let (engine, in_flight, results, stop) = (
             engine.clone(),
             self.in_flight.clone(),
@@ -630,7 +720,7 @@ impl Workers {
             // Boxed: a call's future is large, and the task's own future is moved a few
             // times on its way into the runtime; its copies were 1 % of the server.
             Box::pin(engine.deliver_queue(queue, &results, &in_flight, &stop)).await;
-            drop(permit);
+            drop(permits);
         });
     }
 }
@@ -645,6 +735,18 @@ async fn give_back(
     for lease in leases {
         in_flight.lock().expect("not poisoned").remove(&lease);
         let _ = results.send(Written::Release(lease)).await;
+    }
+}
+
+/// Puts untried deliveries aside: their leases are moved to `period` from now, so that
+/// no claim takes them before.
+async fn put_aside(
+    leases: impl Iterator<Item = Lease>,
+    period: Duration,
+    results: &mpsc::Sender<Written>,
+) {
+    for lease in leases {
+        let _ = results.send(Written::PutAside(lease, period)).await;
     }
 }
 
@@ -726,5 +828,56 @@ fn execution_row(
         error: outcome.error.clone(),
         modified: None,
         deliveries_id: Some(c.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turns() -> Turns {
+        Turns {
+            calls: Semaphore::new(1),
+            taken: Arc::new(Semaphore::new(1)),
+            attempts: AtomicU64::new(0),
+            aside: Mutex::new(Aside {
+                period: PUT_ASIDE_AT_LEAST,
+                since: Instant::now(),
+                attempts_seen: 0,
+            }),
+        }
+    }
+
+    /// A handler none of whose calls ends is put aside twice as long each time a whole
+    /// period passes, up to the most; an attempt that ends brings it back to the least.
+    #[test]
+    fn a_handler_whose_calls_do_not_end_is_put_aside_longer_and_longer() {
+        let t = turns();
+        assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST);
+        // Within the period: the same period, however often asked.
+        assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST);
+        for expected in [2, 4, 8] {
+            std::thread::sleep(t.aside.lock().unwrap().period);
+            assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST * expected);
+        }
+        t.attempts.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST);
+        t.aside.lock().unwrap().period = PUT_ASIDE_AT_MOST;
+        t.aside.lock().unwrap().since = Instant::now() - PUT_ASIDE_AT_MOST;
+        assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_MOST);
+    }
+
+    /// One handler leaves the others slots for as many calls as it makes at once, unless
+    /// the engine has no more than that (it must still be able to call at its limit).
+    #[test]
+    fn one_handler_leaves_the_others_room_for_as_many_calls_as_its_own() {
+        let config = EngineConfig::default();
+        assert_eq!(queues_per_handler(&config), 256);
+        let mut config = config;
+        config.per_handler = 200;
+        config.max_in_flight = 400;
+        assert_eq!(queues_per_handler(&config), 200);
+        config.max_in_flight = 200;
+        assert_eq!(queues_per_handler(&config), 200);
     }
 }

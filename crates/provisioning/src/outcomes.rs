@@ -1,6 +1,7 @@
 //! The delivery engine's writer: the outcomes of attempts, and deliveries given back
 //! untried, written in batches by one task — one transaction for many deliveries.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,9 @@ pub(crate) enum Written {
     Attempt(Box<Finished>),
     /// A delivery given back untried: its lease ends so that it can be claimed again.
     Release(Lease),
+    /// A delivery put aside untried for this long from when it is written: its lease
+    /// ends then, and no claim takes it before.
+    PutAside(Lease, Duration),
 }
 
 /// An attempt's outcome, waiting to be written.
@@ -81,10 +85,12 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
     let mut others = Vec::new();
     let mut finished = Vec::new();
     let mut released = Vec::new();
+    let mut aside: BTreeMap<Duration, Vec<Lease>> = BTreeMap::new();
     let mut rows = Vec::new();
     for w in batch {
         match w {
             Written::Release(lease) => released.push(*lease),
+            Written::PutAside(lease, d) => aside.entry(*d).or_default().push(*lease),
             Written::Attempt(f) => {
                 match &f.outcome {
                     Outcome::Succeeded => succeeded.push(f.lease),
@@ -100,6 +106,9 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
     let followers = deliveries::finish_succeeded(&mut tx, &succeeded, now).await?;
     deliveries::finish_many(&mut tx, &others, now).await?;
     deliveries::release(&mut tx, &released).await?;
+    for (period, leases) in &aside {
+        deliveries::put_aside(&mut tx, leases, now.add_duration(*period)).await?;
+    }
     executions::insert_many(&mut tx, &rows).await?;
     tx.commit().await?;
     let promoted = promote_after_commit(db, &finished).await;

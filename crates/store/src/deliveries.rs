@@ -458,15 +458,31 @@ pub async fn flag_every_head(db: &crate::Db) -> Result<u64, StoreError> {
 
 /// Gives leases back (graceful shutdown) so another process may deliver at once.
 pub async fn release(conn: &mut Conn, leases: &[Lease]) -> Result<(), StoreError> {
+    end_leases(conn, leases, 0).await
+}
+
+/// Puts leased deliveries aside untried until `until`: their leases end then, and no
+/// claim takes them before (nor anything behind them in their queues).
+pub async fn put_aside(
+    conn: &mut Conn,
+    leases: &[Lease],
+    until: Timestamp,
+) -> Result<(), StoreError> {
+    end_leases(conn, leases, until.micros()).await
+}
+
+/// Moves the end of leases that are still as given to `end` (0: now).
+async fn end_leases(conn: &mut Conn, leases: &[Lease], end: i64) -> Result<(), StoreError> {
     if leases.is_empty() {
         return Ok(());
     }
     let sql = format!(
-        "UPDATE deliveries SET lease_until = 0 WHERE status = 'pending' AND {}",
+        "UPDATE deliveries SET lease_until = $2 WHERE status = 'pending' AND {}",
         crate::query::in_leases(conn, 1)
     );
     query(&sql)
         .bind(crate::query::leases_json(leases))
+        .bind(end)
         .execute(conn)
         .await?;
     Ok(())

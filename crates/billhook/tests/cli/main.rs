@@ -244,6 +244,15 @@ fn bench_delivers_every_event_and_prints_the_medians_of_its_runs() {
         .filter(|l| l.contains("relay (two HTTP legs"))
         .count();
     assert_eq!(relayed, 3, "{out}");
+    // The medians' share of the ceiling is one run's own (deliveries against the ceiling
+    // measured around that run), not the quotient of two medians from different runs.
+    let shares: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("deliveries/s"))
+        .filter_map(|l| l.rsplit_once(", ")?.1.strip_suffix(" % of ceiling)"))
+        .collect();
+    assert_eq!(shares.len(), 3, "{out}");
+    assert!(shares[..2].contains(&shares[2]), "{shares:?} in:\n{out}");
     // One line per run and one of medians, each with a figure actually read: the
     // server's CPU time, and (the bench runs on SQLite) its writer's use, read off the
     // server's metrics.
