@@ -21,6 +21,7 @@ use billhook_domain::payload::{payload_text, EventHeader};
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Claimed, Lease, Outcome};
 use billhook_store::executions::Execution;
+use billhook_store::handlers::Secrets;
 use billhook_store::handoff::Handoff;
 use billhook_store::{events, Db, StoreError};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
@@ -418,11 +419,16 @@ impl DeliveryEngine {
         while let Some((lease, c, event)) = queue.next() {
             // Checked for the first too: it may have waited for the handler's permit
             // while other queues of the handler were worked on.
-            if *stop.borrow() || !self.lease_covers_call(&c).await {
+            let stopped = *stop.borrow();
+            let handler = match stopped {
+                true => None,
+                false => self.handler_if_lease_covers_call(&c).await,
+            };
+            let Some(handler) = handler else {
                 let untried = std::iter::once(lease).chain(queue.map(|(lease, ..)| lease));
                 return give_back(untried, results, in_flight).await;
-            }
-            let carry_on = match self.attempt(&c, &event).await {
+            };
+            let carry_on = match self.attempt(&c, &event, &handler).await {
                 Ok(finished) => {
                     let carry_on = !matches!(finished.outcome, Outcome::Retry { .. });
                     let _ = results.send(Written::Attempt(Box::new(finished))).await;
@@ -442,34 +448,34 @@ impl DeliveryEngine {
         }
     }
 
-    /// Whether the delivery's lease lasts until its call must have ended and its
-    /// outcome been written (half the lease margin is kept for that): a delivery that
-    /// waited behind others may have used up its lease, and once the lease ends another
-    /// process, or this one, may take it again.
-    async fn lease_covers_call(&self, c: &Claimed) -> bool {
-        match self.handlers.get(&self.db, c.handlers_id).await {
-            Ok(Some(entry)) => {
-                let margin = self.config.lease_margin.as_micros() / 2;
-                let needed = i64::from(entry.0.timeout_ms) * 1000
-                    + i64::try_from(margin).unwrap_or(i64::MAX / 2);
-                Timestamp::now().add_micros(needed) < c.lease_until
+    /// The delivery's handler, if the delivery's lease lasts until its call must have
+    /// ended and its outcome been written (half the lease margin is kept for that): a
+    /// delivery that waited behind others may have used up its lease, and once the lease
+    /// ends another process, or this one, may take it again. The call is made with this
+    /// same copy of the handler: with a copy read again, renewed meanwhile with a longer
+    /// timeout, the call could outlive the lease.
+    async fn handler_if_lease_covers_call(&self, c: &Claimed) -> Option<HandlerEntry> {
+        let entry = match self.handlers.get(&self.db, c.handlers_id).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, delivery = c.id, "reading the delivery's handler failed");
+                return None;
             }
-            _ => false,
-        }
+        };
+        let margin = self.config.lease_margin.as_micros() / 2;
+        let needed =
+            i64::from(entry.0.timeout_ms) * 1000 + i64::try_from(margin).unwrap_or(i64::MAX / 2);
+        (Timestamp::now().add_micros(needed) < c.lease_until).then_some(entry)
     }
 
     async fn attempt(
         &self,
         c: &Claimed,
         event: &events::EventText,
+        entry: &HandlerEntry,
     ) -> Result<Finished, StoreError> {
-        let Some(entry) = self.handlers.get(&self.db, c.handlers_id).await? else {
-            return Err(StoreError::Corrupt(format!(
-                "delivery {} lost its handler",
-                c.id
-            )));
-        };
-        let (handler, secrets) = &*entry;
+        let (handler, secrets) = &**entry;
         let now = Timestamp::now();
         if handler.status != HandlerStatus::Enabled {
             let later = Outcome::Retry {
@@ -749,6 +755,9 @@ async fn put_aside(
         let _ = results.send(Written::PutAside(lease, period)).await;
     }
 }
+
+/// A handler and its secrets, as the engine's cache holds them.
+type HandlerEntry = Arc<(Handler, Secrets)>;
 
 /// The deliveries of one (handler, ordering key) queue taken by one claim, in order,
 /// with their events.
