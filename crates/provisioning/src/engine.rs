@@ -373,16 +373,10 @@ impl DeliveryEngine {
             .expect("not poisoned")
             .entry(handlers_id)
             .or_insert_with(|| {
-                Arc::new(Turns {
-                    calls: Semaphore::new(self.config.per_handler),
-                    taken: Arc::new(Semaphore::new(queues_per_handler(&self.config))),
-                    attempts: AtomicU64::new(0),
-                    aside: Mutex::new(Aside {
-                        period: PUT_ASIDE_AT_LEAST,
-                        since: Instant::now(),
-                        attempts_seen: 0,
-                    }),
-                })
+                Arc::new(Turns::new(
+                    self.config.per_handler,
+                    queues_per_handler(&self.config),
+                ))
             })
             .clone()
     }
@@ -603,13 +597,19 @@ async fn keep_statistics(db: Db) {
 const HANDOFF_ROOM: usize = 1024;
 
 /// How long the queues of a handler that has taken on all it may are put aside (see
-/// [`queues_per_handler`]) before a claim may take them again: a moment while its
-/// calls end one after the other (a handler that is only busy), twice as long each time
-/// the last span went by with none ending (one that hangs until its timeout), up to
-/// the most. Put aside for a second at once, the deliveries a busy handler had no room
-/// for lost that second (`bench`: half the deliveries per second); put aside for a
-/// moment each time, those of one that hangs would come back to be put aside again
-/// two hundred times a second.
+/// [`queues_per_handler`]) before a claim may take them again: a moment at first (a
+/// burst the handler is about to work through), then twice as long each time a whole
+/// span goes by with the handler still full (a backlog, or an endpoint that hangs), up
+/// to the most, but never longer than half the time the handler's last span says it
+/// needs for the queues it has taken on, so that they are back before it runs out; a
+/// handler that had room again for two spans starts over.
+///
+/// Measured: put aside for a second at once, the deliveries a busy handler had no room
+/// for in a burst lost that second (`bench`: half the deliveries per second). Put aside
+/// for a moment each time, those of a backlog came back to be claimed and put aside
+/// again every few milliseconds: with 3,000 clients due to a handler taking 200 ms a
+/// call (320 a second), the server spent twice the CPU it needed; doubled up to 5 s
+/// without the bound, that handler ran out of work and made half its calls.
 const PUT_ASIDE_AT_LEAST: Duration = Duration::from_millis(5);
 const PUT_ASIDE_AT_MOST: Duration = Duration::from_secs(5);
 
@@ -620,7 +620,9 @@ struct Turns {
     /// Its queues taken on at once, calling or waiting for a call's turn (see
     /// [`queues_per_handler`]); each also holds one of the engine's slots.
     taken: Arc<Semaphore>,
-    /// Its attempts ended so far: whether its calls are moving.
+    /// Its queues taken on at most (the permits of `taken`).
+    share: usize,
+    /// Its attempts ended so far.
     attempts: AtomicU64,
     aside: Mutex<Aside>,
 }
@@ -628,25 +630,60 @@ struct Turns {
 /// How long a handler's queues are put aside now (see [`PUT_ASIDE_AT_LEAST`]).
 struct Aside {
     period: Duration,
-    /// When `period` was last set, and the attempts ended by then.
+    /// When `period` was set, and the handler's attempts ended by then.
     since: Instant,
-    attempts_seen: u64,
+    attempts_then: u64,
+    /// When a queue was last put aside.
+    last: Instant,
+}
+
+impl Aside {
+    fn new() -> Aside {
+        let long_ago = Instant::now() - PUT_ASIDE_AT_MOST * 2;
+        Aside {
+            period: PUT_ASIDE_AT_LEAST,
+            since: long_ago,
+            attempts_then: 0,
+            last: long_ago,
+        }
+    }
 }
 
 impl Turns {
-    /// How long to put a queue of this handler aside.
+    fn new(calls: usize, share: usize) -> Turns {
+        Turns {
+            calls: Semaphore::new(calls),
+            taken: Arc::new(Semaphore::new(share)),
+            share,
+            attempts: AtomicU64::new(0),
+            aside: Mutex::new(Aside::new()),
+        }
+    }
+
+    /// How long to put a queue of this handler aside now.
     fn put_aside_for(&self) -> Duration {
+        let now = Instant::now();
         let ended = self.attempts.load(Ordering::Relaxed);
         let mut aside = self.aside.lock().expect("not poisoned");
-        if ended != aside.attempts_seen {
+        if now - aside.last > aside.period * 2 {
             aside.period = PUT_ASIDE_AT_LEAST;
-        } else if aside.since.elapsed() >= aside.period {
-            aside.period = (aside.period * 2).min(PUT_ASIDE_AT_MOST);
+        } else if now - aside.since >= aside.period {
+            let rate = (ended - aside.attempts_then) as f64 / (now - aside.since).as_secs_f64();
+            let half_its_work = if rate > 0.0 {
+                Duration::from_secs_f64(self.share as f64 / rate / 2.0)
+            } else {
+                PUT_ASIDE_AT_MOST
+            };
+            aside.period = (aside.period * 2)
+                .min(half_its_work)
+                .clamp(PUT_ASIDE_AT_LEAST, PUT_ASIDE_AT_MOST);
         } else {
+            aside.last = now;
             return aside.period;
         }
-        aside.attempts_seen = ended;
-        aside.since = Instant::now();
+        aside.since = now;
+        aside.attempts_then = ended;
+        aside.last = now;
         aside.period
     }
 }
@@ -844,36 +881,51 @@ fn execution_row(
 mod tests {
     use super::*;
 
-    fn turns() -> Turns {
-        Turns {
-            calls: Semaphore::new(1),
-            taken: Arc::new(Semaphore::new(1)),
-            attempts: AtomicU64::new(0),
-            aside: Mutex::new(Aside {
-                period: PUT_ASIDE_AT_LEAST,
-                since: Instant::now(),
-                attempts_seen: 0,
-            }),
-        }
+    /// A whole period since it was set, and the last put-aside one period ago; `ended`
+    /// attempts meanwhile.
+    fn a_period_passes(t: &Turns, ended: u64) {
+        let mut aside = t.aside.lock().unwrap();
+        let period = aside.period;
+        aside.since -= period;
+        aside.last -= period;
+        t.attempts.fetch_add(ended, Ordering::Relaxed);
     }
 
-    /// A handler none of whose calls ends is put aside twice as long each time a whole
-    /// period passes, up to the most; an attempt that ends brings it back to the least.
+    /// A handler that stays full is put aside twice as long each time a whole period
+    /// passes, up to the most, and no longer than half the time its calls take to work
+    /// through its share; one that had room again for two periods starts over.
     #[test]
-    fn a_handler_whose_calls_do_not_end_is_put_aside_longer_and_longer() {
-        let t = turns();
+    fn a_handler_that_stays_full_is_put_aside_longer_and_longer() {
+        let t = Turns::new(64, 256);
         assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST);
         // Within the period: the same period, however often asked.
         assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST);
         for expected in [2, 4, 8] {
-            std::thread::sleep(t.aside.lock().unwrap().period);
+            a_period_passes(&t, 0);
             assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST * expected);
         }
-        t.attempts.fetch_add(1, Ordering::Relaxed);
-        assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST);
-        t.aside.lock().unwrap().period = PUT_ASIDE_AT_MOST;
-        t.aside.lock().unwrap().since = Instant::now() - PUT_ASIDE_AT_MOST;
+        // Its calls ending 320 a second: its 256 queues last 0.8 s, so at most 0.4 s.
+        t.aside.lock().unwrap().period = Duration::from_millis(320);
+        let about_400_ms = |d: Duration| (d.as_secs_f64() - 0.4).abs() < 0.01;
+        a_period_passes(&t, 102);
+        let period = t.put_aside_for();
+        assert!(about_400_ms(period), "{period:?}");
+        a_period_passes(&t, 128);
+        let period = t.put_aside_for();
+        assert!(about_400_ms(period), "{period:?}");
+        // No call ending: twice as long again.
+        a_period_passes(&t, 0);
+        let period = t.put_aside_for();
+        assert!((period.as_secs_f64() - 0.8).abs() < 0.02, "{period:?}");
+        {
+            let mut aside = t.aside.lock().unwrap();
+            aside.period = PUT_ASIDE_AT_MOST;
+            aside.since -= PUT_ASIDE_AT_MOST;
+        }
         assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_MOST);
+        // Nothing put aside for more than two periods: back to the least.
+        t.aside.lock().unwrap().last -= PUT_ASIDE_AT_MOST * 2 + Duration::from_millis(1);
+        assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST);
     }
 
     /// One handler leaves the others slots for as many calls as it makes at once, unless

@@ -142,7 +142,9 @@ pub async fn claim(
     let sql = match dialect {
         // Each step is computed once (MATERIALIZED): on a table without statistics yet
         // the planner otherwise ran the locking subquery again for every pending row.
-        // The due heads come from the flagged heads in due order (the deliveries
+        // The due heads come from the flagged heads in the order they could go (the
+        // later of due time and lease end, as on SQLite: a delivery put aside goes
+        // behind those that could go before its put-aside ended; the deliveries
         // waiting behind a head, and the heads not due, a failing endpoint's, are not
         // read); each is checked to be its queue's oldest pending one. Heads are locked
         // (SKIP LOCKED) and leased; a follower is only ever reached through its queue's
@@ -168,7 +170,7 @@ pub async fn claim(
                WHERE d.status = 'pending' AND d.head = 1
                  AND GREATEST(d.next_at, d.lease_until) <= $2
                  AND d.next_at <= $2 AND d.lease_until < $2{ENABLED}{HEADS_BY_PROBING}
-               ORDER BY d.next_at),
+               ORDER BY GREATEST(d.next_at, d.lease_until)),
              chosen AS MATERIALIZED (
                SELECT d.id, d.handlers_id, d.ordering_key FROM due CROSS JOIN LATERAL (
                  SELECT d.id, d.handlers_id, d.ordering_key FROM deliveries d
