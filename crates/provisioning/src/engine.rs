@@ -35,9 +35,7 @@ use crate::retry::next_delay;
 /// Tuning of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Queues worked on at most, over all handlers (calling, or waiting for their
-    /// handler's turn). One handler takes at most all but `per_handler` of them (see
-    /// `queues_per_handler`).
+    /// Calls in flight at most, over all handlers (one per queue being called).
     pub max_in_flight: usize,
     /// Deliveries of one (handler, client) queue taken in one claim and made one after
     /// the other without going back to the database in between.
@@ -60,7 +58,6 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            // 256 for one handler, as many as it calls at once for the others.
             max_in_flight: 320,
             per_queue: 16,
             // 32 held deliveries back under load: with a few milliseconds per call, one
@@ -400,6 +397,7 @@ impl DeliveryEngine {
     async fn deliver_queue(
         &self,
         queue: Queue,
+        slots: &Semaphore,
         results: &mpsc::Sender<Written>,
         in_flight: &Mutex<HashSet<Lease>>,
         stop: &watch::Receiver<bool>,
@@ -408,7 +406,8 @@ impl DeliveryEngine {
             return;
         };
         let turns = self.turns(first.handlers_id);
-        let _permit = turns.calls.acquire().await.expect("never closed");
+        let _turn = turns.calls.acquire().await.expect("never closed");
+        let _slot = slots.acquire().await.expect("never closed");
         let mut queue = queue.into_iter().map(|(c, event)| (c.lease(), c, event));
         while let Some((lease, c, event)) = queue.next() {
             // Checked for the first too: it may have waited for the handler's permit
@@ -618,7 +617,7 @@ struct Turns {
     /// Its calls at once (`per_handler`).
     calls: Semaphore,
     /// Its queues taken on at once, calling or waiting for a call's turn (see
-    /// [`queues_per_handler`]); each also holds one of the engine's slots.
+    /// [`queues_per_handler`]).
     taken: Arc<Semaphore>,
     /// Its queues taken on at most (the permits of `taken`).
     share: usize,
@@ -688,15 +687,15 @@ impl Turns {
     }
 }
 
-/// The queues one handler may have taken on at once: all the engine's slots but one
-/// handler's calls at once (256 of 320 by default). A queue waits for its handler's
-/// turn holding one of the engine's slots, and claims are sized to the free slots: with
-/// no bound, the queues of a handler that hangs until its timeout took every slot, and
-/// every other handler's deliveries waited for its calls to time out. Bounded, the
-/// others always have slots enough for as many calls at once, and a handler's queues
-/// beyond it are put aside for a moment ([`PUT_ASIDE_AT_LEAST`]), out of the claims' way.
-/// (A handler that hangs with thousands of clients due has them put aside again each
-/// time they come due, a batch of writes per claim, until a turn frees up.)
+/// The queues one handler may have taken on at once, calling or waiting for its turn
+/// (256 by default, what one busy handler had before). A queue takes an engine slot
+/// only once it has its handler's turn, to call: a queue waiting for its turn holding
+/// one, and claims sized to the free slots, let a handler that hangs until its timeout,
+/// with more clients due than slots, take every slot (two such handlers did, once one
+/// handler was held to a share of the slots), and every other handler's deliveries
+/// waited for its calls to time out. Now what a handler holds of the engine is its calls
+/// at once; the queues it has no room for are put aside for a moment
+/// ([`PUT_ASIDE_AT_LEAST`]), out of the claims' way.
 fn queues_per_handler(config: &EngineConfig) -> usize {
     config
         .max_in_flight
@@ -706,7 +705,7 @@ fn queues_per_handler(config: &EngineConfig) -> usize {
 
 /// The calls under way and what they need.
 struct Workers {
-    /// One per queue being worked on (`max_in_flight`).
+    /// One per queue being called (`max_in_flight`).
     slots: Arc<Semaphore>,
     tasks: JoinSet<()>,
     /// The leases of the deliveries taken and not yet finished.
@@ -716,25 +715,21 @@ struct Workers {
 }
 
 impl Workers {
-    /// Starts working on each queue, in its own task. With every slot taken a queue is
-    /// given back, to be claimed in due order with the rest once slots free up: waiting
-    /// for a slot here would hold the engine up for as long as a call may take (the slots
-    /// a claim was sized for may have gone to deliveries handed over while it ran). A
-    /// queue whose handler has taken on all it may is put aside (see [`Turns`]).
+    /// Starts working on each queue, in its own task, which waits for its handler's
+    /// turn and then for an engine slot. A queue whose handler has taken on all it may
+    /// is put aside (see [`queues_per_handler`]).
     async fn start(&mut self, engine: &DeliveryEngine, queues: Vec<Queue>) {
         for queue in queues {
             let Some((first, _)) = queue.first() else {
                 continue;
             };
-            let leases = queue.iter().map(|(c, _)| c.lease());
             let turns = engine.turns(first.handlers_id);
-            let Ok(taken) = turns.taken.clone().try_acquire_owned() else {
-                put_aside(leases, turns.put_aside_for(), &self.results).await;
-                continue;
-            };
-            match self.slots.clone().try_acquire_owned() {
-                Ok(slot) => self.spawn(engine, queue, [slot, taken]),
-                Err(_) => give_back(leases, &self.results, &self.in_flight).await,
+            match turns.taken.clone().try_acquire_owned() {
+                Ok(taken) => self.spawn(engine, queue, taken),
+                Err(_) => {
+                    let leases = queue.iter().map(|(c, _)| c.lease());
+                    put_aside(leases, turns.put_aside_for(), &self.results).await;
+                }
             }
         }
     }
@@ -746,11 +741,11 @@ impl Workers {
             .await;
     }
 
-    /// Works on `queue` in a task holding `permits` (an engine slot and its handler's
-    /// place) until it is done.
-    fn spawn(&mut self, engine: &DeliveryEngine, queue: Queue, permits: [OwnedSemaphorePermit; 2]) {
-        let (engine, in_flight, results, stop) = (
+    /// Works on `queue` in a task holding `taken` (its handler's place) until it is done.
+    fn spawn(&mut self, engine: &DeliveryEngine, queue: Queue, taken: OwnedSemaphorePermit) {
+        let (engine, slots, in_flight, results, stop) = (
             engine.clone(),
+            self.slots.clone(),
             self.in_flight.clone(),
             self.results.clone(),
             self.stop.clone(),
@@ -762,8 +757,8 @@ impl Workers {
         self.tasks.spawn(async move {
             // Boxed: a call's future is large, and the task's own future is moved a few
             // times on its way into the runtime; its copies were 1 % of the server.
-            Box::pin(engine.deliver_queue(queue, &results, &in_flight, &stop)).await;
-            drop(permits);
+            Box::pin(engine.deliver_queue(queue, &slots, &results, &in_flight, &stop)).await;
+            drop(taken);
         });
     }
 }
@@ -928,10 +923,9 @@ mod tests {
         assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST);
     }
 
-    /// One handler leaves the others slots for as many calls as it makes at once, unless
-    /// the engine has no more than that (it must still be able to call at its limit).
+    /// A handler takes on 256 queues by default, and never fewer than it calls at once.
     #[test]
-    fn one_handler_leaves_the_others_room_for_as_many_calls_as_its_own() {
+    fn a_handler_takes_on_256_queues_by_default_and_never_fewer_than_its_calls() {
         let config = EngineConfig::default();
         assert_eq!(queues_per_handler(&config), 256);
         let mut config = config;
