@@ -11,11 +11,12 @@ last one the fast handler had every event, how many calls the slow one got in 10
 and the server's CPU time. A handler that is only slow must neither hold the other
 up nor cost the server much more than its calls.
 """
-import http.client, json, os, subprocess, sys, tempfile, threading, time
+import http.client, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-KEY = "k" * 32
+from local_server import start, post
+
 binary = sys.argv[1]
 clients = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
 got = {"/slow": 0, "/fast": 0}
@@ -46,27 +47,7 @@ threading.Thread(target=receiver.serve_forever, daemon=True).start()
 port = receiver.server_address[1]
 work = tempfile.mkdtemp()
 url = sys.argv[3] if len(sys.argv) > 3 else f"sqlite:{work}/busy.db"
-server = subprocess.Popen(
-    [binary, "serve", "--listen", "127.0.0.1:0", "--database-url", url, "--log", "warn"],
-    cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    env=dict(os.environ, BILLHOOK_API_KEY=KEY))
-while True:
-    line = server.stdout.readline()
-    if not line:
-        sys.exit("the server exited before listening")
-    if line.startswith("billhook listening on "):
-        host = line.split("http://")[1].strip()
-        break
-
-
-def post(path, body, conn=None):
-    conn = conn or http.client.HTTPConnection(host)
-    conn.request("POST", "/api/v1" + path, json.dumps(body),
-                 {"X-Api-Key": KEY, "content-type": "application/json"})
-    response = conn.getresponse()
-    data = response.read()
-    assert response.status in (200, 201), (response.status, data)
-    return json.loads(data)
+server, host = start([binary], url, work)
 
 
 def cpu_seconds():
@@ -75,7 +56,7 @@ def cpu_seconds():
 
 
 for name in ("slow", "fast"):
-    post("/handlers", {"name": name, "event": "clients.create",
+    post(http.client.HTTPConnection(host), "/handlers", {"name": name, "event": "clients.create",
                        "task": f"http://127.0.0.1:{port}/{name}", "retry_schedule": [1]})
 started, cpu_before = time.time(), cpu_seconds()
 connections = threading.local()
@@ -84,7 +65,7 @@ connections = threading.local()
 def make(n):
     if not hasattr(connections, "c"):
         connections.c = http.client.HTTPConnection(host)
-    post("/clients", {"name": f"client {n}"}, connections.c)
+    post(connections.c, "/clients", {"name": f"client {n}"})
 
 
 with ThreadPoolExecutor(16) as pool:

@@ -15,10 +15,11 @@ connections (default 32; 1 gives the unbatched path), waits until every one is
 delivered, and prints the instructions counted in between, in total and per payment.
 The profile is left in /tmp/callgrind-payments.out.1 for callgrind_annotate.
 """
-import glob, http.client, json, os, subprocess, sys, tempfile, threading, time
+import glob, http.client, os, subprocess, sys, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-KEY = "k" * 32
+from local_server import start, post
+
 binary = sys.argv[1]
 payments = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 connections = int(sys.argv[3]) if len(sys.argv) > 3 else 32
@@ -45,27 +46,8 @@ work = tempfile.mkdtemp()
 out = "/tmp/callgrind-payments.out"
 for old in glob.glob(out + "*"):
     os.remove(old)
-server = subprocess.Popen(
-    ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve",
-     "--listen", "127.0.0.1:0", "--database-url", f"sqlite:{work}/bench.db", "--log", "warn"],
-    cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    env=dict(os.environ, BILLHOOK_API_KEY=KEY))
-while True:
-    line = server.stdout.readline()
-    if not line:
-        sys.exit("the server exited before listening")
-    if line.startswith("billhook listening on "):
-        host = line.split("http://")[1].strip()
-        break
-
-
-def post(conn, path, body):
-    conn.request("POST", "/api/v1" + path, json.dumps(body),
-                 {"X-Api-Key": KEY, "content-type": "application/json"})
-    response = conn.getresponse()
-    data = response.read()
-    assert response.status in (200, 201), (response.status, data)
-    return json.loads(data)
+server, host = start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary],
+                     f"sqlite:{work}/bench.db", work)
 
 
 def wait_received(n):

@@ -456,17 +456,19 @@ fn ceiling_request() -> anyhow::Result<(HeaderMap, Vec<u8>)> {
     Ok((headers, serde_json::to_vec(&sample)?))
 }
 
-/// The ceiling once: requests per second, and the bench's CPU time per request in µs.
-async fn ceiling(
+/// [`post_all`] measured: requests per second, and the CPU time per request in µs of
+/// process `pid` (`None`: this one).
+async fn posted_rate(
     http: &reqwest::Client,
     url: &str,
     headers: &HeaderMap,
     body: &[u8],
     args: &BenchArgs,
+    pid: Option<u32>,
 ) -> anyhow::Result<(f64, f64)> {
-    let cpu_before = cpu_time(None);
+    let cpu_before = cpu_time(pid);
     let took = post_all(http, url, headers, body, args).await?;
-    let cpu = cpu_time(None).saturating_sub(cpu_before);
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
     Ok((
         args.events as f64 / took.as_secs_f64(),
         per_item(cpu, args.events),
@@ -515,7 +517,8 @@ async fn post_all(
     }
 }
 
-/// One measurement: the ceiling, then delivery through a server on a fresh database.
+/// One measurement: the ceiling, delivery through a server on a fresh database, and the
+/// ceiling again.
 async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     let (receiver, receipts, recovering) = start_receiver(args.events).await?;
     let http = reqwest::Client::builder()
@@ -526,17 +529,13 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     // The ceiling: the receiver's own route, driven directly with a delivery's request.
     let (ceiling_headers, body) = ceiling_request()?;
     let ceiling_url = format!("{receiver}/hook");
-    let ceiling_before = ceiling(&http, &ceiling_url, &ceiling_headers, &body, args).await?;
+    let measure_ceiling = || posted_rate(&http, &ceiling_url, &ceiling_headers, &body, args, None);
+    let ceiling_before = measure_ceiling().await?;
 
     let (relay, relay_cpu_us) = if args.relay {
         let relay = crate::bench_relay::Relay::start(&ceiling_url).await?;
-        let cpu_before = cpu_time(relay.process.id());
-        let took = post_all(&http, &relay.url, &ceiling_headers, &body, args).await?;
-        let cpu = cpu_time(relay.process.id()).saturating_sub(cpu_before);
-        (
-            args.events as f64 / took.as_secs_f64(),
-            per_item(cpu, args.events),
-        )
+        let pid = relay.process.id();
+        posted_rate(&http, &relay.url, &ceiling_headers, &body, args, pid).await?
     } else {
         (f64::NAN, f64::NAN)
     };
@@ -683,7 +682,7 @@ async fn delivery_run(args: &BenchArgs) -> anyhow::Result<Figures> {
     }
     // Measured again once the server is gone: the machine's speed drifts by the second
     // here, and the mean of the ceilings on either side of the run is the one it met.
-    let ceiling_after = ceiling(&http, &ceiling_url, &ceiling_headers, &body, args).await?;
+    let ceiling_after = measure_ceiling().await?;
     let (ceiling, ceiling_cpu_us) = (
         (ceiling_before.0 + ceiling_after.0) / 2.0,
         (ceiling_before.1 + ceiling_after.1) / 2.0,

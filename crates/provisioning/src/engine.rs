@@ -413,9 +413,10 @@ impl DeliveryEngine {
             // Checked for the first too: it may have waited for the handler's permit
             // while other queues of the handler were worked on.
             let stopped = *stop.borrow();
-            let handler = match stopped {
-                true => None,
-                false => self.handler_if_lease_covers_call(&c).await,
+            let handler = if stopped {
+                None
+            } else {
+                self.handler_if_lease_covers_call(&c).await
             };
             let Some(handler) = handler else {
                 let untried = std::iter::once(lease).chain(queue.map(|(lease, ..)| lease));
