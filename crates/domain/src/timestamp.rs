@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -28,14 +29,39 @@ pub enum TimestampError {
     Invalid,
 }
 
+/// How far the clock [`Timestamp::now`] follows is ahead of this machine's, in
+/// microseconds. One per process: every time a process writes or compares is on one
+/// clock, and every server of a database on the same one (see
+/// `billhook_store::clock`), so that a lease or a due time one server writes means the
+/// same to another.
+static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
+
 /// An instant: microseconds since 1970-01-01T00:00:00Z.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
 impl Timestamp {
-    /// The current time, truncated to whole microseconds.
+    /// The current time on the clock this process's times follow: the machine's,
+    /// moved by [`Timestamp::follow_clock`] (on PostgreSQL, to the database's, which
+    /// every server on it shares), truncated to whole microseconds.
     pub fn now() -> Timestamp {
+        Timestamp(Timestamp::machine_now().0 + CLOCK_OFFSET.load(Ordering::Relaxed))
+    }
+
+    /// The current time on this machine's own clock, truncated to whole microseconds.
+    pub fn machine_now() -> Timestamp {
         Timestamp::from_offset_datetime(OffsetDateTime::now_utc())
+    }
+
+    /// Makes [`Timestamp::now`] follow a clock `offset_micros` ahead of this machine's
+    /// (behind, when negative).
+    pub fn follow_clock(offset_micros: i64) {
+        CLOCK_OFFSET.store(offset_micros, Ordering::Relaxed);
+    }
+
+    /// How far the clock [`Timestamp::now`] follows is ahead of this machine's.
+    pub fn clock_offset_micros() -> i64 {
+        CLOCK_OFFSET.load(Ordering::Relaxed)
     }
 
     /// Builds a timestamp from microseconds since the Unix epoch.

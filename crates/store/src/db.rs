@@ -100,6 +100,7 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(options)
                     .await?;
+                crate::clock::follow_database_clock(pool.clone()).await?;
                 Ok(Db {
                     read: Pool::Any(pool.clone()),
                     write: Pool::Any(pool.clone()),

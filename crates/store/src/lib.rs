@@ -7,6 +7,7 @@
 pub mod accounts;
 mod checkpoint;
 pub mod clients;
+mod clock;
 mod db;
 pub mod deliveries;
 pub mod dids;

@@ -130,13 +130,22 @@ impl Server {
     /// Starts another server process on an existing database (the URL of a running
     /// server's `db`), e.g. a second scheduler; dropping it leaves the database alone.
     pub async fn start_on(url: &str) -> Server {
+        Server::start_on_with(url, vec![]).await
+    }
+
+    /// Starts another server process on an existing database with extra environment
+    /// variables.
+    pub async fn start_on_with(url: &str, env: Vec<(&str, &str)>) -> Server {
         let mut server = Server {
             db: Database::Shared(url.to_string()),
             base: String::new(),
             http: reqwest::Client::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
-            extra_env: vec![],
+            extra_env: env
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn();
         server

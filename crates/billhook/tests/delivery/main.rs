@@ -11,6 +11,7 @@ mod flask_example;
 #[path = "../api/harness.rs"]
 mod harness;
 
+mod clocks;
 mod flask;
 mod https;
 mod malformed;

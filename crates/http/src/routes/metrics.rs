@@ -56,6 +56,13 @@ pub async fn render(State(app): State<App>) -> impl IntoResponse {
     ] {
         let _ = writeln!(out, "billhook_log_pruned_rows_total{{kind=\"{kind}\"}} {n}");
     }
+    out.push_str("# HELP billhook_clock_offset_seconds How far the clock this server's times follow (on PostgreSQL the database's, shared by every server on it) is ahead of this machine's.\n");
+    out.push_str("# TYPE billhook_clock_offset_seconds gauge\n");
+    let _ = writeln!(
+        out,
+        "billhook_clock_offset_seconds {}",
+        Timestamp::clock_offset_micros() as f64 / 1e6
+    );
     if let Some(w) = app.db.writer_stats() {
         writer(&mut out, w.busy, w.commits, w.transactions);
     }
