@@ -36,6 +36,12 @@ pub struct Config {
     /// Calls in flight at most to one after handler, each for a different client (a
     /// client's deliveries go one at a time, in order).
     pub handler_concurrency: usize,
+    /// Calls in flight at most over all after handlers (320, and at least twice
+    /// `handler_concurrency`): what bounds the sockets and memory the calls take. Each
+    /// handler whose endpoint hangs holds `handler_concurrency` of them until its calls
+    /// time out, so with more than this over `handler_concurrency` such handlers at
+    /// once, the others wait for those timeouts.
+    pub delivery_max_calls: Option<usize>,
     /// Where uploaded import files wait for their job.
     pub imports_dir: PathBuf,
     /// How long a running import is held without renewal; after a crash, the job is
@@ -63,6 +69,7 @@ impl Default for Config {
             scheduler_interval_ms: 1000,
             delivery_poll_ms: 1000,
             handler_concurrency: 64,
+            delivery_max_calls: None,
             imports_dir: PathBuf::from("./imports"),
             import_lease_secs: 60,
             log_retention_secs: 30 * 24 * 3600,

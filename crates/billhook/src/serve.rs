@@ -47,6 +47,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .clone()
         .with_poll(Duration::from_millis(config.delivery_poll_ms.max(10)))
         .with_per_handler(config.handler_concurrency);
+    let engine = match config.delivery_max_calls {
+        Some(calls) => engine.with_max_calls(calls),
+        None => engine,
+    };
     let engine = tokio::spawn(engine.run(stop_rx.clone()));
     let imports = tokio::spawn(app.imports.clone().run(stop_rx.clone()));
     let mailboxes = billhook_mailbox::spawn_pollers(

@@ -158,6 +158,13 @@ impl DeliveryEngine {
         self
     }
 
+    /// The same engine with another limit of calls in flight over all handlers (at
+    /// least one handler's).
+    pub fn with_max_calls(mut self, calls: usize) -> Self {
+        self.config.max_in_flight = calls.max(self.config.per_handler);
+        self
+    }
+
     /// Runs until `stop`; then lets calls in flight finish (they are bounded by their
     /// timeouts) and gives back the leases of any that do not finish in time.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -688,8 +695,9 @@ impl Turns {
     }
 }
 
-/// The queues one handler may have taken on at once, calling or waiting for its turn
-/// (256 by default, what one busy handler had before). A queue takes an engine slot
+/// The queues one handler may have taken on at once, calling or waiting for its turn:
+/// four for each of its calls at once (256 by default, what one busy handler had
+/// before), so that queues are ready as calls end while claims catch up. A queue takes an engine slot
 /// only once it has its handler's turn, to call: a queue waiting for its turn holding
 /// one, and claims sized to the free slots, let a handler that hangs until its timeout,
 /// with more clients due than slots, take every slot (two such handlers did, once one
@@ -698,10 +706,7 @@ impl Turns {
 /// at once; the queues it has no room for are put aside for a moment
 /// ([`PUT_ASIDE_AT_LEAST`]), out of the claims' way.
 fn queues_per_handler(config: &EngineConfig) -> usize {
-    config
-        .max_in_flight
-        .saturating_sub(config.per_handler)
-        .max(config.per_handler)
+    config.per_handler.saturating_mul(4)
 }
 
 /// The calls under way and what they need.
@@ -924,16 +929,16 @@ mod tests {
         assert_eq!(t.put_aside_for(), PUT_ASIDE_AT_LEAST);
     }
 
-    /// A handler takes on 256 queues by default, and never fewer than it calls at once.
+    /// A handler takes on four queues per call it may make at once (256 by default),
+    /// whatever the limit of calls over all handlers.
     #[test]
-    fn a_handler_takes_on_256_queues_by_default_and_never_fewer_than_its_calls() {
+    fn a_handler_takes_on_four_queues_per_call_whatever_the_engine_wide_limit() {
         let config = EngineConfig::default();
         assert_eq!(queues_per_handler(&config), 256);
         let mut config = config;
         config.per_handler = 200;
-        config.max_in_flight = 400;
-        assert_eq!(queues_per_handler(&config), 200);
-        config.max_in_flight = 200;
-        assert_eq!(queues_per_handler(&config), 200);
+        assert_eq!(queues_per_handler(&config), 800);
+        config.max_in_flight = 5000;
+        assert_eq!(queues_per_handler(&config), 800);
     }
 }
