@@ -6,6 +6,7 @@ mod bench_recovering;
 mod bench_relay;
 mod config;
 mod email;
+mod open_files;
 mod serve;
 
 use anyhow::Context;

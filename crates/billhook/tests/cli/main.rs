@@ -24,14 +24,31 @@ fn run(dir: &std::path::Path, args: &[&str]) -> String {
 }
 
 /// Starts `serve` in `dir`; returns the child and every stdout line up to the address.
-// The caller waits for the child in `stop`; the lint cannot see past the return.
-#[allow(clippy::zombie_processes)]
 fn serve(
     dir: &std::path::Path,
     envs: &[(&str, &str)],
     args: &[&str],
 ) -> (std::process::Child, Vec<String>) {
-    let mut cmd = Command::new(BIN);
+    serve_via(&[], dir, envs, args)
+}
+
+/// [`serve`] started by `wrapper` (a program and its arguments, followed by billhook's).
+// The caller waits for the child in `stop`; the lint cannot see past the return.
+#[allow(clippy::zombie_processes)]
+fn serve_via(
+    wrapper: &[&str],
+    dir: &std::path::Path,
+    envs: &[(&str, &str)],
+    args: &[&str],
+) -> (std::process::Child, Vec<String>) {
+    let mut cmd = match wrapper {
+        [program, rest @ ..] => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(BIN);
+            cmd
+        }
+        [] => Command::new(BIN),
+    };
     cmd.arg("serve")
         .args(args)
         .current_dir(dir)
@@ -309,4 +326,62 @@ fn bench_with_a_recovering_handler_delivers_what_piled_up() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no time in {line}"));
     assert!(after > 0.0 && after < 10.0, "{line}");
+}
+
+/// Started with a soft limit of 256 open files (systemd starts services with 1024), the
+/// server raises it to the hard limit: 300 API connections open at once are all
+/// answered, where at 256 the last ones waited unaccepted.
+#[test]
+fn serve_raises_its_open_files_limit_and_takes_more_connections_than_the_soft_one() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (child, lines) = serve_via(
+        &["prlimit", "--nofile=256:4096", "--"],
+        dir.path(),
+        &[("BILLHOOK_API_KEY", "k")],
+        &["--listen", "127.0.0.1:0"],
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let addr = address(&lines);
+    let addr = addr.trim_start_matches("http://").to_string();
+    // Every connection stays open while the next is made and asked.
+    let answered = std::thread::spawn(move || -> Result<usize, String> {
+        let mut open = Vec::new();
+        for n in 0..300 {
+            let mut c = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: billhook\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let mut answer = [0u8; 12];
+            c.read_exact(&mut answer)
+                .map_err(|e| format!("connection {n} unanswered: {e}"))?;
+            if &answer != b"HTTP/1.1 200" {
+                return Err(format!(
+                    "connection {n}: {}",
+                    String::from_utf8_lossy(&answer)
+                ));
+            }
+            open.push(c);
+        }
+        Ok(open.len())
+    })
+    .join()
+    .unwrap();
+    stop(child);
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the open files line")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3..5],
+        ["4096", "4096"],
+        "soft and hard: {limits}"
+    );
+    assert_eq!(
+        answered,
+        Ok(300),
+        "API connections open at once, each answered"
+    );
 }
