@@ -37,10 +37,10 @@ pub struct Config {
     /// client's deliveries go one at a time, in order).
     pub handler_concurrency: usize,
     /// Calls in flight at most over all after handlers (320, and at least twice
-    /// `handler_concurrency`): what bounds the sockets and memory the calls take. Each
-    /// handler whose endpoint hangs holds `handler_concurrency` of them until its calls
-    /// time out, so with more than this over `handler_concurrency` such handlers at
-    /// once, the others wait for those timeouts.
+    /// `handler_concurrency`): what bounds the connections and processes the calls
+    /// take. Each handler whose endpoint hangs holds `handler_concurrency` of them until
+    /// its calls time out, so with more than this over `handler_concurrency` such
+    /// handlers at once, the others wait for those timeouts.
     pub delivery_max_calls: Option<usize>,
     /// Where uploaded import files wait for their job.
     pub imports_dir: PathBuf,
@@ -103,6 +103,11 @@ pub struct Overrides {
     pub log_format: Option<String>,
 }
 
+/// The most calls in flight a setting may ask for: each is a connection (or a script's
+/// process) of its own, and the engine's limits are semaphores, which refuse more than
+/// a few quintillion permits by panicking in the engine's task.
+const MAX_CALLS: usize = 100_000;
+
 impl Config {
     /// Merges the sources in their order of precedence.
     pub fn load(file: Option<&Path>, flags: &Overrides) -> anyhow::Result<Config> {
@@ -119,6 +124,18 @@ impl Config {
             .merge(Serialized::defaults(flags))
             .extract()
             .context("reading the configuration")?;
+        let calls = 1..=MAX_CALLS;
+        anyhow::ensure!(
+            calls.contains(&config.handler_concurrency),
+            "handler_concurrency must be from 1 to {MAX_CALLS}, not {}",
+            config.handler_concurrency
+        );
+        if let Some(n) = config.delivery_max_calls {
+            anyhow::ensure!(
+                calls.contains(&n),
+                "delivery_max_calls must be from 1 to {MAX_CALLS}, not {n}"
+            );
+        }
         anyhow::ensure!(
             matches!(config.log_format.as_str(), "text" | "json"),
             "log_format must be text or json, not {:?}",

@@ -14,7 +14,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives while starting must stop us gracefully,
     // not by the default action.
     let shutdown = shutdown_signal()?;
-    match crate::open_files::raise_to_hard_limit() {
+    match crate::open_files::raise() {
         Ok(Some((was, now))) => tracing::info!(was, now, "raised the limit of open files"),
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not raise the limit of open files"),

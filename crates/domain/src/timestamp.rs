@@ -7,6 +7,8 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -29,39 +31,62 @@ pub enum TimestampError {
     Invalid,
 }
 
-/// How far the clock [`Timestamp::now`] follows is ahead of this machine's, in
-/// microseconds. One per process: every time a process writes or compares is on one
-/// clock, and every server of a database on the same one (see
-/// `billhook_store::clock`), so that a lease or a due time one server writes means the
-/// same to another.
-static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
+/// The clock [`Timestamp::now`] follows, when it is not the machine's wall clock: that
+/// clock's time less the monotonic clock's reading (microseconds since
+/// [`MONOTONIC_BASE`]), or [`WALL_CLOCK`]. One per process, so that every time a process
+/// writes or compares is on one clock, and every server of a database on the same one
+/// (see `billhook_store::clock`): a lease or a due time one server writes means the same
+/// to another. Kept against the monotonic clock, which nothing steps, so that a step of
+/// the machine's wall clock does not reach the times until the clock is measured again.
+/// (A process on several PostgreSQL databases follows the one measured last.)
+static FOLLOWED: AtomicI64 = AtomicI64::new(WALL_CLOCK);
+
+/// [`FOLLOWED`] when the machine's wall clock is followed.
+const WALL_CLOCK: i64 = i64::MIN;
+
+/// What the monotonic clock's readings are counted from.
+static MONOTONIC_BASE: OnceLock<Instant> = OnceLock::new();
+
+/// Microseconds from [`MONOTONIC_BASE`] to `at` (0 before it).
+fn monotonic_micros(at: Instant) -> i64 {
+    let base = *MONOTONIC_BASE.get_or_init(|| at);
+    i64::try_from(at.saturating_duration_since(base).as_micros()).unwrap_or(i64::MAX)
+}
 
 /// An instant: microseconds since 1970-01-01T00:00:00Z.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
 impl Timestamp {
-    /// The current time on the clock this process's times follow: the machine's,
-    /// moved by [`Timestamp::follow_clock`] (on PostgreSQL, to the database's, which
-    /// every server on it shares), truncated to whole microseconds.
+    /// The current time on the clock this process's times follow: the machine's wall
+    /// clock, or the one given to [`Timestamp::follow_clock`] (on PostgreSQL, the
+    /// database's, which every server on it shares), truncated to whole microseconds.
     pub fn now() -> Timestamp {
-        Timestamp(Timestamp::machine_now().0 + CLOCK_OFFSET.load(Ordering::Relaxed))
+        match FOLLOWED.load(Ordering::Relaxed) {
+            WALL_CLOCK => Timestamp::machine_now(),
+            followed => Timestamp(monotonic_micros(Instant::now()).saturating_add(followed)),
+        }
     }
 
-    /// The current time on this machine's own clock, truncated to whole microseconds.
+    /// The current time on this machine's own wall clock, truncated to whole
+    /// microseconds.
     pub fn machine_now() -> Timestamp {
         Timestamp::from_offset_datetime(OffsetDateTime::now_utc())
     }
 
-    /// Makes [`Timestamp::now`] follow a clock `offset_micros` ahead of this machine's
-    /// (behind, when negative).
-    pub fn follow_clock(offset_micros: i64) {
-        CLOCK_OFFSET.store(offset_micros, Ordering::Relaxed);
+    /// Makes [`Timestamp::now`] follow a clock that read `time` at the instant `at`,
+    /// going on from there at the pace of the monotonic clock.
+    pub fn follow_clock(time: Timestamp, at: Instant) {
+        FOLLOWED.store(time.0 - monotonic_micros(at), Ordering::Relaxed);
     }
 
-    /// How far the clock [`Timestamp::now`] follows is ahead of this machine's.
+    /// How far the clock [`Timestamp::now`] follows is now ahead of this machine's wall
+    /// clock (behind, when negative).
     pub fn clock_offset_micros() -> i64 {
-        CLOCK_OFFSET.load(Ordering::Relaxed)
+        match FOLLOWED.load(Ordering::Relaxed) {
+            WALL_CLOCK => 0,
+            _ => Timestamp::now().0 - Timestamp::machine_now().0,
+        }
     }
 
     /// Builds a timestamp from microseconds since the Unix epoch.

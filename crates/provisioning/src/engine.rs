@@ -158,10 +158,11 @@ impl DeliveryEngine {
         self
     }
 
-    /// The same engine with another limit of calls in flight over all handlers (at
-    /// least one handler's).
+    /// The same engine with another limit of calls in flight over all handlers, at
+    /// least twice one handler's: one handler hanging until its timeouts holds its own
+    /// calls, and at the same limit as one handler's that would be all of them.
     pub fn with_max_calls(mut self, calls: usize) -> Self {
-        self.config.max_in_flight = calls.max(self.config.per_handler);
+        self.config.max_in_flight = calls.max(2 * self.config.per_handler);
         self
     }
 
@@ -697,9 +698,9 @@ impl Turns {
 
 /// The queues one handler may have taken on at once, calling or waiting for its turn:
 /// four for each of its calls at once (256 by default, what one busy handler had
-/// before), so that queues are ready as calls end while claims catch up. A queue takes an engine slot
-/// only once it has its handler's turn, to call: a queue waiting for its turn holding
-/// one, and claims sized to the free slots, let a handler that hangs until its timeout,
+/// before), so that queues are ready as calls end while claims catch up. A queue takes
+/// an engine slot only once it has its handler's turn, to call: a queue waiting for its
+/// turn holding one, and claims sized to the free slots, let a handler that hangs until its timeout,
 /// with more clients due than slots, take every slot (two such handlers did, once one
 /// handler was held to a share of the slots), and every other handler's deliveries
 /// waited for its calls to time out. Now what a handler holds of the engine is its calls

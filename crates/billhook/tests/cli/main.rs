@@ -328,20 +328,41 @@ fn bench_with_a_recovering_handler_delivers_what_piled_up() {
     assert!(after > 0.0 && after < 10.0, "{line}");
 }
 
+/// The soft and hard limits of open files in `/proc/PID/limits` (or `self`).
+fn open_files_limits(pid: &str) -> [String; 2] {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    [fields[3].to_string(), fields[4].to_string()]
+}
+
 /// Started with a soft limit of 256 open files (systemd starts services with 1024), the
-/// server raises it to the hard limit: 300 API connections open at once are all
-/// answered, where at 256 the last ones waited unaccepted.
+/// server raises it (here to the hard limit, at most 4096): 300 API connections open at
+/// once are all answered, where at 256 the last ones waited unaccepted.
 #[test]
 fn serve_raises_its_open_files_limit_and_takes_more_connections_than_the_soft_one() {
     use std::io::{Read, Write};
+    let [_, hard] = open_files_limits("self");
+    let hard = match hard.parse::<u64>() {
+        Ok(n) => n.min(4096),
+        Err(_) => 4096, // unlimited
+    };
+    assert!(
+        hard >= 400,
+        "this test needs a hard limit of open files of at least 400, not {hard}"
+    );
+    let nofile = format!("--nofile=256:{hard}");
     let dir = tempfile::tempdir().unwrap();
     let (child, lines) = serve_via(
-        &["prlimit", "--nofile=256:4096", "--"],
+        &["prlimit", &nofile, "--"],
         dir.path(),
         &[("BILLHOOK_API_KEY", "k")],
         &["--listen", "127.0.0.1:0"],
     );
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let limits = open_files_limits(&child.id().to_string());
     let addr = address(&lines);
     let addr = addr.trim_start_matches("http://").to_string();
     // Every connection stays open while the next is made and asked.
@@ -368,20 +389,44 @@ fn serve_raises_its_open_files_limit_and_takes_more_connections_than_the_soft_on
     .join()
     .unwrap();
     stop(child);
-    let open_files: Vec<&str> = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .expect("the open files line")
-        .split_whitespace()
-        .collect();
+    let hard = hard.to_string();
     assert_eq!(
-        open_files[3..5],
-        ["4096", "4096"],
-        "soft and hard: {limits}"
+        limits,
+        [hard.clone(), hard],
+        "the server's soft and hard limits"
     );
     assert_eq!(
         answered,
         Ok(300),
         "API connections open at once, each answered"
     );
+}
+
+/// Call limits out of range stop the server at start with a message naming the setting
+/// (a huge `delivery_max_calls` made the engine's task panic: the API went on, and
+/// nothing was delivered).
+#[test]
+fn call_limits_out_of_range_stop_the_server_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value) in [
+        ("BILLHOOK_DELIVERY_MAX_CALLS", "18446744073709551615"),
+        ("BILLHOOK_DELIVERY_MAX_CALLS", "0"),
+        ("BILLHOOK_HANDLER_CONCURRENCY", "0"),
+        ("BILLHOOK_HANDLER_CONCURRENCY", "1000000"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env("BILLHOOK_API_KEY", "k")
+            .env(name, value)
+            .output()
+            .expect("run billhook");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let setting = name.trim_start_matches("BILLHOOK_").to_lowercase();
+        assert!(!out.status.success(), "{name}={value} refused");
+        assert!(
+            stderr.contains(&format!("{setting} must be from 1 to 100000, not {value}")),
+            "{name}={value}: {stderr}"
+        );
+    }
 }

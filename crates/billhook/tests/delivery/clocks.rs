@@ -4,8 +4,9 @@
 //! a lease's margin (5 s) saw the leases of the other's calls in flight as ended, took
 //! those deliveries and called them again.
 //!
-//! The second server's clock is moved a minute ahead with libfaketime (`apt-get
-//! install faketime`; `.ci/run` installs it). SQLite's servers share one machine, and
+//! The second server's wall clock is moved half a minute ahead with libfaketime
+//! (`apt-get install faketime`; `.ci/run` installs it), then stepped another half
+//! minute while it runs. SQLite's servers share one machine, and
 //! its clock: the test runs on PostgreSQL only, and says so on SQLite.
 
 use std::time::Duration;
@@ -48,16 +49,25 @@ async fn a_server_whose_clock_is_ahead_takes_no_call_in_flight_of_another() {
         );
         return;
     }
+    // The second machine's wall clock, read from a file that may change (at most a
+    // second late).
+    let skew = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(skew.path(), "+30s").unwrap();
     let ahead = Server::start_on_with(
         &s1.db.url(),
         vec![
             ("LD_PRELOAD", libfaketime()),
-            ("FAKETIME", "+60s"),
+            ("FAKETIME_TIMESTAMP_FILE", skew.path().to_str().unwrap()),
+            ("FAKETIME_NO_CACHE", "1"),
             // Only the wall clock: tokio's timers run on the monotonic one.
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ],
     )
     .await;
+    // Then it is stepped another 30 s ahead: the times it writes do not follow the step
+    // (they go on from its last reading of the database's clock).
+    std::fs::write(skew.path(), "+60s").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // The skew is real, and each server knows its own.
     let offset = |text: String| metric(&text, "billhook_clock_offset_seconds");
     let seen = offset(metrics(&ahead).await).expect("the clock offset metric");

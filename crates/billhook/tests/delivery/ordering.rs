@@ -371,29 +371,31 @@ async fn calls_to_one_handler_run_in_parallel_up_to_its_concurrency_limit() {
     }
 }
 
-/// `delivery_max_calls` bounds the calls in flight over all handlers: two handlers of
-/// four calls each, under a limit of six, make six at once, not eight.
+/// `delivery_max_calls` bounds the calls in flight over all handlers: three handlers of
+/// three calls each, under a limit of six, make six at once, not nine.
 #[tokio::test]
 async fn calls_over_all_handlers_stay_within_delivery_max_calls() {
-    for (limit, expected) in [(Some("6"), 6), (None, 8)] {
-        let mut env = vec![("BILLHOOK_HANDLER_CONCURRENCY", "4")];
+    for (limit, expected) in [(Some("6"), 6), (None, 9)] {
+        let mut env = vec![("BILLHOOK_HANDLER_CONCURRENCY", "3")];
         env.extend(limit.map(|l| ("BILLHOOK_DELIVERY_MAX_CALLS", l)));
         let s = Server::start_with(env).await;
         let r = Receiver::start().await;
         // Long enough that every event is raised before the first call ends.
-        r.plan(&[(200, Duration::from_millis(1500)); 24]);
-        http_handler(&s, "clients.create", &r.url("/a"), &[0]).await;
-        http_handler(&s, "clients.create", &r.url("/b"), &[0]).await;
+        r.plan(&[(200, Duration::from_millis(1500)); 36]);
+        for path in ["/a", "/b", "/c"] {
+            http_handler(&s, "clients.create", &r.url(path), &[0]).await;
+        }
         for n in 0..12 {
             client(&s, &format!("Client {n}")).await;
         }
-        let hits = wait_all(&r, "/a", 12, 60).await;
-        assert_eq!(hits.len(), 12, "each client's event once to the first");
-        wait_all(&r, "/b", 12, 60).await;
+        for path in ["/a", "/b", "/c"] {
+            let hits = wait_all(&r, path, 12, 60).await;
+            assert_eq!(hits.len(), 12, "each client's event once to {path}");
+        }
         assert_eq!(
             r.most_in_flight(),
             expected,
-            "calls at once over both handlers with delivery_max_calls {limit:?}"
+            "calls at once over three handlers with delivery_max_calls {limit:?}"
         );
     }
 }
