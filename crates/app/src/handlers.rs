@@ -346,6 +346,19 @@ impl Handlers {
     ) -> Result<u64, AppError> {
         self.get(id).await?;
         let now = Timestamp::now();
+        // An empty window is a mistake in the request, not a recovery of nothing.
+        match until {
+            Some(until) if until < since => {
+                return Err(AppError::field("until", "must not be before since"));
+            }
+            None if now < since => {
+                return Err(AppError::field(
+                    "since",
+                    "is in the future (the window ends now without until)",
+                ));
+            }
+            _ => {}
+        }
         let mut tx = self.db.begin().await?;
         let n = deliveries::recover(&mut tx, id, since, until.unwrap_or(now), now).await?;
         self.commit_requeued(tx).await?;

@@ -223,6 +223,22 @@ async fn recover_requeues_the_failed_deliveries_of_a_handler() {
         .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["requeued"], 0, "no event in that window: {v}");
+    let (st, v) = s
+        .post(
+            &recover,
+            json!({"since": "2026-12-05T00:00:00Z", "until": "2026-12-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(st, 422, "until before since: {v}");
+    assert_eq!(
+        v["error"]["data"]["fields"]["until"], "must not be before since",
+        "{v}"
+    );
+    let (st, v) = s
+        .post(&recover, json!({"since": "2999-01-01T00:00:00Z"}))
+        .await;
+    assert_eq!(st, 422, "since in the future, no until: {v}");
+    assert!(v["error"]["data"]["fields"]["since"].is_string(), "{v}");
     let (st, _) = s
         .post(
             &format!("{HANDLERS}/99999/recover"),
