@@ -79,13 +79,13 @@ async fn a_server_whose_clock_is_ahead_takes_no_call_in_flight_of_another() {
     assert!(seen.abs() < 1.0, "the other follows the database: {seen}");
 
     let r = Receiver::start().await;
-    // Each call takes 4 s of its 5 s timeout: its lease (timeout + 10 s of margin) ends
-    // 15 s after it was taken, on the database's clock; a minute ahead it has ended.
-    r.plan(&[(200, Duration::from_secs(4)); 6]);
+    // Each call takes 3 s of its 8 s timeout: its lease (timeout + 10 s of margin) ends
+    // 18 s after it was taken, on the database's clock; a minute ahead it has ended.
+    r.plan(&[(200, Duration::from_secs(3)); 6]);
     let h = create_handler(
         &s1,
         json!({"name": "slow", "event": "clients.create", "task": r.url("/h"),
-               "timeout_ms": 5000, "retry_schedule": [60]}),
+               "timeout_ms": 8000, "retry_schedule": [60]}),
     )
     .await["id"]
         .as_i64()
