@@ -228,12 +228,19 @@ async fn huge_numbers_are_refused_without_writing() {
     for _ in 0..12 {
         let n = s.events().await.len();
         let (_, old) = s.get(&client).await;
+        let payments = format!("/api/v1/payments?clients_id={cid}");
+        let (_, listed) = s.get(&payments).await;
         let (st, e) = s.post("/api/v1/payments", big.clone()).await;
         if st != 201 {
             assert_refused(st, &e, "overflowing payment");
             refused += 1;
             assert_eq!(s.events().await.len(), n);
             assert_eq!(s.get(&client).await.1, old);
+            assert_eq!(
+                s.get(&payments).await.1["total"],
+                listed["total"],
+                "no payment kept"
+            );
         }
     }
     assert!(refused > 0, "12 × 10^12 cannot fit in the balance");
