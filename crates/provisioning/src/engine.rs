@@ -79,8 +79,8 @@ impl Default for EngineConfig {
 pub struct Metrics {
     /// (handlers_id, outcome) → count; outcome is success, retry or failed.
     pub deliveries: Mutex<HashMap<(i64, &'static str), u64>>,
-    /// Call durations: counts per bucket upper bound (ms), sum and count.
-    pub durations: Mutex<Histogram>,
+    /// Call durations by handler (handlers_id → histogram): which endpoint is slow.
+    pub durations: Mutex<HashMap<i64, Histogram>>,
 }
 
 /// A Prometheus histogram of call durations in seconds.
@@ -548,6 +548,8 @@ impl DeliveryEngine {
             .durations
             .lock()
             .expect("not poisoned")
+            .entry(handler.id)
+            .or_default()
             .observe(outcome.duration_ms as f64 / 1000.0);
     }
 }

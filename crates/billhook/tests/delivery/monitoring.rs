@@ -131,11 +131,18 @@ async fn metrics_count_deliveries_durations_and_the_backlog() {
         bad_series.map(|s| s.0.replace(&t.bad.to_string(), "")),
         "a success and a failure are counted under different outcomes:\n{text}"
     );
-    let count = metric(&text, "billhook_call_duration_seconds_count").expect("count");
-    assert!(count >= 3.0, "{text}");
-    let inf = metric(&text, "billhook_call_duration_seconds_bucket{le=\"+Inf\"}");
-    assert_eq!(inf, Some(count), "{text}");
-    assert!(metric(&text, "billhook_call_duration_seconds_sum").is_some());
+    // Call durations by handler: one call each for the one that succeeded and the one
+    // that failed for good, every call in the +Inf bucket.
+    for (h, calls) in [(t.ok, 1.0), (t.bad, 1.0)] {
+        let series =
+            |name: &str| format!("billhook_call_duration_seconds_{name}{{handlers_id=\"{h}\"}}");
+        let count = metric(&text, &series("count")).expect("count");
+        assert_eq!(count, calls, "{text}");
+        let inf =
+            format!("billhook_call_duration_seconds_bucket{{handlers_id=\"{h}\",le=\"+Inf\"}}");
+        assert_eq!(metric(&text, &inf), Some(count), "{text}");
+        assert!(metric(&text, &series("sum")).is_some(), "{text}");
+    }
     let pending = metric(&text, "billhook_deliveries_pending").expect("pending");
     assert!(pending >= 1.0, "the waiting delivery: {text}");
     let age = metric(&text, "billhook_oldest_pending_delivery_age_seconds").expect("age");

@@ -19,22 +19,39 @@ pub async fn render(State(app): State<App>) -> impl IntoResponse {
             "billhook_deliveries_total{{handlers_id=\"{handler}\",outcome=\"{outcome}\"}} {n}"
         );
     }
-    let h = m.durations.lock().expect("not poisoned").clone();
-    out.push_str("# HELP billhook_call_duration_seconds Duration of handler calls.\n");
+    let mut durations: Vec<_> = m
+        .durations
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|(id, h)| (*id, h.clone()))
+        .collect();
+    durations.sort_by_key(|(id, _)| *id);
+    out.push_str("# HELP billhook_call_duration_seconds Duration of handler calls, by handler.\n");
     out.push_str("# TYPE billhook_call_duration_seconds histogram\n");
-    for (bound, n) in &h.buckets {
+    for (id, h) in &durations {
+        for (bound, n) in &h.buckets {
+            let _ = writeln!(
+                out,
+                "billhook_call_duration_seconds_bucket{{handlers_id=\"{id}\",le=\"{bound}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
-            "billhook_call_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
+            "billhook_call_duration_seconds_bucket{{handlers_id=\"{id}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "billhook_call_duration_seconds_sum{{handlers_id=\"{id}\"}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "billhook_call_duration_seconds_count{{handlers_id=\"{id}\"}} {}",
+            h.count
         );
     }
-    let _ = writeln!(
-        out,
-        "billhook_call_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-        h.count
-    );
-    let _ = writeln!(out, "billhook_call_duration_seconds_sum {}", h.sum);
-    let _ = writeln!(out, "billhook_call_duration_seconds_count {}", h.count);
     if let Ok((pending, oldest)) = app.handlers.backlog().await {
         out.push_str("# HELP billhook_deliveries_pending Deliveries not yet finished.\n");
         out.push_str("# TYPE billhook_deliveries_pending gauge\n");
