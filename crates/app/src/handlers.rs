@@ -13,7 +13,7 @@ use billhook_provisioning::before::BeforeChain;
 use billhook_provisioning::caller::CallMeta;
 use billhook_provisioning::{signing, Caller, HandlerCache};
 use billhook_store::deliveries;
-pub use billhook_store::deliveries::{Delivery, DeliveryQuery};
+pub use billhook_store::deliveries::{Backlog, Delivery, DeliveryQuery};
 use billhook_store::executions;
 pub use billhook_store::executions::{Execution, ExecutionQuery};
 use billhook_store::handlers as store;
@@ -413,7 +413,7 @@ impl Handlers {
     }
 
     /// Pending deliveries and when the oldest was created.
-    pub async fn backlog(&self) -> Result<(i64, Option<Timestamp>), AppError> {
+    pub async fn backlog(&self) -> Result<Vec<Backlog>, AppError> {
         let mut conn = self.db.read.acquire().await?;
         Ok(deliveries::backlog(&mut conn).await?)
     }

@@ -745,21 +745,52 @@ pub fn filter(q: &DeliveryQuery) -> Filter {
     filter
 }
 
-/// Pending deliveries: how many, and when the oldest was created. The oldest is a
-/// queue's head (its oldest pending delivery), so it is looked for among the heads
-/// only: the whole backlog's times took a second per million pending deliveries at
-/// each scrape of `/metrics`, while a handler was down. (On PostgreSQL a head is
-/// flagged just after its commit: for that moment the age may be a newer head's.)
-pub async fn backlog(conn: &mut Conn) -> Result<(i64, Option<Timestamp>), StoreError> {
-    let row = query(
-        "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'),
-                (SELECT MIN(created_at) FROM deliveries WHERE status = 'pending' AND head = 1)",
+/// One handler's pending deliveries: how many, and when the oldest was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub handlers_id: i64,
+    pub pending: i64,
+    pub oldest: Option<Timestamp>,
+}
+
+/// Pending deliveries by handler (handlers with none are left out), in the order of
+/// their ids. The count is read from the pending deliveries' index (its first column is
+/// the handler). The oldest is a queue's head (its oldest pending delivery), so it is
+/// looked for among the heads only: the whole backlog's times took a second per million
+/// pending deliveries at each scrape of `/metrics`, while a handler was down. (On
+/// PostgreSQL a head is flagged just after its commit: for that moment the age may be a
+/// newer head's.)
+pub async fn backlog(conn: &mut Conn) -> Result<Vec<Backlog>, StoreError> {
+    let counts = query(
+        "SELECT handlers_id, COUNT(*) FROM deliveries WHERE status = 'pending'
+         GROUP BY handlers_id ORDER BY handlers_id",
     )
-    .fetch_one(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok((
-        row.try_get(0)?,
-        row.try_get::<Option<i64>, _>(1)?
-            .map(Timestamp::from_micros),
-    ))
+    let oldest = query(
+        "SELECT handlers_id, MIN(created_at) FROM deliveries
+         WHERE status = 'pending' AND head = 1 GROUP BY handlers_id",
+    )
+    .fetch_all(conn)
+    .await?;
+    let mut oldest_of = std::collections::HashMap::new();
+    for row in &oldest {
+        oldest_of.insert(
+            row.try_get::<i64, _>(0usize)?,
+            row.try_get::<i64, _>(1usize)?,
+        );
+    }
+    counts
+        .iter()
+        .map(|row| {
+            let handlers_id: i64 = row.try_get(0usize)?;
+            Ok(Backlog {
+                handlers_id,
+                pending: row.try_get(1usize)?,
+                oldest: oldest_of
+                    .get(&handlers_id)
+                    .map(|t| Timestamp::from_micros(*t)),
+            })
+        })
+        .collect()
 }

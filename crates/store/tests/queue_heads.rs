@@ -222,12 +222,31 @@ async fn model_run(db: &Db, hand_over: bool) {
             let mut conn = db.read.acquire().await.unwrap();
             assert_eq!(unflagged_heads(&mut conn).await, 0, "step {step}");
         }
-        // The backlog's oldest, looked for among the heads, is the oldest of all.
+        // The backlog's oldest, looked for among the heads, is the oldest of all, and
+        // each handler's count and oldest are its own.
         let mut conn = db.read.acquire().await.unwrap();
-        let (_, oldest) = deliveries::backlog(&mut conn).await.unwrap();
+        let backlog = deliveries::backlog(&mut conn).await.unwrap();
+        let oldest = backlog.iter().filter_map(|b| b.oldest).min();
         let all = "SELECT COALESCE(MIN(created_at), -1) FROM deliveries WHERE status = 'pending'";
         let want = scalar(&mut conn, all).await;
         assert_eq!(oldest.map_or(-1, |t| t.micros()), want, "step {step}");
+        let handlers =
+            "SELECT COUNT(DISTINCT handlers_id) FROM deliveries WHERE status = 'pending'";
+        assert_eq!(
+            backlog.len() as i64,
+            scalar(&mut conn, handlers).await,
+            "step {step}"
+        );
+        for b in &backlog {
+            let of = format!(
+                "FROM deliveries WHERE status = 'pending' AND handlers_id = {}",
+                b.handlers_id
+            );
+            let count = scalar(&mut conn, &format!("SELECT COUNT(*) {of}")).await;
+            assert_eq!(b.pending, count, "step {step}, handler {}", b.handlers_id);
+            let first = scalar(&mut conn, &format!("SELECT MIN(created_at) {of}")).await;
+            assert_eq!(b.oldest.map(|t| t.micros()), Some(first), "step {step}");
+        }
         drop(conn);
         if let Some(rx) = &mut handed_over {
             while let Ok(handoff) = rx.try_recv() {

@@ -147,6 +147,21 @@ async fn metrics_count_deliveries_durations_and_the_backlog() {
     assert!(pending >= 1.0, "the waiting delivery: {text}");
     let age = metric(&text, "billhook_oldest_pending_delivery_age_seconds").expect("age");
     assert!(age > 0.0 && age < 600.0, "{text}");
+    // By handler: only the one with a delivery waiting has a backlog.
+    let of = |name: &str, h: i64| metric(&text, &format!("{name}{{handlers_id=\"{h}\"}}"));
+    let waiting = of("billhook_handler_deliveries_pending", t.waiting).expect("its backlog");
+    assert_eq!(
+        waiting, pending,
+        "the waiting handler's backlog is all of it: {text}"
+    );
+    let its_age = of(
+        "billhook_handler_oldest_pending_delivery_age_seconds",
+        t.waiting,
+    );
+    assert!(its_age.is_some_and(|a| a > 0.0 && a <= age + 1.0), "{text}");
+    for h in [t.ok, t.bad] {
+        assert_eq!(of("billhook_handler_deliveries_pending", h), None, "{text}");
+    }
 }
 
 #[tokio::test]

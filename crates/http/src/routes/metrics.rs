@@ -52,16 +52,8 @@ pub async fn render(State(app): State<App>) -> impl IntoResponse {
             h.count
         );
     }
-    if let Ok((pending, oldest)) = app.handlers.backlog().await {
-        out.push_str("# HELP billhook_deliveries_pending Deliveries not yet finished.\n");
-        out.push_str("# TYPE billhook_deliveries_pending gauge\n");
-        let _ = writeln!(out, "billhook_deliveries_pending {pending}");
-        let age = oldest.map_or(0.0, |t| {
-            (Timestamp::now().micros() - t.micros()).max(0) as f64 / 1e6
-        });
-        out.push_str("# HELP billhook_oldest_pending_delivery_age_seconds Age of the oldest pending delivery.\n");
-        out.push_str("# TYPE billhook_oldest_pending_delivery_age_seconds gauge\n");
-        let _ = writeln!(out, "billhook_oldest_pending_delivery_age_seconds {age}");
+    if let Ok(backlog) = app.handlers.backlog().await {
+        backlog_metrics(&mut out, &backlog);
     }
     let p = billhook_app::retention::pruned_so_far();
     out.push_str("# HELP billhook_log_pruned_rows_total Rows pruned past the logs' retention.\n");
@@ -105,4 +97,45 @@ fn writer(out: &mut String, busy: std::time::Duration, commits: u64, transaction
         out,
         "billhook_sqlite_committed_transactions_total {transactions}"
     );
+}
+
+/// Pending deliveries and the oldest one's age: in all, and by handler (which endpoint
+/// is falling behind).
+fn backlog_metrics(out: &mut String, backlog: &[billhook_app::handlers::Backlog]) {
+    let now = Timestamp::now().micros();
+    let age =
+        |oldest: Option<Timestamp>| oldest.map_or(0.0, |t| (now - t.micros()).max(0) as f64 / 1e6);
+    let pending: i64 = backlog.iter().map(|b| b.pending).sum();
+    let oldest = backlog.iter().filter_map(|b| b.oldest).min();
+    out.push_str("# HELP billhook_deliveries_pending Deliveries not yet finished.\n");
+    out.push_str("# TYPE billhook_deliveries_pending gauge\n");
+    let _ = writeln!(out, "billhook_deliveries_pending {pending}");
+    out.push_str(
+        "# HELP billhook_oldest_pending_delivery_age_seconds Age of the oldest pending delivery.\n",
+    );
+    out.push_str("# TYPE billhook_oldest_pending_delivery_age_seconds gauge\n");
+    let _ = writeln!(
+        out,
+        "billhook_oldest_pending_delivery_age_seconds {}",
+        age(oldest)
+    );
+    out.push_str("# HELP billhook_handler_deliveries_pending Deliveries not yet finished, by handler (handlers with some).\n");
+    out.push_str("# TYPE billhook_handler_deliveries_pending gauge\n");
+    for b in backlog {
+        let _ = writeln!(
+            out,
+            "billhook_handler_deliveries_pending{{handlers_id=\"{}\"}} {}",
+            b.handlers_id, b.pending
+        );
+    }
+    out.push_str("# HELP billhook_handler_oldest_pending_delivery_age_seconds Age of the oldest pending delivery, by handler.\n");
+    out.push_str("# TYPE billhook_handler_oldest_pending_delivery_age_seconds gauge\n");
+    for b in backlog {
+        let _ = writeln!(
+            out,
+            "billhook_handler_oldest_pending_delivery_age_seconds{{handlers_id=\"{}\"}} {}",
+            b.handlers_id,
+            age(b.oldest)
+        );
+    }
 }
