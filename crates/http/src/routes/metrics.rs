@@ -5,6 +5,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use billhook_app::handlers::Backlog;
 use billhook_app::App;
 use billhook_domain::Timestamp;
 
@@ -101,7 +102,7 @@ fn writer(out: &mut String, busy: std::time::Duration, commits: u64, transaction
 
 /// Pending deliveries and the oldest one's age: in all, and by handler (which endpoint
 /// is falling behind).
-fn backlog_metrics(out: &mut String, backlog: &[billhook_app::handlers::Backlog]) {
+fn backlog_metrics(out: &mut String, backlog: &[Backlog]) {
     let now = Timestamp::now().micros();
     let age =
         |oldest: Option<Timestamp>| oldest.map_or(0.0, |t| (now - t.micros()).max(0) as f64 / 1e6);
@@ -119,23 +120,32 @@ fn backlog_metrics(out: &mut String, backlog: &[billhook_app::handlers::Backlog]
         "billhook_oldest_pending_delivery_age_seconds {}",
         age(oldest)
     );
-    out.push_str("# HELP billhook_handler_deliveries_pending Deliveries not yet finished, by handler (handlers with some).\n");
-    out.push_str("# TYPE billhook_handler_deliveries_pending gauge\n");
-    for b in backlog {
-        let _ = writeln!(
-            out,
-            "billhook_handler_deliveries_pending{{handlers_id=\"{}\"}} {}",
-            b.handlers_id, b.pending
-        );
-    }
-    out.push_str("# HELP billhook_handler_oldest_pending_delivery_age_seconds Age of the oldest pending delivery, by handler.\n");
-    out.push_str("# TYPE billhook_handler_oldest_pending_delivery_age_seconds gauge\n");
-    for b in backlog {
-        let _ = writeln!(
-            out,
-            "billhook_handler_oldest_pending_delivery_age_seconds{{handlers_id=\"{}\"}} {}",
-            b.handlers_id,
-            age(b.oldest)
-        );
+    let pending: Vec<_> = backlog
+        .iter()
+        .map(|b| (b.handlers_id, b.pending as f64))
+        .collect();
+    let ages: Vec<_> = backlog
+        .iter()
+        .map(|b| (b.handlers_id, age(b.oldest)))
+        .collect();
+    by_handler(
+        out,
+        "billhook_handler_deliveries_pending",
+        "Deliveries not yet finished, by handler (handlers with some).",
+        &pending,
+    );
+    by_handler(
+        out,
+        "billhook_handler_oldest_pending_delivery_age_seconds",
+        "Age of the oldest pending delivery, by handler.",
+        &ages,
+    );
+}
+
+/// A gauge with a series per handler.
+fn by_handler(out: &mut String, name: &str, help: &str, values: &[(i64, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (id, value) in values {
+        let _ = writeln!(out, "{name}{{handlers_id=\"{id}\"}} {value}");
     }
 }
