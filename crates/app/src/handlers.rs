@@ -412,7 +412,7 @@ impl Handlers {
             .ok_or_else(|| AppError::not_found("delivery", id))
     }
 
-    /// Pending deliveries and when the oldest was created.
+    /// Pending deliveries by handler: how many, and when the oldest was created.
     pub async fn backlog(&self) -> Result<Vec<Backlog>, AppError> {
         let mut conn = self.db.read.acquire().await?;
         Ok(deliveries::backlog(&mut conn).await?)

@@ -18,6 +18,7 @@ pub mod retention;
 pub mod scheduler;
 mod turns;
 
+pub use billhook_provisioning::engine::Histogram;
 pub use billhook_provisioning::TrustedRoots;
 pub use error::AppError;
 pub use pipeline::Pipeline;

@@ -35,7 +35,8 @@ use crate::retry::next_delay;
 /// Tuning of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Calls in flight at most, over all handlers (one per queue being called).
+    /// Calls in flight at most, over all handlers (one per queue being called); never
+    /// fewer than twice `per_handler` (see [`engine_slots`]).
     pub max_in_flight: usize,
     /// Deliveries of one (handler, client) queue taken in one claim and made one after
     /// the other without going back to the database in between.
@@ -150,19 +151,16 @@ impl DeliveryEngine {
         self
     }
 
-    /// The same engine with another limit of calls in flight per handler (at least one);
-    /// the limit over all handlers is raised to twice that if lower.
+    /// The same engine with another limit of calls in flight per handler (at least one).
     pub fn with_per_handler(mut self, calls: usize) -> Self {
         self.config.per_handler = calls.max(1);
-        self.config.max_in_flight = self.config.max_in_flight.max(2 * self.config.per_handler);
         self
     }
 
-    /// The same engine with another limit of calls in flight over all handlers, at
-    /// least twice one handler's: one handler hanging until its timeouts holds its own
-    /// calls, and at the same limit as one handler's that would be all of them.
+    /// The same engine with another limit of calls in flight over all handlers (see
+    /// [`engine_slots`] for the least it takes).
     pub fn with_max_calls(mut self, calls: usize) -> Self {
-        self.config.max_in_flight = calls.max(2 * self.config.per_handler);
+        self.config.max_in_flight = calls;
         self
     }
 
@@ -189,7 +187,7 @@ impl DeliveryEngine {
             self.wake.clone(),
         ));
         let mut workers = Workers {
-            slots: Arc::new(Semaphore::new(self.config.max_in_flight)),
+            slots: Arc::new(Semaphore::new(engine_slots(&self.config))),
             tasks: JoinSet::new(),
             in_flight: Arc::default(),
             results,
@@ -698,15 +696,22 @@ impl Turns {
     }
 }
 
+/// The calls in flight at most over all handlers: `max_in_flight`, but at least twice
+/// one handler's. One handler hanging until its timeouts holds its own calls; with the
+/// limit at one handler's, that would be all of them.
+fn engine_slots(config: &EngineConfig) -> usize {
+    config.max_in_flight.max(2 * config.per_handler)
+}
+
 /// The queues one handler may have taken on at once, calling or waiting for its turn:
 /// four for each of its calls at once (256 by default, what one busy handler had
 /// before), so that queues are ready as calls end while claims catch up. A queue takes
 /// an engine slot only once it has its handler's turn, to call: a queue waiting for its
-/// turn holding one, and claims sized to the free slots, let a handler that hangs until its timeout,
-/// with more clients due than slots, take every slot (two such handlers did, once one
-/// handler was held to a share of the slots), and every other handler's deliveries
-/// waited for its calls to time out. Now what a handler holds of the engine is its calls
-/// at once; the queues it has no room for are put aside for a moment
+/// turn holding one, and claims sized to the free slots, let a handler that hangs until
+/// its timeout, with more clients due than slots, take every slot (two such handlers
+/// did, once one handler was held to a share of the slots), and every other handler's
+/// deliveries waited for its calls to time out. Now what a handler holds of the engine
+/// is its calls at once; the queues it has no room for are put aside for a moment
 /// ([`PUT_ASIDE_AT_LEAST`]), out of the claims' way.
 fn queues_per_handler(config: &EngineConfig) -> usize {
     config.per_handler.saturating_mul(4)
@@ -714,7 +719,7 @@ fn queues_per_handler(config: &EngineConfig) -> usize {
 
 /// The calls under way and what they need.
 struct Workers {
-    /// One per queue being called (`max_in_flight`).
+    /// One per queue being called ([`engine_slots`]).
     slots: Arc<Semaphore>,
     tasks: JoinSet<()>,
     /// The leases of the deliveries taken and not yet finished.

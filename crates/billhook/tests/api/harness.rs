@@ -65,6 +65,20 @@ impl Database {
             _ => matches!(self, Database::Postgres { .. }),
         }
     }
+
+    /// For a test that only PostgreSQL can show: on SQLite it says loudly on stderr that
+    /// the test is not run, and why, and answers true (the caller returns).
+    pub fn not_run_on_sqlite(&self, why: &str) -> bool {
+        if self.is_postgres() {
+            return false;
+        }
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOT RUN on SQLite ({why}); set BILLHOOK_TEST_DATABASE_URL to run it on PostgreSQL"
+        );
+        true
+    }
 }
 
 impl Drop for Database {

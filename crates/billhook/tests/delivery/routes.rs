@@ -215,13 +215,9 @@ async fn the_list_filters_by_status_event_type_and_stage_and_hides_archived() {
 async fn a_delete_behind_a_long_transaction_answers_409_then_goes() {
     use sqlx::Connection;
     let s = Server::start().await;
-    if !s.db.is_postgres() {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "NOT RUN on SQLite (its one writer serialises the delete with every write); \
-             set BILLHOOK_TEST_DATABASE_URL to run it on PostgreSQL"
-        );
+    if s.db
+        .not_run_on_sqlite("its one writer serialises the delete with every write")
+    {
         return;
     }
     let h = create_handler(

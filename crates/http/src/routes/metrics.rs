@@ -1,5 +1,6 @@
 //! `GET /metrics`: Prometheus text.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use axum::extract::State;
@@ -7,58 +8,35 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use billhook_app::handlers::Backlog;
 use billhook_app::App;
+use billhook_app::Histogram;
 use billhook_domain::Timestamp;
 
 pub async fn render(State(app): State<App>) -> impl IntoResponse {
     let mut out = String::new();
     let m = &app.engine.metrics;
-    out.push_str("# HELP billhook_deliveries_total Delivery attempts by handler and outcome.\n");
-    out.push_str("# TYPE billhook_deliveries_total counter\n");
+    head(
+        &mut out,
+        "billhook_deliveries_total",
+        "counter",
+        "Delivery attempts by handler and outcome.",
+    );
     for ((handler, outcome), n) in m.deliveries.lock().expect("not poisoned").iter() {
         let _ = writeln!(
             out,
             "billhook_deliveries_total{{handlers_id=\"{handler}\",outcome=\"{outcome}\"}} {n}"
         );
     }
-    let mut durations: Vec<_> = m
-        .durations
-        .lock()
-        .expect("not poisoned")
-        .iter()
-        .map(|(id, h)| (*id, h.clone()))
-        .collect();
-    durations.sort_by_key(|(id, _)| *id);
-    out.push_str("# HELP billhook_call_duration_seconds Duration of handler calls, by handler.\n");
-    out.push_str("# TYPE billhook_call_duration_seconds histogram\n");
-    for (id, h) in &durations {
-        for (bound, n) in &h.buckets {
-            let _ = writeln!(
-                out,
-                "billhook_call_duration_seconds_bucket{{handlers_id=\"{id}\",le=\"{bound}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "billhook_call_duration_seconds_bucket{{handlers_id=\"{id}\",le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(
-            out,
-            "billhook_call_duration_seconds_sum{{handlers_id=\"{id}\"}} {}",
-            h.sum
-        );
-        let _ = writeln!(
-            out,
-            "billhook_call_duration_seconds_count{{handlers_id=\"{id}\"}} {}",
-            h.count
-        );
-    }
+    durations(&mut out, &m.durations.lock().expect("not poisoned"));
     if let Ok(backlog) = app.handlers.backlog().await {
         backlog_metrics(&mut out, &backlog);
     }
     let p = billhook_app::retention::pruned_so_far();
-    out.push_str("# HELP billhook_log_pruned_rows_total Rows pruned past the logs' retention.\n");
-    out.push_str("# TYPE billhook_log_pruned_rows_total counter\n");
+    head(
+        &mut out,
+        "billhook_log_pruned_rows_total",
+        "counter",
+        "Rows pruned past the logs' retention.",
+    );
     for (kind, n) in [
         ("executions", p.executions),
         ("events", p.events),
@@ -66,12 +44,12 @@ pub async fn render(State(app): State<App>) -> impl IntoResponse {
     ] {
         let _ = writeln!(out, "billhook_log_pruned_rows_total{{kind=\"{kind}\"}} {n}");
     }
-    out.push_str("# HELP billhook_clock_offset_seconds How far the clock this server's times follow (on PostgreSQL the database's, shared by every server on it) is ahead of this machine's.\n");
-    out.push_str("# TYPE billhook_clock_offset_seconds gauge\n");
-    let _ = writeln!(
-        out,
-        "billhook_clock_offset_seconds {}",
-        Timestamp::clock_offset_micros() as f64 / 1e6
+    single(
+        &mut out,
+        "billhook_clock_offset_seconds",
+        "gauge",
+        "How far the clock this server's times follow (on PostgreSQL the database's, shared by every server on it) is ahead of this machine's.",
+        Timestamp::clock_offset_micros() as f64 / 1e6,
     );
     if let Some(w) = app.db.writer_stats() {
         writer(&mut out, w.busy, w.commits, w.transactions);
@@ -79,24 +57,68 @@ pub async fn render(State(app): State<App>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
+/// A metric's HELP and TYPE lines.
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric of one sample without labels.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    head(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Call durations: a histogram per handler, in the order of their ids.
+fn durations(out: &mut String, by_handler: &HashMap<i64, Histogram>) {
+    const NAME: &str = "billhook_call_duration_seconds";
+    let mut ids: Vec<i64> = by_handler.keys().copied().collect();
+    ids.sort_unstable();
+    head(
+        out,
+        NAME,
+        "histogram",
+        "Duration of handler calls, by handler.",
+    );
+    for (id, h) in ids.iter().map(|id| (id, &by_handler[id])) {
+        for (bound, n) in &h.buckets {
+            let _ = writeln!(
+                out,
+                "{NAME}_bucket{{handlers_id=\"{id}\",le=\"{bound}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{NAME}_bucket{{handlers_id=\"{id}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{NAME}_sum{{handlers_id=\"{id}\"}} {}", h.sum);
+        let _ = writeln!(out, "{NAME}_count{{handlers_id=\"{id}\"}} {}", h.count);
+    }
+}
+
 /// SQLite's one writer: its busy time per second is how close writes are to queueing
 /// for it, the point to move to PostgreSQL.
 fn writer(out: &mut String, busy: std::time::Duration, commits: u64, transactions: u64) {
-    out.push_str("# HELP billhook_sqlite_writer_busy_seconds_total Time SQLite's one writer connection was in use.\n");
-    out.push_str("# TYPE billhook_sqlite_writer_busy_seconds_total counter\n");
-    let _ = writeln!(
+    single(
         out,
-        "billhook_sqlite_writer_busy_seconds_total {}",
-        busy.as_secs_f64()
+        "billhook_sqlite_writer_busy_seconds_total",
+        "counter",
+        "Time SQLite's one writer connection was in use.",
+        busy.as_secs_f64(),
     );
-    out.push_str("# HELP billhook_sqlite_commits_total Group commits of SQLite's writer.\n");
-    out.push_str("# TYPE billhook_sqlite_commits_total counter\n");
-    let _ = writeln!(out, "billhook_sqlite_commits_total {commits}");
-    out.push_str("# HELP billhook_sqlite_committed_transactions_total Write transactions made durable by those commits.\n");
-    out.push_str("# TYPE billhook_sqlite_committed_transactions_total counter\n");
-    let _ = writeln!(
+    single(
         out,
-        "billhook_sqlite_committed_transactions_total {transactions}"
+        "billhook_sqlite_commits_total",
+        "counter",
+        "Group commits of SQLite's writer.",
+        commits,
+    );
+    single(
+        out,
+        "billhook_sqlite_committed_transactions_total",
+        "counter",
+        "Write transactions made durable by those commits.",
+        transactions,
     );
 }
 
@@ -106,46 +128,39 @@ fn backlog_metrics(out: &mut String, backlog: &[Backlog]) {
     let now = Timestamp::now().micros();
     let age =
         |oldest: Option<Timestamp>| oldest.map_or(0.0, |t| (now - t.micros()).max(0) as f64 / 1e6);
-    let pending: i64 = backlog.iter().map(|b| b.pending).sum();
-    let oldest = backlog.iter().filter_map(|b| b.oldest).min();
-    out.push_str("# HELP billhook_deliveries_pending Deliveries not yet finished.\n");
-    out.push_str("# TYPE billhook_deliveries_pending gauge\n");
-    let _ = writeln!(out, "billhook_deliveries_pending {pending}");
-    out.push_str(
-        "# HELP billhook_oldest_pending_delivery_age_seconds Age of the oldest pending delivery.\n",
-    );
-    out.push_str("# TYPE billhook_oldest_pending_delivery_age_seconds gauge\n");
-    let _ = writeln!(
+    single(
         out,
-        "billhook_oldest_pending_delivery_age_seconds {}",
-        age(oldest)
+        "billhook_deliveries_pending",
+        "gauge",
+        "Deliveries not yet finished.",
+        backlog.iter().map(|b| b.pending).sum::<i64>(),
     );
-    let pending: Vec<_> = backlog
-        .iter()
-        .map(|b| (b.handlers_id, b.pending as f64))
-        .collect();
-    let ages: Vec<_> = backlog
-        .iter()
-        .map(|b| (b.handlers_id, age(b.oldest)))
-        .collect();
+    single(
+        out,
+        "billhook_oldest_pending_delivery_age_seconds",
+        "gauge",
+        "Age of the oldest pending delivery.",
+        age(backlog.iter().filter_map(|b| b.oldest).min()),
+    );
+    let mut by_handler = |name: &str, help: &str, value: &dyn Fn(&Backlog) -> f64| {
+        head(out, name, "gauge", help);
+        for b in backlog {
+            let _ = writeln!(
+                out,
+                "{name}{{handlers_id=\"{}\"}} {}",
+                b.handlers_id,
+                value(b)
+            );
+        }
+    };
     by_handler(
-        out,
         "billhook_handler_deliveries_pending",
         "Deliveries not yet finished, by handler (handlers with some).",
-        &pending,
+        &|b| b.pending as f64,
     );
     by_handler(
-        out,
         "billhook_handler_oldest_pending_delivery_age_seconds",
         "Age of the oldest pending delivery, by handler.",
-        &ages,
+        &|b| age(b.oldest),
     );
-}
-
-/// A gauge with a series per handler.
-fn by_handler(out: &mut String, name: &str, help: &str, values: &[(i64, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    for (id, value) in values {
-        let _ = writeln!(out, "{name}{{handlers_id=\"{id}\"}} {value}");
-    }
 }
