@@ -12,7 +12,7 @@ use billhook_domain::{FieldErrors, Timestamp};
 use billhook_provisioning::before::BeforeChain;
 use billhook_provisioning::caller::CallMeta;
 use billhook_provisioning::{signing, Caller, HandlerCache};
-use billhook_store::deliveries;
+use billhook_store::deliveries::{self, Retried};
 pub use billhook_store::deliveries::{Backlog, Delivery, DeliveryQuery};
 use billhook_store::executions;
 pub use billhook_store::executions::{Execution, ExecutionQuery};
@@ -162,6 +162,7 @@ impl Handlers {
         let mut h = store::get(&mut tx, id)
             .await?
             .ok_or_else(|| AppError::not_found("handler", id))?;
+        let was = h.status;
         if let Some(v) = i.name {
             h.name = v;
         }
@@ -195,6 +196,9 @@ impl Handlers {
         h.updated_at = Timestamp::now();
         self.check(&h)?;
         store::update(&mut tx, &h).await?;
+        if h.status == HandlerStatus::Archived && was != HandlerStatus::Archived {
+            deliveries::fail_archived(&mut tx, Some(id), h.updated_at).await?;
+        }
         tx.commit().await?;
         self.changed();
         Ok(h)
@@ -286,8 +290,7 @@ impl Handlers {
                 .find(|t| catalogue::pattern_matches(&h.event, t.id))
                 .ok_or_else(|| AppError::field("events_id", "the handler matches no event"))?,
         };
-        let mut request = event.sample();
-        request["event"]["stage"] = Value::String(h.stage.as_str().into());
+        let mut request = event.sample_for(h.stage);
         request["event"]["uid"] = Value::String(uuid::Uuid::now_v7().to_string());
         let uid = request["event"]["uid"]
             .as_str()
@@ -385,20 +388,23 @@ impl Handlers {
         Ok(deliveries::list(&mut conn, q, page).await?.into())
     }
 
-    /// A failed delivery back to pending for one more attempt.
+    /// A delivery tried again now: a failed one for one more attempt, a pending one
+    /// waiting for its next attempt at once (see `deliveries::retry`).
     pub async fn retry_delivery(&self, id: i64) -> Result<Delivery, AppError> {
-        let exists = DeliveryQuery {
-            id: Some(id),
-            ..DeliveryQuery::default()
-        };
-        if self.deliveries(&exists, Page::default()).await?.total == 0 {
-            return Err(AppError::not_found("delivery", id));
-        }
         let mut tx = self.db.begin().await?;
-        if !deliveries::retry(&mut tx, id, Timestamp::now()).await? {
-            return Err(AppError::Conflict(format!(
-                "delivery {id} has not failed; only failed deliveries can be retried"
-            )));
+        match deliveries::retry(&mut tx, id, Timestamp::now()).await? {
+            Retried::Requeued | Retried::MadeDue => {}
+            Retried::NotFound => return Err(AppError::not_found("delivery", id)),
+            Retried::Succeeded => {
+                return Err(AppError::Conflict(format!(
+                    "delivery {id} has succeeded; only failed and pending deliveries can be retried"
+                )))
+            }
+            Retried::Leased => {
+                return Err(AppError::Conflict(format!(
+                    "delivery {id} is being delivered now"
+                )))
+            }
         }
         self.commit_requeued(tx).await?;
         let mut conn = self.db.read.acquire().await?;

@@ -79,6 +79,23 @@ impl EventType {
         }
     }
 
+    /// Whether the action raising it makes a new object: in the before stage, nothing
+    /// is stored yet, so its payload has no `object_id` and its `data` no `id`.
+    pub fn creates(&self) -> bool {
+        CREATING.contains(&self.id)
+    }
+
+    /// [`EventType::sample`] as a handler of `stage` receives it.
+    pub fn sample_for(&self, stage: Stage) -> Value {
+        let mut sample = self.sample();
+        sample["event"]["stage"] = Value::String(stage.as_str().into());
+        if stage == Stage::Before && self.creates() {
+            sample["event"]["object_id"] = Value::Null;
+            sample["data"]["id"] = Value::Null;
+        }
+        sample
+    }
+
     /// A realistic, complete after-stage payload for this event, in exactly the shape
     /// handlers receive: `{"event": {...}, "data": {...}, "previous": {...}}`.
     pub fn sample(&self) -> Value {
@@ -105,6 +122,16 @@ impl EventType {
         })
     }
 }
+
+/// The events of the actions that make a new object (see [`EventType::creates`]).
+const CREATING: [&str; 6] = [
+    "clients.create",
+    "clients.accounts.create",
+    "clients.subscriptions.assign",
+    "dids.create",
+    "accounting.charges.create",
+    "accounting.payments.create",
+];
 
 /// Shorthand constructor used to build [`EVENT_TYPES`].
 const fn ev(

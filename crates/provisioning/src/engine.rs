@@ -558,7 +558,9 @@ const FLAG_EVERY_HEAD: Duration = Duration::from_secs(10);
 /// PostgreSQL: flags the head of every queue that has none flagged, at the start and
 /// every [`FLAG_EVERY_HEAD`]: what a process that died between a commit and its look at
 /// the queues it touched left (see `deliveries::claim`). Wakes the claim when it flagged
-/// something.
+/// something. Fails the deliveries that a transaction begun before a handler's archive
+/// queued for it (see `deliveries::fail_archived`; on SQLite, whose one writer runs the
+/// two in turn, the archive's own transaction sees them all).
 async fn keep_heads_flagged(db: Db, wake: Arc<Notify>) {
     if db.dialect != billhook_store::Dialect::Postgres {
         return;
@@ -572,8 +574,18 @@ async fn keep_heads_flagged(db: Db, wake: Arc<Notify>) {
             }
             Err(e) => tracing::warn!(error = %e, "walking the queues for their heads failed"),
         }
+        if let Err(e) = fail_archived(&db).await {
+            tracing::warn!(error = %e, "failing the deliveries of archived handlers failed");
+        }
         tokio::time::sleep(FLAG_EVERY_HEAD).await;
     }
+}
+
+/// [`deliveries::fail_archived`] over every archived handler.
+async fn fail_archived(db: &Db) -> Result<(), StoreError> {
+    let mut conn = db.write.acquire().await?;
+    deliveries::fail_archived(&mut conn, None, Timestamp::now()).await?;
+    Ok(())
 }
 
 /// On PostgreSQL, keeps the planner's statistics of the deliveries up to date (see

@@ -574,10 +574,49 @@ pub async fn analyze_if_stale(db: &crate::Db) -> Result<Analyzed, StoreError> {
     })
 }
 
-/// A failed delivery back to pending for one more attempt; false when it is not failed.
-/// It is flagged as a head: harmless where it is not its queue's oldest pending one (see
-/// [`claim`]).
-pub async fn retry(conn: &mut Conn, id: i64, now: Timestamp) -> Result<bool, StoreError> {
+/// Fails the pending deliveries of archived handlers (of `handlers_id` only, if given),
+/// in flight or not: an archived handler is called no more, and its deliveries would
+/// otherwise stay pending for ever, counted in the backlog and its age, and keep their
+/// events from being pruned. `recover` puts them back once it is enabled again. An
+/// outcome still to come from a call in flight finds its lease gone and is not written
+/// over this (its call is logged). Returns how many it failed.
+pub async fn fail_archived(
+    conn: &mut Conn,
+    handlers_id: Option<i64>,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let done = query(
+        "UPDATE deliveries SET status = 'failed', last_error = 'the handler was archived',
+           next_at = $1, lease_until = 0, updated_at = $1
+         WHERE status = 'pending' AND handlers_id IN (
+           SELECT id FROM handlers WHERE status = 'archived' AND ($2 = 0 OR id = $2))",
+    )
+    .bind(now.micros())
+    .bind(handlers_id.unwrap_or(0))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// What [`retry`] did, or why it did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// A failed delivery is pending again, due now.
+    Requeued,
+    /// A pending one waiting for its next attempt is due now (one already due stays so).
+    MadeDue,
+    /// A pending one is leased: being called, or set aside for a moment.
+    Leased,
+    Succeeded,
+    NotFound,
+}
+
+/// A delivery tried again now: a failed one back to pending for one more attempt, or a
+/// pending one waiting for its next attempt (a schedule's hours, a `Retry-After`) made
+/// due, once its endpoint is mended. A failed one is flagged as a head: harmless where
+/// it is not its queue's oldest pending one (see [`claim`]). A pending one keeps its
+/// place, and its flag: an earlier delivery of its queue still goes first.
+pub async fn retry(conn: &mut Conn, id: i64, now: Timestamp) -> Result<Retried, StoreError> {
     let done = query(
         "UPDATE deliveries SET status = 'pending', next_at = $1, lease_until = 0, updated_at = $1,
            head = 1
@@ -587,11 +626,35 @@ pub async fn retry(conn: &mut Conn, id: i64, now: Timestamp) -> Result<bool, Sto
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
+    if done.rows_affected() > 0 {
+        hold_queues_behind(conn, &[id]).await?;
+        return Ok(Retried::Requeued);
     }
-    hold_queues_behind(conn, &[id]).await?;
-    Ok(true)
+    let done = query(
+        "UPDATE deliveries SET next_at = $1, updated_at = $1
+         WHERE id = $2 AND status = 'pending' AND lease_until < $1 AND next_at > $1",
+    )
+    .bind(now.micros())
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() > 0 {
+        return Ok(Retried::MadeDue);
+    }
+    let row = query("SELECT status, lease_until FROM deliveries WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(Retried::NotFound);
+    };
+    Ok(match row.try_get::<String, _>(0)?.as_str() {
+        "succeeded" => Retried::Succeeded,
+        _ if row.try_get::<i64, _>(1)? >= now.micros() => Retried::Leased,
+        // Pending, due and not leased: it waits for a claim, or for an earlier
+        // delivery of its queue.
+        _ => Retried::MadeDue,
+    })
 }
 
 /// PostgreSQL: locks (`FOR SHARE`, until the transaction ends) the first pending delivery

@@ -220,12 +220,22 @@ pub fn filter(q: &ExecutionQuery) -> Filter {
     filter.within("dt", q.from, q.to);
     if let Some(text) = &q.q {
         let p = like_pattern(text);
+        // The request is kept as the JSON text sent, where `"`, `\` and control
+        // characters are escaped: `O"Brien` is written `O\"Brien` there, so that is what
+        // is looked for in it. The response and the error are kept as they came.
+        let in_json = like_pattern(&json_escaped(text));
         filter.add(
             "(LOWER(request) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(response_body, '')) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(error, '')) LIKE ? ESCAPE '\\')",
-            vec![Bind::Text(p.clone()), Bind::Text(p.clone()), Bind::Text(p)],
+            vec![Bind::Text(in_json), Bind::Text(p.clone()), Bind::Text(p)],
         );
     }
     filter
+}
+
+/// `text` as it is written inside a JSON string, without the quotes.
+fn json_escaped(text: &str) -> String {
+    let quoted = serde_json::to_string(text).expect("strings serialise");
+    quoted[1..quoted.len() - 1].to_owned()
 }
 
 /// PostgreSQL's [`insert_many`]: the whole batch in one statement of one shape, its rows

@@ -135,7 +135,10 @@ async fn model_run(db: &Db, hand_over: bool) {
         // Now and then a failed delivery comes back by hand, or all of a handler's.
         if !failed.is_empty() && rng.below(10) == 0 {
             let id = failed.swap_remove(rng.below(failed.len() as u64) as usize);
-            assert!(deliveries::retry(&mut tx, id, now).await.unwrap());
+            assert_eq!(
+                deliveries::retry(&mut tx, id, now).await.unwrap(),
+                deliveries::Retried::Requeued
+            );
         }
         if rng.below(40) == 0 {
             let since = Timestamp::from_micros(0);
@@ -666,7 +669,10 @@ async fn a_delivery_retried_by_hand_waits_while_a_later_one_is_in_flight() {
     let second = claim(&mut tx).await;
     assert_eq!(second.len(), 1);
     assert!(second[0].id > first[0].id);
-    assert!(deliveries::retry(&mut tx, first[0].id, now).await.unwrap());
+    assert_eq!(
+        deliveries::retry(&mut tx, first[0].id, now).await.unwrap(),
+        deliveries::Retried::Requeued
+    );
     tx.commit().await.unwrap();
     let mut tx = db.begin().await.unwrap();
     assert_eq!(
@@ -735,7 +741,10 @@ async fn a_retry_by_hand_racing_a_claim_never_leaves_two_of_a_queue_in_flight() 
             let db = db.clone();
             async move {
                 let mut tx = db.begin().await.unwrap();
-                assert!(deliveries::retry(&mut tx, a.id, now).await.unwrap());
+                assert_eq!(
+                    deliveries::retry(&mut tx, a.id, now).await.unwrap(),
+                    deliveries::Retried::Requeued
+                );
                 tx
             }
         };
@@ -840,7 +849,10 @@ async fn put_back_heads_waiting_for_calls_in_flight_do_not_hide_a_queue_that_can
         .unwrap();
     assert_eq!(seconds.len() as u64, blocked * 2);
     for c in &firsts {
-        assert!(deliveries::retry(&mut tx, c.id, now).await.unwrap());
+        assert_eq!(
+            deliveries::retry(&mut tx, c.id, now).await.unwrap(),
+            deliveries::Retried::Requeued
+        );
     }
     // A queue that can go, due after all of them.
     let later = now.add_seconds(1);
@@ -895,7 +907,10 @@ async fn a_success_tells_whether_a_delivery_waits_behind_it() {
         .map(|c| c.id)
         .collect();
     for id in &mine {
-        assert!(deliveries::retry(&mut tx, *id, now).await.unwrap());
+        assert_eq!(
+            deliveries::retry(&mut tx, *id, now).await.unwrap(),
+            deliveries::Retried::Requeued
+        );
     }
     tx.commit().await.unwrap();
     // Claims the heads, one per queue, and records their success: the ids claimed and
@@ -1046,7 +1061,10 @@ async fn a_delivery_recovered_while_the_one_before_it_finishes_is_flagged_after_
     let handler = taken[0].handlers_id;
     let d1 = taken.iter().find(|c| c.handlers_id == handler).unwrap().id;
     let mut tx = db.begin().await.unwrap();
-    assert!(deliveries::retry(&mut tx, d1, now).await.unwrap());
+    assert_eq!(
+        deliveries::retry(&mut tx, d1, now).await.unwrap(),
+        deliveries::Retried::Requeued
+    );
     tx.commit().await.unwrap();
     let in_flight = claim(1, None).await;
     assert_eq!(in_flight.iter().map(|c| c.id).collect::<Vec<_>>(), [d1]);

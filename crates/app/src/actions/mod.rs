@@ -39,3 +39,52 @@ pub(crate) async fn lock_open_client(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use billhook_domain::catalogue;
+    use billhook_domain::entities::TransactionKind;
+
+    use super::*;
+    use crate::pipeline::{Action, Kind};
+
+    fn creates<A: Action>(a: A) -> (&'static str, bool) {
+        (a.event(), a.kind() == Kind::Create)
+    }
+
+    /// The catalogue's list of creating events (what a before handler's test call sends
+    /// without an id) is the actions' own.
+    #[test]
+    fn the_catalogue_knows_the_events_that_create() {
+        let creating = [
+            creates(clients::CreateClient(Default::default())),
+            creates(accounts::CreateAccount(Default::default())),
+            creates(subscriptions::AssignSubscription(Default::default())),
+            creates(dids::DidActionRequest {
+                id: 0,
+                change: dids::DidChange::Create,
+                input: Default::default(),
+            }),
+            creates(transactions::CreateTransaction {
+                kind: TransactionKind::Charge,
+                input: Default::default(),
+            }),
+            creates(transactions::CreateTransaction {
+                kind: TransactionKind::Payment,
+                input: Default::default(),
+            }),
+        ];
+        for (event, create) in creating {
+            assert!(create, "{event} is a create");
+            assert!(
+                catalogue::find(event).expect("in the catalogue").creates(),
+                "{event}"
+            );
+        }
+        let listed = catalogue::EVENT_TYPES
+            .iter()
+            .filter(|e| e.creates())
+            .count();
+        assert_eq!(listed, creating.len(), "no other event creates");
+    }
+}

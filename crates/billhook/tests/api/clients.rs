@@ -148,6 +148,9 @@ async fn list_filters_by_status_and_q_with_paging() {
         ("limit=2&offset=4", vec!["Alpha"], 5),
         ("offset=10", vec![], 5),
         ("status=active&limit=1&offset=1", vec!["Gamma"], 3),
+        // No page, only the count.
+        ("limit=0", vec![], 5),
+        ("status=active&limit=0", vec![], 3),
     ] {
         let (st, list) = s.get(&format!("/api/v1/clients?{query}")).await;
         assert_eq!(st, 200, "{query}: {list}");

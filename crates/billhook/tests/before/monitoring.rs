@@ -1,7 +1,7 @@
 //! The execution log of the before stage, `POST /handlers/{id}/test` on a before
 //! handler, registration rules, and the reference Flask example as a before handler.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::flask_example::start_flask;
 use crate::harness::{assert_error, Server};
@@ -91,6 +91,10 @@ async fn the_test_route_calls_a_before_handler() {
     let hits = r.wait_hits(1).await;
     assert_eq!(hits[0]["event"]["stage"], "before", "{hits:?}");
     assert_eq!(hits[0]["event"]["events_id"], "clients.create");
+    // As a real create's before call: nothing is stored yet, so no id.
+    assert_eq!(hits[0]["event"]["object_id"], Value::Null, "{hits:?}");
+    assert_eq!(hits[0]["data"]["id"], Value::Null, "{hits:?}");
+    assert_eq!(e["object_id"], Value::Null, "{e}");
     assert_eq!(e["request"], hits[0]);
     let e = s
         .ok(
@@ -101,6 +105,7 @@ async fn the_test_route_calls_a_before_handler() {
         .await;
     assert_eq!(e["events_id"], "clients.update", "{e}");
     assert_eq!(e["stage"], "before", "{e}");
+    assert!(e["object_id"].is_i64(), "an update's object exists: {e}");
     let rows = before_rows(&s, h).await;
     assert_eq!(rows.len(), 2, "the test calls are logged: {rows:?}");
 }

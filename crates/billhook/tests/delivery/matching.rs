@@ -6,7 +6,8 @@ use serde_json::json;
 use crate::harness::Server;
 use crate::receiver::Receiver;
 use crate::util::{
-    all_uids, client, deliveries, http_handler, micros, now_micros, rename, settle, uids, HANDLERS,
+    all_uids, client, deliveries, http_handler, metric, metrics, micros, now_micros, rename,
+    settle, uids, HANDLERS,
 };
 
 #[tokio::test]
@@ -199,4 +200,59 @@ async fn deliveries_queued_before_a_disable_wait_and_resume_in_order() {
     let hits = r.wait_hits("/h", before + 3, 30).await;
     let ok: Vec<String> = uids(&hits[before..]);
     assert_eq!(ok, raised, "resumed in order once enabled");
+}
+
+/// An archived handler is called no more: its pending deliveries fail at once (out of the
+/// backlog and its age on /metrics), and `recover` brings them back, in order, once it
+/// is enabled again.
+#[tokio::test]
+async fn archiving_a_handler_fails_its_pending_deliveries_until_recovered() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    r.fail_always();
+    let h = http_handler(&s, "clients.*", &r.url("/h"), &[1; 40]).await;
+    let id = h["id"].as_i64().unwrap();
+    let c = client(&s, "Retired").await;
+    rename(&s, c, "Retired 2").await;
+    let raised = all_uids(&s).await;
+    r.wait_hits("/h", 1, 30).await;
+    assert_eq!(
+        deliveries(&s, &format!("handlers_id={id}&status=pending"))
+            .await
+            .len(),
+        2
+    );
+
+    let (st, v) = s.post(&format!("{HANDLERS}/{id}/archive"), json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    let all = deliveries(&s, &format!("handlers_id={id}")).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    for d in &all {
+        assert_eq!(d["status"], "failed", "{d}");
+        assert_eq!(d["last_error"], "the handler was archived", "{d}");
+    }
+    let text = metrics(&s).await;
+    let series = format!("billhook_handler_deliveries_pending{{handlers_id=\"{id}\"}}");
+    assert_eq!(metric(&text, &series), None, "no backlog left: {text}");
+
+    r.succeed();
+    // Enabled again at a path of its own: a call in flight at the archive may still
+    // reach the old one.
+    let (st, v) = s
+        .patch(
+            &format!("{HANDLERS}/{id}"),
+            json!({"status": "enabled", "task": r.url("/back")}),
+        )
+        .await;
+    assert_eq!(st, 200, "an archived handler can be enabled again: {v}");
+    let (st, v) = s
+        .post(
+            &format!("{HANDLERS}/{id}/recover"),
+            json!({"since": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["requeued"], 2, "{v}");
+    let hits = r.wait_hits("/back", 2, 30).await;
+    assert_eq!(uids(&hits), raised, "recovered in order");
 }

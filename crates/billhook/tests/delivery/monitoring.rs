@@ -175,7 +175,8 @@ async fn the_execution_log_filters() {
     let h2 = http_handler(&s, "clients.create", &broken.url("/bad"), &[]).await["id"].clone();
     let a = client(&s, "Alfa Corp").await;
     let b = client(&s, "Bravo Corp").await;
-    rename(&s, a, "Alfa Corp 2").await;
+    // Quotes and a backslash: escaped in the request's JSON text, found as typed.
+    rename(&s, a, "Alfa \"Two\" a\\b").await;
     wait_deliveries(&s, h1.as_i64().unwrap(), "succeeded", 3, 30).await;
     wait_deliveries(&s, h2.as_i64().unwrap(), "failed", 2, 30).await;
 
@@ -287,6 +288,9 @@ async fn the_execution_log_filters() {
     .await;
     check("q=Bravo".into(), expect(&|e| e["object_id"] == b), 2).await;
     check("q=no-such-text-anywhere".into(), BTreeSet::new(), 0).await;
+    for typed in ["%22two%22", "a%5Cb", "Alfa%20%22Two%22%20a%5Cb"] {
+        check(format!("q={typed}"), expect(&upd), 1).await;
+    }
     let errs: Vec<String> = all
         .iter()
         .filter_map(|e| e["error"].as_str().map(str::to_string))

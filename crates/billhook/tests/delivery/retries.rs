@@ -183,7 +183,52 @@ async fn an_exhausted_delivery_fails_and_can_be_retried_by_hand() {
     let (st, v) = s
         .post(&format!("/api/v1/deliveries/{}/retry", d["id"]), json!({}))
         .await;
-    assert_eq!(st, 409, "only a failed delivery is retried: {v}");
+    assert_eq!(st, 409, "a delivery that succeeded is not retried: {v}");
+    assert_error(&v, "conflict");
+}
+
+/// A delivery waiting an hour for its next attempt goes at once when retried by hand
+/// (its endpoint mended), before the later event of its client queued behind it.
+#[tokio::test]
+async fn a_pending_delivery_retried_by_hand_goes_at_once() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    r.fail(1, 500, None);
+    let h = http_handler(&s, "clients.*", &r.url("/h"), &[3600]).await;
+    let id = h["id"].as_i64().unwrap();
+    let c = client(&s, "Patient").await;
+    let first = uid_of(&s, "clients.create", c).await;
+    r.wait_hits("/h", 1, 30).await;
+    let waiting = crate::harness::wait_for(30, "the failed attempt to be written", || async {
+        let d = delivery_of(&s, id, &first).await;
+        (d["attempts"] == 1).then_some(d)
+    })
+    .await;
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    assert!(
+        micros(&waiting["next_at"]) > crate::util::now_micros() + 2_000_000_000,
+        "the next attempt is about an hour away: {waiting}"
+    );
+    rename(&s, c, "Patient 2").await;
+    let second = uid_of(&s, "clients.update", c).await;
+
+    let v = retry_by_hand(&s, id, &first).await;
+    assert_eq!(v["status"], "pending", "{v}");
+    assert!(
+        micros(&v["next_at"]) <= crate::util::now_micros(),
+        "due now: {v}"
+    );
+    let hits = r.wait_hits("/h", 3, 30).await;
+    assert_eq!(
+        uids(&hits),
+        vec![first.clone(), first.clone(), second.clone()]
+    );
+    let d = crate::harness::wait_for(30, "the retried delivery to succeed", || async {
+        let d = delivery_of(&s, id, &first).await;
+        (d["status"] == "succeeded").then_some(d)
+    })
+    .await;
+    assert_eq!(d["attempts"], 2, "{d}");
 }
 
 #[tokio::test]

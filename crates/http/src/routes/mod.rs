@@ -86,10 +86,11 @@ where
 }
 
 impl Paging {
-    /// The bounded page: limit 1 to 1000 (default 50).
+    /// The bounded page: limit 0 to 1000 (default 50). A limit of 0 gives no items,
+    /// only the total: a count without a page to read.
     pub fn page(&self) -> Page {
         Page {
-            limit: i64::from(self.limit.unwrap_or(50).clamp(1, 1000)),
+            limit: i64::from(self.limit.unwrap_or(50).min(1000)),
             offset: i64::from(self.offset.unwrap_or(0)),
         }
     }
