@@ -59,7 +59,9 @@ impl App {
         imports: imports::ImportConfig,
     ) -> Result<App, AppError> {
         let caller = billhook_provisioning::Caller::new(scripts_dir, handler_roots);
-        let before = billhook_provisioning::before::BeforeChain::new(db.clone(), caller.clone());
+        let metrics = std::sync::Arc::new(billhook_provisioning::engine::Metrics::default());
+        let before = billhook_provisioning::before::BeforeChain::new(db.clone(), caller.clone())
+            .with_metrics(metrics.clone());
         let pipeline = Pipeline::new(db.clone(), before.clone());
         let handler_cache = billhook_provisioning::HandlerCache::default();
         let imports = imports::Imports::new(db.clone(), pipeline.clone(), imports)?;
@@ -76,7 +78,8 @@ impl App {
                 pipeline.wake(),
                 billhook_provisioning::EngineConfig::default(),
                 handler_cache.clone(),
-            ),
+            )
+            .with_metrics(metrics),
             handlers: handlers::Handlers::new(
                 db.clone(),
                 caller,

@@ -18,6 +18,7 @@ use billhook_store::{handlers, Db, StoreError};
 use serde_json::{Map, Value};
 
 use crate::caller::{CallMeta, CallOutcome, Caller};
+use crate::metrics::Metrics;
 
 /// The whole chain never takes longer than this.
 pub const CHAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -76,6 +77,7 @@ pub struct BeforeChain {
     /// Every enabled before handler, read at most once a second: asking the database on
     /// every action would cost each request a query even with no handler at all.
     cache: Arc<Mutex<Option<Snapshot>>>,
+    metrics: Arc<Metrics>,
 }
 
 /// The enabled before handlers and when they were read.
@@ -106,7 +108,14 @@ impl BeforeChain {
             caller,
             health: Arc::default(),
             cache: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same chain counting its calls into `metrics` (shared with the delivery engine).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> BeforeChain {
+        self.metrics = metrics;
+        self
     }
 
     /// Forgets the cached handler list (a handler changed).
@@ -182,6 +191,13 @@ impl BeforeChain {
                 };
                 let verdict = interpret(&outcome, &data, event.writable, validate);
                 self.record_health(h.id, matches!(verdict, Verdict::Failure(_)));
+                let label = match verdict {
+                    Verdict::Allow(_) => "allow",
+                    Verdict::Forbid(_) => "forbid",
+                    Verdict::Failure(_) => "failure",
+                };
+                let m = &self.metrics;
+                m.record(&m.before_calls, h.id, label, outcome.duration_ms);
                 (verdict, Some(outcome), request)
             };
             let modified = match &verdict {

@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::caller::{CallMeta, CallOutcome, Caller};
 use crate::handler_cache::HandlerCache;
+pub use crate::metrics::{Histogram, Metrics};
 use crate::outcomes::{write_results, Finished, Written};
 use crate::retry::next_delay;
 
@@ -75,43 +76,6 @@ impl Default for EngineConfig {
     }
 }
 
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    /// (handlers_id, outcome) → count; outcome is success, retry or failed.
-    pub deliveries: Mutex<HashMap<(i64, &'static str), u64>>,
-    /// Call durations by handler (handlers_id → histogram): which endpoint is slow.
-    pub durations: Mutex<HashMap<i64, Histogram>>,
-}
-
-/// A Prometheus histogram of call durations in seconds.
-#[derive(Default, Debug, Clone)]
-pub struct Histogram {
-    pub buckets: Vec<(f64, u64)>,
-    pub sum: f64,
-    pub count: u64,
-}
-
-/// Bucket bounds in seconds.
-pub const BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        if self.buckets.is_empty() {
-            self.buckets = BUCKETS.iter().map(|b| (*b, 0)).collect();
-        }
-        for (bound, n) in &mut self.buckets {
-            if seconds <= *bound {
-                *n += 1;
-            }
-        }
-        self.sum += seconds;
-        self.count += 1;
-    }
-}
-
 /// The engine of one process. Several processes may run on one database.
 #[derive(Clone)]
 pub struct DeliveryEngine {
@@ -142,6 +106,12 @@ impl DeliveryEngine {
             handlers,
             metrics: Arc::default(),
         }
+    }
+
+    /// The same engine counting into `metrics` (shared with the before chain).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same engine with another fallback poll: how long it sleeps when nothing woke
@@ -535,20 +505,8 @@ impl DeliveryEngine {
             Outcome::Retry { .. } => "retry",
             Outcome::Failed { .. } => "failed",
         };
-        *self
-            .metrics
-            .deliveries
-            .lock()
-            .expect("not poisoned")
-            .entry((handler.id, label))
-            .or_default() += 1;
-        self.metrics
-            .durations
-            .lock()
-            .expect("not poisoned")
-            .entry(handler.id)
-            .or_default()
-            .observe(outcome.duration_ms as f64 / 1000.0);
+        let m = &self.metrics;
+        m.record(&m.deliveries, handler.id, label, outcome.duration_ms);
     }
 }
 

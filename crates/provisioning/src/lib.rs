@@ -5,6 +5,7 @@ pub mod before;
 pub mod caller;
 pub mod engine;
 pub mod handler_cache;
+pub mod metrics;
 mod outcomes;
 pub mod retry;
 pub mod signing;

@@ -195,7 +195,8 @@ pub struct HandlerQuery {
     pub stage: Option<Stage>,
 }
 
-/// Lists handlers by priority, then id.
+/// Lists handlers, newest first (the spec's order of every list; the order they run in
+/// is by priority, shown in each).
 pub async fn list(
     conn: &mut Conn,
     q: &HandlerQuery,
@@ -211,7 +212,7 @@ pub async fn list(
         .eq_word("type", q.kind)
         .eq_word("stage", q.stage);
     let (rows, total) = filter
-        .page(conn, COLUMNS, "handlers", "priority, id", page)
+        .page(conn, COLUMNS, "handlers", "id DESC", page)
         .await?;
     let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
     Ok((items, total))

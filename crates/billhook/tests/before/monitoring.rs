@@ -67,6 +67,36 @@ async fn the_execution_log_has_before_rows_with_what_was_modified() {
     assert!(rows[0]["modified"].is_null());
     let after = executions(&s, &format!("handlers_id={ha}&stage=after")).await;
     assert!(after.is_empty(), "{after:?}");
+
+    // /metrics counts before calls by verdict, and their durations, by handler.
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let sample = |series: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let calls = |h: i64, verdict: &str| {
+        sample(format!(
+            "billhook_before_calls_total{{handlers_id=\"{h}\",verdict=\"{verdict}\"}}"
+        ))
+    };
+    assert_eq!(calls(ha, "allow"), Some(2.0), "{text}");
+    assert_eq!(calls(hb, "allow"), Some(1.0), "{text}");
+    assert_eq!(calls(hb, "forbid"), Some(1.0), "{text}");
+    for h in [ha, hb] {
+        let count = sample(format!(
+            "billhook_call_duration_seconds_count{{handlers_id=\"{h}\"}}"
+        ));
+        assert_eq!(count, Some(2.0), "{text}");
+    }
     let found = executions(&s, "stage=before&q=B%20says%20no").await;
     assert_eq!(found.len(), 1, "{found:?}");
 }

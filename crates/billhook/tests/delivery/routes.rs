@@ -174,11 +174,11 @@ async fn the_list_filters_by_status_event_type_and_stage_and_hides_archived() {
             v
         }
     };
-    // By priority, then id; archived hidden by default.
+    // Newest first, as every list; archived hidden by default.
     let all = list("").await;
     assert_eq!(
         ids(&all),
-        vec![b["id"].clone(), a["id"].clone(), c["id"].clone()]
+        vec![c["id"].clone(), b["id"].clone(), a["id"].clone()]
     );
     assert!(
         all["items"][0].get("secret").is_none(),
@@ -198,7 +198,7 @@ async fn the_list_filters_by_status_event_type_and_stage_and_hides_archived() {
     assert_eq!(ids(&list("type=script").await), vec![b["id"].clone()]);
     assert_eq!(
         ids(&list("type=http").await),
-        vec![a["id"].clone(), c["id"].clone()]
+        vec![c["id"].clone(), a["id"].clone()]
     );
     assert_eq!(ids(&list("stage=before").await), vec![b["id"].clone()]);
     assert_eq!(

@@ -26,6 +26,18 @@ pub async fn render(State(app): State<App>) -> impl IntoResponse {
             "billhook_deliveries_total{{handlers_id=\"{handler}\",outcome=\"{outcome}\"}} {n}"
         );
     }
+    head(
+        &mut out,
+        "billhook_before_calls_total",
+        "counter",
+        "Before-stage calls by handler and verdict (allow, forbid, failure).",
+    );
+    for ((handler, verdict), n) in m.before_calls.lock().expect("not poisoned").iter() {
+        let _ = writeln!(
+            out,
+            "billhook_before_calls_total{{handlers_id=\"{handler}\",verdict=\"{verdict}\"}} {n}"
+        );
+    }
     durations(&mut out, &m.durations.lock().expect("not poisoned"));
     if let Ok(backlog) = app.handlers.backlog().await {
         backlog_metrics(&mut out, &backlog);
