@@ -255,24 +255,24 @@ impl Handlers {
         Ok(Some(h))
     }
 
-    /// The current signing secret.
-    pub async fn secret(&self, id: i64) -> Result<String, AppError> {
+    /// The signing secrets: the current one, and the previous ones still signing.
+    pub async fn secrets(&self, id: i64) -> Result<store::Secrets, AppError> {
         let mut conn = self.db.read.acquire().await?;
-        Ok(store::secrets(&mut conn, id)
+        store::secrets(&mut conn, id)
             .await?
-            .ok_or_else(|| AppError::not_found("handler", id))?
-            .current)
+            .ok_or_else(|| AppError::not_found("handler", id))
     }
 
-    /// Replaces the secret; the old one signs too for 24 hours.
+    /// Replaces the secret; the old one signs too for 24 hours, and those replaced before
+    /// until their own 24 hours end.
     pub async fn rotate_secret(&self, id: i64) -> Result<String, AppError> {
         let secret = signing::new_secret();
         let mut tx = self.db.begin().await?;
-        store::get(&mut tx, id)
-            .await?
-            .ok_or_else(|| AppError::not_found("handler", id))?;
-        let until = Timestamp::now().add_seconds(OLD_SECRET_GRACE_SECONDS);
-        store::rotate_secret(&mut tx, id, &secret, until).await?;
+        let now = Timestamp::now();
+        let until = now.add_seconds(OLD_SECRET_GRACE_SECONDS);
+        if !store::rotate_secret(&mut tx, id, &secret, now, until).await? {
+            return Err(AppError::not_found("handler", id));
+        }
         tx.commit().await?;
         self.changed();
         Ok(secret)

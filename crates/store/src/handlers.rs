@@ -5,6 +5,7 @@ use billhook_domain::catalogue::Stage;
 use billhook_domain::entities::{Handler, HandlerStatus, HandlerType, OnFailure};
 use billhook_domain::Timestamp;
 
+use crate::db::for_update;
 use crate::query::{json_column, to_json_text, Bind, Filter};
 use crate::{Page, StoreError};
 
@@ -129,60 +130,78 @@ pub async fn delete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
 /// (PostgreSQL).
 const DELETE_LOCK_WAIT_MS: u32 = 500;
 
-/// The secrets that sign now: the current one, and the previous one until it expires.
+/// A handler's secrets: the current one, and those it replaced that still sign.
 #[derive(Debug, Clone)]
 pub struct Secrets {
     pub current: String,
-    pub previous: Option<String>,
-    pub previous_until: Option<Timestamp>,
+    /// The secrets replaced, newest first, each with the time it stops signing. Each
+    /// keeps its own end: a second rotation within a day must not cut the first short.
+    pub previous: Vec<(String, Timestamp)>,
 }
 
 impl Secrets {
-    /// Every secret valid at `now`, current first.
-    pub fn signing(&self, now: Timestamp) -> Vec<&str> {
-        let mut all = vec![self.current.as_str()];
-        if let (Some(p), Some(until)) = (&self.previous, self.previous_until) {
-            if until > now {
-                all.push(p);
-            }
-        }
-        all
+    /// The previous secrets still valid at `now`, newest first.
+    pub fn previous_at(&self, now: Timestamp) -> impl Iterator<Item = &(String, Timestamp)> {
+        self.previous.iter().filter(move |(_, until)| *until > now)
     }
+
+    /// Every secret valid at `now`: the current one, then the previous ones newest first.
+    pub fn signing(&self, now: Timestamp) -> Vec<&str> {
+        std::iter::once(self.current.as_str())
+            .chain(self.previous_at(now).map(|(s, _)| s.as_str()))
+            .collect()
+    }
+}
+
+/// Reads a handler's secrets, locked against a concurrent rotation when `lock`.
+async fn read_secrets(conn: &mut Conn, id: i64, lock: bool) -> Result<Option<Secrets>, StoreError> {
+    let lock = if lock { for_update(conn) } else { "" };
+    let sql = format!("SELECT secret, previous_secrets FROM handlers WHERE id = $1{lock}");
+    let Some(row) = query(&sql).bind(id).fetch_optional(conn).await? else {
+        return Ok(None);
+    };
+    // Stored as `[[secret, until in microseconds], …]`.
+    let previous: Vec<(String, i64)> = json_column(&row.try_get::<String, _>(1)?)?;
+    Ok(Some(Secrets {
+        current: row.try_get(0)?,
+        previous: previous
+            .into_iter()
+            .map(|(s, until)| (s, Timestamp::from_micros(until)))
+            .collect(),
+    }))
 }
 
 /// Loads a handler's secrets.
 pub async fn secrets(conn: &mut Conn, id: i64) -> Result<Option<Secrets>, StoreError> {
-    let row =
-        query("SELECT secret, previous_secret, previous_secret_until FROM handlers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
-    row.map(|r| {
-        Ok(Secrets {
-            current: r.try_get(0)?,
-            previous: r.try_get(1)?,
-            previous_until: r.try_get::<Option<i64>, _>(2)?.map(Timestamp::from_micros),
-        })
-    })
-    .transpose()
+    read_secrets(conn, id, false).await
 }
 
-/// Replaces the secret; the old one keeps signing until `old_until`.
+/// Replaces the secret at `now`; the old one keeps signing until `old_until`, and the
+/// ones it replaced before until their own ends (those past at `now` are dropped, so the
+/// list holds a day's rotations at most). False when there is no such handler.
 pub async fn rotate_secret(
     conn: &mut Conn,
     id: i64,
     new_secret: &str,
+    now: Timestamp,
     old_until: Timestamp,
-) -> Result<(), StoreError> {
-    query(
-        "UPDATE handlers SET previous_secret = secret, previous_secret_until = $1, secret = $2 WHERE id = $3",
-    )
-    .bind(old_until.micros())
-    .bind(new_secret)
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(())
+) -> Result<bool, StoreError> {
+    // Read, then written whole: the lock keeps two rotations at once on PostgreSQL from
+    // each writing a list without the other's secret (SQLite's one writer serialises them).
+    let Some(old) = read_secrets(conn, id, true).await? else {
+        return Ok(false);
+    };
+    let previous: Vec<(&str, i64)> = std::iter::once((old.current.as_str(), old_until))
+        .chain(old.previous_at(now).map(|(s, until)| (s.as_str(), *until)))
+        .map(|(s, until)| (s, until.micros()))
+        .collect();
+    query("UPDATE handlers SET secret = $1, previous_secrets = $2 WHERE id = $3")
+        .bind(new_secret)
+        .bind(to_json_text(&previous))
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(true)
 }
 
 /// Filters of the handler list.

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::harness::write_script;
 use crate::harness::{assert_error, Server};
 use crate::receiver::Receiver;
-use crate::util::{create_handler, executions, HANDLERS};
+use crate::util::{create_handler, executions, micros, now_micros, HANDLERS};
 
 fn path(id: &Value, rest: &str) -> String {
     format!("{HANDLERS}/{id}{rest}")
@@ -56,6 +56,7 @@ async fn create_applies_the_defaults_and_returns_a_signing_secret() {
     let (st, v) = s.get(&path(&h["id"], "/secret")).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["secret"], secret);
+    assert_eq!(v["previous_secrets"], json!([]), "never rotated: {v}");
 
     // A second handler gets a secret of its own.
     let other = create_handler(
@@ -349,6 +350,33 @@ async fn rotating_the_secret_replaces_it() {
     assert_ne!(new, h["secret"].as_str().unwrap());
     let (_, got) = s.get(&path(&h["id"], "/secret")).await;
     assert_eq!(got["secret"], new);
+    // The secret replaced is listed with the end of its 24 hours.
+    let day = 24 * 3600 * 1_000_000;
+    let previous = got["previous_secrets"].as_array().expect("a list").clone();
+    assert_eq!(previous.len(), 1, "{got}");
+    assert_eq!(previous[0]["secret"], h["secret"]);
+    let until = micros(&previous[0]["until"]);
+    assert!((until - now_micros() - day).abs() < 60_000_000, "{got}");
+
+    // A second rotation: both replaced secrets listed, newest first, each with its own end.
+    let (_, v) = s.post(&path(&h["id"], "/secret/rotate"), json!({})).await;
+    let (_, got) = s.get(&path(&h["id"], "/secret")).await;
+    assert_eq!(got["secret"], v["secret"]);
+    let previous = got["previous_secrets"].as_array().expect("a list").clone();
+    assert_eq!(previous.len(), 2, "{got}");
+    assert_eq!(previous[0]["secret"], new);
+    assert_eq!(previous[1]["secret"], h["secret"]);
+    assert!(micros(&previous[0]["until"]) >= until, "{got}");
+    assert_eq!(
+        micros(&previous[1]["until"]),
+        until,
+        "the first one's end stays"
+    );
+    assert_eq!(
+        got.as_object().unwrap().len(),
+        2,
+        "secret and previous_secrets: {got}"
+    );
     let (st, _) = s
         .post(&format!("{HANDLERS}/99999/secret/rotate"), json!({}))
         .await;

@@ -1,6 +1,6 @@
 //! What a receiver gets: the payload as the event log shows it, `Content-Type`,
 //! `User-Agent`, and the Standard Webhooks headers, verified with the `standardwebhooks`
-//! crate (also during a secret rotation).
+//! crate (also during a secret rotation, and after two within a day).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -135,4 +135,70 @@ async fn during_a_rotation_both_the_old_and_the_new_secret_sign() {
     let hit = r.hits_on("/rot").pop().unwrap();
     verify(&new, &hit).expect("test call: new secret");
     verify(&old, &hit).expect("test call: old secret");
+}
+
+/// The signatures of `hit`'s `webhook-signature`, which must be exactly one per secret in
+/// `secrets`, in that order: each the HMAC of "{id}.{timestamp}.{body}" keyed with that
+/// secret, as the `standardwebhooks` crate computes it.
+fn assert_signed_by(hit: &Hit, secrets: &[&str], what: &str) {
+    let id = hit.header("webhook-id");
+    let ts: i64 = hit.header("webhook-timestamp").parse().unwrap();
+    let expected: Vec<String> = secrets
+        .iter()
+        .map(|s| Webhook::new(s).unwrap().sign(&id, ts, &hit.body).unwrap())
+        .collect();
+    let sig = hit.header("webhook-signature");
+    let parts: Vec<&str> = sig.split(' ').collect();
+    assert_eq!(
+        parts, expected,
+        "{what}: current, then the previous newest first"
+    );
+    for s in secrets {
+        verify(s, hit).unwrap_or_else(|e| panic!("{what}: {s} signs: {e}"));
+    }
+}
+
+/// Two rotations within a day: both secrets replaced sign on, each for its own 24 hours
+/// (the second rotation used to end the first one's day at once), with the current one —
+/// in deliveries, before-stage calls and test calls alike.
+#[tokio::test]
+async fn after_two_rotations_the_two_replaced_secrets_still_sign() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    let after = create_handler(
+        &s,
+        json!({"name": "after", "event": "clients.create", "task": r.url("/after"),
+               "retry_schedule": [0]}),
+    )
+    .await;
+    // The receiver answers nothing: the before handler allows.
+    let before = create_handler(
+        &s,
+        json!({"name": "before", "stage": "before", "event": "clients.create",
+               "task": r.url("/before")}),
+    )
+    .await;
+    let mut secrets = Vec::new();
+    for h in [&after, &before] {
+        let secret = |v: &serde_json::Value| v["secret"].as_str().unwrap().to_string();
+        let s0 = secret(&s.get(&format!("{HANDLERS}/{}/secret", h["id"])).await.1);
+        let rotate = format!("{HANDLERS}/{}/secret/rotate", h["id"]);
+        let s1 = secret(&s.post(&rotate, json!({})).await.1);
+        let s2 = secret(&s.post(&rotate, json!({})).await.1);
+        secrets.push([s2, s1, s0]);
+    }
+    let [a, b] = [&secrets[0], &secrets[1]].map(|s| s.each_ref().map(String::as_str));
+
+    client(&s, "Rotated twice").await;
+    assert_signed_by(&r.hits_on("/before").remove(0), &b, "before stage");
+    assert_signed_by(
+        &r.wait_hits("/after", 1, 30).await.remove(0),
+        &a,
+        "delivery",
+    );
+    let (st, _) = s
+        .post(&format!("{HANDLERS}/{}/test", after["id"]), json!({}))
+        .await;
+    assert_eq!(st, 200);
+    assert_signed_by(&r.hits_on("/after").pop().unwrap(), &a, "test call");
 }

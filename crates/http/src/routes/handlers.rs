@@ -89,8 +89,17 @@ async fn delete(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Handler>> 
     Ok(Json(app.handlers.delete(id).await?))
 }
 
+/// The current secret, and the ones it replaced that still sign (newest first), each
+/// with the time it stops.
 async fn secret(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({"secret": app.handlers.secret(id).await?})))
+    let secrets = app.handlers.secrets(id).await?;
+    let previous: Vec<Value> = secrets
+        .previous_at(Timestamp::now())
+        .map(|(secret, until)| json!({"secret": secret, "until": until}))
+        .collect();
+    Ok(Json(
+        json!({"secret": secrets.current, "previous_secrets": previous}),
+    ))
 }
 
 async fn rotate(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {

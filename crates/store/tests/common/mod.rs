@@ -14,6 +14,8 @@ pub struct Fresh {
     pg: Option<(Db, String)>,
     /// PostgreSQL: the admin URL, for a test that panics before [`Fresh::drop_database`].
     admin_url: Option<String>,
+    /// The database's URL.
+    pub url: String,
 }
 
 impl Drop for Fresh {
@@ -43,6 +45,26 @@ impl Drop for Fresh {
 
 impl Fresh {
     pub async fn new() -> Fresh {
+        let fresh = Fresh::unmigrated().await;
+        let db = &fresh.db;
+        db.migrate().await.unwrap();
+        for name in ["one", "two"] {
+            query(
+                "INSERT INTO handlers (name, status, priority, event, stage, type, task,
+                   timeout_ms, on_failure, retry_schedule, secret, created_at, updated_at)
+                 VALUES ($1, 'enabled', 0, '*', 'after', 'http', 'http://127.0.0.1:9/', 1000,
+                   'continue', '[]', 's', 0, 0)",
+            )
+            .bind(name.to_string())
+            .execute(&mut db.write.acquire().await.unwrap())
+            .await
+            .unwrap();
+        }
+        fresh
+    }
+
+    /// A database no migration has run on, for a test of one.
+    pub async fn unmigrated() -> Fresh {
         let dir = tempfile::tempdir().unwrap();
         let (url, pg) = match std::env::var("BILLHOOK_TEST_DATABASE_URL") {
             Ok(admin_url) if !admin_url.is_empty() => {
@@ -61,19 +83,6 @@ impl Fresh {
             ),
         };
         let db = Db::connect(&url).await.unwrap();
-        db.migrate().await.unwrap();
-        for name in ["one", "two"] {
-            query(
-                "INSERT INTO handlers (name, status, priority, event, stage, type, task,
-                   timeout_ms, on_failure, retry_schedule, secret, created_at, updated_at)
-                 VALUES ($1, 'enabled', 0, '*', 'after', 'http', 'http://127.0.0.1:9/', 1000,
-                   'continue', '[]', 's', 0, 0)",
-            )
-            .bind(name.to_string())
-            .execute(&mut db.write.acquire().await.unwrap())
-            .await
-            .unwrap();
-        }
         let (pg, admin_url) = match pg {
             Some((admin, name, url)) => (Some((admin, name)), Some(url)),
             None => (None, None),
@@ -83,6 +92,7 @@ impl Fresh {
             _dir: dir,
             pg,
             admin_url,
+            url,
         }
     }
 
