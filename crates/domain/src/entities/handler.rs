@@ -54,7 +54,7 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// Checks everything that needs no file system (scripts are checked by the caller).
+    /// Checks every field but `task` (see [`Handler::check_task`]).
     pub fn validate(&self) -> Result<(), FieldErrors> {
         let mut errors = FieldErrors::new();
         check_name(&mut errors, "name", &self.name);
@@ -78,19 +78,19 @@ impl Handler {
         if self.retry_schedule.len() > 50 || self.retry_schedule.iter().any(|s| *s > 7 * 86_400) {
             errors.add("retry_schedule", "at most 50 delays of at most 7 days each");
         }
-        match self.kind {
-            HandlerType::Http => {
-                if let Err(message) = check_url(&self.task) {
-                    errors.add("task", message);
-                }
-            }
-            HandlerType::Script => {
-                if let Err(message) = check_script_name(&self.task) {
-                    errors.add("task", message);
-                }
-            }
-        }
         errors.into_result()
+    }
+
+    /// Checks the form of `task` for the handler's type: a URL, or a script's name (the
+    /// script itself is checked by the caller, which knows the scripts directory).
+    /// Apart from [`Handler::validate`]: a task is checked when it is set and when the
+    /// handler is switched on, not on every change, so that a handler whose script has
+    /// gone can still be disabled, archived or edited.
+    pub fn check_task(&self) -> Result<(), String> {
+        match self.kind {
+            HandlerType::Http => check_url(&self.task),
+            HandlerType::Script => check_script_name(&self.task),
+        }
     }
 }
 
