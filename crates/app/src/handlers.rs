@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use billhook_domain::catalogue::{self, Stage, EVENT_TYPES};
 use billhook_domain::entities::{
-    Handler, HandlerStatus, HandlerType, OnFailure, DEFAULT_RETRY_SCHEDULE,
+    check_script_name, Handler, HandlerStatus, HandlerType, OnFailure, DEFAULT_RETRY_SCHEDULE,
 };
 use billhook_domain::Timestamp;
 use billhook_provisioning::before::BeforeChain;
-use billhook_provisioning::caller::CallMeta;
+use billhook_provisioning::caller::{self, CallMeta};
 use billhook_provisioning::{signing, Caller, HandlerCache};
 use billhook_store::deliveries;
 pub use billhook_store::deliveries::{Backlog, Delivery, DeliveryQuery};
@@ -114,12 +114,15 @@ impl Handlers {
         Ok(errors.into_result()?)
     }
 
-    /// The task's form and, for a script, the file it names.
+    /// The task as the caller will use it: a URL it can call, or a script in the scripts
+    /// directory that it can run.
     fn check_task(&self, h: &Handler) -> Result<(), String> {
-        h.check_task()?;
         match h.kind {
-            HandlerType::Http => Ok(()),
-            HandlerType::Script => check_script_file(self.caller.scripts_dir(), &h.task),
+            HandlerType::Http => caller::check_url(&h.task),
+            HandlerType::Script => {
+                check_script_name(&h.task)?;
+                check_script_file(self.caller.scripts_dir(), &h.task)
+            }
         }
     }
 

@@ -54,7 +54,9 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// Checks every field but `task` (see [`Handler::check_task`]).
+    /// Checks every field but `task`: it is checked by the application with what the
+    /// caller knows (the scripts directory, the URL parser of its calls), and only when
+    /// it is set or the handler switched on.
     pub fn validate(&self) -> Result<(), FieldErrors> {
         let mut errors = FieldErrors::new();
         check_name(&mut errors, "name", &self.name);
@@ -80,31 +82,6 @@ impl Handler {
         }
         errors.into_result()
     }
-
-    /// Checks the form of `task` for the handler's type: a URL, or a script's name (the
-    /// script itself is checked by the caller, which knows the scripts directory).
-    /// Apart from [`Handler::validate`]: a task is checked when it is set and when the
-    /// handler is switched on, not on every change, so that a handler whose script has
-    /// gone can still be disabled, archived or edited.
-    pub fn check_task(&self) -> Result<(), String> {
-        match self.kind {
-            HandlerType::Http => check_url(&self.task),
-            HandlerType::Script => check_script_name(&self.task),
-        }
-    }
-}
-
-/// An `http://` or `https://` URL with a host.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or("must be an http:// or https:// URL")?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || host.contains(char::is_whitespace) || rest.contains(char::is_whitespace) {
-        return Err("must be an http:// or https:// URL with a host".into());
-    }
-    Ok(())
 }
 
 /// A script named relative to the scripts directory: no absolute path, no `..`.

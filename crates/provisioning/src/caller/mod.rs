@@ -212,6 +212,25 @@ impl Caller {
     }
 }
 
+/// Checks that `task` is an `http://` or `https://` URL a call can be made to, with the
+/// parser of the calls (`url`, under reqwest): a port past 65535 is refused, a scheme
+/// in capitals (`HTTP://`, valid per RFC 3986) accepted. The URL is kept as given, and
+/// every call parses it the same way ([`Caller::call`]).
+pub fn check_url(task: &str) -> Result<(), String> {
+    const WANTED: &str = "must be an http:// or https:// URL";
+    // The parser drops spaces and controls around a URL and tabs and newlines inside
+    // it: such a task is a mistake, not a URL to call.
+    if task.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{WANTED} without spaces or control characters"));
+    }
+    let url = reqwest::Url::parse(task).map_err(|e| format!("{WANTED}: {e}"))?;
+    // For these two schemes the parser has required a host.
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(WANTED.into());
+    }
+    Ok(())
+}
+
 /// Text of at most [`BODY_CAP`] bytes, cut at a character boundary, with U+FFFD for
 /// what is not UTF-8 and for NUL (see [`without_nul`]).
 pub(crate) fn capped_text(bytes: &[u8]) -> String {
