@@ -6,6 +6,7 @@ mod http;
 mod script;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,6 +92,8 @@ pub struct Caller {
     /// configured, which only reqwest honours.
     direct: Option<direct::Direct>,
     scripts_dir: PathBuf,
+    /// What scripts get of the server's environment, read once at start.
+    script_env: Arc<[(&'static str, OsString)]>,
     /// Handler URLs already parsed: parsing one (with its host's IDNA processing) on
     /// every call was a visible share of a delivery's CPU.
     urls: Arc<Mutex<HashMap<String, Target>>>,
@@ -148,6 +151,7 @@ impl Caller {
             http,
             direct,
             scripts_dir,
+            script_env: script::environment(|name| std::env::var_os(name)).into(),
             urls: Arc::default(),
         }
     }
@@ -182,7 +186,8 @@ impl Caller {
                 }
             },
             HandlerType::Script => {
-                script::call(&self.scripts_dir, &handler.task, meta, body, timeout).await
+                let (dir, env) = (&self.scripts_dir, &self.script_env);
+                script::call(dir, env, &handler.task, meta, body, timeout).await
             }
         };
         outcome.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
