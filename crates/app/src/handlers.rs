@@ -8,9 +8,9 @@ use billhook_domain::catalogue::{self, Stage, EVENT_TYPES};
 use billhook_domain::entities::{
     check_script_name, Handler, HandlerStatus, HandlerType, OnFailure, DEFAULT_RETRY_SCHEDULE,
 };
-use billhook_domain::{FieldErrors, Timestamp};
+use billhook_domain::Timestamp;
 use billhook_provisioning::before::BeforeChain;
-use billhook_provisioning::caller::CallMeta;
+use billhook_provisioning::caller::{self, CallMeta};
 use billhook_provisioning::{signing, Caller, HandlerCache};
 use billhook_store::deliveries::{self, Retried};
 pub use billhook_store::deliveries::{Backlog, Delivery, DeliveryQuery};
@@ -100,17 +100,30 @@ impl Handlers {
         self.pipeline.committed();
     }
 
-    fn check(&self, h: &Handler) -> Result<(), AppError> {
-        let mut errors = match h.validate() {
-            Ok(()) => FieldErrors::new(),
-            Err(e) => e,
-        };
-        if h.kind == HandlerType::Script && check_script_name(&h.task).is_ok() {
-            if let Err(message) = check_script_file(self.caller.scripts_dir(), &h.task) {
+    /// Checks `h`, and its task too when `with_task`: when the task is set and when the
+    /// handler is switched on. Not on other changes, so that a handler whose script has
+    /// gone (or whose URL an older version accepted) can still be disabled, archived or
+    /// edited, while turning it on, which would fail every call, is refused.
+    fn check(&self, h: &Handler, with_task: bool) -> Result<(), AppError> {
+        let mut errors = h.validate().err().unwrap_or_default();
+        if with_task {
+            if let Err(message) = self.check_task(h) {
                 errors.add("task", message);
             }
         }
         Ok(errors.into_result()?)
+    }
+
+    /// The task as the caller will use it: a URL it can call, or a script in the scripts
+    /// directory that it can run.
+    fn check_task(&self, h: &Handler) -> Result<(), String> {
+        match h.kind {
+            HandlerType::Http => caller::check_url(&h.task),
+            HandlerType::Script => {
+                check_script_name(&h.task)?;
+                check_script_file(self.caller.scripts_dir(), &h.task)
+            }
+        }
     }
 
     /// Registers a handler; returns it with its new secret.
@@ -133,7 +146,7 @@ impl Handlers {
             created_at: now,
             updated_at: now,
         };
-        self.check(&h)?;
+        self.check(&h, true)?;
         let secret = signing::new_secret();
         let mut tx = self.db.begin().await?;
         h.id = store::insert(&mut tx, &h, &secret).await?;
@@ -163,10 +176,13 @@ impl Handlers {
             .await?
             .ok_or_else(|| AppError::not_found("handler", id))?;
         let was = h.status;
+        // Whether the task is set or the handler switched on (see `check`).
+        let mut task_checked = false;
         if let Some(v) = i.name {
             h.name = v;
         }
         if let Some(v) = i.status {
+            task_checked |= v == HandlerStatus::Enabled && h.status != HandlerStatus::Enabled;
             h.status = v;
         }
         if let Some(v) = i.priority {
@@ -179,9 +195,11 @@ impl Handlers {
             h.stage = v;
         }
         if let Some(v) = i.kind {
+            task_checked |= v != h.kind;
             h.kind = v;
         }
         if let Some(v) = i.task {
+            task_checked |= v != h.task;
             h.task = v;
         }
         if let Some(v) = i.timeout_ms {
@@ -194,7 +212,7 @@ impl Handlers {
             h.retry_schedule = v;
         }
         h.updated_at = Timestamp::now();
-        self.check(&h)?;
+        self.check(&h, task_checked)?;
         store::update(&mut tx, &h).await?;
         if h.status == HandlerStatus::Archived && was != HandlerStatus::Archived {
             deliveries::fail_archived(&mut tx, Some(id), h.updated_at).await?;

@@ -1,11 +1,12 @@
 //! Script before handlers: exit 0 allows (stdout may modify), a non-zero exit forbids
-//! with stderr as the message, a script killed at its timeout is a failure.
+//! with stderr as the message, a script killed at its timeout is a failure, a handler
+//! whose script has gone can still be switched off.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::Server;
+use crate::harness::{assert_error, Server};
 use crate::util::{
     assert_nothing_written, assert_refused, before_rows, client, get_client, hook, id, message,
     script, snapshot,
@@ -175,4 +176,73 @@ async fn a_script_printing_invalid_json_is_a_handler_failure() {
     let (st, v) = s.post("/api/v1/clients", json!({"name": "G"})).await;
     assert_refused(st, &v, "handler_failed", h, "garbage");
     assert_nothing_written(&s, &before).await;
+}
+
+/// A handler whose script has gone refuses every action under forbid; the operator can
+/// still disable, archive or edit it (its task is checked when it is set and when the
+/// handler is switched on), short of deleting it and its history. Turning it on again,
+/// or setting a task that does not run, is refused until the script is back.
+#[tokio::test]
+async fn a_handler_whose_script_has_gone_can_be_disabled_archived_and_edited() {
+    let s = Server::start().await;
+    script(&s, "gate.sh", "#!/bin/sh\ncat >/dev/null\n");
+    let h = hook(
+        &s,
+        json!({"name": "gate", "event": "clients.create", "type": "script",
+               "task": "gate.sh"}),
+    )
+    .await;
+    std::fs::remove_file(s.dir.path().join("scripts/gate.sh")).expect("remove gate.sh");
+    let (st, v) = s.post("/api/v1/clients", json!({"name": "Refused"})).await;
+    assert_refused(st, &v, "handler_failed", h, "gate");
+
+    let path = format!("/api/v1/handlers/{h}");
+    // The same task sent again does not change it.
+    for body in [
+        json!({"on_failure": "allow"}),
+        json!({"name": "x"}),
+        json!({"task": "gate.sh", "type": "script", "priority": 5}),
+    ] {
+        let (st, v) = s.patch(&path, body.clone()).await;
+        assert_eq!(st, 200, "PATCH {body}: {v}");
+    }
+    let (_, got) = s.get(&path).await;
+    assert_eq!(
+        (&got["name"], &got["on_failure"], &got["priority"]),
+        (&json!("x"), &json!("allow"), &json!(5)),
+        "{got}"
+    );
+    client(&s, "Allowed").await;
+
+    for (action, status) in [("disable", "disabled"), ("archive", "archived")] {
+        let (st, v) = s.post(&format!("{path}/{action}"), json!({})).await;
+        assert_eq!(st, 200, "{action}: {v}");
+        assert_eq!(v["status"], status, "{action}: {v}");
+    }
+    let refused = [
+        ("POST", format!("{path}/enable"), None),
+        ("PATCH", path.clone(), Some(json!({"status": "enabled"}))),
+        ("PATCH", path.clone(), Some(json!({"task": "other.sh"}))),
+        ("PATCH", path.clone(), Some(json!({"type": "http"}))),
+    ];
+    for (method, p, body) in refused {
+        let (st, v) = s.call(method, &p, body.clone()).await;
+        assert_eq!(st, 422, "{method} {p} {body:?}: {v}");
+        assert_error(&v, "validation_failed");
+        assert!(
+            v["error"]["data"]["fields"]["task"].is_string(),
+            "{method} {p} {body:?}: {v}"
+        );
+    }
+    let (_, got) = s.get(&path).await;
+    assert_eq!(
+        (&got["status"], &got["type"], &got["task"]),
+        (&json!("archived"), &json!("script"), &json!("gate.sh")),
+        "refused changes left it alone: {got}"
+    );
+
+    script(&s, "gate.sh", "#!/bin/sh\ncat >/dev/null\n");
+    let (st, v) = s.post(&format!("{path}/enable"), json!({})).await;
+    assert_eq!(st, 200, "the script is back: {v}");
+    assert_eq!(v["status"], "enabled", "{v}");
 }

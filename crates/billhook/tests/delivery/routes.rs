@@ -1,5 +1,6 @@
-//! The handler routes: create (defaults, secret), validation, list filters, get, patch,
-//! delete, enable/disable/archive, secret and rotation, and the test call.
+//! The handler routes: create (defaults, secret), validation (a task checked when set or
+//! switched on), list filters, get, patch, delete, enable/disable/archive, secret and
+//! rotation, and the test call.
 
 use serde_json::{json, Value};
 
@@ -83,6 +84,10 @@ async fn invalid_handlers_answer_422() {
         json!({"name": "x", "event": "clients.create", "task": "ftp://127.0.0.1/hook"}),
         json!({"name": "x", "event": "clients.create", "task": "http://"}),
         json!({"name": "x", "event": "clients.create", "task": "not a url"}),
+        json!({"name": "x", "event": "clients.create", "task": "http://127.0.0.1:99999/"}),
+        json!({"name": "x", "event": "clients.create", "task": "https://127.0.0.1:65536/a"}),
+        json!({"name": "x", "event": "clients.create", "task": " http://127.0.0.1:9/a"}),
+        json!({"name": "x", "event": "clients.create", "task": "http://127.0.0.1:9/a b"}),
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "../ok.sh"}),
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "/bin/true"}),
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "missing.sh"}),
@@ -106,9 +111,24 @@ async fn invalid_handlers_answer_422() {
         json!({"name": "s", "event": "clients.create", "type": "script", "task": "ok.sh"}),
         json!({"name": "b", "event": "clients.*", "stage": "before", "task": url}),
         json!({"name": "t", "event": "*", "task": url, "timeout_ms": 30000}),
+        json!({"name": "p", "event": "*", "task": "http://127.0.0.1:65535/"}),
     ] {
         create_handler(&s, body).await;
     }
+
+    // Schemes are case-insensitive (RFC 3986): the URL is kept as given, and called.
+    let r = Receiver::start().await;
+    let upper = r.url("/upper").replacen("http://", "HTTP://", 1);
+    let h = create_handler(
+        &s,
+        json!({"name": "u", "event": "clients.create", "task": upper}),
+    )
+    .await;
+    assert_eq!(h["task"], upper);
+    let (st, e) = s.post(&path(&h["id"], "/test"), json!({})).await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["status"], "success", "{e}");
+    assert_eq!(r.hits_on("/upper").len(), 1);
 
     // PATCH is validated the same way and changes nothing when refused.
     let h = create_handler(&s, json!({"name": "p", "event": "dids.*", "task": url})).await;
@@ -127,6 +147,54 @@ async fn invalid_handlers_answer_422() {
     let (_, got) = s.get(&path(&h["id"], "")).await;
     assert_eq!(got["task"], url);
     assert_eq!(got["event"], "dids.*");
+}
+
+/// A URL that an older version stored and this one refuses (a port past 65535) is, like
+/// a script that has gone, checked only when the task is set or the handler switched
+/// on: the handler can still be edited and disabled.
+#[tokio::test]
+async fn a_stored_url_now_refused_is_checked_only_when_set_or_switched_on() {
+    let s = Server::start().await;
+    let h = create_handler(
+        &s,
+        json!({"name": "old", "event": "clients.create", "task": "http://127.0.0.1:9/a"}),
+    )
+    .await;
+    let old = "http://127.0.0.1:99999/";
+    store_task(&s, &h["id"], old).await;
+    let new = "http://127.0.0.1:9/b";
+    // Sending the stored task again is no change; switching on or a new task is.
+    for (method, p, body, status) in [
+        ("PATCH", "", json!({"name": "renamed", "task": old}), 200),
+        ("POST", "/disable", json!({}), 200),
+        ("POST", "/enable", json!({}), 422),
+        ("PATCH", "", json!({"status": "enabled"}), 422),
+        ("PATCH", "", json!({"task": "http://127.0.0.1:70000/"}), 422),
+        ("PATCH", "", json!({"task": new, "status": "enabled"}), 200),
+    ] {
+        let (st, v) = s.call(method, &path(&h["id"], p), Some(body)).await;
+        assert_eq!(st, status, "{method} {p}: {v}");
+        if status == 422 {
+            assert!(v["error"]["data"]["fields"]["task"].is_string(), "{v}");
+        }
+    }
+}
+
+/// Sets a handler's task in the database, behind the API's checks.
+async fn store_task(s: &Server, id: &Value, task: &str) {
+    use sqlx::Connection;
+    let id = id.as_i64().expect("handler id");
+    let sql = "UPDATE handlers SET task = $1 WHERE id = $2";
+    let updated = if s.db.is_postgres() {
+        let mut c = sqlx::PgConnection::connect(&s.db.url()).await.unwrap();
+        let q = sqlx::query(sql).bind(task).bind(id);
+        q.execute(&mut c).await.unwrap().rows_affected()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(&s.db.url()).await.unwrap();
+        let q = sqlx::query(sql).bind(task).bind(id);
+        q.execute(&mut c).await.unwrap().rows_affected()
+    };
+    assert_eq!(updated, 1);
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
-//! Script handlers: payload on stdin, `BILLHOOK_*` environment, stdout logged, a
-//! non-zero exit retried — from the default scripts directory (`./scripts`, relative to
-//! the server's working directory) and from an absolute `BILLHOOK_SCRIPTS_DIR`.
+//! Script handlers: payload on stdin, `BILLHOOK_*` environment and none of the
+//! server's secrets, stdout logged, a non-zero exit retried — from the default scripts
+//! directory (`./scripts`, relative to the server's working directory) and from an
+//! absolute `BILLHOOK_SCRIPTS_DIR`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -17,9 +19,16 @@ struct Scripts {
     _abs: Option<tempfile::TempDir>,
 }
 
+/// Variables of the server's environment that no script may see (besides
+/// `BILLHOOK_API_KEY`, which every test server has).
+const SECRETS: [(&str, &str); 2] = [
+    ("BILLHOOK_TEST_SECRET_MARKER", "marker-6f0c2e"),
+    ("SOME_SECRET", "hunter2-6f0c2e"),
+];
+
 /// A server with the default `./scripts`.
 async fn default_dir() -> Scripts {
-    let s = Server::start().await;
+    let s = Server::start_with(SECRETS.to_vec()).await;
     let dir = s.dir.path().join("scripts");
     Scripts { s, dir, _abs: None }
 }
@@ -28,7 +37,9 @@ async fn default_dir() -> Scripts {
 async fn absolute_dir() -> Scripts {
     let abs = tempfile::tempdir().unwrap();
     let dir = abs.path().to_path_buf();
-    let s = Server::start_with(vec![("BILLHOOK_SCRIPTS_DIR", dir.to_str().unwrap())]).await;
+    let mut env = vec![("BILLHOOK_SCRIPTS_DIR", dir.to_str().unwrap())];
+    env.extend(SECRETS);
+    let s = Server::start_with(env).await;
     Scripts {
         s,
         dir,
@@ -75,8 +86,10 @@ set -e
 u="$BILLHOOK_EVENT_UID"
 cat > "{d}/.$u.json"
 printf '%s\n%s\n%s\n%s\n' "$BILLHOOK_EVENT" "$BILLHOOK_STAGE" "$BILLHOOK_OBJECT_ID" "$BILLHOOK_EVENT_UID" > "{d}/.$u.env"
+env > "{d}/.$u.vars"
 mv "{d}/.$u.json" "{d}/$u.json"
 mv "{d}/.$u.env" "{d}/$u.env"
+mv "{d}/.$u.vars" "{d}/$u.vars"
 echo "stored $u"
 "#
     );
@@ -104,6 +117,7 @@ echo "stored $u"
             [events_id, "after", &c.to_string(), &uid],
             "BILLHOOK_EVENT, _STAGE, _OBJECT_ID, _EVENT_UID"
         );
+        only_the_script_environment(&wait_file(out.path(), &format!("{uid}.vars")).await);
     }
     let done = wait_deliveries(s, h["id"].as_i64().unwrap(), "succeeded", 2, 30).await;
     assert_eq!(done.len(), 2);
@@ -118,6 +132,48 @@ echo "stored $u"
                 .as_str()
                 .is_some_and(|b| b.contains(&format!("stored {uid}"))),
             "stdout is logged: {e}"
+        );
+    }
+}
+
+/// `env`'s output holds `PATH` (the server's, which it has from the test), the spec's
+/// four `BILLHOOK_*` variables and nothing but the variables a script may get and what
+/// the shell sets itself: not the admin key, nor anything else of the server's.
+fn only_the_script_environment(env: &str) {
+    let names: BTreeSet<&str> = env
+        .lines()
+        .filter_map(|line| Some(line.split_once('=')?.0))
+        .collect();
+    let billhook: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("BILLHOOK_"))
+        .collect();
+    assert_eq!(
+        billhook,
+        [
+            "BILLHOOK_EVENT",
+            "BILLHOOK_EVENT_UID",
+            "BILLHOOK_OBJECT_ID",
+            "BILLHOOK_STAGE"
+        ],
+        "{env}"
+    );
+    let path = std::env::var("PATH").expect("the tests run with a PATH");
+    assert!(env.lines().any(|l| l == format!("PATH={path}")), "{env}");
+    let passed = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+    let shell = ["PWD", "OLDPWD", "SHLVL", "_"];
+    for name in &names {
+        assert!(
+            name.starts_with("BILLHOOK_") || passed.contains(name) || shell.contains(name),
+            "{name} reached the script: {env}"
+        );
+    }
+    assert!(!env.contains(crate::harness::KEY), "the admin key: {env}");
+    for (name, value) in SECRETS {
+        assert!(
+            !env.contains(value),
+            "{name}'s value reached the script: {env}"
         );
     }
 }

@@ -54,7 +54,9 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// Checks everything that needs no file system (scripts are checked by the caller).
+    /// Checks every field but `task`: it is checked by the application with what the
+    /// caller knows (the scripts directory, the URL parser of its calls), and only when
+    /// it is set or the handler switched on.
     pub fn validate(&self) -> Result<(), FieldErrors> {
         let mut errors = FieldErrors::new();
         check_name(&mut errors, "name", &self.name);
@@ -78,33 +80,8 @@ impl Handler {
         if self.retry_schedule.len() > 50 || self.retry_schedule.iter().any(|s| *s > 7 * 86_400) {
             errors.add("retry_schedule", "at most 50 delays of at most 7 days each");
         }
-        match self.kind {
-            HandlerType::Http => {
-                if let Err(message) = check_url(&self.task) {
-                    errors.add("task", message);
-                }
-            }
-            HandlerType::Script => {
-                if let Err(message) = check_script_name(&self.task) {
-                    errors.add("task", message);
-                }
-            }
-        }
         errors.into_result()
     }
-}
-
-/// An `http://` or `https://` URL with a host.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or("must be an http:// or https:// URL")?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || host.contains(char::is_whitespace) || rest.contains(char::is_whitespace) {
-        return Err("must be an http:// or https:// URL with a host".into());
-    }
-    Ok(())
 }
 
 /// A script named relative to the scripts directory: no absolute path, no `..`.

@@ -14,8 +14,8 @@ pub use account::{Account, AuthType};
 pub use client::{Client, ClientStatus};
 pub use did::{Did, DidAction, DidStatus};
 pub use handler::{
-    check_script_name, check_url, CallStatus, DeliveryStatus, Handler, HandlerStatus, HandlerType,
-    OnFailure, DEFAULT_RETRY_SCHEDULE, MAX_TIMEOUT_MS,
+    check_script_name, CallStatus, DeliveryStatus, Handler, HandlerStatus, HandlerType, OnFailure,
+    DEFAULT_RETRY_SCHEDULE, MAX_TIMEOUT_MS,
 };
 pub use import::{Import, ImportError, ImportKind, ImportStatus};
 pub use package::{Package, PackageStatus};

@@ -6,6 +6,7 @@ mod http;
 mod script;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,6 +92,8 @@ pub struct Caller {
     /// configured, which only reqwest honours.
     direct: Option<direct::Direct>,
     scripts_dir: PathBuf,
+    /// What scripts get of the server's environment, read once at start.
+    script_env: Arc<[(&'static str, OsString)]>,
     /// Handler URLs already parsed: parsing one (with its host's IDNA processing) on
     /// every call was a visible share of a delivery's CPU.
     urls: Arc<Mutex<HashMap<String, Target>>>,
@@ -148,6 +151,7 @@ impl Caller {
             http,
             direct,
             scripts_dir,
+            script_env: script::environment(|name| std::env::var_os(name)).into(),
             urls: Arc::default(),
         }
     }
@@ -182,7 +186,8 @@ impl Caller {
                 }
             },
             HandlerType::Script => {
-                script::call(&self.scripts_dir, &handler.task, meta, body, timeout).await
+                let (dir, env) = (&self.scripts_dir, &self.script_env);
+                script::call(dir, env, &handler.task, meta, body, timeout).await
             }
         };
         outcome.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -210,6 +215,25 @@ impl Caller {
         urls.insert(task.to_string(), target.clone());
         Some(target)
     }
+}
+
+/// Checks that `task` is an `http://` or `https://` URL a call can be made to, with the
+/// parser of the calls (`url`, under reqwest): a port past 65535 is refused, a scheme
+/// in capitals (`HTTP://`, valid per RFC 3986) accepted. The URL is kept as given, and
+/// every call parses it the same way ([`Caller::call`]).
+pub fn check_url(task: &str) -> Result<(), String> {
+    const WANTED: &str = "must be an http:// or https:// URL";
+    // The parser drops spaces and controls around a URL and tabs and newlines inside
+    // it: such a task is a mistake, not a URL to call.
+    if task.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{WANTED} without spaces or control characters"));
+    }
+    let url = reqwest::Url::parse(task).map_err(|e| format!("{WANTED}: {e}"))?;
+    // For these two schemes the parser has required a host.
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(WANTED.into());
+    }
+    Ok(())
 }
 
 /// Text of at most [`BODY_CAP`] bytes, cut at a character boundary, with U+FFFD for

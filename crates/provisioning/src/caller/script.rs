@@ -1,3 +1,4 @@
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -7,10 +8,30 @@ use tokio::process::Command;
 
 use super::{capped_text, CallMeta, CallOutcome, BODY_CAP};
 
+/// The search path of a script when the server has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The server's variables a script gets besides `PATH`, when the server has them.
+const PASSED: &[&str] = &["HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+/// The environment a script starts from, read from the server's through `var`: `PATH`
+/// (or [`DEFAULT_PATH`]) and [`PASSED`], nothing else. The server's environment holds
+/// its secrets (`BILLHOOK_API_KEY`, a password in `BILLHOOK_DATABASE_URL`, whatever the
+/// operator's service manager sets), and a handler script is an operator's integration,
+/// not something to hand the admin key or the database to.
+pub(super) fn environment(var: impl Fn(&str) -> Option<OsString>) -> Vec<(&'static str, OsString)> {
+    let set = |name: &str| var(name).filter(|value| !value.is_empty());
+    let path = set("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    let passed = PASSED.iter().filter_map(|&name| Some((name, set(name)?)));
+    std::iter::once(("PATH", path)).chain(passed).collect()
+}
+
 /// Runs `scripts_dir/task` without a shell, in its own process group so that a timeout
-/// kills everything it started.
+/// kills everything it started, with `env` (see [`environment`]) and the spec's
+/// `BILLHOOK_*` variables of the event as its whole environment.
 pub(super) async fn call(
     scripts_dir: &Path,
+    env: &[(&'static str, OsString)],
     task: &str,
     meta: &CallMeta<'_>,
     body: &[u8],
@@ -23,6 +44,8 @@ pub(super) async fn call(
     let path = scripts_dir.join(task);
     let mut child = match Command::new(&path)
         .current_dir(scripts_dir)
+        .env_clear()
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .env("BILLHOOK_EVENT", meta.events_id)
         .env("BILLHOOK_STAGE", meta.stage.as_str())
         .env(
@@ -112,5 +135,58 @@ async fn read_capped(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `PATH` always (the server's, or the default when it has none or an empty one);
+    /// the passed variables the server has; nothing else.
+    #[test]
+    fn a_script_gets_path_and_the_passed_variables_only() {
+        let server = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let full = server(&[
+            ("PATH", "/opt/bin:/bin"),
+            ("HOME", "/var/lib/billhook"),
+            ("LANG", "C.UTF-8"),
+            ("LC_ALL", "C"),
+            ("TZ", "UTC"),
+            ("TMPDIR", "/tmp/b"),
+            ("BILLHOOK_API_KEY", "secret"),
+            ("BILLHOOK_DATABASE_URL", "postgres://u:pw@db/b"),
+            ("SOME_SECRET", "x"),
+        ]);
+        let shown = |env: Vec<(&str, OsString)>| {
+            env.into_iter()
+                .map(|(n, v)| format!("{n}={}", v.to_string_lossy()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown(environment(full)),
+            [
+                "PATH=/opt/bin:/bin",
+                "HOME=/var/lib/billhook",
+                "LANG=C.UTF-8",
+                "LC_ALL=C",
+                "TZ=UTC",
+                "TMPDIR=/tmp/b"
+            ]
+        );
+        assert_eq!(
+            shown(environment(server(&[("HOME", "/h"), ("SOME_SECRET", "x")]))),
+            [format!("PATH={DEFAULT_PATH}"), "HOME=/h".into()]
+        );
+        assert_eq!(
+            shown(environment(server(&[("PATH", "")]))),
+            [format!("PATH={DEFAULT_PATH}")]
+        );
     }
 }
