@@ -468,3 +468,44 @@ async fn bad_assignments_and_unknown_subscriptions_are_refused_without_events() 
     let (_, list) = s.get(&format!("{SUBS}?clients_id={c}")).await;
     assert_eq!(list["total"], 0);
 }
+
+/// A scheduled activation that a before handler forbids stays pending and is tried
+/// again less and less often (after 1 s, 2 s, 4 s…), not on every pass of the scheduler
+/// (every 100 ms here: refused on each, it called the handler about 35 times in 4 s and
+/// logged every refusal, for as long as the handler said no).
+#[tokio::test]
+async fn a_forbidden_scheduled_activation_is_tried_again_less_and_less_often() {
+    let s = Server::start().await;
+    crate::harness::write_script(
+        &s,
+        "deny.sh",
+        "#!/bin/sh\ncat >/dev/null\necho 'no activation' >&2\nexit 1\n",
+        true,
+    );
+    let h = s
+        .ok(
+            "/api/v1/handlers",
+            json!({"name": "deny", "event": ACTIVATE, "stage": "before",
+                   "type": "script", "task": "deny.sh"}),
+            201,
+        )
+        .await;
+    let (client, package) = fixture(&s, "P1M", json!("5")).await;
+    let sub = assign(&s, client, &package, Some(fmt(now() + SEC / 2))).await;
+    assert_eq!(sub["status"], "pending", "{sub}");
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (st, log) = s
+        .get(&format!(
+            "/api/v1/executions?handlers_id={}&limit=0",
+            h["id"]
+        ))
+        .await;
+    assert_eq!(st, 200, "{log}");
+    let calls = log["total"].as_i64().expect("total");
+    assert!(
+        (2..=5).contains(&calls),
+        "tried at about 0.5, 1.5 and 3.5 s: {calls} calls"
+    );
+    assert_eq!(get(&s, &sub).await["status"], "pending");
+    assert!(charges(&s, client).await.is_empty(), "no fee charged");
+}
