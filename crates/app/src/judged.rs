@@ -27,9 +27,12 @@ impl Pipeline {
         current: Option<&A::Object>,
         proposed: A::Object,
     ) -> Result<Judged<A::Object>, AppError> {
+        // An object asked about before it is stored has no id yet: a create's, and a
+        // new subscription's activation asked about with its assign (its id is 0 then).
+        let object_id = current.map(|c| action.object_id(c)).filter(|&id| id != 0);
         let creating = action.kind() == Kind::Create;
         let mut data = to_json(&proposed)?;
-        if creating {
+        if creating || object_id.is_none() {
             data["id"] = Value::Null;
         }
         let current_json = match current {
@@ -40,13 +43,13 @@ impl Pipeline {
         let event = BeforeEvent {
             events_id: action.event(),
             uid: &uid,
-            object_id: current.map(|c| action.object_id(c)),
+            object_id,
             current: &current_json,
             writable: action.writable(),
         };
         let decode = |v: &Value| -> Result<A::Object, AppError> {
             let mut v = v.clone();
-            if creating {
+            if creating || object_id.is_none() {
                 v["id"] = Value::from(0);
             }
             let object: A::Object =

@@ -59,7 +59,10 @@ mod tests {
         let creating = [
             creates(clients::CreateClient(Default::default())),
             creates(accounts::CreateAccount(Default::default())),
-            creates(subscriptions::AssignSubscription(Default::default())),
+            creates(subscriptions::AssignSubscription {
+                input: Default::default(),
+                activate_now: false,
+            }),
             creates(dids::DidActionRequest {
                 id: 0,
                 change: dids::DidChange::Create,

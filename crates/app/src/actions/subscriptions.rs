@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use billhook_domain::entities::{
     Package, PackageStatus, Subscription, SubscriptionAction, SubscriptionStatus,
 };
+use billhook_domain::payload::previous_of;
 use billhook_domain::Timestamp;
 use billhook_store::{packages, subscriptions as store, Conn};
 use serde::Deserialize;
@@ -13,8 +14,8 @@ use serde::Deserialize;
 use super::transactions::charge_fee;
 use super::{lock_client, lock_open_client};
 use crate::input::required;
-use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
-use crate::AppError;
+use crate::pipeline::{client_key, to_json, Action, Effects, Kind, NewEvent, Proposal};
+use crate::{AppError, Pipeline};
 
 /// Body of `POST /subscriptions`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -24,9 +25,14 @@ pub struct AssignInput {
     pub start_dt: Option<Timestamp>,
 }
 
-/// `clients.subscriptions.assign`: a pending subscription (activated right after by the
-/// caller when its start is not in the future).
-pub struct AssignSubscription(pub AssignInput);
+/// `clients.subscriptions.assign`: a pending subscription; with `activate_now`, also
+/// activated in the same transaction when its start is not in the future (its
+/// `clients.subscriptions.activate` event, its fee and their events follow the assign's):
+/// see [`assign`].
+pub struct AssignSubscription {
+    pub input: AssignInput,
+    pub activate_now: bool,
+}
 
 impl Action for AssignSubscription {
     type Object = Subscription;
@@ -37,7 +43,7 @@ impl Action for AssignSubscription {
         Kind::Create
     }
     async fn load(&self, conn: &mut Conn) -> Result<Option<Subscription>, AppError> {
-        if let Some(id) = self.0.clients_id {
+        if let Some(id) = self.input.clients_id {
             lock_open_client(conn, id, "clients_id").await?;
         }
         Ok(None)
@@ -47,7 +53,7 @@ impl Action for AssignSubscription {
         _: Option<&Subscription>,
         now: Timestamp,
     ) -> Result<Proposal<Subscription>, AppError> {
-        let i = &self.0;
+        let i = &self.input;
         Ok(Proposal::Change(Subscription {
             id: 0,
             clients_id: required(i.clients_id, "clients_id")?,
@@ -82,10 +88,14 @@ impl Action for AssignSubscription {
         conn: &mut Conn,
         _: Option<&Subscription>,
         mut p: Subscription,
-        _: Timestamp,
-        _: &mut Effects,
+        now: Timestamp,
+        effects: &mut Effects,
     ) -> Result<Subscription, AppError> {
         p.id = store::insert(conn, &p).await?;
+        if self.activate_now && p.start_dt <= now {
+            activate_new(conn, &p, now, effects).await?;
+        }
+        // The assign's event shows the subscription as assigned; the activation's follows.
         Ok(p)
     }
     fn writable(&self) -> &'static [&'static str] {
@@ -97,6 +107,110 @@ impl Action for AssignSubscription {
     fn ordering_key(&self, _: Option<&Subscription>, s: &Subscription) -> String {
         client_key(s.clients_id)
     }
+}
+
+/// Activates `pending`, just assigned in this transaction, as its activation would:
+/// its `clients.subscriptions.activate` event, then its fee's events.
+async fn activate_new(
+    conn: &mut Conn,
+    pending: &Subscription,
+    now: Timestamp,
+    effects: &mut Effects,
+) -> Result<(), AppError> {
+    let package = packages::get(conn, pending.packages_id)
+        .await?
+        .ok_or_else(|| AppError::Internal(format!("package {} missing", pending.packages_id)))?;
+    let activation = ChangeSubscription::with_package(pending.id, package);
+    let Proposal::Change(next) = activation.propose(Some(pending), now)? else {
+        return Ok(());
+    };
+    let mut fee = Effects::default();
+    let active = activation
+        .write(conn, Some(pending), next, now, &mut fee)
+        .await?;
+    let data = to_json(&active)?;
+    effects.push(NewEvent {
+        events_id: activation.event(),
+        object_id: Some(active.id),
+        ordering_key: client_key(active.clients_id),
+        previous: previous_of(&to_json(pending)?, &data),
+        data,
+    });
+    effects.append(fee);
+    Ok(())
+}
+
+/// `POST /subscriptions`: assigns, and activates at once when the start is not in the
+/// future — as one change: the activation's before handlers are asked first, about the
+/// subscription as it would be (no id yet, like a create's), and if they refuse nothing
+/// is written. (Two actions, a refused activation left an assigned subscription behind
+/// a 422, its `assign` event sent, and the scheduler activated and charged it later.)
+/// Returns the subscription as it is after both.
+pub async fn assign(pipeline: &Pipeline, input: AssignInput) -> Result<Subscription, AppError> {
+    let now = Timestamp::now();
+    let activate_now = input.start_dt.is_none_or(|t| t <= now);
+    if activate_now {
+        ask_activation_ahead(pipeline, &input, now).await?;
+    }
+    let assigned = pipeline
+        .run(AssignSubscription {
+            input,
+            activate_now,
+        })
+        .await?;
+    if !activate_now {
+        return Ok(assigned);
+    }
+    let mut conn = pipeline.db().read.acquire().await?;
+    store::get(&mut conn, assigned.id)
+        .await?
+        .ok_or_else(|| AppError::not_found("subscription", assigned.id))
+}
+
+/// The activation's before handlers asked about the subscription `input` would assign,
+/// activated; their refusal is the request's. Nothing to ask about when the input is
+/// not valid: the assign refuses it.
+async fn ask_activation_ahead(
+    pipeline: &Pipeline,
+    input: &AssignInput,
+    now: Timestamp,
+) -> Result<(), AppError> {
+    let handlers = pipeline
+        .before
+        .handlers_for(SubscriptionAction::Activate.event())
+        .await?;
+    let (Some(clients_id), Some(packages_id)) = (input.clients_id, input.packages_id) else {
+        return Ok(());
+    };
+    if handlers.is_empty() {
+        return Ok(());
+    }
+    let package = {
+        let mut conn = pipeline.db().read.acquire().await?;
+        packages::get(&mut conn, packages_id).await?
+    };
+    let Some(package) = package else {
+        return Ok(());
+    };
+    let pending = Subscription {
+        id: 0,
+        clients_id,
+        packages_id,
+        status: SubscriptionStatus::Pending,
+        start_dt: input.start_dt.unwrap_or(now),
+        period_start: None,
+        period_end: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let activation = ChangeSubscription::with_package(0, package);
+    let Proposal::Change(active) = activation.propose(Some(&pending), now)? else {
+        return Ok(());
+    };
+    pipeline
+        .judge(&activation, &handlers, Some(&pending), active)
+        .await?;
+    Ok(())
 }
 
 /// A status change of a subscription.
@@ -117,6 +231,14 @@ impl ChangeSubscription {
             action,
             only_if_due: false,
             package: Mutex::new(None),
+        }
+    }
+
+    /// The activation of subscription `id` (0: not stored yet) of `package`, loaded.
+    fn with_package(id: i64, package: Package) -> Self {
+        ChangeSubscription {
+            package: Mutex::new(Some(package)),
+            ..Self::new(id, SubscriptionAction::Activate)
         }
     }
 

@@ -509,3 +509,70 @@ async fn a_forbidden_scheduled_activation_is_tried_again_less_and_less_often() {
     assert_eq!(get(&s, &sub).await["status"], "pending");
     assert!(charges(&s, client).await.is_empty(), "no fee charged");
 }
+
+/// `POST /subscriptions` starting now is one change: the activation's before handlers
+/// are asked first, about the subscription as it would be (no id yet); when they refuse,
+/// the answer is their 422 and nothing is written — no subscription, no event, no fee.
+/// When they allow, it is assigned and activated in one transaction.
+#[tokio::test]
+async fn a_refused_activation_refuses_the_assign_that_starts_now() {
+    let s = Server::start().await;
+    let script = |allow: bool| {
+        let exit = if allow { 0 } else { 1 };
+        format!("#!/bin/sh\ncat > last-activation.json\necho 'no credit' >&2\nexit {exit}\n")
+    };
+    crate::harness::write_script(&s, "gate.sh", &script(false), true);
+    let h = s
+        .ok(
+            "/api/v1/handlers",
+            json!({"name": "gate", "event": ACTIVATE, "stage": "before",
+                   "type": "script", "task": "gate.sh"}),
+            201,
+        )
+        .await;
+    let (client, package) = fixture(&s, "P1M", json!("5")).await;
+    let (st, v) = s
+        .post(
+            SUBS,
+            json!({"clients_id": client, "packages_id": package["id"]}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_error(&v, "forbidden_by_handler");
+    let (_, list) = s.get(&format!("{SUBS}?clients_id={client}")).await;
+    assert_eq!(list["total"], 0, "nothing assigned: {list}");
+    let (_, events) = s.get(&format!("/api/v1/events?events_id={ASSIGN}")).await;
+    assert_eq!(events["total"], 0, "no assign event: {events}");
+    assert!(charges(&s, client).await.is_empty(), "no fee");
+    let asked: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.dir.path().join("scripts/last-activation.json"))
+            .expect("the handler got the payload"),
+    )
+    .expect("JSON");
+    assert_eq!(asked["event"]["events_id"], ACTIVATE, "{asked}");
+    assert_eq!(
+        asked["event"]["object_id"],
+        Value::Null,
+        "not stored yet: {asked}"
+    );
+    assert_eq!(asked["data"]["id"], Value::Null, "{asked}");
+    assert_eq!(asked["data"]["status"], "active", "{asked}");
+    assert_eq!(asked["data"]["clients_id"], client, "{asked}");
+
+    crate::harness::write_script(&s, "gate.sh", &script(true), true);
+    let sub = assign(&s, client, &package, None).await;
+    assert_eq!(sub["status"], "active", "{sub}");
+    assert_eq!(events_of(&s, &sub, ASSIGN).await.len(), 1);
+    let activated = events_of(&s, &sub, ACTIVATE).await;
+    assert_eq!(activated.len(), 1);
+    assert_eq!(
+        activated[0]["previous"]["status"], "pending",
+        "{activated:?}"
+    );
+    let fees = charges(&s, client).await;
+    assert_eq!(fees.len(), 1, "{fees:?}");
+    let (_, log) = s
+        .get(&format!("/api/v1/executions?handlers_id={}", h["id"]))
+        .await;
+    assert_eq!(log["total"], 2, "asked once per request: {log}");
+}

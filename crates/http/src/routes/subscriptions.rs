@@ -1,11 +1,10 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use billhook_app::actions::subscriptions::{AssignInput, AssignSubscription, ChangeSubscription};
+use billhook_app::actions::subscriptions::{self, AssignInput, ChangeSubscription};
 use billhook_app::queries::List;
 use billhook_app::App;
 use billhook_domain::entities::{Subscription, SubscriptionAction};
-use billhook_domain::Timestamp;
 use serde::Deserialize;
 
 use super::{created, query_num, ApiResult, Paging};
@@ -30,19 +29,13 @@ struct Filter {
     paging: Paging,
 }
 
-/// Assigns, then activates at once when the start is not in the future. The two steps
-/// are two actions with their own events; a crash between them leaves a pending
-/// subscription whose start has passed, which the scheduler activates.
+/// Assigns, and activates at once when the start is not in the future, as one change
+/// (see `subscriptions::assign`).
 async fn assign(
     State(app): State<App>,
     ApiJson(input): ApiJson<AssignInput>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Subscription>)> {
-    let s = app.pipeline.run(AssignSubscription(input)).await?;
-    if s.start_dt > Timestamp::now() {
-        return Ok(created(s));
-    }
-    let activate = ChangeSubscription::scheduled(s.id, SubscriptionAction::Activate);
-    Ok(created(app.pipeline.run(activate).await?))
+    Ok(created(subscriptions::assign(&app.pipeline, input).await?))
 }
 
 async fn list(
