@@ -132,6 +132,8 @@ pub struct WriterStats {
     pub commits: u64,
     /// Write transactions those commits made durable.
     pub transactions: u64,
+    /// Writers waiting for the writer connection now.
+    pub waiting: usize,
 }
 
 impl Group {
@@ -146,6 +148,7 @@ impl Group {
             busy: Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
             commits: self.commits.load(Ordering::Relaxed),
             transactions: self.committed.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::SeqCst),
         }
     }
 }
