@@ -1,7 +1,7 @@
 //! DID actions: create, update and the status transitions of the spec's table.
 
 use billhook_domain::entities::{Did, DidAction, DidStatus};
-use billhook_domain::{IsoDuration, Timestamp};
+use billhook_domain::{FieldErrors, IsoDuration, Timestamp};
 use billhook_store::{accounts, dids as store, Conn};
 use serde::Deserialize;
 
@@ -43,6 +43,44 @@ pub enum DidChange {
     /// The end of a hold, done by the scheduler: the DID moves to its
     /// `status_after_hold` with that status's event.
     HoldEnded(DidAction),
+}
+
+/// Refuses, in a `PATCH`, a value other than the current one of a field that only the
+/// DID's transitions change: such a field was ignored with a 200, and the caller took
+/// the change as made. Its current value passes (a body sent back as it was read).
+fn not_patched(i: &DidInput, cur: &Did) -> Result<(), AppError> {
+    let mut errors = FieldErrors::new();
+    const TRANSITIONS: &str =
+        "POST /api/v1/dids/{id}/reserve, activate, block, hold, stock or archive";
+    if i.status.is_some_and(|s| s != cur.status) {
+        errors.add(
+            "status",
+            format!("changes through the DID's transitions: {TRANSITIONS}"),
+        );
+    }
+    if i.clients_id.is_some_and(|c| c != cur.clients_id) {
+        errors.add(
+            "clients_id",
+            "changes through POST /api/v1/dids/{id}/activate (stock or archive free it)",
+        );
+    }
+    if i.hold_until.is_some_and(|t| Some(t) != cur.hold_until) {
+        errors.add("hold_until", "set by POST /api/v1/dids/{id}/hold");
+    }
+    if i.status_after_hold
+        .is_some_and(|s| Some(s) != cur.status_after_hold)
+    {
+        errors.add("status_after_hold", "set by POST /api/v1/dids/{id}/hold");
+    }
+    for (given, name) in [
+        (i.hold_days.is_some(), "hold_days"),
+        (i.hold_for.is_some(), "hold_for"),
+    ] {
+        if given {
+            errors.add(name, "taken by POST /api/v1/dids/{id}/hold only");
+        }
+    }
+    Ok(errors.into_result()?)
 }
 
 /// Every DID action.
@@ -131,6 +169,7 @@ impl Action for DidActionRequest {
                         self.id
                     )));
                 }
+                not_patched(i, cur)?;
                 if let Some(v) = &i.number {
                     next.number = v.clone();
                 }

@@ -385,6 +385,29 @@ async fn updates_clients_and_accounts_are_checked() {
     assert_eq!(ev[1]["data"], renumbered);
     assert_eq!(ev[1]["previous"], json!({"number": "+33123456789"}));
     assert_eq!(ev[1]["event"]["object_id"], d["id"]);
+    // What only the transitions change is refused in a PATCH, not ignored with a 200;
+    // the current values pass, as in a body sent back as it was read.
+    let n = s.events().await.len();
+    for (body, field) in [
+        (json!({"status": "stock"}), "status"),
+        (json!({"clients_id": c2}), "clients_id"),
+        (json!({"clients_id": null}), "clients_id"),
+        (json!({"hold_until": "2030-01-01T00:00:00Z"}), "hold_until"),
+        (
+            json!({"status_after_hold": "reserved"}),
+            "status_after_hold",
+        ),
+        (json!({"hold_days": 3}), "hold_days"),
+    ] {
+        let (st, v) = patch(&s, &d, body.clone()).await;
+        invalid(st, &v, field);
+    }
+    assert_eq!(get(&s, &d).await, renumbered, "nothing changed");
+    assert_eq!(s.events().await.len(), n, "no event");
+    let mut read = get(&s, &d).await;
+    read["number"] = json!("+33123456787");
+    let (st, v) = patch(&s, &d, read).await;
+    assert_eq!((st, &v["number"]), (200, &json!("+33123456787")), "{v}");
     let unknown = json!({"id": 999_999});
     for action in ["reserve", "activate", "block", "hold", "stock", "archive"] {
         let (st, v) = act(&s, &unknown, action, json!({"clients_id": c1})).await;
