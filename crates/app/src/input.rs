@@ -1,6 +1,8 @@
 //! Helpers for request bodies: nullable fields and required-field checks.
 
+use billhook_domain::FieldErrors;
 use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
 
 use crate::AppError;
 
@@ -59,4 +61,31 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppE
     de.end()
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
     Ok(value)
+}
+
+/// Refuses what a PATCH body holds beyond the fields it sets (`rest`): a field of the
+/// object with a value other than its current one in `current` (it was ignored, with a
+/// 200, and the caller took the change as made; `hint` may say what changes it), or a
+/// field the object does not have. A field sent back as it was read passes, as do `id`
+/// and the timestamps (a body read a moment ago). 422 naming each field.
+pub fn only_settable(
+    rest: &Map<String, Value>,
+    current: &Value,
+    hint: impl Fn(&str) -> Option<&'static str>,
+) -> Result<(), AppError> {
+    let mut errors = FieldErrors::new();
+    for (key, sent) in rest {
+        match current.get(key) {
+            _ if matches!(key.as_str(), "id" | "created_at" | "updated_at") => {}
+            Some(now) if now == sent => {}
+            Some(_) => errors.add(
+                key,
+                hint(key)
+                    .unwrap_or("cannot be changed by a PATCH")
+                    .to_string(),
+            ),
+            None => errors.add(key, "is not a field of this object"),
+        }
+    }
+    Ok(errors.into_result()?)
 }

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::lock_client;
-use crate::input::{nullable, required};
-use crate::pipeline::{client_key, Action, Kind, Proposal};
+use crate::input::{nullable, only_settable, required};
+use crate::pipeline::{client_key, to_json, Action, Kind, Proposal};
 use crate::AppError;
 
 /// Body of `POST /clients`.
@@ -110,6 +110,10 @@ pub struct ClientPatch {
     pub email: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
     pub currency: Option<String>,
+    /// The rest of the body: refused unless sent back as read (see `only_settable`).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: Map<String, Value>,
 }
 
 /// What kind of change an existing-client action makes.
@@ -158,6 +162,13 @@ impl Action for ChangeClient {
         let mut next = current.clone();
         match &self.change {
             ClientChange::Patch(p) => {
+                only_settable(&p.rest, &to_json(current)?, |field| match field {
+                    "balance" => Some("moves with the client's charges and payments"),
+                    "custom_fields" => {
+                        Some("changes through PUT /api/v1/clients/{id}/custom_fields")
+                    }
+                    _ => None,
+                })?;
                 check_settable_status(p.status)?;
                 if current.status == ClientStatus::Archived
                     && p.status.is_some_and(|s| s != ClientStatus::Archived)

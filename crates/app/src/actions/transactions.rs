@@ -4,11 +4,11 @@ use billhook_domain::entities::{Transaction, TransactionKind};
 use billhook_domain::{Money, Timestamp};
 use billhook_store::{transactions as store, Conn};
 use serde::Deserialize;
-use serde_json::Map;
+use serde_json::{Map, Value};
 
 use super::{lock_client, lock_open_client};
 use crate::balance::apply_delta;
-use crate::input::{nullable, required};
+use crate::input::{nullable, only_settable, required};
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, NewEvent, Proposal};
 use crate::AppError;
 
@@ -28,6 +28,10 @@ pub struct TransactionPatch {
     pub dt: Option<Timestamp>,
     #[serde(default, deserialize_with = "nullable")]
     pub notes: Option<Option<String>>,
+    /// The rest of the body: refused unless sent back as read (see `only_settable`).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: Map<String, Value>,
 }
 
 fn event(kind: TransactionKind, verb: &str) -> &'static str {
@@ -217,6 +221,10 @@ impl Action for ChangeTransaction {
         let Some(patch) = &self.patch else {
             return Ok(Proposal::Change(next));
         };
+        only_settable(&patch.rest, &to_json(current)?, |field| {
+            (field == "clients_id")
+                .then_some("cannot change: delete it and add it to the other client")
+        })?;
         if let Some(v) = patch.amount {
             next.amount = v;
         }

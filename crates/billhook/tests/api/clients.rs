@@ -429,3 +429,29 @@ async fn q_matches_tag_values_not_their_json_syntax() {
     let (_, list) = s.get("/api/v1/clients?q=b").await;
     assert_eq!(names(&list), ["Tagged"]);
 }
+
+/// A PATCH refuses what it cannot change (the balance, custom fields, a field the client
+/// lacks) instead of ignoring it with a 200; the client read and sent back with a change
+/// passes.
+#[tokio::test]
+async fn a_patch_refuses_what_it_cannot_change() {
+    let s = Server::start().await;
+    let c = client(&s, json!({"name": "Fixed"})).await;
+    let n = s.events().await.len();
+    for (body, field) in [
+        (json!({"balance": "100"}), "balance"),
+        (json!({"custom_fields": {"q": 1}}), "custom_fields"),
+        (json!({"name": "Other", "nmae": "typo"}), "nmae"),
+    ] {
+        let (st, v) = s.patch(&path(&c), body).await;
+        assert_eq!(st, 422, "{field}: {v}");
+        assert_error(&v, "validation_failed");
+        assert!(v["error"]["data"]["fields"][field].is_string(), "{v}");
+    }
+    assert_eq!(get_client(&s, &c).await, c, "nothing changed");
+    assert_eq!(s.events().await.len(), n, "no event");
+    let mut read = get_client(&s, &c).await;
+    read["name"] = json!("Renamed");
+    let (st, v) = s.patch(&path(&c), read).await;
+    assert_eq!((st, &v["name"]), (200, &json!("Renamed")), "{v}");
+}

@@ -350,3 +350,29 @@ async fn patch_and_delete_move_the_balance_back() {
     let c = get(&s, &format!("/api/v1/clients/{id}")).await;
     assert_eq!(c["balance"], "-1");
 }
+
+/// A PATCH refuses what it cannot change (the client, a field the object lacks) instead
+/// of ignoring it with a 200; the object read and sent back with a change passes.
+#[tokio::test]
+async fn a_patch_refuses_what_it_cannot_change() {
+    let s = Server::start().await;
+    let (a, b) = (client(&s).await, client(&s).await);
+    let p = tx(&s, "payments", &a["id"], json!("5")).await;
+    let path = format!("/api/v1/payments/{}", p["id"]);
+    let n = s.events().await.len();
+    for (body, field) in [
+        (json!({"clients_id": b["id"]}), "clients_id"),
+        (json!({"amount": "6", "colour": "blue"}), "colour"),
+    ] {
+        let (st, v) = s.patch(&path, body).await;
+        assert_eq!(st, 422, "{field}: {v}");
+        assert_error(&v, "validation_failed");
+        assert!(v["error"]["data"]["fields"][field].is_string(), "{v}");
+    }
+    assert_eq!(get(&s, &path).await, p, "nothing changed");
+    assert_eq!(s.events().await.len(), n, "no event");
+    let mut read = get(&s, &path).await;
+    read["notes"] = json!("sent back");
+    let (st, v) = s.patch(&path, read).await;
+    assert_eq!((st, &v["notes"]), (200, &json!("sent back")), "{v}");
+}
