@@ -36,6 +36,11 @@ impl Pipeline {
             data["id"] = Value::Null;
         }
         let current_json = match current {
+            Some(c) if object_id.is_none() => {
+                let mut c = to_json(c)?;
+                c["id"] = Value::Null;
+                c
+            }
             Some(c) => to_json(c)?,
             None => Value::Null,
         };

@@ -56,7 +56,17 @@ impl Action for CreateAccount {
             updated_at: now,
         }))
     }
-    async fn check(&self, _: &mut Conn, _: Option<&Account>, p: &Account) -> Result<(), AppError> {
+    async fn check(
+        &self,
+        conn: &mut Conn,
+        _: Option<&Account>,
+        p: &Account,
+    ) -> Result<(), AppError> {
+        // A client other than the request's (a before handler's) is checked as the
+        // request's is in `load`.
+        if self.0.clients_id != Some(p.clients_id) {
+            lock_open_client(conn, p.clients_id, "clients_id").await?;
+        }
         Ok(p.validate()?)
     }
     async fn write(

@@ -201,8 +201,17 @@ impl Action for DidActionRequest {
         next.updated_at = now;
         Ok(Proposal::Change(next))
     }
-    async fn check(&self, conn: &mut Conn, _: Option<&Did>, p: &Did) -> Result<(), AppError> {
+    async fn check(&self, conn: &mut Conn, current: Option<&Did>, p: &Did) -> Result<(), AppError> {
         p.validate()?;
+        // A client that neither the request nor the DID had (a before handler's) is
+        // checked as the request's is in `load`.
+        let known = [
+            self.input.clients_id.flatten(),
+            current.and_then(|c| c.clients_id),
+        ];
+        if let Some(client) = p.clients_id.filter(|c| !known.contains(&Some(*c))) {
+            lock_open_client(conn, client, "clients_id").await?;
+        }
         if let (Some(account), Some(client)) = (p.accounts_id, p.clients_id) {
             let owner = accounts::get(conn, account).await?.map(|a| a.clients_id);
             if owner != Some(client) {
@@ -248,7 +257,23 @@ impl Action for DidActionRequest {
             _ => &[],
         }
     }
-    fn validate(&self, _current: Option<&Did>, d: &Did) -> Result<(), AppError> {
+    /// A before handler's result, validated as the request is: a new DID's status, and
+    /// a hold's status after it, are refused here as in `propose`.
+    fn validate(&self, current: Option<&Did>, d: &Did) -> Result<(), AppError> {
+        if current.is_none()
+            && !matches!(
+                d.status,
+                DidStatus::Stock | DidStatus::Reserved | DidStatus::Active
+            )
+        {
+            return Err(AppError::field(
+                "status",
+                "a new DID must be stock, reserved or active",
+            ));
+        }
+        if d.status_after_hold == Some(DidStatus::Hold) {
+            return Err(AppError::field("status_after_hold", "cannot be hold"));
+        }
         Ok(d.validate()?)
     }
     fn object_id(&self, d: &Did) -> i64 {

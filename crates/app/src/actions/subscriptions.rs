@@ -34,6 +34,17 @@ pub struct AssignSubscription {
     pub activate_now: bool,
 }
 
+/// What the activation's before handlers were asked about, ahead of the assign: its
+/// client, package and start. An assign that writes other ones (changed by its own
+/// before handlers) is not activated with it: the subscription stays pending, due, and
+/// the scheduler activates it, asking them about what was written.
+fn judged_as(p: &Subscription, input: &AssignInput, now: Timestamp) -> bool {
+    Some(p.clients_id) == input.clients_id
+        && Some(p.packages_id) == input.packages_id
+        && p.start_dt == input.start_dt.unwrap_or(p.start_dt)
+        && p.start_dt <= now
+}
+
 impl Action for AssignSubscription {
     type Object = Subscription;
     fn event(&self) -> &'static str {
@@ -72,6 +83,11 @@ impl Action for AssignSubscription {
         _: Option<&Subscription>,
         p: &Subscription,
     ) -> Result<(), AppError> {
+        // A client other than the request's (a before handler's) is checked as the
+        // request's is in `load`.
+        if self.input.clients_id != Some(p.clients_id) {
+            lock_open_client(conn, p.clients_id, "clients_id").await?;
+        }
         let package = packages::get(conn, p.packages_id).await?.ok_or_else(|| {
             AppError::field(
                 "packages_id",
@@ -92,7 +108,7 @@ impl Action for AssignSubscription {
         effects: &mut Effects,
     ) -> Result<Subscription, AppError> {
         p.id = store::insert(conn, &p).await?;
-        if self.activate_now && p.start_dt <= now {
+        if self.activate_now && judged_as(&p, &self.input, now) {
             activate_new(conn, &p, now, effects).await?;
         }
         // The assign's event shows the subscription as assigned; the activation's follows.

@@ -146,10 +146,15 @@ impl Action for CreateTransaction {
     }
     async fn check(
         &self,
-        _: &mut Conn,
+        conn: &mut Conn,
         _: Option<&Transaction>,
         p: &Transaction,
     ) -> Result<(), AppError> {
+        // A client other than the request's (a before handler's) is checked as the
+        // request's is in `load`.
+        if self.input.clients_id != Some(p.clients_id) {
+            lock_open_client(conn, p.clients_id, "clients_id").await?;
+        }
         Ok(p.validate()?)
     }
     async fn write(

@@ -576,3 +576,72 @@ async fn a_refused_activation_refuses_the_assign_that_starts_now() {
         .await;
     assert_eq!(log["total"], 2, "asked once per request: {log}");
 }
+
+/// When the assign's own before handlers change what the activation was asked about
+/// (another package), the two are not written together: the subscription is assigned
+/// pending, and the scheduler activates it, asking the activation's handlers about what
+/// was written. What they are asked ahead has no made-up id in `previous`.
+#[tokio::test]
+async fn an_assign_changed_by_its_handlers_is_activated_by_the_scheduler_asked_again() {
+    let s = Server::start().await;
+    let (client, cheap) = fixture(&s, "P1M", json!("10")).await;
+    let dear = s
+        .ok(
+            "/api/v1/packages",
+            json!({"name": "Dear", "period": "P1M", "fee": "25"}),
+            201,
+        )
+        .await;
+    crate::harness::write_script(
+        &s,
+        "record.sh",
+        "#!/bin/sh\ncat >> asked.jsonl\necho >> asked.jsonl\n",
+        true,
+    );
+    let change = format!(
+        "#!/usr/bin/env python3\nimport json, sys\np = json.load(sys.stdin)\n\
+         p['data']['packages_id'] = {}\nprint(json.dumps(p))\n",
+        dear["id"]
+    );
+    crate::harness::write_script(&s, "upsell.py", &change, true);
+    for (name, event, task) in [
+        ("record", ACTIVATE, "record.sh"),
+        ("upsell", ASSIGN, "upsell.py"),
+    ] {
+        s.ok(
+            "/api/v1/handlers",
+            json!({"name": name, "event": event, "stage": "before", "type": "script",
+                   "task": task}),
+            201,
+        )
+        .await;
+    }
+    let sub = assign(&s, client, &cheap, None).await;
+    assert_eq!(sub["packages_id"], dear["id"], "{sub}");
+    assert_eq!(
+        sub["status"], "pending",
+        "not activated with the assign: {sub}"
+    );
+    let sub = wait_for(10, "the scheduler's activation", || async {
+        let now = get(&s, &sub).await;
+        (now["status"] == "active").then_some(now)
+    })
+    .await;
+    let asked: Vec<Value> = std::fs::read_to_string(s.dir.path().join("scripts/asked.jsonl"))
+        .expect("asked")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(asked.len(), 2, "ahead, then by the scheduler: {asked:?}");
+    assert_eq!(asked[0]["data"]["packages_id"], cheap["id"]);
+    assert!(asked[0]["previous"].get("id").is_none(), "{asked:?}");
+    assert_eq!(
+        asked[1]["data"]["packages_id"], dear["id"],
+        "what was written"
+    );
+    assert_eq!(asked[1]["event"]["object_id"], sub["id"]);
+    let fees = charges(&s, client).await;
+    assert_eq!(fees.len(), 1, "{fees:?}");
+    assert_eq!(fees[0]["amount"], "25");
+}

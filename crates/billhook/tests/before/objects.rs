@@ -186,3 +186,84 @@ async fn a_handler_cannot_create_an_archived_client() {
     assert_refused(st, &v, "handler_failed", h, "archiver");
     assert_nothing_written(&s, &before).await;
 }
+
+/// A before handler's result is validated as the request is: another client must exist
+/// and be open (it was written onto an archived client, and a missing one was a 500), a
+/// new DID must be stock, reserved or active, and a hold cannot end in a hold.
+#[tokio::test]
+async fn a_handler_result_is_checked_like_the_request_for_clients_and_dids() {
+    let s = Server::start().await;
+    let a = id(&client(&s, "Open").await);
+    let b = id(&client(&s, "Closed").await);
+    s.ok(&format!("/api/v1/clients/{b}/archive"), json!({}), 200)
+        .await;
+    let (dids, accounts) = ("/api/v1/dids", "/api/v1/accounts");
+    let cases = [
+        (
+            "accounting.payments.create",
+            "/api/v1/payments",
+            json!({"clients_id": a, "amount": "1"}),
+            json!({"clients_id": b}),
+        ),
+        (
+            "accounting.charges.create",
+            "/api/v1/charges",
+            json!({"clients_id": a, "amount": "1"}),
+            json!({"clients_id": 999_999}),
+        ),
+        (
+            "clients.accounts.create",
+            accounts,
+            json!({"clients_id": a, "name": "acc", "auth_type": "ip", "ips": ["10.0.0.1"]}),
+            json!({"clients_id": b}),
+        ),
+        (
+            "dids.create",
+            dids,
+            json!({"number": "+14155550100", "status": "active", "clients_id": a}),
+            json!({"clients_id": 999_999}),
+        ),
+        (
+            "dids.create",
+            dids,
+            json!({"number": "+14155550101"}),
+            json!({"status": "archived"}),
+        ),
+    ];
+    for (n, (event, path, body, change)) in cases.into_iter().enumerate() {
+        let r = Receiver::start(move |p| Reply::json(200, &with_data(p, &change))).await;
+        let name = format!("changer {n}");
+        let h = hook(&s, json!({"name": name, "task": r.url(), "event": event})).await;
+        let before = snapshot(&s).await;
+        let (st, v) = s.post(path, body).await;
+        assert_refused(st, &v, "handler_failed", h, &name);
+        assert_nothing_written(&s, &before).await;
+        s.ok(&format!("/api/v1/handlers/{h}/disable"), json!({}), 200)
+            .await;
+    }
+    let (_, list) = s.get("/api/v1/payments").await;
+    assert_eq!(list["total"], 0, "{list}");
+
+    let did = s
+        .ok(
+            dids,
+            json!({"number": "+14155550102", "status": "active", "clients_id": a}),
+            201,
+        )
+        .await;
+    let r =
+        Receiver::start(|p| Reply::json(200, &with_data(p, &json!({"status_after_hold": "hold"}))))
+            .await;
+    let h = hook(
+        &s,
+        json!({"name": "looper", "task": r.url(), "event": "dids.hold"}),
+    )
+    .await;
+    let (st, v) = s
+        .post(
+            &format!("{dids}/{}/hold", did["id"]),
+            json!({"hold_days": 0}),
+        )
+        .await;
+    assert_refused(st, &v, "handler_failed", h, "looper");
+}
