@@ -4,10 +4,11 @@ use billhook_domain::entities::{Account, AuthType};
 use billhook_domain::Timestamp;
 use billhook_store::{accounts as store, Conn};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use super::{lock_client, lock_open_client};
-use crate::input::{nullable, required};
-use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
+use crate::input::{nullable, only_settable, required};
+use crate::pipeline::{client_key, to_json, Action, Effects, Kind, Proposal};
 use crate::AppError;
 
 /// Body of `POST /accounts` and `PATCH /accounts/{id}`.
@@ -22,6 +23,11 @@ pub struct AccountInput {
     #[serde(default, deserialize_with = "nullable")]
     pub password: Option<Option<String>>,
     pub enabled: Option<bool>,
+    /// The rest of the body: a PATCH refuses it unless sent back as read (see
+    /// `only_settable`); a POST ignores it.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: Map<String, Value>,
 }
 
 /// `clients.accounts.create`.
@@ -137,6 +143,7 @@ impl Action for ChangeAccount {
         if i.clients_id.is_some_and(|c| c != current.clients_id) {
             return Err(AppError::field("clients_id", "cannot change"));
         }
+        only_settable(&i.rest, &to_json(current)?, |_| None)?;
         if let Some(v) = &i.name {
             next.name = v.clone();
         }

@@ -296,3 +296,30 @@ async fn auth_type_and_ips_rules_are_enforced() {
     assert_eq!(get_account(&s, &acc["id"]).await, acc);
     assert_eq!(s.events().await.len(), 2);
 }
+
+/// A PATCH refuses a field the account lacks instead of ignoring it with a 200; the
+/// account read and sent back with a change passes.
+#[tokio::test]
+async fn a_patch_refuses_a_field_the_account_lacks() {
+    let s = Server::start().await;
+    let a = client(&s, "A").await;
+    let acc = s
+        .ok(
+            "/api/v1/accounts",
+            json!({"clients_id": a, "name": "trunk", "auth_type": "ip", "ips": ["10.0.0.1"]}),
+            201,
+        )
+        .await;
+    let path = format!("/api/v1/accounts/{}", acc["id"]);
+    let n = s.events().await.len();
+    let (st, v) = s.patch(&path, json!({"name": "x", "nmae": "typo"})).await;
+    assert_eq!(st, 422, "{v}");
+    assert_error(&v, "validation_failed");
+    assert!(v["error"]["data"]["fields"]["nmae"].is_string(), "{v}");
+    assert_eq!(get_account(&s, &acc["id"]).await, acc, "nothing changed");
+    assert_eq!(s.events().await.len(), n, "no event");
+    let mut read = get_account(&s, &acc["id"]).await;
+    read["name"] = json!("trunk-2");
+    let (st, v) = s.patch(&path, read).await;
+    assert_eq!((st, &v["name"]), (200, &json!("trunk-2")), "{v}");
+}
