@@ -361,8 +361,17 @@ fn interpret(o: &CallOutcome, sent: &Value, writable: &[&str], validate: Validat
     let Ok(answer) = serde_json::from_str::<Value>(body) else {
         return Verdict::Failure("the response is not valid JSON".into());
     };
-    if answer.get("allow") == Some(&Value::Bool(false)) {
-        return Verdict::Forbid(message_of(body).unwrap_or_else(|| "forbidden".into()));
+    // Anything but an object, or an `allow` that is not a boolean, is a broken answer,
+    // not a yes: taken as "allow", `[1, 2]` or `{"allow": "false"}` let everything pass.
+    if !answer.is_object() {
+        return Verdict::Failure("the response must be a JSON object, or empty".into());
+    }
+    match answer.get("allow") {
+        Some(Value::Bool(false)) => {
+            return Verdict::Forbid(message_of(body).unwrap_or_else(|| "forbidden".into()))
+        }
+        None | Some(Value::Bool(true)) => {}
+        Some(_) => return Verdict::Failure("`allow` in the response must be true or false".into()),
     }
     let Some(data) = answer.get("data") else {
         return Verdict::Allow(None);

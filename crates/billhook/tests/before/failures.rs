@@ -194,3 +194,22 @@ async fn a_handler_failing_five_times_cools_down() {
     let rows2 = before_rows(&s, h2).await;
     assert!(rows2.iter().all(|r| r["status"] == "success"), "{rows2:?}");
 }
+
+/// A 2xx answer that is JSON but not an object, or whose `allow` is not a boolean, is a
+/// broken handler's: a failure, not a yes (both were taken as "allow").
+#[tokio::test]
+async fn a_non_object_answer_or_a_non_boolean_allow_is_a_failure() {
+    let s = Server::start().await;
+    let r = Receiver::echo().await;
+    let h = http_hook(&s, "broken", &r.url(), "forbid").await;
+    for reply in [
+        Reply::json(200, &json!([1, 2])),
+        Reply::json(200, &json!({"allow": "false", "message": "no"})),
+    ] {
+        r.set(move |_| reply.clone());
+        let before = snapshot(&s).await;
+        let (st, v) = s.post("/api/v1/clients", json!({"name": "Never"})).await;
+        assert_refused(st, &v, "handler_failed", h, "broken");
+        assert_nothing_written(&s, &before).await;
+    }
+}
