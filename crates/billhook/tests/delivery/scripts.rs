@@ -273,3 +273,27 @@ async fn a_script_past_its_timeout_is_killed_and_the_attempt_fails() {
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     assert!(!late.exists(), "the script kept running after its timeout");
 }
+
+/// A script killed by a signal says which one, and what it wrote to stderr.
+#[tokio::test]
+async fn a_script_killed_by_a_signal_says_which() {
+    let sc = default_dir().await;
+    let s = &sc.s;
+    let script = "#!/bin/sh\ncat > /dev/null\necho 'about to go' >&2\nkill -9 $$\n";
+    write_script_in(&sc.dir, "doomed.sh", script, true);
+    let h = create_handler(
+        s,
+        json!({"name": "doomed", "event": "clients.create", "type": "script",
+               "task": "doomed.sh", "retry_schedule": []}),
+    )
+    .await;
+    let id = h["id"].as_i64().unwrap();
+    client(s, "Doomed script").await;
+    wait_deliveries(s, id, "failed", 1, 30).await;
+    let log = executions(s, &format!("handlers_id={id}")).await;
+    assert_eq!(
+        log[0]["error"], "killed by signal 9 (SIGKILL): about to go",
+        "{}",
+        log[0]
+    );
+}

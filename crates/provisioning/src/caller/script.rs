@@ -1,4 +1,5 @@
 use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -87,9 +88,15 @@ pub(super) async fn call(
             let stderr = capped_text(&err);
             let code = status.code();
             let success = status.success();
-            let error = (!success).then(|| match code {
-                Some(c) => format!("exit code {c}: {}", stderr.trim()),
-                None => format!("killed by a signal: {}", stderr.trim()),
+            let error = (!success).then(|| {
+                let why = match code {
+                    Some(c) => format!("exit code {c}"),
+                    None => killed_by(status.signal()),
+                };
+                match stderr.trim() {
+                    "" => why,
+                    said => format!("{why}: {said}"),
+                }
             });
             CallOutcome {
                 success,
@@ -135,6 +142,25 @@ async fn read_capped(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
                 }
             }
         }
+    }
+}
+
+/// What ended a script that did not exit: the signal, by number and, for the usual ones,
+/// by name (it said "killed by a signal" and no more).
+fn killed_by(signal: Option<i32>) -> String {
+    let name = match signal {
+        Some(1) => " (SIGHUP)",
+        Some(2) => " (SIGINT)",
+        Some(6) => " (SIGABRT)",
+        Some(9) => " (SIGKILL)",
+        Some(11) => " (SIGSEGV)",
+        Some(13) => " (SIGPIPE)",
+        Some(15) => " (SIGTERM)",
+        _ => "",
+    };
+    match signal {
+        Some(n) => format!("killed by signal {n}{name}"),
+        None => "killed by a signal".to_string(),
     }
 }
 
