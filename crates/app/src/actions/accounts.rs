@@ -6,7 +6,7 @@ use billhook_store::{accounts as store, Conn};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{lock_client, lock_open_client};
+use super::{lock_client, lock_open_client, lock_other_client};
 use crate::input::{nullable, only_settable, required};
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, Proposal};
 use crate::AppError;
@@ -68,11 +68,7 @@ impl Action for CreateAccount {
         _: Option<&Account>,
         p: &Account,
     ) -> Result<(), AppError> {
-        // A client other than the request's (a before handler's) is checked as the
-        // request's is in `load`.
-        if self.0.clients_id != Some(p.clients_id) {
-            lock_open_client(conn, p.clients_id, "clients_id").await?;
-        }
+        lock_other_client(conn, self.0.clients_id, p.clients_id).await?;
         Ok(p.validate()?)
     }
     async fn write(

@@ -40,6 +40,20 @@ pub(crate) async fn lock_open_client(
     Ok(())
 }
 
+/// In a create's `check`: the client the object is written for, when it is not the one
+/// the request named (a before handler changed it), checked and locked as `load` does
+/// the request's. Nothing to do, and no query, otherwise.
+pub(crate) async fn lock_other_client(
+    conn: &mut Conn,
+    requested: Option<i64>,
+    written: i64,
+) -> Result<(), AppError> {
+    if requested == Some(written) {
+        return Ok(());
+    }
+    lock_open_client(conn, written, "clients_id").await
+}
+
 #[cfg(test)]
 mod tests {
     use billhook_domain::catalogue;

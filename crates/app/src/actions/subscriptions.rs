@@ -12,7 +12,7 @@ use billhook_store::{packages, subscriptions as store, Conn};
 use serde::Deserialize;
 
 use super::transactions::charge_fee;
-use super::{lock_client, lock_open_client};
+use super::{lock_client, lock_open_client, lock_other_client};
 use crate::input::required;
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, NewEvent, Proposal};
 use crate::{AppError, Pipeline};
@@ -83,11 +83,7 @@ impl Action for AssignSubscription {
         _: Option<&Subscription>,
         p: &Subscription,
     ) -> Result<(), AppError> {
-        // A client other than the request's (a before handler's) is checked as the
-        // request's is in `load`.
-        if self.input.clients_id != Some(p.clients_id) {
-            lock_open_client(conn, p.clients_id, "clients_id").await?;
-        }
+        lock_other_client(conn, self.input.clients_id, p.clients_id).await?;
         let package = packages::get(conn, p.packages_id).await?.ok_or_else(|| {
             AppError::field(
                 "packages_id",

@@ -6,7 +6,7 @@ use billhook_store::{transactions as store, Conn};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{lock_client, lock_open_client};
+use super::{lock_client, lock_open_client, lock_other_client};
 use crate::balance::apply_delta;
 use crate::input::{nullable, only_settable, required};
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, NewEvent, Proposal};
@@ -150,11 +150,7 @@ impl Action for CreateTransaction {
         _: Option<&Transaction>,
         p: &Transaction,
     ) -> Result<(), AppError> {
-        // A client other than the request's (a before handler's) is checked as the
-        // request's is in `load`.
-        if self.input.clients_id != Some(p.clients_id) {
-            lock_open_client(conn, p.clients_id, "clients_id").await?;
-        }
+        lock_other_client(conn, self.input.clients_id, p.clients_id).await?;
         Ok(p.validate()?)
     }
     async fn write(
