@@ -298,6 +298,18 @@ impl Server {
         v
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.text().await.expect("metrics text")
+    }
+
     /// All events, oldest first.
     pub async fn events(&self) -> Vec<Value> {
         let mut items = Vec::new();

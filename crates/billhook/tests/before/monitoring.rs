@@ -69,15 +69,7 @@ async fn the_execution_log_has_before_rows_with_what_was_modified() {
     assert!(after.is_empty(), "{after:?}");
 
     // /metrics counts before calls by verdict, and their durations, by handler.
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = s.metrics().await;
     let sample = |series: String| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{series} ")))

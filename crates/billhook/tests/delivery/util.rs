@@ -114,14 +114,7 @@ pub async fn delivery_of(s: &Server, h: i64, uid: &str) -> Value {
 
 /// `GET /metrics` (no key).
 pub async fn metrics(s: &Server) -> String {
-    let resp = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(resp.status().as_u16(), 200);
-    resp.text().await.expect("metrics text")
+    s.metrics().await
 }
 
 /// The value of a sample line of the metrics text (`name{labels} value`).
