@@ -22,7 +22,8 @@ use billhook_store::{events, Db, Page, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::input::required;
+use crate::input::{only_settable, required};
+use crate::pipeline::to_json;
 use crate::queries::List;
 use crate::AppError;
 
@@ -43,6 +44,11 @@ pub struct HandlerInput {
     pub timeout_ms: Option<u32>,
     pub on_failure: Option<OnFailure>,
     pub retry_schedule: Option<Vec<u32>>,
+    /// The rest of the body: a PATCH refuses it unless sent back as read (see
+    /// `only_settable`); a POST ignores it, like the other creates.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: serde_json::Map<String, Value>,
 }
 
 /// A handler with its signing secret (shown on create).
@@ -176,6 +182,7 @@ impl Handlers {
             .await?
             .ok_or_else(|| AppError::not_found("handler", id))?;
         let was = h.status;
+        only_settable(&i.rest, &to_json(&h)?, |_| None)?;
         // Whether the task is set or the handler switched on (see `check`).
         let mut task_checked = false;
         if let Some(v) = i.name {

@@ -7,7 +7,8 @@ pub use billhook_store::rate_tables::RateQuery;
 use billhook_store::{imports, Db, Page};
 use serde::Deserialize;
 
-use crate::input::{nullable, required};
+use crate::input::{nullable, only_settable, required};
+use crate::pipeline::to_json;
 use crate::queries::List;
 use crate::AppError;
 
@@ -20,6 +21,11 @@ pub struct RateTableInput {
     pub email_sender: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub email_subject: Option<Option<String>>,
+    /// The rest of the body: a PATCH refuses it unless sent back as read (see
+    /// `only_settable`); a POST ignores it, like the other creates.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An empty pattern means "none": a form field left blank.
@@ -53,6 +59,7 @@ pub async fn update(db: &Db, id: i64, i: RateTableInput) -> Result<RateTable, Ap
         .await?
         .ok_or_else(|| AppError::not_found("rate table", id))?;
     let before = t.clone();
+    only_settable(&i.rest, &to_json(&t)?, |_| None)?;
     if let Some(v) = i.name {
         t.name = v;
     }

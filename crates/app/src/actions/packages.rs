@@ -5,7 +5,8 @@ use billhook_domain::{IsoDuration, Money, Timestamp};
 use billhook_store::{packages as store, Db};
 use serde::Deserialize;
 
-use crate::input::required;
+use crate::input::{only_settable, required};
+use crate::pipeline::to_json;
 use crate::AppError;
 
 /// Body of `POST /packages` and `PATCH /packages/{id}`.
@@ -16,6 +17,11 @@ pub struct PackageInput {
     pub fee: Option<Money>,
     pub currency: Option<String>,
     pub status: Option<PackageStatus>,
+    /// The rest of the body: a PATCH refuses it unless sent back as read (see
+    /// `only_settable`); a POST ignores it, like the other creates.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Creates a package.
@@ -45,6 +51,7 @@ pub async fn update(db: &Db, id: i64, i: PackageInput) -> Result<Package, AppErr
     let mut p = store::get(&mut tx, id)
         .await?
         .ok_or_else(|| AppError::not_found("package", id))?;
+    only_settable(&i.rest, &to_json(&p)?, |_| None)?;
     if let Some(v) = i.name {
         p.name = v;
     }

@@ -645,3 +645,21 @@ async fn an_assign_changed_by_its_handlers_is_activated_by_the_scheduler_asked_a
     assert_eq!(fees.len(), 1, "{fees:?}");
     assert_eq!(fees[0]["amount"], "25");
 }
+
+/// A package's PATCH refuses a field the package lacks (a typo such as `price`)
+/// instead of ignoring it with a 200; the package read and sent back passes.
+#[tokio::test]
+async fn a_package_patch_refuses_a_field_the_package_lacks() {
+    let s = Server::start().await;
+    let (_, package) = fixture(&s, "P1M", json!("10")).await;
+    let path = format!("/api/v1/packages/{}", package["id"]);
+    let (st, v) = s.patch(&path, json!({"fee": "5", "price": "5"})).await;
+    assert_eq!(st, 422, "{v}");
+    assert_error(&v, "validation_failed");
+    assert!(v["error"]["data"]["fields"]["price"].is_string(), "{v}");
+    let (_, mut read) = s.get(&path).await;
+    assert_eq!(read, package, "a refused patch changes nothing");
+    read["fee"] = json!("5");
+    let (st, v) = s.patch(&path, read).await;
+    assert_eq!((st, &v["fee"]), (200, &json!("5")), "{v}");
+}

@@ -326,6 +326,37 @@ async fn a_delete_behind_a_long_transaction_answers_409_then_goes() {
     assert_eq!(st, 404);
 }
 
+/// A PATCH refuses a field the handler lacks (a typo such as `timeout`) instead of
+/// ignoring it with a 200; the handler read and sent back with a change passes.
+#[tokio::test]
+async fn a_patch_refuses_a_field_the_handler_lacks() {
+    let s = Server::start().await;
+    let h = create_handler(
+        &s,
+        json!({"name": "old", "event": "clients.create", "task": "http://127.0.0.1:9/a"}),
+    )
+    .await;
+    let p = path(&h["id"], "");
+    let (_, before) = s.get(&p).await;
+    let (st, v) = s
+        .patch(
+            &p,
+            json!({"name": "new", "timeout": 100, "secret": "whsec_x"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_error(&v, "validation_failed");
+    for field in ["timeout", "secret"] {
+        assert!(v["error"]["data"]["fields"][field].is_string(), "{v}");
+    }
+    let (_, after) = s.get(&p).await;
+    assert_eq!(after, before, "nothing changed");
+    let mut read = after;
+    read["name"] = json!("new");
+    let (st, v) = s.patch(&p, read).await;
+    assert_eq!((st, &v["name"]), (200, &json!("new")), "{v}");
+}
+
 #[tokio::test]
 async fn get_patch_and_delete() {
     let s = Server::start().await;

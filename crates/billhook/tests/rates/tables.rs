@@ -64,6 +64,25 @@ async fn rate_table_crud_and_validation() {
         "a refused patch changes nothing"
     );
 
+    // A field the table lacks is refused, not ignored with a 200; the table read and
+    // sent back passes.
+    let (status, e) = s
+        .patch(
+            &format!("/api/v1/rate_tables/{id}"),
+            json!({"name": "x", "curency": "EUR"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{e}");
+    assert!(e["error"]["data"]["fields"]["curency"].is_string(), "{e}");
+    let (_, mut read) = s.get(&format!("/api/v1/rate_tables/{id}")).await;
+    assert_eq!(
+        read["name"], "Carrier A wholesale",
+        "a refused patch changes nothing"
+    );
+    read["name"] = json!("Carrier A");
+    let (status, t) = s.patch(&format!("/api/v1/rate_tables/{id}"), read).await;
+    assert_eq!((status, &t["name"]), (200, &json!("Carrier A")), "{t}");
+
     let (status, _) = s.delete(&format!("/api/v1/rate_tables/{id}")).await;
     assert_eq!(status, 200);
     let (status, e) = s.get(&format!("/api/v1/rate_tables/{id}")).await;
