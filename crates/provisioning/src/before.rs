@@ -218,7 +218,7 @@ impl BeforeChain {
                 Verdict::Allow(None) => {}
                 Verdict::Forbid(message) => {
                     return Err(Refusal::Forbidden {
-                        message,
+                        message: shortened(message),
                         handlers_id: h.id,
                         handler: h.name.clone(),
                     })
@@ -226,7 +226,7 @@ impl BeforeChain {
                 Verdict::Failure(message) => {
                     if h.on_failure == OnFailure::Forbid {
                         return Err(Refusal::Failed {
-                            message,
+                            message: shortened(message),
                             handlers_id: h.id,
                             handler: h.name.clone(),
                         });
@@ -408,6 +408,25 @@ fn changes(old: &Value, new: &Value) -> Map<String, Value> {
         }
     }
     out
+}
+
+/// The longest message a refusal puts in the API's answer, in bytes.
+const MESSAGE_MAX: usize = 1024;
+
+/// A handler's message as the API answers it: cut to [`MESSAGE_MAX`] bytes (on a
+/// character boundary). A script's whole stderr (up to 64 KiB) became the error message
+/// the caller's user sees; the execution log keeps all of it.
+fn shortened(mut message: String) -> String {
+    if message.len() <= MESSAGE_MAX {
+        return message;
+    }
+    let mut end = MESSAGE_MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(" … (cut; the execution log has all of it)");
+    message
 }
 
 /// `message` or `error.message` of a JSON body.
