@@ -402,12 +402,28 @@ fn changes(old: &Value, new: &Value) -> Map<String, Value> {
     let mut out = Map::new();
     if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
         for (k, v) in new {
-            if old.get(k) != Some(v) {
+            let same = match old.get(k) {
+                Some(was) if MONEY.contains(&k.as_str()) => same_amount(was, v),
+                was => was == Some(v),
+            };
+            if !same {
                 out.insert(k.clone(), v.clone());
             }
         }
     }
     out
+}
+
+/// The money fields of the objects before handlers see. Sent as strings (`"0"`), they
+/// may come back as numbers (`0`) or written otherwise (`"0.000"`) by a handler that
+/// parsed and re-serialised the payload: the same amount is no change (it was a change
+/// to the read-only `balance`, a handler failure, or a `credit` logged as modified).
+const MONEY: &[&str] = &["balance", "credit", "amount"];
+
+/// Whether two JSON values are the same amount of money (or the same value).
+fn same_amount(a: &Value, b: &Value) -> bool {
+    let money = |v: &Value| serde_json::from_value::<billhook_domain::Money>(v.clone()).ok();
+    a == b || matches!((money(a), money(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// The longest message a refusal puts in the API's answer, in bytes.

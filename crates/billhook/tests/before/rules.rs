@@ -204,6 +204,48 @@ async fn changing_a_read_only_field_is_a_handler_failure() {
     assert_eq!(get_client(&s, cid).await, c);
 }
 
+/// A handler that parsed the payload and wrote money back otherwise (`0` for `"0"`,
+/// `"5.000"` for `"5"`) changed nothing: the action goes on unchanged, nothing is
+/// logged as modified. A different amount is still a change.
+#[tokio::test]
+async fn money_written_back_otherwise_is_no_change() {
+    let s = Server::start().await;
+    let r = Receiver::echo().await;
+    let h = http_hook(&s, "reserialise", &r.url(), "forbid").await;
+    r.set(|p| {
+        let fields = json!({"balance": 0, "credit": "5.000"});
+        Reply::json(200, &crate::receiver::with_data(p, &fields))
+    });
+    let c = s
+        .ok(
+            "/api/v1/clients",
+            json!({"name": "Same", "credit": "5"}),
+            201,
+        )
+        .await;
+    assert_eq!(
+        (&c["balance"], &c["credit"]),
+        (&json!("0"), &json!("5")),
+        "{c}"
+    );
+    let rows = before_rows(&s, h).await;
+    assert_eq!(rows[0]["status"], "success", "{rows:?}");
+    assert_eq!(rows[0]["modified"], Value::Null, "{rows:?}");
+
+    r.set(|p| {
+        let fields = json!({"credit": 7.5});
+        Reply::json(200, &crate::receiver::with_data(p, &fields))
+    });
+    let c = s
+        .ok(
+            "/api/v1/clients",
+            json!({"name": "Other", "credit": "5"}),
+            201,
+        )
+        .await;
+    assert_eq!(c["credit"], "7.5", "{c}");
+}
+
 /// An invalid result is a handler failure naming the validation message; with
 /// `on_failure: allow` the action goes on with the request's own data.
 #[tokio::test]
