@@ -38,7 +38,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError::bad_request(e.body_text()))
+            .map_err(|e| {
+                // axum's prefix says nothing the 400 does not.
+                let text = e.body_text();
+                let text = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                ApiError::bad_request(format!("query string: {text}"))
+            })
     }
 }
 

@@ -352,6 +352,31 @@ async fn list_filters_refuse_words_outside_their_set() {
     assert_eq!(v["total"], 1, "{v}");
 }
 
+/// A search text is at most 1,000 characters: a longer one is a 400 naming the limit,
+/// not the 500 of SQLite refusing the LIKE pattern (over 50,000 bytes); 1,000 quotes,
+/// each escaped twice in the request's JSON pattern, still search.
+#[tokio::test]
+async fn a_search_text_over_1000_characters_is_refused() {
+    let s = Server::start().await;
+    let long = "a".repeat(50_001);
+    for path in [
+        "executions?q=",
+        "clients?q=",
+        "dids?q=",
+        "rate_tables?name=",
+    ] {
+        let (st, v) = s.get(&format!("/api/v1/{path}{long}")).await;
+        assert_eq!(st, 400, "{path}: {v}");
+        assert_error(&v, "bad_request");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("at most 1000 characters"), "{message}");
+        assert!(!message.contains("Failed to deserialize"), "{message}");
+    }
+    let quotes = "%22".repeat(1000);
+    let (st, v) = s.get(&format!("/api/v1/executions?q={quotes}")).await;
+    assert_eq!((st, &v["total"]), (200, &json!(0)), "{v}");
+}
+
 #[tokio::test]
 async fn a_before_call_is_logged_with_stage_before() {
     let s = Server::start().await;

@@ -10,7 +10,7 @@ use billhook_domain::entities::Client;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{created, ApiResult, Paging};
+use super::{created, query_search, ApiResult, Paging};
 use crate::extract::{ApiJson, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
@@ -24,6 +24,7 @@ pub fn routes() -> Router<App> {
 #[derive(Deserialize)]
 struct Filter {
     status: Option<String>,
+    #[serde(default, deserialize_with = "query_search")]
     q: Option<String>,
     #[serde(flatten)]
     paging: Paging,

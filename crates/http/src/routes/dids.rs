@@ -7,7 +7,7 @@ use billhook_app::App;
 use billhook_domain::entities::{Did, DidAction};
 use serde::Deserialize;
 
-use super::{created, query_num, ApiResult, Paging};
+use super::{created, query_num, query_search, ApiResult, Paging};
 use crate::extract::{ApiJson, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
@@ -31,6 +31,7 @@ struct Filter {
     status: Option<String>,
     #[serde(default, deserialize_with = "query_num")]
     clients_id: Option<i64>,
+    #[serde(default, deserialize_with = "query_search")]
     q: Option<String>,
     #[serde(flatten)]
     paging: Paging,

@@ -11,7 +11,7 @@ use billhook_domain::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{created, query_num, query_time, query_wire, ApiResult, Paging};
+use super::{created, query_num, query_search, query_time, query_wire, ApiResult, Paging};
 use crate::extract::{ApiJson, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
@@ -154,6 +154,7 @@ struct ExecutionFilter {
     from: Option<Timestamp>,
     #[serde(default, deserialize_with = "query_time")]
     to: Option<Timestamp>,
+    #[serde(default, deserialize_with = "query_search")]
     q: Option<String>,
     #[serde(flatten)]
     paging: Paging,

@@ -71,6 +71,25 @@ where
     }
 }
 
+/// The longest text searched for (`q`, a name), in characters. SQLite refuses a LIKE
+/// pattern over 50,000 bytes (a 500), and no search needs a page of text.
+const SEARCH_MAX: usize = 1000;
+
+/// A text searched for in the query string (empty: none): at most [`SEARCH_MAX`]
+/// characters, a 400 beyond.
+pub fn query_search<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = Option::<String>::deserialize(d)?;
+    match text {
+        Some(t) if t.chars().count() > SEARCH_MAX => Err(serde::de::Error::custom(format!(
+            "a search text has at most {SEARCH_MAX} characters"
+        ))),
+        t => Ok(t),
+    }
+}
+
 /// A timestamp in the query string.
 pub fn query_time<'de, D>(d: D) -> Result<Option<billhook_domain::Timestamp>, D::Error>
 where

@@ -8,7 +8,7 @@ use billhook_domain::entities::{Rate, RateTable};
 use billhook_domain::Timestamp;
 use serde::Deserialize;
 
-use super::{created, ApiResult, Paging};
+use super::{created, query_search, ApiResult, Paging};
 use crate::extract::{ApiJson, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
@@ -20,6 +20,7 @@ pub fn routes() -> Router<App> {
 
 #[derive(Deserialize)]
 struct Filter {
+    #[serde(default, deserialize_with = "query_search")]
     name: Option<String>,
     #[serde(flatten)]
     paging: Paging,
