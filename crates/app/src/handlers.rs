@@ -388,6 +388,7 @@ impl Handlers {
             _ => {}
         }
         let mut tx = self.db.begin().await?;
+        refuse_if_archived(&mut tx, id).await?;
         let n = deliveries::recover(&mut tx, id, since, until.unwrap_or(now), now).await?;
         self.commit_requeued(tx).await?;
         Ok(n)
@@ -417,6 +418,9 @@ impl Handlers {
     /// waiting for its next attempt at once (see `deliveries::retry`).
     pub async fn retry_delivery(&self, id: i64) -> Result<Delivery, AppError> {
         let mut tx = self.db.begin().await?;
+        if let Some(handlers_id) = deliveries::handler_of(&mut tx, id).await? {
+            refuse_if_archived(&mut tx, handlers_id).await?;
+        }
         match deliveries::retry(&mut tx, id, Timestamp::now()).await? {
             Retried::Requeued | Retried::MadeDue => {}
             Retried::NotFound => return Err(AppError::not_found("delivery", id)),
@@ -494,6 +498,22 @@ fn check_script_file(dir: &Path, task: &str) -> Result<(), String> {
         return Err(format!(
             "script {task:?} leads outside the scripts directory"
         ));
+    }
+    Ok(())
+}
+
+/// Refuses to set deliveries of an archived handler going again: the engine sends
+/// nothing for it, so they would stay pending for ever, in the backlog gauges (archive
+/// failed them for that reason). On PostgreSQL an archive committed meanwhile is caught
+/// by the engine's periodic walk, which fails them again.
+async fn refuse_if_archived(tx: &mut billhook_store::Tx, id: i64) -> Result<(), AppError> {
+    let h = store::get(tx, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("handler", id))?;
+    if h.status == HandlerStatus::Archived {
+        return Err(AppError::InvalidTransition(format!(
+            "handler {id} is archived and sends nothing: enable it first"
+        )));
     }
     Ok(())
 }

@@ -611,6 +611,15 @@ pub enum Retried {
     NotFound,
 }
 
+/// The handler of delivery `id`, if it exists.
+pub async fn handler_of(conn: &mut Conn, id: i64) -> Result<Option<i64>, StoreError> {
+    let row = query("SELECT handlers_id FROM deliveries WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| r.try_get(0)).transpose()
+}
+
 /// A delivery tried again now: a failed one back to pending for one more attempt, or a
 /// pending one waiting for its next attempt (a schedule's hours, a `Retry-After`) made
 /// due, once its endpoint is mended. A failed one is flagged as a head: harmless where

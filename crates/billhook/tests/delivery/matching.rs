@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::Server;
+use crate::harness::{assert_error, Server};
 use crate::receiver::Receiver;
 use crate::util::{
     all_uids, client, deliveries, http_handler, metric, metrics, micros, now_micros, rename,
@@ -234,6 +234,28 @@ async fn archiving_a_handler_fails_its_pending_deliveries_until_recovered() {
     let text = metrics(&s).await;
     let series = format!("billhook_handler_deliveries_pending{{handlers_id=\"{id}\"}}");
     assert_eq!(metric(&text, &series), None, "no backlog left: {text}");
+    // While it stays archived, nothing is set going again: it would wait for ever.
+    let retry = format!("/api/v1/deliveries/{}/retry", all[0]["id"]);
+    let recover = format!("{HANDLERS}/{id}/recover");
+    for (path, body) in [
+        (&retry, json!({})),
+        (&recover, json!({"since": "2000-01-01T00:00:00Z"})),
+    ] {
+        let (st, v) = s.post(path, body).await;
+        assert_eq!(st, 409, "{path}: {v}");
+        assert_error(&v, "invalid_transition");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("archived"),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        deliveries(&s, &format!("handlers_id={id}&status=failed"))
+            .await
+            .len(),
+        2,
+        "still failed"
+    );
 
     r.succeed();
     // Enabled again at a path of its own: a call in flight at the archive may still
