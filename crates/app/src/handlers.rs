@@ -9,7 +9,7 @@ use billhook_domain::entities::{
     check_script_name, Handler, HandlerStatus, HandlerType, OnFailure, DEFAULT_RETRY_SCHEDULE,
 };
 use billhook_domain::Timestamp;
-use billhook_provisioning::before::BeforeChain;
+use billhook_provisioning::before::{self, BeforeChain};
 use billhook_provisioning::caller::{self, CallMeta};
 use billhook_provisioning::{signing, Caller, HandlerCache};
 use billhook_store::deliveries::{self, Retried};
@@ -315,6 +315,12 @@ impl Handlers {
                 .find(|t| catalogue::pattern_matches(&h.event, t.id))
                 .ok_or_else(|| AppError::field("events_id", "the handler matches no event"))?,
         };
+        if h.stage == Stage::Before && !event.before_capable {
+            return Err(AppError::field(
+                "events_id",
+                format!("{} has no before stage", event.id),
+            ));
+        }
         let mut request = event.sample_for(h.stage);
         request["event"]["uid"] = Value::String(uuid::Uuid::now_v7().to_string());
         let uid = request["event"]["uid"]
@@ -322,7 +328,8 @@ impl Handlers {
             .unwrap_or_default()
             .to_string();
         let object_id = request["event"]["object_id"].as_i64();
-        let request = serde_json::value::to_raw_value(&request).expect("JSON values serialise");
+        let sample = request;
+        let request = serde_json::value::to_raw_value(&sample).expect("JSON values serialise");
         let body = request.get().as_bytes();
         let secrets = {
             let mut conn = self.db.read.acquire().await?;
@@ -340,6 +347,16 @@ impl Handlers {
             .caller
             .call(&h, &secrets.signing(Timestamp::now()), &meta, body)
             .await;
+        // A before handler's answer is judged as a real call's would be (a forbid is a
+        // failed call there); an after handler's is by its status alone.
+        let judged = match h.stage {
+            Stage::Before => before::judge_test(&outcome, &sample["data"]),
+            Stage::After => before::TestVerdict {
+                status: if outcome.success { "success" } else { "fail" },
+                error: outcome.error,
+                modified: None,
+            },
+        };
         let mut execution = Execution {
             id: 0,
             dt: Timestamp::now(),
@@ -347,16 +364,18 @@ impl Handlers {
             handler: h.name.clone(),
             events_id: event.id.into(),
             event_uid: uid,
-            object_id,
+            // A test call is about no stored object (the sample's id may be a real one)
+            // and is no delivery attempt: attempt 0 tells it apart in the log.
+            object_id: None,
             stage: h.stage.as_str().into(),
-            attempt: 1,
-            status: if outcome.success { "success" } else { "fail" }.into(),
+            attempt: 0,
+            status: judged.status.into(),
             duration_ms: outcome.duration_ms,
             request,
             response_status: outcome.response_status,
             response_body: outcome.response_body,
-            error: outcome.error,
-            modified: None,
+            error: judged.error,
+            modified: judged.modified,
             deliveries_id: None,
         };
         let mut tx = self.db.begin().await?;

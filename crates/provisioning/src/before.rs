@@ -100,6 +100,47 @@ enum Verdict {
     Failure(String),
 }
 
+impl Verdict {
+    /// The execution log's status and error of a call with this verdict.
+    fn logged(&self) -> (&'static str, Option<String>) {
+        match self {
+            Verdict::Allow(_) => ("success", None),
+            Verdict::Forbid(m) => ("fail", Some(format!("forbidden: {m}"))),
+            Verdict::Failure(m) => ("fail", Some(m.clone())),
+        }
+    }
+}
+
+/// How a before handler's test call went, by the before stage's rules: the log's
+/// status, error and `modified`.
+pub struct TestVerdict {
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub modified: Option<Value>,
+}
+
+/// Judges a before handler's answer to a test call with `data` by the rules of a real
+/// call: `{"allow": false}`, a 4xx or a script's non-zero exit forbid; a broken answer
+/// is a failure. A test has no request, so what a request could set and how it is
+/// checked are unknown: changed fields are shown in `modified`, not judged.
+pub fn judge_test(o: &CallOutcome, data: &Value) -> TestVerdict {
+    let every_field: Vec<&str> = data
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let verdict = interpret(o, data, &every_field, &|_| Ok(()));
+    let (status, error) = verdict.logged();
+    let modified = match &verdict {
+        Verdict::Allow(Some(new)) => Some(Value::Object(changes(data, new))),
+        _ => None,
+    };
+    TestVerdict {
+        status,
+        error,
+        modified,
+    }
+}
+
 impl BeforeChain {
     /// A chain calling through `caller` and logging to `db`.
     pub fn new(db: Db, caller: Caller) -> BeforeChain {
@@ -295,11 +336,7 @@ impl BeforeChain {
         verdict: &Verdict,
         modified: Option<Value>,
     ) {
-        let (status, error) = match verdict {
-            Verdict::Allow(_) => ("success", None),
-            Verdict::Forbid(m) => ("fail", Some(format!("forbidden: {m}"))),
-            Verdict::Failure(m) => ("fail", Some(m.clone())),
-        };
+        let (status, error) = verdict.logged();
         let row = Execution {
             id: 0,
             dt: Timestamp::now(),

@@ -498,7 +498,8 @@ async fn test_calls_the_handler_now_and_returns_the_execution() {
     assert_eq!(e["handlers_id"], h["id"]);
     assert_eq!(e["events_id"], "clients.create");
     assert_eq!(e["stage"], "after");
-    assert_eq!(e["attempt"], 1);
+    assert_eq!(e["attempt"], 0, "a test, not a delivery attempt");
+    assert_eq!(e["object_id"], Value::Null, "about no stored object: {e}");
     assert_eq!(e["response_status"], 200);
     assert_eq!(e["response_body"], r#"{"pong":1}"#);
     assert_eq!(e["request"]["event"]["events_id"], "clients.create");
@@ -542,4 +543,60 @@ async fn test_calls_the_handler_now_and_returns_the_execution() {
     assert!(e["error"].is_string(), "{e}");
     let (st, _) = s.post(&format!("{HANDLERS}/99999/test"), json!({})).await;
     assert_eq!(st, 404);
+}
+
+/// A before handler's test call is judged by the before stage's rules: a forbid or a
+/// broken answer is a failed call, a changed field is shown in `modified`; an event
+/// without a before stage has no before sample.
+#[tokio::test]
+async fn a_before_handlers_test_is_judged_by_the_before_rules() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    let h = create_handler(
+        &s,
+        json!({"name": "gate", "event": "clients.*", "stage": "before", "task": r.url("/b")}),
+    )
+    .await;
+    let test = |body: Value| {
+        let (s, p) = (&s, path(&h["id"], "/test"));
+        async move {
+            let (st, e) = s.post(&p, body).await;
+            assert_eq!(st, 200, "{e}");
+            e
+        }
+    };
+    r.reply("/b", r#"{"allow": false, "message": "nope"}"#);
+    let e = test(json!({"events_id": "clients.create"})).await;
+    assert_eq!(
+        (&e["status"], &e["error"]),
+        (&json!("fail"), &json!("forbidden: nope")),
+        "{e}"
+    );
+    assert_eq!(e["request"]["event"]["stage"], "before", "{e}");
+    r.reply("/b", r#"[1, 2]"#);
+    let e = test(json!({"events_id": "clients.create"})).await;
+    assert_eq!(e["status"], "fail", "{e}");
+    assert!(e["error"].as_str().unwrap().contains("JSON object"), "{e}");
+    r.reply("/b", r#"{"data": {"name": "Renamed by the gate"}}"#);
+    let e = test(json!({"events_id": "clients.create"})).await;
+    assert_eq!(e["status"], "success", "{e}");
+    assert_eq!(e["modified"], json!({"name": "Renamed by the gate"}), "{e}");
+    r.reply("/b", "");
+    let e = test(json!({"events_id": "clients.create"})).await;
+    assert_eq!(
+        (&e["status"], &e["modified"]),
+        (&json!("success"), &Value::Null),
+        "{e}"
+    );
+
+    let calls = r.hits_on("/b").len();
+    let (st, v) = s
+        .post(
+            &path(&h["id"], "/test"),
+            json!({"events_id": "clients.balance_zero"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert!(v["error"]["data"]["fields"]["events_id"].is_string(), "{v}");
+    assert_eq!(r.hits_on("/b").len(), calls, "not called");
 }
