@@ -7,6 +7,9 @@ pub enum AppError {
     /// Malformed input: bad JSON, wrong types (400 `bad_request`).
     #[error("{0}")]
     BadRequest(String),
+    /// A body over the route's limit (413 `payload_too_large`).
+    #[error("{0}")]
+    TooLarge(String),
     /// Missing or unknown API key (401).
     #[error("a valid API key is required")]
     Unauthorized,

@@ -30,6 +30,13 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppE
     } else {
         body
     };
+    // Every body is an object: serde's message for anything else names our type
+    // ("expected struct HandlerInput") and, for an array, pointed at its first item.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AppError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
     // PostgreSQL text cannot hold NUL; no billing field needs it.
     if body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
         return Err(AppError::BadRequest(

@@ -38,6 +38,20 @@ impl IntoResponse for ApiError {
                 message,
                 json!({"code": "bad_request"}),
             ),
+            // The rest of the body is left unread, so the connection cannot carry
+            // another request: saying so keeps a client from sending one on it.
+            AppError::TooLarge(_) => {
+                let mut r = body(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    message,
+                    json!({"code": "payload_too_large"}),
+                );
+                r.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                r
+            }
             AppError::Unauthorized => body(
                 StatusCode::UNAUTHORIZED,
                 message,

@@ -4,11 +4,15 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use billhook_app::input::parse_json;
 use billhook_app::AppError;
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
+
+/// The limit of a JSON body: axum's default, which no route's body comes near.
+const BODY_LIMIT_TEXT: &str = "2 MiB";
 
 /// A JSON body; malformed JSON or wrong types give 400 `bad_request`.
 pub struct ApiJson<T>(pub T);
@@ -19,7 +23,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError(AppError::TooLarge(format!(
+                    "the body is over the limit of {BODY_LIMIT_TEXT}"
+                ))),
+                _ => ApiError::bad_request(format!("cannot read the body: {e}")),
+            })?;
         Ok(ApiJson(parse_json(&bytes)?))
     }
 }
