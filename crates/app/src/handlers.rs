@@ -41,9 +41,11 @@ pub struct HandlerInput {
     #[serde(rename = "type")]
     pub kind: Option<HandlerType>,
     pub task: Option<String>,
-    pub timeout_ms: Option<u32>,
+    /// Wider than the handler's: a negative or huge value is a 422 on the field, like
+    /// one out of range, not serde's "expected u32" (on `retry_schedule[0]`).
+    pub timeout_ms: Option<i64>,
     pub on_failure: Option<OnFailure>,
-    pub retry_schedule: Option<Vec<u32>>,
+    pub retry_schedule: Option<Vec<i64>>,
     /// The rest of the body: a PATCH refuses it unless sent back as read (see
     /// `only_settable`); a POST ignores it, like the other creates.
     #[serde(flatten)]
@@ -144,11 +146,11 @@ impl Handlers {
             stage: i.stage.unwrap_or(Stage::After),
             kind: i.kind.unwrap_or(HandlerType::Http),
             task: required(i.task, "task")?,
-            timeout_ms: i.timeout_ms.unwrap_or(5000),
+            timeout_ms: i.timeout_ms.map_or(Ok(5000), timeout)?,
             on_failure: i.on_failure.unwrap_or(OnFailure::Forbid),
             retry_schedule: i
                 .retry_schedule
-                .unwrap_or_else(|| DEFAULT_RETRY_SCHEDULE.to_vec()),
+                .map_or_else(|| Ok(DEFAULT_RETRY_SCHEDULE.to_vec()), schedule)?,
             created_at: now,
             updated_at: now,
         };
@@ -210,13 +212,13 @@ impl Handlers {
             h.task = v;
         }
         if let Some(v) = i.timeout_ms {
-            h.timeout_ms = v;
+            h.timeout_ms = timeout(v)?;
         }
         if let Some(v) = i.on_failure {
             h.on_failure = v;
         }
         if let Some(v) = i.retry_schedule {
-            h.retry_schedule = v;
+            h.retry_schedule = schedule(v)?;
         }
         h.updated_at = Timestamp::now();
         self.check(&h, task_checked)?;
@@ -519,6 +521,32 @@ fn check_script_file(dir: &Path, task: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A handler's `timeout_ms` as given; one out of `u32` is out of range as one over the
+/// maximum is (the handler's own check says which range).
+fn timeout(v: i64) -> Result<u32, AppError> {
+    u32::try_from(v).map_err(|_| {
+        AppError::field(
+            "timeout_ms",
+            format!("must be 1 to {}", billhook_domain::entities::MAX_TIMEOUT_MS),
+        )
+    })
+}
+
+/// A handler's `retry_schedule` as given (seconds): a negative or huge delay is refused
+/// on the field, as one over 7 days is.
+fn schedule(v: Vec<i64>) -> Result<Vec<u32>, AppError> {
+    v.into_iter()
+        .map(|s| {
+            u32::try_from(s).map_err(|_| {
+                AppError::field(
+                    "retry_schedule",
+                    "delays are whole seconds from 0 to 7 days (604800)",
+                )
+            })
+        })
+        .collect()
 }
 
 /// Refuses to set deliveries of an archived handler going again: the engine sends

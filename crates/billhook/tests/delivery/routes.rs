@@ -94,6 +94,11 @@ async fn invalid_handlers_answer_422() {
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "plain.sh"}),
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "escape"}),
         json!({"name": "x", "event": "clients.create", "task": url, "timeout_ms": 30001}),
+        json!({"name": "x", "event": "clients.create", "task": url, "timeout_ms": -1}),
+        json!({"name": "x", "event": "clients.create", "task": url, "timeout_ms": 99999999999i64}),
+        json!({"name": "x", "event": "clients.create", "task": url, "retry_schedule": [604801]}),
+        json!({"name": "x", "event": "clients.create", "task": url, "retry_schedule": [5, -1]}),
+        json!({"name": "x", "event": "clients.create", "task": url, "retry_schedule": [99999999999i64]}),
         json!({"event": "clients.create", "task": url}),
     ];
     for body in cases {
@@ -102,6 +107,16 @@ async fn invalid_handlers_answer_422() {
         assert_error(&v, "validation_failed");
         let fields = v["error"]["data"]["fields"].as_object();
         assert!(fields.is_some_and(|f| !f.is_empty()), "{body}: {v}");
+        // Out of range is said on the field, in its terms, however far out.
+        for field in ["timeout_ms", "retry_schedule"] {
+            if body.get(field).is_some() {
+                let said = v["error"]["data"]["fields"][field].as_str().unwrap_or("");
+                assert!(
+                    said.contains("30000") || said.contains("7 days"),
+                    "{body}: {v}"
+                );
+            }
+        }
     }
     let (_, list) = s.get(HANDLERS).await;
     assert_eq!(list["total"], 0, "nothing was stored: {list}");
