@@ -311,6 +311,15 @@ async fn the_execution_log_filters() {
     .await;
     let (st, v) = s.get("/api/v1/executions?from=yesterday").await;
     assert!(st == 400 || st == 422, "a bad time is refused: {st} {v}");
+    // A window ending before it starts is a mistake, not "nothing happened then".
+    for list in ["executions", "events"] {
+        let path = format!("/api/v1/{list}?from=2026-12-06T00:00:00Z&to=2026-12-04T00:00:00Z");
+        let (st, v) = s.get(&path).await;
+        assert_eq!(st, 400, "{path}: {v}");
+        assert_error(&v, "bad_request");
+        let same = format!("/api/v1/{list}?from=2026-12-06T00:00:00Z&to=2026-12-06T00:00:00Z");
+        assert_eq!(s.get(&same).await.0, 200, "{same}");
+    }
 }
 
 /// A filter's word outside its set is refused, naming the words it may be, rather than

@@ -52,6 +52,7 @@ async fn list(
     State(app): State<App>,
     ApiQuery(f): ApiQuery<Filter>,
 ) -> ApiResult<Json<List<Value>>> {
+    super::window(f.from, f.to)?;
     let q = EventQuery {
         events_id: f.events_id,
         object_id: f.object_id,

@@ -164,6 +164,7 @@ async fn executions(
     State(app): State<App>,
     ApiQuery(f): ApiQuery<ExecutionFilter>,
 ) -> ApiResult<Json<Value>> {
+    super::window(f.from, f.to)?;
     let q = ExecutionQuery {
         handlers_id: f.handlers_id,
         status: f.status,

@@ -90,6 +90,20 @@ where
     }
 }
 
+/// Refuses a time window whose `to` is before its `from`: the empty list it would get
+/// reads as "nothing happened then" (no failures, no events), not as the typo it is.
+pub fn window(
+    from: Option<billhook_domain::Timestamp>,
+    to: Option<billhook_domain::Timestamp>,
+) -> Result<(), ApiError> {
+    match (from, to) {
+        (Some(from), Some(to)) if to < from => {
+            Err(ApiError::bad_request("query string: to is before from"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A timestamp in the query string.
 pub fn query_time<'de, D>(d: D) -> Result<Option<billhook_domain::Timestamp>, D::Error>
 where
