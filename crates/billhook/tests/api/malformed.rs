@@ -319,6 +319,10 @@ async fn query_parameters_of_the_wrong_type_are_400() {
         let (st, e) = s.get(&format!("/api/v1/{path}")).await;
         assert_eq!(st, 400, "{path}: {e}");
         assert_error(&e, "bad_request");
+        // The message names the parameter, the paging ones too.
+        let name = path.split(['?', '=']).nth(1).unwrap();
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains(name), "{path}: {message}");
     }
     // Well-typed extremes are fine.
     for (path, len) in [

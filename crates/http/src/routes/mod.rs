@@ -31,10 +31,25 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// `limit` and `offset` of a list request.
 #[derive(Debug, Deserialize, Default)]
 pub struct Paging {
-    #[serde(default, deserialize_with = "query_num")]
+    #[serde(default, deserialize_with = "query_limit")]
     pub limit: Option<u32>,
-    #[serde(default, deserialize_with = "query_num")]
+    #[serde(default, deserialize_with = "query_offset")]
     pub offset: Option<u32>,
+}
+
+/// `limit` (see [`query_num`]). Flattened into each list's filter, the paging fields
+/// lose their names in serde's errors: these two say theirs.
+fn query_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    named(query_num(d), "limit")
+}
+
+/// `offset` (see [`query_limit`]).
+fn query_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    named(query_num(d), "offset")
+}
+
+fn named<T, E: serde::de::Error>(r: Result<T, E>, name: &str) -> Result<T, E> {
+    r.map_err(|e| E::custom(format!("{name}: {e} (a whole number, 0 or more)")))
 }
 
 /// A number in the query string. Query values arrive as text (always so inside
