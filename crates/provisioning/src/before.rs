@@ -101,6 +101,14 @@ enum Verdict {
 }
 
 impl Verdict {
+    /// What an allowing handler changed in `sent`, for the log's `modified`.
+    fn modified(&self, sent: &Value) -> Option<Value> {
+        match self {
+            Verdict::Allow(Some(new)) => Some(Value::Object(changes(sent, new))),
+            _ => None,
+        }
+    }
+
     /// The execution log's status and error of a call with this verdict.
     fn logged(&self) -> (&'static str, Option<String>) {
         match self {
@@ -119,25 +127,27 @@ pub struct TestVerdict {
     pub modified: Option<Value>,
 }
 
+/// Fields no request sets, whatever the action: a change to one fails every real call.
+const READ_ONLY: &[&str] = &["id", "created_at", "updated_at", "balance"];
+
 /// Judges a before handler's answer to a test call with `data` by the rules of a real
-/// call: `{"allow": false}`, a 4xx or a script's non-zero exit forbid; a broken answer
-/// is a failure. A test has no request, so what a request could set and how it is
-/// checked are unknown: changed fields are shown in `modified`, not judged.
+/// call: `{"allow": false}`, a 4xx or a script's non-zero exit forbid; a broken answer,
+/// or a change to a field no request sets ([`READ_ONLY`]), is a failure. A test has no
+/// request, so which of the other fields it could set, and how the result would be
+/// checked, are unknown: their changes are shown in `modified`, not judged.
 pub fn judge_test(o: &CallOutcome, data: &Value) -> TestVerdict {
-    let every_field: Vec<&str> = data
+    let settable: Vec<&str> = data
         .as_object()
-        .map(|m| m.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    let verdict = interpret(o, data, &every_field, &|_| Ok(()));
+        .into_iter()
+        .flat_map(|m| m.keys().map(String::as_str))
+        .filter(|k| !READ_ONLY.contains(k))
+        .collect();
+    let verdict = interpret(o, data, &settable, &|_| Ok(()));
     let (status, error) = verdict.logged();
-    let modified = match &verdict {
-        Verdict::Allow(Some(new)) => Some(Value::Object(changes(data, new))),
-        _ => None,
-    };
     TestVerdict {
         status,
         error,
-        modified,
+        modified: verdict.modified(data),
     }
 }
 
@@ -241,10 +251,7 @@ impl BeforeChain {
                 m.record(&m.before_calls, h.id, label, outcome.duration_ms);
                 (verdict, Some(outcome), request)
             };
-            let modified = match &verdict {
-                Verdict::Allow(Some(new)) => Some(Value::Object(changes(&data, new))),
-                _ => None,
-            };
+            let modified = verdict.modified(&data);
             self.log(h, event, request, outcome.as_ref(), &verdict, modified)
                 .await;
             match verdict {
@@ -441,7 +448,8 @@ fn changes(old: &Value, new: &Value) -> Map<String, Value> {
         for (k, v) in new {
             let same = match old.get(k) {
                 Some(was) if MONEY.contains(&k.as_str()) => same_amount(was, v),
-                was => was == Some(v),
+                Some(was) => was == v || same_time(was, v),
+                None => false,
             };
             if !same {
                 out.insert(k.clone(), v.clone());
@@ -461,6 +469,18 @@ const MONEY: &[&str] = &["balance", "credit", "amount"];
 fn same_amount(a: &Value, b: &Value) -> bool {
     let money = |v: &Value| serde_json::from_value::<billhook_domain::Money>(v.clone()).ok();
     a == b || matches!((money(a), money(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Whether two JSON values are texts of the same time. Sent with six decimals and `Z`,
+/// times come back otherwise from a handler that parsed and re-serialised them (Go
+/// trims the zeros, Java writes three, Python `+00:00`): the same time is no change
+/// (it was a change to the read-only `created_at`, failing every such handler).
+fn same_time(a: &Value, b: &Value) -> bool {
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|t| billhook_domain::Timestamp::parse(t).ok())
+    };
+    matches!((time(a), time(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// The longest message a refusal puts in the API's answer, in bytes.

@@ -204,16 +204,20 @@ async fn changing_a_read_only_field_is_a_handler_failure() {
     assert_eq!(get_client(&s, cid).await, c);
 }
 
-/// A handler that parsed the payload and wrote money back otherwise (`0` for `"0"`,
-/// `"5.000"` for `"5"`) changed nothing: the action goes on unchanged, nothing is
-/// logged as modified. A different amount is still a change.
+/// A handler that parsed the payload and wrote money or times back otherwise (`0` for
+/// `"0"`, `"5.000"` for `"5"`, `+00:00` for `Z`, three decimals for six) changed
+/// nothing: the action goes on unchanged, nothing is logged as modified. A different
+/// amount is still a change.
 #[tokio::test]
-async fn money_written_back_otherwise_is_no_change() {
+async fn money_and_times_written_back_otherwise_are_no_change() {
     let s = Server::start().await;
     let r = Receiver::echo().await;
     let h = http_hook(&s, "reserialise", &r.url(), "forbid").await;
     r.set(|p| {
-        let fields = json!({"balance": 0, "credit": "5.000"});
+        let at = |k: &str| p["data"][k].as_str().unwrap_or_default().to_string();
+        // "…T06:30:00.123456Z" is the same time as "…T06:30:00.123456+00:00".
+        let created = at("created_at").replace('Z', "+00:00");
+        let fields = json!({"balance": 0, "credit": "5.000", "created_at": created});
         Reply::json(200, &crate::receiver::with_data(p, &fields))
     });
     let c = s

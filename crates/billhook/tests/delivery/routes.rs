@@ -596,6 +596,11 @@ async fn a_before_handlers_test_is_judged_by_the_before_rules() {
     let e = test(json!({"events_id": "clients.create"})).await;
     assert_eq!(e["status"], "success", "{e}");
     assert_eq!(e["modified"], json!({"name": "Renamed by the gate"}), "{e}");
+    // A field no request sets (the balance) fails every real call: so it fails the test.
+    r.reply("/b", r#"{"data": {"balance": "1000000"}}"#);
+    let e = test(json!({"events_id": "clients.create"})).await;
+    assert_eq!(e["status"], "fail", "{e}");
+    assert!(e["error"].as_str().unwrap().contains("balance"), "{e}");
     r.reply("/b", "");
     let e = test(json!({"events_id": "clients.create"})).await;
     assert_eq!(
