@@ -6,8 +6,8 @@ use billhook_store::{accounts, dids as store, Conn};
 use serde::Deserialize;
 
 use super::{lock_client, lock_open_client};
-use crate::input::{nullable, required};
-use crate::pipeline::{client_key, Action, Effects, Kind, Proposal};
+use crate::input::{nullable, only_settable, required};
+use crate::pipeline::{client_key, to_json, Action, Effects, Kind, Proposal};
 use crate::AppError;
 
 /// How long a DID stays on hold when the request does not say.
@@ -30,6 +30,12 @@ pub struct DidInput {
     pub hold_until: Option<Timestamp>,
     /// `hold`: where the DID goes when the hold ends (default stock).
     pub status_after_hold: Option<DidStatus>,
+    /// The rest of the body: a PATCH refuses it unless sent back as read (see
+    /// `only_settable`), a transition refuses it (a misspelt `hold_days` fell back to
+    /// the default with a 200); a POST ignores it, like the other creates.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a DID action does.
@@ -170,6 +176,7 @@ impl Action for DidActionRequest {
                     )));
                 }
                 not_patched(i, cur)?;
+                only_settable(&i.rest, &to_json(cur)?, |_| None)?;
                 if let Some(v) = &i.number {
                     next.number = v.clone();
                 }
@@ -184,6 +191,12 @@ impl Action for DidActionRequest {
                 apply_transition(&mut next, action, self.target_client(current), i, now)?;
             }
             DidChange::Transition(action) => {
+                if let Some(field) = i.rest.keys().next() {
+                    return Err(AppError::field(
+                        field,
+                        format!("is not a field of {}", action.name()),
+                    ));
+                }
                 if !action.allowed_from(cur.status) {
                     return Err(AppError::InvalidTransition(format!(
                         "DID {} is {}; it cannot {}",

@@ -492,3 +492,23 @@ async fn two_servers_end_each_hold_exactly_once() {
     objects.sort_by_key(|v| v.as_i64());
     assert_eq!(objects, held.iter().map(|d| &d["id"]).collect::<Vec<_>>());
 }
+
+/// A field the DID lacks is refused, not ignored with a 200: in a PATCH (a DID read and
+/// sent back passes), and in a transition's body (a misspelt `hold_days` fell back to
+/// the 30-day default).
+#[tokio::test]
+async fn a_field_the_did_or_its_transition_lacks_is_refused() {
+    let s = Server::start().await;
+    let d = s.ok(DIDS, json!({"number": "+14155550177"}), 201).await;
+    let (st, v) = patch(&s, &d, json!({"numbr": "+14155550178"})).await;
+    invalid(st, &v, "numbr");
+    let (st, v) = act(&s, &d, "reserve", json!({"hold_day": 2})).await;
+    invalid(st, &v, "hold_day");
+    assert_eq!(get(&s, &d).await, d, "nothing changed");
+    let mut read = get(&s, &d).await;
+    read["number"] = json!("+14155550179");
+    let (st, v) = patch(&s, &d, read).await;
+    assert_eq!((st, &v["number"]), (200, &json!("+14155550179")), "{v}");
+    let (st, v) = act(&s, &d, "reserve", json!({})).await;
+    assert_eq!((st, &v["status"]), (200, &json!("reserved")), "{v}");
+}

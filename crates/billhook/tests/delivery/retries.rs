@@ -268,6 +268,15 @@ async fn recover_requeues_the_failed_deliveries_of_a_handler() {
         .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["requeued"], 0, "no event in that window: {v}");
+    // A misspelt until would widen the window to now: refused, nothing re-queued.
+    let (st, v) = s
+        .post(
+            &recover,
+            json!({"since": h["created_at"], "untill": h["created_at"]}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert!(v["error"]["data"]["fields"]["untill"].is_string(), "{v}");
     let (st, v) = s
         .post(
             &recover,

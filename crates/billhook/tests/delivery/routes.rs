@@ -550,6 +550,14 @@ async fn test_calls_the_handler_now_and_returns_the_execution() {
         .post(&path(&h["id"], "/test"), json!({"events_id": "nope.nope"}))
         .await;
     assert_eq!(st, 422, "{v}");
+    // A misspelt field is refused, not dropped for the default event.
+    let calls = r.hits_on("/t").len();
+    let (st, v) = s
+        .post(&path(&h["id"], "/test"), json!({"event_id": "dids.create"}))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert!(v["error"]["data"]["fields"]["event_id"].is_string(), "{v}");
+    assert_eq!(r.hits_on("/t").len(), calls, "not called");
     r.fail(1, 500, None);
     let (st, e) = s.post(&path(&h["id"], "/test"), json!({})).await;
     assert_eq!(st, 200, "{e}");

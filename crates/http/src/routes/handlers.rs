@@ -108,7 +108,9 @@ async fn rotate(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {
     ))
 }
 
+/// Unknown fields are refused: a misspelt `events_id` tested the default event.
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct TestInput {
     events_id: Option<String>,
 }
@@ -122,7 +124,9 @@ async fn test(
     Ok(Json(serde_json::to_value(execution).expect("serialisable")))
 }
 
+/// Unknown fields are refused: a misspelt `until` widened the window to now.
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RecoverInput {
     since: Option<Timestamp>,
     until: Option<Timestamp>,
