@@ -11,8 +11,21 @@ use serde::de::DeserializeOwned;
 
 use crate::ApiError;
 
-/// The limit of a JSON body: axum's default, which no route's body comes near.
-const BODY_LIMIT_TEXT: &str = "2 MiB";
+/// The limit of a JSON body: axum's default (set on the API's router with the same
+/// constant), which no route's body comes near.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The error of a body that could not be read, with `status` the rejection's: over
+/// `limit` bytes, a 413 saying so; otherwise a 400 with `text`.
+pub fn body_error(status: StatusCode, text: &str, limit: usize) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError(AppError::TooLarge(format!(
+            "the body is over the limit of {} MiB",
+            limit >> 20
+        )));
+    }
+    ApiError::bad_request(format!("cannot read the body: {text}"))
+}
 
 /// A JSON body; malformed JSON or wrong types give 400 `bad_request`.
 pub struct ApiJson<T>(pub T);
@@ -23,12 +36,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError(AppError::TooLarge(format!(
-                    "the body is over the limit of {BODY_LIMIT_TEXT}"
-                ))),
-                _ => ApiError::bad_request(format!("cannot read the body: {e}")),
-            })?;
+            .map_err(|e| body_error(e.status(), &e.body_text(), BODY_LIMIT))?;
         Ok(ApiJson(parse_json(&bytes)?))
     }
 }

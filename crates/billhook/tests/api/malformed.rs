@@ -191,7 +191,8 @@ async fn bad_json_and_wrong_types_are_400_and_write_nothing() {
     assert_alive(&s).await;
 }
 
-/// A body over the limit (2 MiB) is a 413 in the error format, not a 400.
+/// A body over the limit (2 MiB; a route's own for uploads) is a 413 in the error
+/// format, not a 400 or axum's plain text.
 #[tokio::test]
 async fn a_body_over_the_limit_is_413() {
     let s = Server::start().await;
@@ -202,6 +203,17 @@ async fn a_body_over_the_limit_is_413() {
     assert_error(&e, "payload_too_large");
     assert!(
         e["error"]["message"].as_str().unwrap().contains("2 MiB"),
+        "{e}"
+    );
+    // A raw message over its route's own limit (64 MiB) is said the same way.
+    let message = "x".repeat(65 << 20);
+    let (st, e) = s
+        .raw("POST", "/api/v1/email_rates/messages", &message)
+        .await;
+    assert_eq!(st, 413, "{e}");
+    assert_error(&e, "payload_too_large");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("64 MiB"),
         "{e}"
     );
     assert_eq!(snapshot(&s).await, before);

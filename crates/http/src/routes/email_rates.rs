@@ -1,6 +1,7 @@
 //! `POST /email_rates/messages`: a raw RFC 822 message, handled like a polled one.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -8,6 +9,7 @@ use billhook_app::email_rates::Report;
 use billhook_app::App;
 
 use super::ApiResult;
+use crate::extract::body_error;
 use crate::ApiError;
 
 /// Rate decks are attachments; mail servers commonly cap messages at 50 MiB.
@@ -20,7 +22,11 @@ pub fn routes() -> Router<App> {
     )
 }
 
-async fn ingest(State(app): State<App>, body: Bytes) -> ApiResult<Json<Report>> {
+async fn ingest(
+    State(app): State<App>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Report>> {
+    let body = body.map_err(|e| body_error(e.status(), &e.body_text(), MAX_MESSAGE))?;
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::bad_request(
             "the body must be an RFC 822 message (Content-Type: message/rfc822)",

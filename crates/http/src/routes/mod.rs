@@ -158,6 +158,11 @@ pub fn router(app: App) -> Router {
         .merge(rate_tables::routes())
         .merge(imports::routes())
         .merge(email_rates::routes())
+        // Axum's default, named where the 413's message says it (the upload routes
+        // set their own, which the inner layer makes win).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::extract::BODY_LIMIT,
+        ))
         .route_layer(RequireKey(app.clone()));
     Router::new()
         .nest("/api/v1", api)
