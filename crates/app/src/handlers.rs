@@ -542,7 +542,7 @@ fn schedule(v: Vec<i64>) -> Result<Vec<u32>, AppError> {
             u32::try_from(s).map_err(|_| {
                 AppError::field(
                     "retry_schedule",
-                    "delays are whole seconds from 0 to 7 days (604800)",
+                    billhook_domain::entities::RETRY_SCHEDULE_RULE,
                 )
             })
         })

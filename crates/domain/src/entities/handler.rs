@@ -33,6 +33,10 @@ wire_enum!(
 pub const DEFAULT_RETRY_SCHEDULE: &[u32] = &[5, 300, 1800, 7200, 18000, 36000, 36000];
 /// The longest a call may take.
 pub const MAX_TIMEOUT_MS: u32 = 30_000;
+/// The longest delay of a retry schedule: 7 days, in seconds.
+pub const MAX_RETRY_DELAY_S: u32 = 7 * 86_400;
+/// What a retry schedule may be, said when it is not.
+pub const RETRY_SCHEDULE_RULE: &str = "at most 50 delays, each 0 to 604800 seconds (7 days)";
 
 /// An operator's handler: an endpoint or script called for matching events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -77,8 +81,10 @@ impl Handler {
         if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
             errors.add("timeout_ms", format!("must be 1 to {MAX_TIMEOUT_MS}"));
         }
-        if self.retry_schedule.len() > 50 || self.retry_schedule.iter().any(|s| *s > 7 * 86_400) {
-            errors.add("retry_schedule", "at most 50 delays of at most 7 days each");
+        if self.retry_schedule.len() > 50
+            || self.retry_schedule.iter().any(|s| *s > MAX_RETRY_DELAY_S)
+        {
+            errors.add("retry_schedule", RETRY_SCHEDULE_RULE);
         }
         errors.into_result()
     }

@@ -15,7 +15,7 @@ pub use client::{Client, ClientStatus};
 pub use did::{Did, DidAction, DidStatus};
 pub use handler::{
     check_script_name, CallStatus, DeliveryStatus, Handler, HandlerStatus, HandlerType, OnFailure,
-    DEFAULT_RETRY_SCHEDULE, MAX_TIMEOUT_MS,
+    DEFAULT_RETRY_SCHEDULE, MAX_RETRY_DELAY_S, MAX_TIMEOUT_MS, RETRY_SCHEDULE_RULE,
 };
 pub use import::{Import, ImportError, ImportKind, ImportStatus};
 pub use package::{Package, PackageStatus};
