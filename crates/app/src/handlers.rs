@@ -551,13 +551,13 @@ fn schedule(v: Vec<i64>) -> Result<Vec<u32>, AppError> {
 
 /// Refuses to set deliveries of an archived handler going again: the engine sends
 /// nothing for it, so they would stay pending for ever, in the backlog gauges (archive
-/// failed them for that reason). On PostgreSQL an archive committed meanwhile is caught
-/// by the engine's periodic walk, which fails them again.
+/// failed them for that reason). The handler's row is held until the commit, so an
+/// archive on another server cannot come between the check and the write.
 async fn refuse_if_archived(tx: &mut billhook_store::Tx, id: i64) -> Result<(), AppError> {
-    let h = store::get(tx, id)
+    let status = store::status_held(tx, id)
         .await?
         .ok_or_else(|| AppError::not_found("handler", id))?;
-    if h.status == HandlerStatus::Archived {
+    if status == HandlerStatus::Archived {
         return Err(AppError::InvalidTransition(format!(
             "handler {id} is archived and sends nothing: enable it first"
         )));

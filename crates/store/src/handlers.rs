@@ -73,6 +73,21 @@ pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Handler>, StoreError
     row.as_ref().map(from_row).transpose()
 }
 
+/// The status of handler `id`, its row held against change until the transaction ends
+/// on PostgreSQL (`FOR SHARE`: a concurrent archive waits, or is seen, and one after it
+/// sees what this transaction wrote); SQLite's one writer serialises them already.
+pub async fn status_held(conn: &mut Conn, id: i64) -> Result<Option<HandlerStatus>, StoreError> {
+    let lock = if conn.is_postgres() { " FOR SHARE" } else { "" };
+    let sql = format!("SELECT status FROM handlers WHERE id = $1{lock}");
+    let Some(row) = query(&sql).bind(id).fetch_optional(conn).await? else {
+        return Ok(None);
+    };
+    let status: String = row.try_get(0)?;
+    HandlerStatus::parse(&status)
+        .map(Some)
+        .ok_or_else(|| StoreError::Corrupt(format!("handlers.status {status:?}")))
+}
+
 /// Writes every field but the secrets.
 pub async fn update(conn: &mut Conn, h: &Handler) -> Result<(), StoreError> {
     query(
