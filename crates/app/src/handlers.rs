@@ -323,14 +323,10 @@ impl Handlers {
                 format!("{} has no before stage", event.id),
             ));
         }
-        let mut request = event.sample_for(h.stage);
-        request["event"]["uid"] = Value::String(uuid::Uuid::now_v7().to_string());
-        let uid = request["event"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let object_id = request["event"]["object_id"].as_i64();
-        let sample = request;
+        let mut sample = event.sample_for(h.stage);
+        let uid = uuid::Uuid::now_v7().to_string();
+        sample["event"]["uid"] = Value::String(uid.clone());
+        let object_id = sample["event"]["object_id"].as_i64();
         let request = serde_json::value::to_raw_value(&sample).expect("JSON values serialise");
         let body = request.get().as_bytes();
         let secrets = {
@@ -350,15 +346,8 @@ impl Handlers {
             .call(&h, &secrets.signing(Timestamp::now()), &meta, body)
             .await;
         // A before handler's answer is judged as a real call's would be (a forbid is a
-        // failed call there); an after handler's is by its status alone.
-        let judged = match h.stage {
-            Stage::Before => before::judge_test(&outcome, &sample["data"]),
-            Stage::After => before::TestVerdict {
-                status: if outcome.success { "success" } else { "fail" },
-                error: outcome.error,
-                modified: None,
-            },
-        };
+        // failed call there).
+        let judged = before::judge_test(h.stage, &outcome, &sample["data"]);
         let mut execution = Execution {
             id: 0,
             dt: Timestamp::now(),

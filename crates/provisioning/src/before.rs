@@ -119,8 +119,7 @@ impl Verdict {
     }
 }
 
-/// How a before handler's test call went, by the before stage's rules: the log's
-/// status, error and `modified`.
+/// How a handler's test call went: the log's status, error and `modified`.
 pub struct TestVerdict {
     pub status: &'static str,
     pub error: Option<String>,
@@ -130,12 +129,20 @@ pub struct TestVerdict {
 /// Fields no request sets, whatever the action: a change to one fails every real call.
 const READ_ONLY: &[&str] = &["id", "created_at", "updated_at", "balance"];
 
-/// Judges a before handler's answer to a test call with `data` by the rules of a real
-/// call: `{"allow": false}`, a 4xx or a script's non-zero exit forbid; a broken answer,
+/// Judges a handler's answer to a test call with `data`. A before handler's, by the
+/// rules of a real call: `{"allow": false}`, a 4xx or a script's non-zero exit forbid; a broken answer,
 /// or a change to a field no request sets ([`READ_ONLY`]), is a failure. A test has no
 /// request, so which of the other fields it could set, and how the result would be
 /// checked, are unknown: their changes are shown in `modified`, not judged.
-pub fn judge_test(o: &CallOutcome, data: &Value) -> TestVerdict {
+pub fn judge_test(stage: Stage, o: &CallOutcome, data: &Value) -> TestVerdict {
+    if stage == Stage::After {
+        // An after handler's answer is judged by its status alone, as a delivery's is.
+        return TestVerdict {
+            status: if o.success { "success" } else { "fail" },
+            error: o.error.clone(),
+            modified: None,
+        };
+    }
     let settable: Vec<&str> = data
         .as_object()
         .into_iter()
