@@ -671,7 +671,9 @@ pub const OPERATIONS: &[Operation] = &[
         None,
         200,
         Some("[Handler]"),
-        &["status", "event", "type", "stage", "limit", "offset"],
+        &[
+            "status", "event", "matches", "type", "stage", "limit", "offset",
+        ],
     ),
     (
         "get",

@@ -225,6 +225,9 @@ pub struct HandlerQuery {
     /// `None`: enabled and disabled (archived hidden).
     pub status: Option<HandlerStatus>,
     pub event: Option<String>,
+    /// An event id: the handlers whose pattern matches it (itself, its group's `….*`,
+    /// `*`), where `event` is the stored pattern itself.
+    pub matches: Option<String>,
     pub kind: Option<HandlerType>,
     pub stage: Option<Stage>,
 }
@@ -241,6 +244,14 @@ pub async fn list(
         Some(s) => filter.eq_word("status", Some(s)),
         None => filter.add("status <> ?", vec![Bind::Text("archived".into())]),
     };
+    if let Some(e) = &q.matches {
+        // As the outbox matches (a group pattern is `group.*`; `_` in a group name
+        // matches itself among the catalogue's ids).
+        filter.add(
+            "(event = ? OR event = '*' OR (event LIKE '%.*' AND ? LIKE REPLACE(event, '*', '%')))",
+            vec![Bind::Text(e.clone()), Bind::Text(e.clone())],
+        );
+    }
     filter
         .eq_text("event", q.event.as_deref())
         .eq_word("type", q.kind)

@@ -287,6 +287,31 @@ async fn the_list_filters_by_status_event_type_and_stage_and_hides_archived() {
         vec![c["id"].clone()]
     );
     assert_eq!(ids(&list("event=dids.update").await), Vec::<Value>::new());
+
+    // `matches`: the handlers an event would call, whatever pattern names it.
+    let all_events = create_handler(&s, json!({"name": "e", "event": "*", "task": url})).await;
+    let email = create_handler(
+        &s,
+        json!({"name": "f", "event": "email_rates_manager.*", "task": url}),
+    )
+    .await;
+    assert_eq!(
+        ids(&list("matches=dids.update").await),
+        vec![all_events["id"].clone(), c["id"].clone()]
+    );
+    assert_eq!(
+        ids(&list("matches=clients.create&status=enabled").await),
+        vec![all_events["id"].clone(), a["id"].clone()]
+    );
+    assert_eq!(
+        ids(&list("matches=email_rates_manager.import").await),
+        vec![email["id"].clone(), all_events["id"].clone()]
+    );
+    for bad in ["matches=dids.*", "matches=nope.nope"] {
+        let (st, v) = s.get(&format!("{HANDLERS}?{bad}")).await;
+        assert_eq!(st, 400, "{bad}: {v}");
+        assert_error(&v, "bad_request");
+    }
 }
 
 /// PostgreSQL: a handler's delete waits for the transactions writing deliveries; behind

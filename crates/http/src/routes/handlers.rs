@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::{created, query_num, query_search, query_time, query_wire, ApiResult, Paging};
 use crate::extract::{ApiJson, ApiQuery, Id};
+use crate::ApiError;
 
 pub fn routes() -> Router<App> {
     let mut router = Router::new()
@@ -52,6 +53,8 @@ struct Filter {
     #[serde(default, deserialize_with = "query_wire")]
     status: Option<HandlerStatus>,
     event: Option<String>,
+    /// An event id: the handlers it would call (see `HandlerQuery::matches`).
+    matches: Option<String>,
     #[serde(rename = "type", default, deserialize_with = "query_wire")]
     kind: Option<HandlerType>,
     #[serde(default, deserialize_with = "query_wire")]
@@ -64,9 +67,18 @@ async fn list(
     State(app): State<App>,
     ApiQuery(f): ApiQuery<Filter>,
 ) -> ApiResult<Json<List<Handler>>> {
+    let matches = f.matches.filter(|m| !m.is_empty());
+    if let Some(m) = &matches {
+        if billhook_domain::catalogue::find(m).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "query string: matches: {m:?} is not an event id"
+            )));
+        }
+    }
     let q = HandlerQuery {
         status: f.status,
         event: f.event,
+        matches,
         kind: f.kind,
         stage: f.stage,
     };
