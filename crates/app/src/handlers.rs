@@ -183,7 +183,7 @@ impl Handlers {
         let mut h = store::get(&mut tx, id)
             .await?
             .ok_or_else(|| AppError::not_found("handler", id))?;
-        let was = h.status;
+        let (was, was_stage) = (h.status, h.stage);
         only_settable(&i.rest, &to_json(&h)?, |_| None)?;
         // Whether the task is set or the handler switched on (see `check`).
         let mut task_checked = false;
@@ -223,8 +223,10 @@ impl Handlers {
         h.updated_at = Timestamp::now();
         self.check(&h, task_checked)?;
         store::update(&mut tx, &h).await?;
-        if h.status == HandlerStatus::Archived && was != HandlerStatus::Archived {
-            deliveries::fail_archived(&mut tx, Some(id), h.updated_at).await?;
+        let archived = h.status == HandlerStatus::Archived && was != HandlerStatus::Archived;
+        let made_before = h.stage == Stage::Before && was_stage == Stage::After;
+        if archived || made_before {
+            deliveries::fail_uncalled(&mut tx, Some(id), h.updated_at).await?;
         }
         tx.commit().await?;
         self.changed();
@@ -398,7 +400,7 @@ impl Handlers {
             _ => {}
         }
         let mut tx = self.db.begin().await?;
-        refuse_if_archived(&mut tx, id).await?;
+        refuse_if_uncalled(&mut tx, id).await?;
         let n = deliveries::recover(&mut tx, id, since, until.unwrap_or(now), now).await?;
         self.commit_requeued(tx).await?;
         Ok(n)
@@ -429,7 +431,7 @@ impl Handlers {
     pub async fn retry_delivery(&self, id: i64) -> Result<Delivery, AppError> {
         let mut tx = self.db.begin().await?;
         if let Some(handlers_id) = deliveries::handler_of(&mut tx, id).await? {
-            refuse_if_archived(&mut tx, handlers_id).await?;
+            refuse_if_uncalled(&mut tx, handlers_id).await?;
         }
         match deliveries::retry(&mut tx, id, Timestamp::now()).await? {
             Retried::Requeued | Retried::MadeDue => {}
@@ -538,17 +540,23 @@ fn schedule(v: Vec<i64>) -> Result<Vec<u32>, AppError> {
         .collect()
 }
 
-/// Refuses to set deliveries of an archived handler going again: the engine sends
-/// nothing for it, so they would stay pending for ever, in the backlog gauges (archive
-/// failed them for that reason). The handler's row is held until the commit, so an
+/// Refuses to set deliveries of an archived or before handler going again: the engine
+/// sends nothing for it, so they would stay pending for ever, in the backlog gauges
+/// (archive, or the change of stage, failed them for that reason). The handler's row is held until the commit, so an
 /// archive on another server cannot come between the check and the write.
-async fn refuse_if_archived(tx: &mut billhook_store::Tx, id: i64) -> Result<(), AppError> {
-    let status = store::status_held(tx, id)
+async fn refuse_if_uncalled(tx: &mut billhook_store::Tx, id: i64) -> Result<(), AppError> {
+    let (status, stage) = store::status_held(tx, id)
         .await?
         .ok_or_else(|| AppError::not_found("handler", id))?;
     if status == HandlerStatus::Archived {
         return Err(AppError::InvalidTransition(format!(
             "handler {id} is archived and sends nothing: enable it first"
+        )));
+    }
+    if stage == Stage::Before {
+        return Err(AppError::InvalidTransition(format!(
+            "handler {id} is a before handler and takes no after deliveries: \
+             make it an after handler first"
         )));
     }
     Ok(())

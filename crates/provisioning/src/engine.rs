@@ -447,7 +447,9 @@ impl DeliveryEngine {
     ) -> Result<Finished, StoreError> {
         let (handler, secrets) = &**entry;
         let now = Timestamp::now();
-        if handler.status != HandlerStatus::Enabled {
+        if handler.status != HandlerStatus::Enabled || handler.stage != Stage::After {
+            // A handler made a before handler is not called with after payloads: the
+            // change fails its pending deliveries (see `deliveries::fail_uncalled`).
             let later = Outcome::Retry {
                 // Claimed just before its handler was disabled. The claim skips
                 // handlers that are not enabled, so it waits untouched from now on and
@@ -455,10 +457,13 @@ impl DeliveryEngine {
                 // copy of it is renewed: a stale copy of a handler that another process
                 // enabled again must not make us claim it in a loop.
                 next_at: now.add_duration(crate::handler_cache::FRESH_FOR),
-                error: format!(
-                    "handler is {}; waiting until it is enabled",
-                    handler.status.as_str()
-                ),
+                error: match handler.stage {
+                    Stage::After => format!(
+                        "handler is {}; waiting until it is enabled",
+                        handler.status.as_str()
+                    ),
+                    Stage::Before => "the handler became a before handler".into(),
+                },
             };
             return Ok(Finished {
                 lease: c.lease(),
@@ -517,8 +522,9 @@ const FLAG_EVERY_HEAD: Duration = Duration::from_secs(10);
 /// every [`FLAG_EVERY_HEAD`]: what a process that died between a commit and its look at
 /// the queues it touched left (see `deliveries::claim`). Wakes the claim when it flagged
 /// something. Fails the deliveries that a transaction begun before a handler's archive
-/// queued for it (see `deliveries::fail_archived`; on SQLite, whose one writer runs the
-/// two in turn, the archive's own transaction sees them all).
+/// queued for it, or for a handler made a before handler (see
+/// `deliveries::fail_uncalled`; on SQLite, whose one writer runs the two in turn, the
+/// change's own transaction sees them all).
 async fn keep_heads_flagged(db: Db, wake: Arc<Notify>) {
     if db.dialect != billhook_store::Dialect::Postgres {
         return;
@@ -532,17 +538,17 @@ async fn keep_heads_flagged(db: Db, wake: Arc<Notify>) {
             }
             Err(e) => tracing::warn!(error = %e, "walking the queues for their heads failed"),
         }
-        if let Err(e) = fail_archived(&db).await {
+        if let Err(e) = fail_uncalled(&db).await {
             tracing::warn!(error = %e, "failing the deliveries of archived handlers failed");
         }
         tokio::time::sleep(FLAG_EVERY_HEAD).await;
     }
 }
 
-/// [`deliveries::fail_archived`] over every archived handler.
-async fn fail_archived(db: &Db) -> Result<(), StoreError> {
+/// [`deliveries::fail_uncalled`] over every handler.
+async fn fail_uncalled(db: &Db) -> Result<(), StoreError> {
     let mut conn = db.write.acquire().await?;
-    deliveries::fail_archived(&mut conn, None, Timestamp::now()).await?;
+    deliveries::fail_uncalled(&mut conn, None, Timestamp::now()).await?;
     Ok(())
 }
 

@@ -574,22 +574,28 @@ pub async fn analyze_if_stale(db: &crate::Db) -> Result<Analyzed, StoreError> {
     })
 }
 
-/// Fails the pending deliveries of archived handlers (of `handlers_id` only, if given),
-/// in flight or not: an archived handler is called no more, and its deliveries would
-/// otherwise stay pending for ever, counted in the backlog and its age, and keep their
-/// events from being pruned. `recover` puts them back once it is enabled again. An
-/// outcome still to come from a call in flight finds its lease gone and is not written
-/// over this (its call is logged). Returns how many it failed.
-pub async fn fail_archived(
+/// Fails the pending deliveries of handlers that no longer take after deliveries:
+/// archived ones, and ones made before handlers (of `handlers_id` only, if given), in
+/// flight or not. Such a handler is called no more for them (a before handler would
+/// have got after payloads), and they would otherwise stay pending for ever, counted
+/// in the backlog and its age, and keep their events from being pruned. `recover` puts
+/// them back once it is an enabled after handler again. An outcome still to come from
+/// a call in flight finds its lease gone and is not written over this (its call is
+/// logged). Returns how many it failed.
+pub async fn fail_uncalled(
     conn: &mut Conn,
     handlers_id: Option<i64>,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
     let done = query(
-        "UPDATE deliveries SET status = 'failed', last_error = 'the handler was archived',
+        "UPDATE deliveries SET status = 'failed',
+           last_error = (SELECT CASE WHEN h.status = 'archived' THEN 'the handler was archived'
+                                ELSE 'the handler became a before handler' END
+                         FROM handlers h WHERE h.id = deliveries.handlers_id),
            next_at = $1, lease_until = 0, updated_at = $1
          WHERE status = 'pending' AND handlers_id IN (
-           SELECT id FROM handlers WHERE status = 'archived' AND ($2 = 0 OR id = $2))",
+           SELECT id FROM handlers
+           WHERE (status = 'archived' OR stage = 'before') AND ($2 = 0 OR id = $2))",
     )
     .bind(now.micros())
     .bind(handlers_id.unwrap_or(0))

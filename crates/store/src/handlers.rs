@@ -15,6 +15,14 @@ fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("handler {what} {v}"))
 }
 
+fn stage_of(text: &str) -> Result<Stage, StoreError> {
+    match text {
+        "before" => Ok(Stage::Before),
+        "after" => Ok(Stage::After),
+        _ => Err(corrupt("stage", text)),
+    }
+}
+
 fn from_row(row: &Row) -> Result<Handler, StoreError> {
     let status: String = row.try_get("status")?;
     let stage: String = row.try_get("stage")?;
@@ -26,11 +34,7 @@ fn from_row(row: &Row) -> Result<Handler, StoreError> {
         status: HandlerStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
         priority: row.try_get("priority")?,
         event: row.try_get("event")?,
-        stage: match stage.as_str() {
-            "before" => Stage::Before,
-            "after" => Stage::After,
-            _ => return Err(corrupt("stage", &stage)),
-        },
+        stage: stage_of(&stage)?,
         kind: HandlerType::parse(&kind).ok_or_else(|| corrupt("type", &kind))?,
         task: row.try_get("task")?,
         timeout_ms: u32::try_from(row.try_get::<i64, _>("timeout_ms")?).unwrap_or(u32::MAX),
@@ -73,19 +77,22 @@ pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Handler>, StoreError
     row.as_ref().map(from_row).transpose()
 }
 
-/// The status of handler `id`, its row held against change until the transaction ends
+/// The status and stage of handler `id`, its row held against change until the transaction ends
 /// on PostgreSQL (`FOR SHARE`: a concurrent archive waits, or is seen, and one after it
 /// sees what this transaction wrote); SQLite's one writer serialises them already.
-pub async fn status_held(conn: &mut Conn, id: i64) -> Result<Option<HandlerStatus>, StoreError> {
+pub async fn status_held(
+    conn: &mut Conn,
+    id: i64,
+) -> Result<Option<(HandlerStatus, Stage)>, StoreError> {
     let lock = if conn.is_postgres() { " FOR SHARE" } else { "" };
-    let sql = format!("SELECT status FROM handlers WHERE id = $1{lock}");
+    let sql = format!("SELECT status, stage FROM handlers WHERE id = $1{lock}");
     let Some(row) = query(&sql).bind(id).fetch_optional(conn).await? else {
         return Ok(None);
     };
-    let status: String = row.try_get(0)?;
-    HandlerStatus::parse(&status)
-        .map(Some)
-        .ok_or_else(|| StoreError::Corrupt(format!("handlers.status {status:?}")))
+    let (status, stage): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    let stage = stage_of(&stage)?;
+    let status = HandlerStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?;
+    Ok(Some((status, stage)))
 }
 
 /// Writes every field but the secrets.
