@@ -307,6 +307,12 @@ impl Server {
             .await
             .expect("GET /metrics");
         assert_eq!(resp.status().as_u16(), 200);
+        // Prometheus' text format, with its charset: label values may be any UTF-8.
+        let kind = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or(""));
+        assert_eq!(kind, Some("text/plain; version=0.0.4; charset=utf-8"));
         resp.text().await.expect("metrics text")
     }
 

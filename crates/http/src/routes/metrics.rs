@@ -66,7 +66,13 @@ pub async fn render(State(app): State<App>) -> impl IntoResponse {
     if let Some(w) = app.db.writer_stats() {
         writer(&mut out, w.busy, w.commits, w.transactions);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
 }
 
 /// A metric's HELP and TYPE lines.
