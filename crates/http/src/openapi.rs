@@ -885,6 +885,11 @@ pub fn document() -> Value {
                 e["description"] = json!(what);
                 responses.insert(code.into(), e);
             }
+            if method != "get" {
+                let mut e = error.clone();
+                e["description"] = json!("payload_too_large (a body over its route's limit)");
+                responses.insert("413".into(), e);
+            }
         }
         let mut op = json!({"tags": [tag], "summary": summary, "parameters": parameters,
                             "responses": responses});
