@@ -72,6 +72,13 @@ async fn an_event_shows_the_delivery_state_of_each_handler() {
     assert_eq!(w["attempts"], 1, "{w}");
     assert!(micros(&w["next_at"]) > micros(&w["updated_at"]) + 2_000_000_000);
 
+    // The same UUID in upper case (as another tool may show it) is the same event.
+    let upper = uid.to_ascii_uppercase();
+    let (st, same) = s.get(&format!("/api/v1/events/{upper}")).await;
+    assert_eq!((st, &same["event"]["uid"]), (200, &json!(uid)), "{same}");
+    let calls = executions(&s, &format!("event_uid={upper}")).await;
+    assert!(!calls.is_empty(), "the log by the upper-case uid");
+
     let (st, v) = s.get("/api/v1/events/no-such-uid").await;
     assert_eq!(st, 404, "{v}");
     assert_error(&v, "not_found");

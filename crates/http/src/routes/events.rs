@@ -64,6 +64,9 @@ async fn list(
 }
 
 async fn one(State(app): State<App>, Path(uid): Path<String>) -> ApiResult<Json<Value>> {
+    // Uids are stored as written, in lower case; a UUID is the same in upper case (a
+    // receiver's log or another tool may show it so).
+    let uid = uid.to_ascii_lowercase();
     if uid.contains('\0') {
         return Err(billhook_app::AppError::NotFound(format!("event {uid:?} not found")).into());
     }

@@ -187,7 +187,8 @@ async fn executions(
         events_id: f.events_id,
         stage: f.stage,
         object_id: f.object_id,
-        event_uid: f.event_uid,
+        // Stored in lower case, as `/events/{uid}` reads it.
+        event_uid: f.event_uid.map(|u| u.to_ascii_lowercase()),
         from: f.from,
         to: f.to,
         q: f.q,
