@@ -542,8 +542,9 @@ fn schedule(v: Vec<i64>) -> Result<Vec<u32>, AppError> {
 
 /// Refuses to set deliveries of an archived or before handler going again: the engine
 /// sends nothing for it, so they would stay pending for ever, in the backlog gauges
-/// (archive, or the change of stage, failed them for that reason). The handler's row is held until the commit, so an
-/// archive on another server cannot come between the check and the write.
+/// (archive, or the change of stage, failed them for that reason). The handler's row
+/// is held until the commit, so an archive on another server cannot come between the
+/// check and the write.
 async fn refuse_if_uncalled(tx: &mut billhook_store::Tx, id: i64) -> Result<(), AppError> {
     let (status, stage) = store::status_held(tx, id)
         .await?

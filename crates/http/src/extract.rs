@@ -15,14 +15,19 @@ use crate::ApiError;
 /// constant), which no route's body comes near.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
+/// A body over its route's `limit` (bytes): 413.
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError(AppError::TooLarge(format!(
+        "the body is over the limit of {} MiB",
+        limit >> 20
+    )))
+}
+
 /// The error of a body that could not be read, with `status` the rejection's: over
-/// `limit` bytes, a 413 saying so; otherwise a 400 with `text`.
+/// `limit` bytes, a 413 ([`too_large`]); otherwise a 400 with `text`.
 pub fn body_error(status: StatusCode, text: &str, limit: usize) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError(AppError::TooLarge(format!(
-            "the body is over the limit of {} MiB",
-            limit >> 20
-        )));
+        return too_large(limit);
     }
     ApiError::bad_request(format!("cannot read the body: {text}"))
 }

@@ -130,10 +130,11 @@ pub struct TestVerdict {
 const READ_ONLY: &[&str] = &["id", "created_at", "updated_at", "balance"];
 
 /// Judges a handler's answer to a test call with `data`. A before handler's, by the
-/// rules of a real call: `{"allow": false}`, a 4xx or a script's non-zero exit forbid; a broken answer,
-/// or a change to a field no request sets ([`READ_ONLY`]), is a failure. A test has no
-/// request, so which of the other fields it could set, and how the result would be
-/// checked, are unknown: their changes are shown in `modified`, not judged.
+/// rules of a real call: `{"allow": false}`, a 4xx or a script's non-zero exit forbid;
+/// a broken answer, or a change to a field no request sets ([`READ_ONLY`]), is a
+/// failure. A test has no request, so which of the other fields it could set, and how
+/// the result would be checked, are unknown: their changes are shown in `modified`,
+/// not judged.
 pub fn judge_test(stage: Stage, o: &CallOutcome, data: &Value) -> TestVerdict {
     if stage == Stage::After {
         // An after handler's answer is judged by its status alone, as a delivery's is.

@@ -462,7 +462,7 @@ impl DeliveryEngine {
                         "handler is {}; waiting until it is enabled",
                         handler.status.as_str()
                     ),
-                    Stage::Before => "the handler became a before handler".into(),
+                    Stage::Before => deliveries::MADE_BEFORE.into(),
                 },
             };
             return Ok(Finished {

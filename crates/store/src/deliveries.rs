@@ -574,6 +574,11 @@ pub async fn analyze_if_stale(db: &crate::Db) -> Result<Analyzed, StoreError> {
     })
 }
 
+/// Why [`fail_uncalled`] failed a delivery of an archived handler.
+pub const ARCHIVED: &str = "the handler was archived";
+/// Why [`fail_uncalled`] failed a delivery of a handler made a before handler.
+pub const MADE_BEFORE: &str = "the handler became a before handler";
+
 /// Fails the pending deliveries of handlers that no longer take after deliveries:
 /// archived ones, and ones made before handlers (of `handlers_id` only, if given), in
 /// flight or not. Such a handler is called no more for them (a before handler would
@@ -587,20 +592,24 @@ pub async fn fail_uncalled(
     handlers_id: Option<i64>,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let done = query(
-        "UPDATE deliveries SET status = 'failed',
-           last_error = (SELECT CASE WHEN h.status = 'archived' THEN 'the handler was archived'
-                                ELSE 'the handler became a before handler' END
-                         FROM handlers h WHERE h.id = deliveries.handlers_id),
-           next_at = $1, lease_until = 0, updated_at = $1
-         WHERE status = 'pending' AND handlers_id IN (
-           SELECT id FROM handlers
-           WHERE (status = 'archived' OR stage = 'before') AND ($2 = 0 OR id = $2))",
-    )
-    .bind(now.micros())
-    .bind(handlers_id.unwrap_or(0))
-    .execute(conn)
-    .await?;
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "UPDATE deliveries SET status = 'failed',
+               last_error = (SELECT CASE WHEN h.status = 'archived' THEN '{ARCHIVED}'
+                                    ELSE '{MADE_BEFORE}' END
+                             FROM handlers h WHERE h.id = deliveries.handlers_id),
+               next_at = $1, lease_until = 0, updated_at = $1
+             WHERE status = 'pending' AND handlers_id IN (
+               SELECT id FROM handlers
+               WHERE (status = 'archived' OR stage = 'before') AND ($2 = 0 OR id = $2))"
+        )
+    });
+    let done = query(sql)
+        .bind(now.micros())
+        .bind(handlers_id.unwrap_or(0))
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected())
 }
 

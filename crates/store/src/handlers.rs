@@ -2,7 +2,7 @@
 
 use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::catalogue::Stage;
-use billhook_domain::entities::{Handler, HandlerStatus, HandlerType, OnFailure};
+use billhook_domain::entities::{Handler, HandlerStatus, HandlerType, OnFailure, Wire};
 use billhook_domain::Timestamp;
 
 use crate::db::for_update;
@@ -13,14 +13,6 @@ const COLUMNS: &str = "id, name, status, priority, event, stage, type, task, tim
 
 fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("handler {what} {v}"))
-}
-
-fn stage_of(text: &str) -> Result<Stage, StoreError> {
-    match text {
-        "before" => Ok(Stage::Before),
-        "after" => Ok(Stage::After),
-        _ => Err(corrupt("stage", text)),
-    }
 }
 
 fn from_row(row: &Row) -> Result<Handler, StoreError> {
@@ -34,7 +26,7 @@ fn from_row(row: &Row) -> Result<Handler, StoreError> {
         status: HandlerStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
         priority: row.try_get("priority")?,
         event: row.try_get("event")?,
-        stage: stage_of(&stage)?,
+        stage: Stage::parse(&stage).ok_or_else(|| corrupt("stage", &stage))?,
         kind: HandlerType::parse(&kind).ok_or_else(|| corrupt("type", &kind))?,
         task: row.try_get("task")?,
         timeout_ms: u32::try_from(row.try_get::<i64, _>("timeout_ms")?).unwrap_or(u32::MAX),
@@ -77,9 +69,10 @@ pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Handler>, StoreError
     row.as_ref().map(from_row).transpose()
 }
 
-/// The status and stage of handler `id`, its row held against change until the transaction ends
-/// on PostgreSQL (`FOR SHARE`: a concurrent archive waits, or is seen, and one after it
-/// sees what this transaction wrote); SQLite's one writer serialises them already.
+/// The status and stage of handler `id`, its row held against change until the
+/// transaction ends on PostgreSQL (`FOR SHARE`: a concurrent archive waits, or is seen,
+/// and one after it sees what this transaction wrote); SQLite's one writer serialises
+/// them already.
 pub async fn status_held(
     conn: &mut Conn,
     id: i64,
@@ -90,9 +83,21 @@ pub async fn status_held(
         return Ok(None);
     };
     let (status, stage): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-    let stage = stage_of(&stage)?;
-    let status = HandlerStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?;
-    Ok(Some((status, stage)))
+    Ok(Some((
+        HandlerStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        Stage::parse(&stage).ok_or_else(|| corrupt("stage", &stage))?,
+    )))
+}
+
+/// SQL: whether the handler pattern in `column` matches the event name `event` (an
+/// expression, used twice): `*`, the name itself, or its group's `group.*`. A `_` in a
+/// group's name matches any character in LIKE, so also itself: the catalogue's names
+/// differ by more than that.
+pub(crate) fn pattern_matches(column: &str, event: &str) -> String {
+    format!(
+        "({column} = '*' OR {column} = {event}
+          OR ({column} LIKE '%.*' AND {event} LIKE REPLACE({column}, '*', '%')))"
+    )
 }
 
 /// Writes every field but the secrets.
@@ -252,10 +257,9 @@ pub async fn list(
         None => filter.add("status <> ?", vec![Bind::Text("archived".into())]),
     };
     if let Some(e) = &q.matches {
-        // As the outbox matches (a group pattern is `group.*`; `_` in a group name
-        // matches itself among the catalogue's ids).
+        // The rule the outbox matches by: `?` twice, the event bound to each.
         filter.add(
-            "(event = ? OR event = '*' OR (event LIKE '%.*' AND ? LIKE REPLACE(event, '*', '%')))",
+            &pattern_matches("event", "?"),
             vec![Bind::Text(e.clone()), Bind::Text(e.clone())],
         );
     }

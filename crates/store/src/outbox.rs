@@ -239,7 +239,7 @@ const INSERT_EVENT: &str =
 /// The enabled after handlers `h` whose pattern matches the event name in `event`.
 fn matching_handlers(event: &str) -> String {
     format!(
-        "h.status = 'enabled' AND h.stage = 'after' AND (h.event = '*' OR h.event = {event}
-           OR (h.event LIKE '%.*' AND {event} LIKE REPLACE(h.event, '*', '%')))"
+        "h.status = 'enabled' AND h.stage = 'after' AND {}",
+        crate::handlers::pattern_matches("h.event", event)
     )
 }
