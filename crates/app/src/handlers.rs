@@ -8,7 +8,7 @@ use billhook_domain::catalogue::{self, Stage, EVENT_TYPES};
 use billhook_domain::entities::{
     check_script_name, Handler, HandlerStatus, HandlerType, OnFailure, DEFAULT_RETRY_SCHEDULE,
 };
-use billhook_domain::Timestamp;
+use billhook_domain::{FieldErrors, Timestamp};
 use billhook_provisioning::before::{self, BeforeChain};
 use billhook_provisioning::caller::{self, CallMeta};
 use billhook_provisioning::{signing, Caller, HandlerCache};
@@ -22,7 +22,7 @@ use billhook_store::{events, Db, Page, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::input::{only_settable, required};
+use crate::input::{not_null, nullable, only_fields, only_settable, required};
 use crate::pipeline::to_json;
 use crate::queries::List;
 use crate::AppError;
@@ -30,24 +30,48 @@ use crate::AppError;
 /// How long a rotated-out secret keeps signing.
 const OLD_SECRET_GRACE_SECONDS: i64 = 24 * 3600;
 
-/// Body of `POST /handlers` and `PATCH /handlers/{id}`.
+/// Body of `POST /handlers` and `PATCH /handlers/{id}`. Each field tells an absent one
+/// (`None`) from a `null` (`Some(None)`): a create takes `null` for the default (or "is
+/// required"), a PATCH refuses it (no handler field can be empty; it answered 200 and
+/// changed nothing).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct HandlerInput {
-    pub name: Option<String>,
-    pub status: Option<HandlerStatus>,
-    pub priority: Option<i64>,
-    pub event: Option<String>,
-    pub stage: Option<Stage>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<HandlerStatus>)]
+    pub status: Option<Option<HandlerStatus>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub priority: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub event: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Stage>)]
+    pub stage: Option<Option<Stage>>,
     #[serde(rename = "type")]
-    pub kind: Option<HandlerType>,
-    pub task: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<HandlerType>)]
+    pub kind: Option<Option<HandlerType>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub task: Option<Option<String>>,
     /// Wider than the handler's: a negative or huge value is a 422 on the field, like
     /// one out of range, not serde's "expected u32" (on `retry_schedule[0]`).
-    pub timeout_ms: Option<i64>,
-    pub on_failure: Option<OnFailure>,
-    pub retry_schedule: Option<Vec<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub timeout_ms: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<OnFailure>)]
+    pub on_failure: Option<Option<OnFailure>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<i64>>)]
+    pub retry_schedule: Option<Option<Vec<i64>>>,
     /// The rest of the body: a PATCH refuses it unless sent back as read (see
-    /// `only_settable`); a POST ignores it, like the other creates.
+    /// `only_settable`); a POST refuses a field a handler does not have (a misspelt
+    /// `retry_shedule` created a handler on the default schedule).
     #[serde(flatten)]
     #[schema(ignore)]
     pub rest: serde_json::Map<String, Value>,
@@ -139,21 +163,25 @@ impl Handlers {
         let now = Timestamp::now();
         let mut h = Handler {
             id: 0,
-            name: required(i.name, "name")?,
-            status: i.status.unwrap_or(HandlerStatus::Enabled),
-            priority: i.priority.unwrap_or(100),
-            event: required(i.event, "event")?,
-            stage: i.stage.unwrap_or(Stage::After),
-            kind: i.kind.unwrap_or(HandlerType::Http),
-            task: required(i.task, "task")?,
-            timeout_ms: i.timeout_ms.map_or(Ok(5000), timeout)?,
-            on_failure: i.on_failure.unwrap_or(OnFailure::Forbid),
+            name: required(i.name.flatten(), "name")?,
+            status: i.status.flatten().unwrap_or(HandlerStatus::Enabled),
+            priority: i.priority.flatten().unwrap_or(100),
+            event: required(i.event.flatten(), "event")?,
+            stage: i.stage.flatten().unwrap_or(Stage::After),
+            kind: i.kind.flatten().unwrap_or(HandlerType::Http),
+            task: required(i.task.flatten(), "task")?,
+            timeout_ms: i.timeout_ms.flatten().map_or(Ok(5000), timeout)?,
+            on_failure: i.on_failure.flatten().unwrap_or(OnFailure::Forbid),
             retry_schedule: i
                 .retry_schedule
+                .flatten()
                 .map_or_else(|| Ok(DEFAULT_RETRY_SCHEDULE.to_vec()), schedule)?,
             created_at: now,
             updated_at: now,
         };
+        only_fields(&i.rest, &to_json(&h)?, |key| {
+            (key == "secret").then_some("is made by billhook: see /handlers/{id}/secret/rotate")
+        })?;
         self.check(&h, true)?;
         let secret = signing::new_secret();
         let mut tx = self.db.begin().await?;
@@ -185,39 +213,55 @@ impl Handlers {
             .ok_or_else(|| AppError::not_found("handler", id))?;
         let (was, was_stage) = (h.status, h.stage);
         only_settable(&i.rest, &to_json(&h)?, |_| None)?;
+        let mut nulls = FieldErrors::new();
+        let (name, status, priority, event, stage) = (
+            not_null(i.name, "name", &mut nulls),
+            not_null(i.status, "status", &mut nulls),
+            not_null(i.priority, "priority", &mut nulls),
+            not_null(i.event, "event", &mut nulls),
+            not_null(i.stage, "stage", &mut nulls),
+        );
+        let (kind, task, timeout_ms, on_failure, retry_schedule) = (
+            not_null(i.kind, "type", &mut nulls),
+            not_null(i.task, "task", &mut nulls),
+            not_null(i.timeout_ms, "timeout_ms", &mut nulls),
+            not_null(i.on_failure, "on_failure", &mut nulls),
+            not_null(i.retry_schedule, "retry_schedule", &mut nulls),
+        );
+        nulls.into_result()?;
         // Whether the task is set or the handler switched on (see `check`).
         let mut task_checked = false;
-        if let Some(v) = i.name {
+        if let Some(v) = name {
             h.name = v;
         }
-        if let Some(v) = i.status {
+        if let Some(v) = status {
             task_checked |= v == HandlerStatus::Enabled && h.status != HandlerStatus::Enabled;
             h.status = v;
         }
-        if let Some(v) = i.priority {
+        if let Some(v) = priority {
             h.priority = v;
         }
-        if let Some(v) = i.event {
+        if let Some(v) = event {
             h.event = v;
         }
-        if let Some(v) = i.stage {
+        if let Some(v) = stage {
             h.stage = v;
         }
-        if let Some(v) = i.kind {
+        if let Some(v) = kind {
             task_checked |= v != h.kind;
             h.kind = v;
         }
-        if let Some(v) = i.task {
+        if let Some(v) = task {
             task_checked |= v != h.task;
             h.task = v;
         }
-        if let Some(v) = i.timeout_ms {
+        if let Some(v) = timeout_ms {
             h.timeout_ms = timeout(v)?;
         }
-        if let Some(v) = i.on_failure {
+        if let Some(v) = on_failure {
             h.on_failure = v;
         }
-        if let Some(v) = i.retry_schedule {
+        if let Some(v) = retry_schedule {
             h.retry_schedule = schedule(v)?;
         }
         h.updated_at = Timestamp::now();
@@ -238,7 +282,7 @@ impl Handlers {
         self.update(
             id,
             HandlerInput {
-                status: Some(status),
+                status: Some(Some(status)),
                 ..HandlerInput::default()
             },
         )

@@ -96,3 +96,36 @@ pub fn only_settable(
     }
     Ok(errors.into_result()?)
 }
+
+/// Refuses what a create's body holds beyond the fields it sets (`rest`): a field the
+/// object (`fields_of`, one made from the body) does not have, 422 naming each (it was
+/// ignored, with a 201, and a misspelt setting silently took its default; `hint` may say
+/// more). Its read-only fields pass: a body read and sent back makes a copy.
+pub fn only_fields(
+    rest: &Map<String, Value>,
+    fields_of: &Value,
+    hint: impl Fn(&str) -> Option<&'static str>,
+) -> Result<(), AppError> {
+    let mut errors = FieldErrors::new();
+    for key in rest
+        .keys()
+        .filter(|key| fields_of.get(key.as_str()).is_none())
+    {
+        let message = hint(key).unwrap_or("is not a field of this object");
+        errors.add(key, message.to_string());
+    }
+    Ok(errors.into_result()?)
+}
+
+/// A PATCH field that cannot be empty: absent is `None`; `null` is an error on `field`
+/// in `errors` (and `None`), not a change quietly not made.
+pub fn not_null<T>(value: Option<Option<T>>, field: &str, errors: &mut FieldErrors) -> Option<T> {
+    match value {
+        Some(None) => {
+            errors.add(field, "cannot be null".to_string());
+            None
+        }
+        Some(v) => v,
+        None => None,
+    }
+}

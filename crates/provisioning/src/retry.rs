@@ -7,10 +7,15 @@ use rand::Rng;
 /// The longest `Retry-After` honoured: a receiver cannot park a delivery for days.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+/// The shortest: a receiver answering `Retry-After: 0` (or a date already past, its
+/// clock behind) to every attempt spent the whole schedule in a fraction of a second and
+/// left the delivery failed.
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// The delay before the next attempt after `attempts_done` failed ones, or `None` when
 /// the schedule is exhausted. The schedule's delay gets ±20 % jitter so that a receiver
 /// coming back up is not hit by every delivery at the same instant; a `Retry-After`
-/// (429/503) replaces it, capped at an hour.
+/// (429/503) replaces it, held between a second and an hour.
 pub fn next_delay(
     schedule: &[u32],
     attempts_done: usize,
@@ -18,17 +23,19 @@ pub fn next_delay(
 ) -> Option<Duration> {
     let base = *schedule.get(attempts_done.checked_sub(1)?)?;
     if let Some(after) = retry_after {
-        return Some(after.min(MAX_RETRY_AFTER));
+        return Some(after.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER));
     }
     let jitter = rand::thread_rng().gen_range(0.8..=1.2);
     Some(Duration::from_secs_f64(f64::from(base) * jitter))
 }
 
 /// Parses `Retry-After`: delay seconds, or an HTTP date (a date in the past means now).
+/// Seconds too many for a number are as many as can be (capped later like any long
+/// delay), not a header ignored.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -65,6 +72,11 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-5"), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 
     #[test]
@@ -77,6 +89,15 @@ mod tests {
         assert_eq!(
             next_delay(&s, 1, Some(Duration::from_secs(99_999))),
             Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            next_delay(&s, 1, Some(Duration::from_secs(u64::MAX))),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            next_delay(&s, 1, Some(Duration::ZERO)),
+            Some(MIN_RETRY_AFTER),
+            "not at once"
         );
         assert_eq!(next_delay(&s, 2, Some(Duration::from_secs(1))), None);
     }

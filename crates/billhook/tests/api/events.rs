@@ -302,8 +302,17 @@ async fn the_log_filters_by_event_object_and_time() {
     assert_eq!((v["total"].as_i64(), &v["items"][0]), (Some(1), &all[3]));
     let v = list(&s, &format!("events_id=clients.update&object_id={b}")).await;
     assert_eq!(v["total"], 0);
-    let v = list(&s, "events_id=no.such.event").await;
-    assert_eq!(v["total"], 0);
+    // An event id not in the catalogue is a typo, not a filter matching nothing.
+    let (st, v) = s.get("/api/v1/events?events_id=no.such.event").await;
+    assert_eq!(st, 400, "{v}");
+    assert_error(&v, "bad_request");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events_id"),
+        "{v}"
+    );
 
     // `from` and `to` are inclusive bounds on `event.dt`.
     let dt = |e: &Value| e["event"]["dt"].as_str().expect("dt").to_string();

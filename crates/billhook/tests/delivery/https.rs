@@ -1,7 +1,8 @@
 //! HTTPS handlers: a receiver on `https://127.0.0.1` with a certificate of a private CA
 //! gets its events, signed, once the server trusts that CA (`handler_ca_file`); a server
-//! that does not trust it refuses the certificate and logs why, and a CA file that holds
-//! no certificate stops the server at start.
+//! that does not trust it refuses the certificate and logs why; a self-signed endpoint's
+//! certificate marked as a CA (as `openssl req -x509` makes it) in the file is trusted
+//! for its own names; and a CA file that holds no certificate stops the server at start.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -55,6 +56,52 @@ async fn an_https_handler_gets_its_events_when_its_ca_is_trusted() {
         "the refusal names the certificate: {error}"
     );
     assert_eq!(r.hits().len(), 1, "nothing more reached the receiver");
+}
+
+/// A certificate signed by itself and marked as a CA, for `names` (DNS names, or IP
+/// addresses): (certificate, key), PEM.
+fn self_signed_ca_marked(names: &[&str]) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let mut params = CertificateParams::new(names).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// webpki refuses a CA as an endpoint's own certificate; one from the operator's file is
+/// trusted as it is, but only for the names it holds.
+#[tokio::test]
+async fn a_self_signed_endpoint_certificate_marked_as_a_ca_is_trusted_for_its_names() {
+    let (cert, key) = self_signed_ca_marked(&["localhost", "127.0.0.1"]);
+    let (other_cert, other_key) = self_signed_ca_marked(&["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("endpoints.pem");
+    std::fs::write(&ca_file, format!("{cert}{other_cert}")).unwrap();
+    let r = Receiver::start_tls(&cert, &key).await;
+    // In the file too, but not for the address it is called at.
+    let misnamed = Receiver::start_tls(&other_cert, &other_key).await;
+
+    let s = Server::start_with(vec![(
+        "BILLHOOK_HANDLER_CA_FILE",
+        ca_file.to_str().unwrap(),
+    )])
+    .await;
+    let h = http_handler(&s, "clients.create", &r.url("/hook"), &[0]).await;
+    let m = http_handler(&s, "clients.create", &misnamed.url("/hook"), &[]).await;
+    let id = client(&s, "Self-signed").await;
+    let hits = r.wait_hits("/hook", 1, 30).await;
+    assert_eq!(hits[0].json["data"]["id"], id);
+    wait_deliveries(&s, h["id"].as_i64().unwrap(), "succeeded", 1, 30).await;
+
+    let failed = wait_deliveries(&s, m["id"].as_i64().unwrap(), "failed", 1, 30).await;
+    let error = failed[0]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("certificate") || error.contains("Certificate"),
+        "a certificate not for 127.0.0.1 is refused, and says so: {error}"
+    );
+    assert!(misnamed.hits().is_empty(), "nothing reached it");
 }
 
 #[test]

@@ -347,6 +347,13 @@ async fn list_filters_refuse_words_outside_their_set() {
         ("/api/v1/handlers?status=on", "enabled, disabled, archived"),
         ("/api/v1/handlers?type=webhook", "http, script"),
         ("/api/v1/handlers?stage=during", "before, after"),
+        // An event id outside the catalogue (a typo listed nothing, "none happened").
+        (
+            "/api/v1/executions?events_id=clients.creat",
+            "not an event id",
+        ),
+        ("/api/v1/events?events_id=client.create", "not an event id"),
+        ("/api/v1/handlers?event=clients.creat", "`clients.*`"),
     ] {
         let (st, v) = s.get(path).await;
         assert_eq!(st, 400, "{path}: {v}");
@@ -357,7 +364,9 @@ async fn list_filters_refuse_words_outside_their_set() {
     for path in [
         "/api/v1/executions?status=&stage=",
         "/api/v1/deliveries?status=",
-        "/api/v1/handlers?status=&type=&stage=",
+        "/api/v1/handlers?status=&type=&stage=&event=&matches=",
+        "/api/v1/executions?events_id=",
+        "/api/v1/events?events_id=",
     ] {
         let (st, v) = s.get(path).await;
         assert_eq!(st, 200, "{path}: {v}");

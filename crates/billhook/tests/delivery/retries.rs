@@ -1,5 +1,5 @@
 //! Failed attempts: retried by the schedule (with jitter) under the same `webhook-id`,
-//! `Retry-After` of 429/503 honoured (capped at an hour), exhaustion to `failed`, and
+//! `Retry-After` of 429/503 honoured (held between a second and an hour), exhaustion to `failed`, and
 //! the manual retry and recovery.
 
 use std::time::Duration;
@@ -85,6 +85,18 @@ async fn retry_after_of_429_and_503_is_honoured() {
         gap >= Duration::from_secs(1),
         "503 Retry-After: 1 honoured: next attempt after {gap:?}"
     );
+
+    // "Now" is held to a second: answered to every attempt, it spent the whole
+    // schedule in a fraction of a second.
+    r.fail(1, 429, Some("0"));
+    rename(&s, c, "Busy 3").await;
+    let hits = r.wait_hits("/h", 6, 30).await;
+    assert_eq!(hits[4].uid(), hits[5].uid());
+    let gap = hits[5].at - hits[4].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "429 Retry-After: 0 held to a second: next attempt after {gap:?}"
+    );
 }
 
 #[tokio::test]
@@ -96,6 +108,10 @@ async fn the_next_attempt_follows_the_schedule_with_jitter_and_retry_after_is_ca
     let capped = Receiver::start().await;
     capped.fail(5, 429, Some("99999"));
     let h2 = http_handler(&s, "clients.create", &capped.url("/capped"), &[1, 1]).await;
+    // Seconds beyond any number: capped as well, not ignored for the schedule's 1 s.
+    let huge = Receiver::start().await;
+    huge.fail(5, 503, Some("99999999999999999999999"));
+    let h3 = http_handler(&s, "clients.create", &huge.url("/huge"), &[1, 1]).await;
     let timed = Receiver::start().await;
     timed.fail(1, 500, None);
     http_handler(&s, "clients.create", &timed.url("/timed"), &[2]).await;
@@ -110,7 +126,12 @@ async fn the_next_attempt_follows_the_schedule_with_jitter_and_retry_after_is_ca
     );
     plain.wait_hits("/plain", 1, 30).await;
     capped.wait_hits("/capped", 1, 30).await;
-    for (h, low, high) in [(&h1, 8.0, 12.0), (&h2, 3590.0, 3610.0)] {
+    huge.wait_hits("/huge", 1, 30).await;
+    for (h, low, high) in [
+        (&h1, 8.0, 12.0),
+        (&h2, 3590.0, 3610.0),
+        (&h3, 3590.0, 3610.0),
+    ] {
         let id = h["id"].as_i64().unwrap();
         let d = crate::harness::wait_for(30, "the first attempt recorded", || async {
             let d = delivery_of(&s, id, &uid).await;

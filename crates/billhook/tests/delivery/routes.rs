@@ -307,7 +307,19 @@ async fn the_list_filters_by_status_event_type_and_stage_and_hides_archived() {
         ids(&list("matches=email_rates_manager.import").await),
         vec![email["id"].clone(), all_events["id"].clone()]
     );
-    for bad in ["matches=dids.*", "matches=nope.nope"] {
+    // Every event filter is checked as `matches` is: a typo listed nothing, which reads
+    // as "no such handler".
+    assert_eq!(
+        ids(&list("event=email_rates_manager.*").await),
+        vec![email["id"].clone()]
+    );
+    for bad in [
+        "matches=dids.*",
+        "matches=nope.nope",
+        "event=nope.nope",
+        "event=clients.creat",
+        "event=nope.*",
+    ] {
         let (st, v) = s.get(&format!("{HANDLERS}?{bad}")).await;
         assert_eq!(st, 400, "{bad}: {v}");
         assert_error(&v, "bad_request");
@@ -394,12 +406,59 @@ async fn a_patch_refuses_a_field_the_handler_lacks() {
         assert_eq!(st, 422, "{v}");
         assert!(v["error"]["data"]["fields"][field].is_string(), "{v}");
     }
+    // `null` for a field no handler can be without: refused, not a 200 changing nothing.
+    let (st, v) = s
+        .patch(&p, json!({"timeout_ms": null, "task": null, "name": "new"}))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    for field in ["timeout_ms", "task"] {
+        assert_eq!(v["error"]["data"]["fields"][field], "cannot be null", "{v}");
+    }
     let (_, after) = s.get(&p).await;
     assert_eq!(after, before, "nothing changed");
     let mut read = after;
     read["name"] = json!("new");
     let (st, v) = s.patch(&p, read).await;
     assert_eq!((st, &v["name"]), (200, &json!("new")), "{v}");
+}
+
+/// A create refuses a field a handler does not have: a misspelt `retry_shedule` made a
+/// handler on the default schedule of about 27 hours, with a 201. A handler read and
+/// sent back makes a copy (its read-only fields pass), and `null` takes a default.
+#[tokio::test]
+async fn a_create_refuses_a_field_the_handler_lacks() {
+    let s = Server::start().await;
+    let (st, v) = s
+        .post(
+            HANDLERS,
+            json!({"name": "typo", "event": "clients.create", "task": "http://127.0.0.1:9/a",
+                   "retry_shedule": [1, 1], "timeout": 100, "secret": "whsec_x"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_error(&v, "validation_failed");
+    for field in ["retry_shedule", "timeout", "secret"] {
+        assert!(
+            v["error"]["data"]["fields"][field].is_string(),
+            "{field}: {v}"
+        );
+    }
+    let (_, list) = s.get(&format!("{HANDLERS}?status=enabled")).await;
+    assert_eq!(list["total"], 0, "nothing was made: {list}");
+
+    let h = create_handler(
+        &s,
+        json!({"name": "orig", "event": "clients.create", "task": "http://127.0.0.1:9/a",
+               "timeout_ms": null, "retry_schedule": [1, 2]}),
+    )
+    .await;
+    assert_eq!(h["timeout_ms"], 5000, "null is the default: {h}");
+    let (_, mut copy) = s.get(&path(&h["id"], "")).await;
+    copy["name"] = json!("copy");
+    let (st, v) = s.post(HANDLERS, copy).await;
+    assert_eq!(st, 201, "{v}");
+    assert_ne!(v["id"], h["id"], "a new handler: {v}");
+    assert_eq!(v["retry_schedule"], json!([1, 2]), "{v}");
 }
 
 #[tokio::test]

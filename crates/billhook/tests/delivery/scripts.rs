@@ -246,7 +246,8 @@ async fn a_script_past_its_timeout_is_killed_and_the_attempt_fails() {
     let out = tempfile::tempdir().unwrap();
     let late = out.path().join("late");
     let script = format!(
-        "#!/bin/sh\ncat > /dev/null\nsleep 3\ntouch '{}'\n",
+        "#!/bin/sh\ncat > /dev/null\necho 'step 1 done'\necho 'stuck at step 2' >&2\n\
+         sleep 3\ntouch '{}'\n",
         late.display()
     );
     write_script_in(&sc.dir, "slow.sh", &script, true);
@@ -263,7 +264,13 @@ async fn a_script_past_its_timeout_is_killed_and_the_attempt_fails() {
     let log = executions(s, &format!("handlers_id={id}")).await;
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0]["status"], "fail");
-    assert!(log[0]["error"].is_string(), "{}", log[0]);
+    // What it wrote before it was killed shows where it hung.
+    assert_eq!(
+        log[0]["error"], "timeout after 300 ms: script killed: stuck at step 2",
+        "{}",
+        log[0]
+    );
+    assert_eq!(log[0]["response_body"], "step 1 done\n", "{}", log[0]);
     let took = log[0]["duration_ms"].as_i64().unwrap();
     assert!(
         took < 2000,
@@ -272,6 +279,40 @@ async fn a_script_past_its_timeout_is_killed_and_the_attempt_fails() {
     // The whole script was killed: it never gets to its last line.
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     assert!(!late.exists(), "the script kept running after its timeout");
+}
+
+/// A script that exits 0 after starting something in the background (which keeps its
+/// stdout open) succeeds when it exits: it is neither held until its timeout, failed and
+/// run again, nor is what it started killed.
+#[tokio::test]
+async fn a_script_that_leaves_work_in_the_background_succeeds_when_it_exits() {
+    let sc = default_dir().await;
+    let s = &sc.s;
+    let out = tempfile::tempdir().unwrap();
+    let later = out.path().join("later");
+    let script = format!(
+        "#!/bin/sh\ncat > /dev/null\n(sleep 2; touch '{}') &\necho started\nexit 0\n",
+        later.display()
+    );
+    write_script_in(&sc.dir, "spawns.sh", &script, true);
+    let h = create_handler(
+        s,
+        json!({"name": "spawns", "event": "clients.create", "type": "script",
+               "task": "spawns.sh", "timeout_ms": 5000, "retry_schedule": [1]}),
+    )
+    .await;
+    let id = h["id"].as_i64().unwrap();
+    client(s, "Background work").await;
+    let done = wait_deliveries(s, id, "succeeded", 1, 30).await;
+    assert_eq!(done[0]["attempts"], 1, "{}", done[0]);
+    let log = executions(s, &format!("handlers_id={id}")).await;
+    assert_eq!(log.len(), 1, "one call: {log:?}");
+    assert_eq!(log[0]["status"], "success", "{}", log[0]);
+    assert_eq!(log[0]["response_status"], 0, "{}", log[0]);
+    assert_eq!(log[0]["response_body"], "started\n", "{}", log[0]);
+    let took = log[0]["duration_ms"].as_i64().unwrap();
+    assert!(took < 1500, "done when the script exited: {took} ms");
+    wait_file(out.path(), "later").await;
 }
 
 /// A script killed by a signal says which one, and what it wrote to stderr.

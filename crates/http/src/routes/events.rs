@@ -7,7 +7,7 @@ use billhook_domain::catalogue::EVENT_TYPES;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{query_num, query_time, ApiResult, Paging};
+use super::{query_event, query_num, query_time, ApiResult, Paging};
 use crate::extract::ApiQuery;
 
 pub fn routes() -> Router<App> {
@@ -37,6 +37,7 @@ async fn event_types() -> Json<Value> {
 
 #[derive(Deserialize)]
 struct Filter {
+    #[serde(default, deserialize_with = "query_event")]
     events_id: Option<String>,
     #[serde(default, deserialize_with = "query_num")]
     object_id: Option<i64>,

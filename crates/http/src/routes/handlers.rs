@@ -11,9 +11,11 @@ use billhook_domain::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{created, query_num, query_search, query_time, query_wire, ApiResult, Paging};
+use super::{
+    created, query_event, query_num, query_pattern, query_search, query_time, query_wire,
+    ApiResult, Paging,
+};
 use crate::extract::{ApiJson, ApiQuery, Id};
-use crate::ApiError;
 
 pub fn routes() -> Router<App> {
     let mut router = Router::new()
@@ -52,8 +54,10 @@ async fn create(
 struct Filter {
     #[serde(default, deserialize_with = "query_wire")]
     status: Option<HandlerStatus>,
+    #[serde(default, deserialize_with = "query_pattern")]
     event: Option<String>,
     /// An event id: the handlers it would call (see `HandlerQuery::matches`).
+    #[serde(default, deserialize_with = "query_event")]
     matches: Option<String>,
     #[serde(rename = "type", default, deserialize_with = "query_wire")]
     kind: Option<HandlerType>,
@@ -67,18 +71,10 @@ async fn list(
     State(app): State<App>,
     ApiQuery(f): ApiQuery<Filter>,
 ) -> ApiResult<Json<List<Handler>>> {
-    let matches = f.matches.filter(|m| !m.is_empty());
-    if let Some(m) = &matches {
-        if billhook_domain::catalogue::find(m).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "query string: matches: {m:?} is not an event id"
-            )));
-        }
-    }
     let q = HandlerQuery {
         status: f.status,
         event: f.event,
-        matches,
+        matches: f.matches,
         kind: f.kind,
         stage: f.stage,
     };
@@ -160,6 +156,7 @@ struct ExecutionFilter {
     handlers_id: Option<i64>,
     #[serde(default, deserialize_with = "query_wire")]
     status: Option<CallStatus>,
+    #[serde(default, deserialize_with = "query_event")]
     events_id: Option<String>,
     #[serde(default, deserialize_with = "query_wire")]
     stage: Option<Stage>,

@@ -86,6 +86,49 @@ where
     }
 }
 
+/// An event id in the query string (empty: none): one of the catalogue's, else a 400,
+/// as for the other words: a misspelt `events_id` listed nothing, read as "none
+/// happened".
+pub fn query_event<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    query_checked(
+        d,
+        |t| billhook_domain::catalogue::find(t).is_some(),
+        "an event id",
+    )
+}
+
+/// A handler's event pattern in the query string (empty: none): an event id, `group.*`
+/// or `*`, as a handler's `event` may be; else a 400.
+pub fn query_pattern<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    query_checked(
+        d,
+        billhook_domain::catalogue::is_valid_pattern,
+        "an event id, a group of them (`clients.*`) or `*`",
+    )
+}
+
+fn query_checked<'de, D>(
+    d: D,
+    valid: impl Fn(&str) -> bool,
+    what: &str,
+) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = Option::<String>::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) if valid(t) => Ok(Some(t.to_string())),
+        Some(t) => Err(serde::de::Error::custom(format!("{t:?} is not {what}"))),
+    }
+}
+
 /// The longest text searched for (`q`, a name), in characters. SQLite refuses a LIKE
 /// pattern over 50,000 bytes (a 500), and no search needs a page of text.
 const SEARCH_MAX: usize = 1000;

@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,24 +37,9 @@ pub(super) struct Direct {
 }
 
 impl Direct {
-    /// Trusts the public certificate authorities (Mozilla's, as reqwest does) and
-    /// `extra_roots`.
+    /// Trusts what [`super::tls::client_config`] does.
     pub(super) fn new(extra_roots: &[CertificateDer<'static>]) -> Result<Direct, String> {
-        let mut roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for root in extra_roots {
-            roots
-                .add(root.clone())
-                .map_err(|e| format!("a handler CA certificate: {e}"))?;
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = super::tls::client_config(extra_roots)?;
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_keepalive(Some(Duration::from_secs(15)));

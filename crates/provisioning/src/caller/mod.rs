@@ -4,6 +4,7 @@
 mod direct;
 mod http;
 mod script;
+mod tls;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -127,10 +128,19 @@ impl Caller {
             },
         };
         let mut http = reqwest::Client::builder();
-        for root in &roots.0 {
-            match reqwest::Certificate::from_der(root) {
-                Ok(root) => http = http.add_root_certificate(root),
-                Err(e) => tracing::warn!(error = %e, "a handler CA certificate is left out"),
+        match tls::client_config(&roots.0) {
+            // The same trust as direct calls, a self-signed endpoint's certificate included.
+            Ok(tls) => http = http.use_preconfigured_tls(tls),
+            Err(e) => {
+                tracing::warn!(error = %e, "calls through a proxy trust the handler CA file as CAs only");
+                for root in &roots.0 {
+                    match reqwest::Certificate::from_der(root) {
+                        Ok(root) => http = http.add_root_certificate(root),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a handler CA certificate is left out")
+                        }
+                    }
+                }
             }
         }
         let http = http

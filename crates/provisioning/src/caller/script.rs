@@ -69,34 +69,50 @@ pub(super) async fn call(
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let body = body.to_vec();
-    let run = async {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let status = {
+        let mut reading = std::pin::pin!(async {
+            tokio::join!(read_capped(stdout, &mut out), read_capped(stderr, &mut err))
+        });
         // A script that does not read its stdin must not block us: ignore write errors.
-        let writer = async move {
-            let _ = stdin.write_all(&body).await;
-            drop(stdin);
+        let mut exiting = std::pin::pin!(async {
+            let writer = async move {
+                let _ = stdin.write_all(&body).await;
+                drop(stdin);
+            };
+            tokio::join!(writer, child.wait()).1
+        });
+        let mut read_all = false;
+        let status = loop {
+            tokio::select! {
+                _ = &mut reading, if !read_all => read_all = true,
+                status = &mut exiting => break Some(status),
+                _ = tokio::time::sleep_until(deadline) => break None,
+            }
         };
-        let (_, out, err, status) = tokio::join!(
-            writer,
-            read_capped(stdout),
-            read_capped(stderr),
-            child.wait()
-        );
-        (out, err, status)
+        if status.is_some() && !read_all {
+            // The script has exited; what it started in the background may hold its
+            // output open for as long as it runs. Its exit decides: it was taken for a
+            // timeout, run again, and its background work killed each time.
+            let _ = tokio::time::timeout(OUTPUT_AFTER_EXIT, &mut reading).await;
+        }
+        status
     };
-    match tokio::time::timeout(timeout, run).await {
-        Ok((out, err, Ok(status))) => {
-            let stderr = capped_text(&err);
+    let stderr = capped_text(&err);
+    let with_stderr = |why: String| match stderr.trim() {
+        "" => why,
+        said => format!("{why}: {said}"),
+    };
+    match status {
+        Some(Ok(status)) => {
             let code = status.code();
             let success = status.success();
             let error = (!success).then(|| {
-                let why = match code {
+                with_stderr(match code {
                     Some(c) => format!("exit code {c}"),
                     None => killed_by(status.signal()),
-                };
-                match stderr.trim() {
-                    "" => why,
-                    said => format!("{why}: {said}"),
-                }
+                })
             });
             CallOutcome {
                 success,
@@ -109,8 +125,8 @@ pub(super) async fn call(
                 stderr: Some(stderr),
             }
         }
-        Ok((_, _, Err(e))) => failed(format!("waiting for the script: {e}")),
-        Err(_) => {
+        Some(Err(e)) => failed(format!("waiting for the script: {e}")),
+        None => {
             if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
                 // SAFETY: kill(2) with a negative pid signals the process group we
                 // created for this script; no memory is involved.
@@ -118,23 +134,30 @@ pub(super) async fn call(
                     libc::kill(-pid, libc::SIGKILL);
                 }
             }
-            failed(format!(
-                "timeout after {} ms: script killed",
-                timeout.as_millis()
-            ))
+            // What it wrote before it was killed is kept: it is what shows where it hung.
+            let why = format!("timeout after {} ms: script killed", timeout.as_millis());
+            CallOutcome {
+                response_body: (!out.is_empty()).then(|| capped_text(&out)),
+                error: Some(with_stderr(why)),
+                ..CallOutcome::default()
+            }
         }
     }
 }
 
-/// Reads up to the cap, then drains the rest so the script never blocks on a full pipe.
-async fn read_capped(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
-    let mut kept = Vec::new();
+/// How long the output of a script that has exited is still read: what it started in
+/// the background and left holding its stdout or stderr is not waited for.
+const OUTPUT_AFTER_EXIT: Duration = Duration::from_millis(100);
+
+/// Reads into `kept` up to the cap, then drains the rest so the script never blocks on a
+/// full pipe.
+async fn read_capped(mut r: impl AsyncRead + Unpin, kept: &mut Vec<u8>) {
     // On the heap: in the future, two of these (stdout, stderr) made the future of
     // every call 17 KiB, HTTP calls included, copied whole each time one was started.
     let mut buf = vec![0u8; 8192];
     loop {
         match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return kept,
+            Ok(0) | Err(_) => return,
             Ok(n) => {
                 if kept.len() < BODY_CAP {
                     let take = n.min(BODY_CAP - kept.len());
