@@ -448,27 +448,34 @@ impl DeliveryEngine {
         let (handler, secrets) = &**entry;
         let now = Timestamp::now();
         if handler.status != HandlerStatus::Enabled || handler.stage != Stage::After {
-            // A handler made a before handler is not called with after payloads: the
-            // change fails its pending deliveries (see `deliveries::fail_uncalled`).
-            let later = Outcome::Retry {
+            let outcome = match (handler.stage, handler.status) {
+                // A before handler is not called with after payloads, and an archived
+                // one not at all: what the change left in flight fails, as it failed
+                // the rest (see `deliveries::fail_uncalled`).
+                (Stage::Before, _) => Outcome::Failed {
+                    error: deliveries::MADE_BEFORE.into(),
+                },
+                (_, HandlerStatus::Archived) => Outcome::Failed {
+                    error: deliveries::ARCHIVED.into(),
+                },
                 // Claimed just before its handler was disabled. The claim skips
                 // handlers that are not enabled, so it waits untouched from now on and
                 // goes once the handler is enabled again, but not before our cached
                 // copy of it is renewed: a stale copy of a handler that another process
                 // enabled again must not make us claim it in a loop.
-                next_at: now.add_duration(crate::handler_cache::FRESH_FOR),
-                error: match handler.stage {
-                    Stage::After => format!(
+                _ => Outcome::Retry {
+                    next_at: now.add_duration(crate::handler_cache::FRESH_FOR),
+                    error: format!(
                         "handler is {}; waiting until it is enabled",
                         handler.status.as_str()
                     ),
-                    Stage::Before => deliveries::MADE_BEFORE.into(),
                 },
             };
             return Ok(Finished {
                 lease: c.lease(),
+                handlers_id: c.handlers_id,
                 attempts: c.attempts,
-                outcome: later,
+                outcome,
                 execution: None,
             });
         }
@@ -498,6 +505,7 @@ impl DeliveryEngine {
         let execution = execution_row(handler, event, c, attempts, &outcome, request);
         Ok(Finished {
             lease: c.lease(),
+            handlers_id: c.handlers_id,
             attempts,
             outcome: result,
             execution: Some(execution),

@@ -1,7 +1,7 @@
 //! The delivery engine's writer: the outcomes of attempts, and deliveries given back
 //! untried, written in batches by one task — one transaction for many deliveries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ pub(crate) enum Written {
 /// An attempt's outcome, waiting to be written.
 pub(crate) struct Finished {
     pub lease: Lease,
+    pub handlers_id: i64,
     pub attempts: i64,
     pub outcome: Outcome,
     /// The log row; none when the attempt was skipped (handler disabled).
@@ -87,6 +88,7 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
     let mut released = Vec::new();
     let mut aside: BTreeMap<Duration, Vec<Lease>> = BTreeMap::new();
     let mut rows = Vec::new();
+    let mut retried = BTreeSet::new();
     for w in batch {
         match w {
             Written::Release(lease) => released.push(*lease),
@@ -95,6 +97,9 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
                 match &f.outcome {
                     Outcome::Succeeded => succeeded.push(f.lease),
                     other => others.push((f.lease, f.attempts, other)),
+                }
+                if matches!(f.outcome, Outcome::Retry { .. }) {
+                    retried.insert(f.handlers_id);
                 }
                 if !matches!(f.outcome, Outcome::Retry { .. }) {
                     finished.push(f.lease.id);
@@ -105,6 +110,11 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
     }
     let followers = deliveries::finish_succeeded(&mut tx, &succeeded, now).await?;
     deliveries::finish_many(&mut tx, &others, now).await?;
+    // A failed attempt of a handler archived (or made a before handler) while it was
+    // being called: nothing will call it again, so it fails now rather than wait.
+    for &handlers_id in &retried {
+        deliveries::fail_uncalled(&mut tx, Some(handlers_id), now).await?;
+    }
     deliveries::release(&mut tx, &released).await?;
     for (period, leases) in &aside {
         deliveries::put_aside(&mut tx, leases, now.add_duration(*period)).await?;

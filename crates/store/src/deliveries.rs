@@ -580,13 +580,16 @@ pub const ARCHIVED: &str = "the handler was archived";
 pub const MADE_BEFORE: &str = "the handler became a before handler";
 
 /// Fails the pending deliveries of handlers that no longer take after deliveries:
-/// archived ones, and ones made before handlers (of `handlers_id` only, if given), in
-/// flight or not. Such a handler is called no more for them (a before handler would
-/// have got after payloads), and they would otherwise stay pending for ever, counted
-/// in the backlog and its age, and keep their events from being pruned. `recover` puts
-/// them back once it is an enabled after handler again. An outcome still to come from
-/// a call in flight finds its lease gone and is not written over this (its call is
-/// logged). Returns how many it failed.
+/// archived ones, and ones made before handlers (of `handlers_id` only, if given), but
+/// not those leased: in flight, or about to be. Such a handler is called no more for
+/// them (a before handler would have got after payloads), and they would otherwise stay
+/// pending for ever, counted in the backlog and its age, and keep their events from
+/// being pruned. `recover` puts them back once it is an enabled after handler again.
+/// A call in flight ends as it ends: one the receiver took was failed here once, then
+/// put back by `recover` and sent twice. An attempt that fails, or one not made because
+/// the engine sees the change first, ends failed too (the outcome writer calls this for
+/// the handlers of its retries, and the engine fails what it will not call). Returns how
+/// many it failed.
 pub async fn fail_uncalled(
     conn: &mut Conn,
     handlers_id: Option<i64>,
@@ -600,7 +603,7 @@ pub async fn fail_uncalled(
                                     ELSE '{MADE_BEFORE}' END
                              FROM handlers h WHERE h.id = deliveries.handlers_id),
                next_at = $1, lease_until = 0, updated_at = $1
-             WHERE status = 'pending' AND handlers_id IN (
+             WHERE status = 'pending' AND lease_until < $1 AND handlers_id IN (
                SELECT id FROM handlers
                WHERE (status = 'archived' OR stage = 'before') AND ($2 = 0 OR id = $2))"
         )

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{assert_error, Server};
+use crate::harness::{assert_error, wait_for, Server};
 use crate::receiver::Receiver;
 use crate::util::{
     all_uids, client, deliveries, http_handler, metric, metrics, micros, now_micros, rename,
@@ -221,7 +221,12 @@ async fn two_pending(s: &Server, r: &Receiver, name: &str) -> (i64, Vec<String>)
 /// failed with `error`, and neither retry nor recover sets them going while it stays
 /// out (nothing would send them: they would wait for ever).
 async fn failed_and_kept(s: &Server, id: i64, error: &str) {
-    let all = deliveries(s, &format!("handlers_id={id}")).await;
+    // A call in flight at the change ends first (failed: the endpoint fails).
+    let all = wait_for(30, "both deliveries failed", || async {
+        let all = deliveries(s, &format!("handlers_id={id}")).await;
+        all.iter().all(|d| d["status"] == "failed").then_some(all)
+    })
+    .await;
     assert_eq!(all.len(), 2, "{all:?}");
     for d in &all {
         assert_eq!(
@@ -296,4 +301,62 @@ async fn a_handler_made_a_before_handler_fails_its_pending_deliveries() {
     assert_eq!(st, 200, "{v}");
     failed_and_kept(&s, id, "the handler became a before handler").await;
     recovered_in_order(&s, &r, id, json!({"stage": "after"}), &raised).await;
+}
+
+/// A call in flight when its handler is archived or made a before handler ends as it
+/// ends: one the receiver took succeeds (it was failed with the others, and `recover`
+/// sent it a second time); one that fails is failed for the change, not left pending.
+#[tokio::test]
+async fn a_call_in_flight_at_an_archive_or_a_stage_change_ends_as_it_ends() {
+    let s = Server::start().await;
+    for (change, error) in [
+        (json!({"status": "archived"}), "the handler was archived"),
+        (
+            json!({"stage": "before"}),
+            "the handler became a before handler",
+        ),
+    ] {
+        for answer in [200, 500] {
+            let r = Receiver::start().await;
+            r.plan(&[(answer, std::time::Duration::from_millis(1500))]);
+            let h = http_handler(&s, "clients.create", &r.url("/h"), &[1, 1]).await;
+            let id = h["id"].as_i64().unwrap();
+            client(&s, &format!("In flight {answer}")).await;
+            r.wait_hits("/h", 1, 30).await;
+            let (st, v) = s.patch(&format!("{HANDLERS}/{id}"), change.clone()).await;
+            assert_eq!(st, 200, "{v}");
+            let d = wait_for(30, "the call's outcome written", || async {
+                let d = deliveries(&s, &format!("handlers_id={id}")).await;
+                (d.len() == 1 && d[0]["status"] != "pending").then(|| d[0].clone())
+            })
+            .await;
+            if answer == 200 {
+                assert_eq!(
+                    (&d["status"], &d["attempts"]),
+                    (&json!("succeeded"), &json!(1)),
+                    "{d}"
+                );
+                // Back in the after stage, recover has nothing to send again.
+                let back = json!({"status": "enabled", "stage": "after"});
+                let (st, v) = s.patch(&format!("{HANDLERS}/{id}"), back).await;
+                assert_eq!(st, 200, "{v}");
+                let (st, v) = s
+                    .post(
+                        &format!("{HANDLERS}/{id}/recover"),
+                        json!({"since": "2000-01-01T00:00:00Z"}),
+                    )
+                    .await;
+                assert_eq!((st, &v["requeued"]), (200, &json!(0)), "{v}");
+            } else {
+                assert_eq!(
+                    (&d["status"], &d["last_error"]),
+                    (&json!("failed"), &json!(error)),
+                    "{d}"
+                );
+            }
+            // Past the schedule's 1 s: no second call comes.
+            settle(1.5, || async { r.hits().len() > 1 }).await;
+            assert_eq!(r.hits().len(), 1, "called once: {change} {answer}");
+        }
+    }
 }
