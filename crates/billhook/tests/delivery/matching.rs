@@ -256,6 +256,14 @@ async fn recovered_in_order(s: &Server, r: &Receiver, id: i64, change: Value, ra
     r.succeed();
     let mut change = change;
     change["task"] = json!(r.url("/back"));
+    changed_and_recovered(s, id, change, 2).await;
+    let hits = r.wait_hits("/back", 2, 30).await;
+    assert_eq!(uids(&hits), raised, "recovered in order");
+}
+
+/// Applies `change` to handler `id`, then recovers all its failed deliveries: `requeued`
+/// of them.
+async fn changed_and_recovered(s: &Server, id: i64, change: Value, requeued: i64) {
     let (st, v) = s.patch(&format!("{HANDLERS}/{id}"), change).await;
     assert_eq!(st, 200, "{v}");
     let (st, v) = s
@@ -264,9 +272,7 @@ async fn recovered_in_order(s: &Server, r: &Receiver, id: i64, change: Value, ra
             json!({"since": "2000-01-01T00:00:00Z"}),
         )
         .await;
-    assert_eq!((st, &v["requeued"]), (200, &json!(2)), "{v}");
-    let hits = r.wait_hits("/back", 2, 30).await;
-    assert_eq!(uids(&hits), raised, "recovered in order");
+    assert_eq!((st, &v["requeued"]), (200, &json!(requeued)), "{v}");
 }
 
 /// An archived handler is called no more: its pending deliveries fail at once (out of the
@@ -338,15 +344,7 @@ async fn a_call_in_flight_at_an_archive_or_a_stage_change_ends_as_it_ends() {
                 );
                 // Back in the after stage, recover has nothing to send again.
                 let back = json!({"status": "enabled", "stage": "after"});
-                let (st, v) = s.patch(&format!("{HANDLERS}/{id}"), back).await;
-                assert_eq!(st, 200, "{v}");
-                let (st, v) = s
-                    .post(
-                        &format!("{HANDLERS}/{id}/recover"),
-                        json!({"since": "2000-01-01T00:00:00Z"}),
-                    )
-                    .await;
-                assert_eq!((st, &v["requeued"]), (200, &json!(0)), "{v}");
+                changed_and_recovered(&s, id, back, 0).await;
             } else {
                 assert_eq!(
                     (&d["status"], &d["last_error"]),
