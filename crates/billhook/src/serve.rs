@@ -53,19 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_poll(Duration::from_millis(config.delivery_poll_ms.max(10)))
         .with_per_handler(config.handler_concurrency);
     let engine = match config.delivery_max_calls {
-        Some(calls) => {
-            // Below twice one handler's, one handler hanging until its timeouts would
-            // hold every call (see the engine's `engine_slots`): raised, and said so.
-            let least = 2 * config.handler_concurrency;
-            if calls < least {
-                tracing::warn!(
-                    delivery_max_calls = calls,
-                    handler_concurrency = config.handler_concurrency,
-                    "delivery_max_calls is raised to {least}, twice handler_concurrency"
-                );
-            }
-            engine.with_max_calls(calls)
-        }
+        Some(calls) => engine.with_max_calls(calls),
         None => engine,
     };
     let engine = tokio::spawn(engine.run(stop_rx.clone()));

@@ -137,12 +137,20 @@ impl DeliveryEngine {
     /// Runs until `stop`; then lets calls in flight finish (they are bounded by their
     /// timeouts) and gives back the leases of any that do not finish in time.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        if engine_slots(&self.config) > self.config.max_in_flight {
+            tracing::warn!(
+                delivery_max_calls = self.config.max_in_flight,
+                handler_concurrency = self.config.per_handler,
+                "delivery_max_calls is raised to {}, twice handler_concurrency",
+                engine_slots(&self.config)
+            );
+        }
         let listener = tokio::spawn({
             let (db, wake) = (self.db.clone(), self.wake.clone());
             async move { db.listen_deliveries(wake).await }
         });
         let statistics = tokio::spawn(keep_statistics(self.db.clone()));
-        let heads = tokio::spawn(keep_heads_flagged(self.db.clone(), self.wake.clone()));
+        let heads = tokio::spawn(keep_queues_sound(self.db.clone(), self.wake.clone()));
         // Deliveries this process's transactions leased for us.
         let mut handed = self
             .db
@@ -232,7 +240,10 @@ impl DeliveryEngine {
         handed.close();
         let rest = async {
             while let Some(handoff) = handed.recv().await {
-                let leases = handoff.deliveries.iter().map(Claimed::lease);
+                let leases = handoff
+                    .deliveries
+                    .iter()
+                    .map(|c| (c.lease(), c.handlers_id));
                 give_back(leases, &workers.results, &workers.in_flight).await;
             }
         };
@@ -308,7 +319,7 @@ impl DeliveryEngine {
     /// PostgreSQL: flags the heads of the queues this process's transactions queued
     /// deliveries behind others in, now that they have committed (see
     /// `billhook_store::head_checks`); whether it flagged one. What fails is left to
-    /// [`keep_heads_flagged`].
+    /// [`keep_queues_sound`].
     async fn look_behind(&self) -> bool {
         let flagged = deliveries::look_at_queued_behind(&self.db).await;
         flagged.unwrap_or_else(|e| {
@@ -395,7 +406,8 @@ impl DeliveryEngine {
                 self.handler_if_lease_covers_call(&c).await
             };
             let Some(handler) = handler else {
-                let untried = std::iter::once(lease).chain(queue.map(|(lease, ..)| lease));
+                let untried = std::iter::once((lease, c.handlers_id))
+                    .chain(queue.map(|(lease, c, _)| (lease, c.handlers_id)));
                 return give_back(untried, results, in_flight).await;
             };
             let carry_on = match self.attempt(&c, &event, &handler).await {
@@ -413,7 +425,8 @@ impl DeliveryEngine {
             in_flight.lock().expect("not poisoned").remove(&lease);
             turns.attempts.fetch_add(1, Ordering::Relaxed);
             if !carry_on {
-                return give_back(queue.map(|(lease, ..)| lease), results, in_flight).await;
+                let untried = queue.map(|(lease, c, _)| (lease, c.handlers_id));
+                return give_back(untried, results, in_flight).await;
             }
         }
     }
@@ -448,34 +461,29 @@ impl DeliveryEngine {
         let (handler, secrets) = &**entry;
         let now = Timestamp::now();
         if handler.status != HandlerStatus::Enabled || handler.stage != Stage::After {
-            let outcome = match (handler.stage, handler.status) {
-                // A before handler is not called with after payloads, and an archived
-                // one not at all: what the change left in flight fails, as it failed
-                // the rest (see `deliveries::fail_uncalled`).
-                (Stage::Before, _) => Outcome::Failed {
-                    error: deliveries::MADE_BEFORE.into(),
-                },
-                (_, HandlerStatus::Archived) => Outcome::Failed {
-                    error: deliveries::ARCHIVED.into(),
-                },
-                // Claimed just before its handler was disabled. The claim skips
-                // handlers that are not enabled, so it waits untouched from now on and
-                // goes once the handler is enabled again, but not before our cached
-                // copy of it is renewed: a stale copy of a handler that another process
-                // enabled again must not make us claim it in a loop.
-                _ => Outcome::Retry {
-                    next_at: now.add_duration(crate::handler_cache::FRESH_FOR),
-                    error: format!(
+            // Claimed just before its handler was disabled. The claim skips handlers
+            // that are not enabled, so it waits untouched from now on and goes once the
+            // handler is enabled again, but not before our cached copy of it is
+            // renewed: a stale copy of a handler that another process enabled again
+            // must not make us claim it in a loop. One archived or made a before
+            // handler is failed by the outcome writer, as the change failed the rest
+            // (see `deliveries::fail_uncalled`), if the database says so: this copy
+            // may be stale.
+            let later = Outcome::Retry {
+                next_at: now.add_duration(crate::handler_cache::FRESH_FOR),
+                error: match handler.stage {
+                    Stage::After => format!(
                         "handler is {}; waiting until it is enabled",
                         handler.status.as_str()
                     ),
+                    Stage::Before => deliveries::MADE_BEFORE.into(),
                 },
             };
             return Ok(Finished {
                 lease: c.lease(),
                 handlers_id: c.handlers_id,
                 attempts: c.attempts,
-                outcome,
+                outcome: later,
                 execution: None,
             });
         }
@@ -523,28 +531,27 @@ impl DeliveryEngine {
     }
 }
 
-/// PostgreSQL: how often every queue is walked for a head left unflagged.
+/// How often the queues are walked (see [`keep_queues_sound`]).
 const FLAG_EVERY_HEAD: Duration = Duration::from_secs(10);
 
-/// PostgreSQL: flags the head of every queue that has none flagged, at the start and
-/// every [`FLAG_EVERY_HEAD`]: what a process that died between a commit and its look at
-/// the queues it touched left (see `deliveries::claim`). Wakes the claim when it flagged
-/// something. Fails the deliveries that a transaction begun before a handler's archive
-/// queued for it, or for a handler made a before handler (see
-/// `deliveries::fail_uncalled`; on SQLite, whose one writer runs the two in turn, the
-/// change's own transaction sees them all).
-async fn keep_heads_flagged(db: Db, wake: Arc<Notify>) {
-    if db.dialect != billhook_store::Dialect::Postgres {
-        return;
-    }
+/// At the start and every [`FLAG_EVERY_HEAD`]: fails the deliveries left pending for an
+/// archived handler, or for one made a before handler, that nothing else fails (see
+/// `deliveries::fail_uncalled`: one in flight at the change that a process which died
+/// never finished; on PostgreSQL also one a transaction begun before the change queued).
+/// On PostgreSQL, also flags the head of every queue that has none flagged: what a
+/// process that died between a commit and its look at the queues it touched left (see
+/// `deliveries::claim`), and wakes the claim when it flagged something.
+async fn keep_queues_sound(db: Db, wake: Arc<Notify>) {
     loop {
-        match deliveries::flag_every_head(&db).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(flagged = n, "flagged queue heads that were not");
-                wake.notify_one();
+        if db.dialect == billhook_store::Dialect::Postgres {
+            match deliveries::flag_every_head(&db).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(flagged = n, "flagged queue heads that were not");
+                    wake.notify_one();
+                }
+                Err(e) => tracing::warn!(error = %e, "walking the queues for their heads failed"),
             }
-            Err(e) => tracing::warn!(error = %e, "walking the queues for their heads failed"),
         }
         if let Err(e) = fail_uncalled(&db).await {
             tracing::warn!(error = %e, "failing the deliveries of archived handlers failed");
@@ -555,9 +562,10 @@ async fn keep_heads_flagged(db: Db, wake: Arc<Notify>) {
 
 /// [`deliveries::fail_uncalled`] over every handler.
 async fn fail_uncalled(db: &Db) -> Result<(), StoreError> {
-    let mut conn = db.write.acquire().await?;
-    deliveries::fail_uncalled(&mut conn, None, Timestamp::now()).await?;
-    Ok(())
+    // A transaction, not a bare connection: SQLite's writer may be in a group commit.
+    let mut tx = db.begin().await?;
+    deliveries::fail_uncalled(&mut tx, None, Timestamp::now()).await?;
+    tx.commit().await
 }
 
 /// On PostgreSQL, keeps the planner's statistics of the deliveries up to date (see
@@ -725,7 +733,7 @@ impl Workers {
             match turns.taken.clone().try_acquire_owned() {
                 Ok(taken) => self.spawn(engine, queue, taken),
                 Err(_) => {
-                    let leases = queue.iter().map(|(c, _)| c.lease());
+                    let leases = queue.iter().map(|(c, _)| (c.lease(), c.handlers_id));
                     put_aside(leases, turns.put_aside_for(), &self.results).await;
                 }
             }
@@ -761,28 +769,30 @@ impl Workers {
     }
 }
 
-/// Gives untried deliveries back: their leases end, so they can be claimed again once
-/// the one they wait for is done.
+/// Gives untried deliveries back (each with its handler's id): their leases end, so they
+/// can be claimed again once the one they wait for is done.
 async fn give_back(
-    leases: impl Iterator<Item = Lease>,
+    leases: impl Iterator<Item = (Lease, i64)>,
     results: &mpsc::Sender<Written>,
     in_flight: &Mutex<HashSet<Lease>>,
 ) {
-    for lease in leases {
+    for (lease, handlers_id) in leases {
         in_flight.lock().expect("not poisoned").remove(&lease);
-        let _ = results.send(Written::Release(lease)).await;
+        let _ = results.send(Written::Release(lease, handlers_id)).await;
     }
 }
 
 /// Puts untried deliveries aside: their leases are moved to `period` from now, so that
 /// no claim takes them before.
 async fn put_aside(
-    leases: impl Iterator<Item = Lease>,
+    leases: impl Iterator<Item = (Lease, i64)>,
     period: Duration,
     results: &mpsc::Sender<Written>,
 ) {
-    for lease in leases {
-        let _ = results.send(Written::PutAside(lease, period)).await;
+    for (lease, handlers_id) in leases {
+        let _ = results
+            .send(Written::PutAside(lease, handlers_id, period))
+            .await;
     }
 }
 

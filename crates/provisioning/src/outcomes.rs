@@ -15,11 +15,12 @@ use tokio::sync::{mpsc, Notify};
 pub(crate) enum Written {
     /// An attempt's outcome.
     Attempt(Box<Finished>),
-    /// A delivery given back untried: its lease ends so that it can be claimed again.
-    Release(Lease),
-    /// A delivery put aside untried for this long from when it is written: its lease
-    /// ends then, and no claim takes it before.
-    PutAside(Lease, Duration),
+    /// A delivery of a handler given back untried: its lease ends so that it can be
+    /// claimed again.
+    Release(Lease, i64),
+    /// A delivery of a handler put aside untried for this long from when it is written:
+    /// its lease ends then, and no claim takes it before.
+    PutAside(Lease, i64, Duration),
 }
 
 /// An attempt's outcome, waiting to be written.
@@ -28,7 +29,8 @@ pub(crate) struct Finished {
     pub handlers_id: i64,
     pub attempts: i64,
     pub outcome: Outcome,
-    /// The log row; none when the attempt was skipped (handler disabled).
+    /// The log row; none when the attempt was skipped (the handler no longer an enabled
+    /// after handler).
     pub execution: Option<Execution>,
 }
 
@@ -88,18 +90,24 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
     let mut released = Vec::new();
     let mut aside: BTreeMap<Duration, Vec<Lease>> = BTreeMap::new();
     let mut rows = Vec::new();
-    let mut retried = BTreeSet::new();
+    let mut requeued = BTreeSet::new();
     for w in batch {
         match w {
-            Written::Release(lease) => released.push(*lease),
-            Written::PutAside(lease, d) => aside.entry(*d).or_default().push(*lease),
+            Written::Release(lease, handlers_id) => {
+                released.push(*lease);
+                requeued.insert(*handlers_id);
+            }
+            Written::PutAside(lease, handlers_id, d) => {
+                aside.entry(*d).or_default().push(*lease);
+                requeued.insert(*handlers_id);
+            }
             Written::Attempt(f) => {
                 match &f.outcome {
                     Outcome::Succeeded => succeeded.push(f.lease),
                     other => others.push((f.lease, f.attempts, other)),
                 }
                 if matches!(f.outcome, Outcome::Retry { .. }) {
-                    retried.insert(f.handlers_id);
+                    requeued.insert(f.handlers_id);
                 }
                 if !matches!(f.outcome, Outcome::Retry { .. }) {
                     finished.push(f.lease.id);
@@ -110,14 +118,16 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
     }
     let followers = deliveries::finish_succeeded(&mut tx, &succeeded, now).await?;
     deliveries::finish_many(&mut tx, &others, now).await?;
-    // A failed attempt of a handler archived (or made a before handler) while it was
-    // being called: nothing will call it again, so it fails now rather than wait.
-    for &handlers_id in &retried {
-        deliveries::fail_uncalled(&mut tx, Some(handlers_id), now).await?;
-    }
     deliveries::release(&mut tx, &released).await?;
     for (period, leases) in &aside {
         deliveries::put_aside(&mut tx, leases, now.add_duration(*period)).await?;
+    }
+    // Deliveries that stay pending, of a handler archived (or made a before handler)
+    // while they were leased: nothing will call them again, so they fail now, as the
+    // change failed the rest (see `deliveries::fail_uncalled`); those put aside once
+    // their lease ends, by the engine's periodic walk.
+    for &handlers_id in &requeued {
+        deliveries::fail_uncalled(&mut tx, Some(handlers_id), now).await?;
     }
     executions::insert_many(&mut tx, &rows).await?;
     tx.commit().await?;

@@ -586,10 +586,11 @@ pub const MADE_BEFORE: &str = "the handler became a before handler";
 /// pending for ever, counted in the backlog and its age, and keep their events from
 /// being pruned. `recover` puts them back once it is an enabled after handler again.
 /// A call in flight ends as it ends: one the receiver took was failed here once, then
-/// put back by `recover` and sent twice. An attempt that fails, or one not made because
-/// the engine sees the change first, ends failed too (the outcome writer calls this for
-/// the handlers of its retries, and the engine fails what it will not call). Returns how
-/// many it failed.
+/// put back by `recover` and sent twice. What a call leaves pending (its retry, the
+/// deliveries taken with it and given back untried) fails too: the outcome writer calls
+/// this for their handlers in the transaction that ends their leases. Those put aside
+/// for a moment, and those of a process that died, are failed by the engine's periodic
+/// walk once their leases end. Returns how many it failed.
 pub async fn fail_uncalled(
     conn: &mut Conn,
     handlers_id: Option<i64>,

@@ -59,29 +59,35 @@ async fn an_https_handler_gets_its_events_when_its_ca_is_trusted() {
 }
 
 /// A certificate signed by itself and marked as a CA, for `names` (DNS names, or IP
-/// addresses): (certificate, key), PEM.
-fn self_signed_ca_marked(names: &[&str]) -> (String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+/// addresses), valid now or `expired`: (certificate, key), PEM.
+fn self_signed_ca_marked(names: &[&str], expired: bool) -> (String, String) {
+    use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, IsCa, KeyPair};
     let key = KeyPair::generate().unwrap();
     let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
     let mut params = CertificateParams::new(names).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    if expired {
+        params.not_before = date_time_ymd(2020, 1, 1);
+        params.not_after = date_time_ymd(2021, 1, 1);
+    }
     let cert = params.self_signed(&key).unwrap();
     (cert.pem(), key.serialize_pem())
 }
 
 /// webpki refuses a CA as an endpoint's own certificate; one from the operator's file is
-/// trusted as it is, but only for the names it holds.
+/// trusted as it is, but only for the names it holds, and not once expired.
 #[tokio::test]
 async fn a_self_signed_endpoint_certificate_marked_as_a_ca_is_trusted_for_its_names() {
-    let (cert, key) = self_signed_ca_marked(&["localhost", "127.0.0.1"]);
-    let (other_cert, other_key) = self_signed_ca_marked(&["localhost"]);
+    let (cert, key) = self_signed_ca_marked(&["localhost", "127.0.0.1"], false);
+    let (other_cert, other_key) = self_signed_ca_marked(&["localhost"], false);
+    let (old_cert, old_key) = self_signed_ca_marked(&["localhost", "127.0.0.1"], true);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("endpoints.pem");
-    std::fs::write(&ca_file, format!("{cert}{other_cert}")).unwrap();
+    std::fs::write(&ca_file, format!("{cert}{other_cert}{old_cert}")).unwrap();
     let r = Receiver::start_tls(&cert, &key).await;
-    // In the file too, but not for the address it is called at.
+    // In the file too, but not for the address it is called at, or no longer valid.
     let misnamed = Receiver::start_tls(&other_cert, &other_key).await;
+    let expired = Receiver::start_tls(&old_cert, &old_key).await;
 
     let s = Server::start_with(vec![(
         "BILLHOOK_HANDLER_CA_FILE",
@@ -90,6 +96,7 @@ async fn a_self_signed_endpoint_certificate_marked_as_a_ca_is_trusted_for_its_na
     .await;
     let h = http_handler(&s, "clients.create", &r.url("/hook"), &[0]).await;
     let m = http_handler(&s, "clients.create", &misnamed.url("/hook"), &[]).await;
+    let e = http_handler(&s, "clients.create", &expired.url("/hook"), &[]).await;
     let id = client(&s, "Self-signed").await;
     let hits = r.wait_hits("/hook", 1, 30).await;
     assert_eq!(hits[0].json["data"]["id"], id);
@@ -98,10 +105,17 @@ async fn a_self_signed_endpoint_certificate_marked_as_a_ca_is_trusted_for_its_na
     let failed = wait_deliveries(&s, m["id"].as_i64().unwrap(), "failed", 1, 30).await;
     let error = failed[0]["last_error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("certificate") || error.contains("Certificate"),
+        error.contains("not valid for name"),
         "a certificate not for 127.0.0.1 is refused, and says so: {error}"
     );
     assert!(misnamed.hits().is_empty(), "nothing reached it");
+    let failed = wait_deliveries(&s, e["id"].as_i64().unwrap(), "failed", 1, 30).await;
+    let error = failed[0]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.to_lowercase().contains("expired"),
+        "an expired certificate is refused, and says so: {error}"
+    );
+    assert!(expired.hits().is_empty(), "nothing reached it");
 }
 
 #[test]

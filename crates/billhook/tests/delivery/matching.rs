@@ -312,6 +312,9 @@ async fn a_handler_made_a_before_handler_fails_its_pending_deliveries() {
 /// A call in flight when its handler is archived or made a before handler ends as it
 /// ends: one the receiver took succeeds (it was failed with the others, and `recover`
 /// sent it a second time); one that fails is failed for the change, not left pending.
+/// The client's later deliveries, queued behind it (claimed with it, or given back),
+/// fail with the change, and once the handler is back `recover` sends what did not
+/// arrive, in order: no queue is left stuck behind an unflagged head.
 #[tokio::test]
 async fn a_call_in_flight_at_an_archive_or_a_stage_change_ends_as_it_ends() {
     let s = Server::start().await;
@@ -325,36 +328,42 @@ async fn a_call_in_flight_at_an_archive_or_a_stage_change_ends_as_it_ends() {
         for answer in [200, 500] {
             let r = Receiver::start().await;
             r.plan(&[(answer, std::time::Duration::from_millis(1500))]);
-            let h = http_handler(&s, "clients.create", &r.url("/h"), &[1, 1]).await;
+            let h = http_handler(&s, "clients.*", &r.url("/h"), &[1, 1]).await;
             let id = h["id"].as_i64().unwrap();
-            client(&s, &format!("In flight {answer}")).await;
+            let before = all_uids(&s).await.len();
+            let c = client(&s, &format!("In flight {answer}")).await;
             r.wait_hits("/h", 1, 30).await;
+            rename(&s, c, "Queued 1").await;
+            rename(&s, c, "Queued 2").await;
+            let raised = all_uids(&s).await[before..].to_vec();
+            assert_eq!(raised.len(), 3, "{raised:?}");
             let (st, v) = s.patch(&format!("{HANDLERS}/{id}"), change.clone()).await;
             assert_eq!(st, 200, "{v}");
-            let d = wait_for(30, "the call's outcome written", || async {
+            let ds = wait_for(30, "every outcome written", || async {
                 let d = deliveries(&s, &format!("handlers_id={id}")).await;
-                (d.len() == 1 && d[0]["status"] != "pending").then(|| d[0].clone())
+                (d.len() == 3 && d.iter().all(|d| d["status"] != "pending")).then_some(d)
             })
             .await;
+            // Newest first: the first event's delivery is the last.
+            let first = &ds[2];
             if answer == 200 {
-                assert_eq!(
-                    (&d["status"], &d["attempts"]),
-                    (&json!("succeeded"), &json!(1)),
-                    "{d}"
-                );
-                // Back in the after stage, recover has nothing to send again.
-                let back = json!({"status": "enabled", "stage": "after"});
-                changed_and_recovered(&s, id, back, 0).await;
-            } else {
-                assert_eq!(
-                    (&d["status"], &d["last_error"]),
-                    (&json!("failed"), &json!(error)),
-                    "{d}"
-                );
+                let done = (&first["status"], &first["attempts"]);
+                assert_eq!(done, (&json!("succeeded"), &json!(1)), "{first}");
             }
-            // Past the schedule's 1 s: no second call comes.
-            settle(1.5, || async { r.hits().len() > 1 }).await;
-            assert_eq!(r.hits().len(), 1, "called once: {change} {answer}");
+            let failed = if answer == 200 { &ds[..2] } else { &ds[..] };
+            for d in failed {
+                let why = (&d["status"], &d["last_error"]);
+                assert_eq!(why, (&json!("failed"), &json!(error)), "{d}");
+            }
+            // Back in the after stage, recover sends what did not arrive, in order.
+            let back = json!({"status": "enabled", "stage": "after"});
+            changed_and_recovered(&s, id, back, failed.len() as i64).await;
+            let hits = r.wait_hits("/h", 1 + failed.len(), 30).await;
+            let sent_again = &raised[3 - failed.len()..];
+            assert_eq!(uids(&hits[1..]), sent_again, "{change} {answer}");
+            // Past the schedule's 1 s: no other call comes.
+            settle(1.5, || async { r.hits().len() > 1 + failed.len() }).await;
+            assert_eq!(r.hits().len(), 1 + failed.len(), "{change} {answer}");
         }
     }
 }

@@ -132,7 +132,7 @@ impl Caller {
             // The same trust as direct calls, a self-signed endpoint's certificate included.
             Ok(tls) => http = http.use_preconfigured_tls(tls),
             Err(e) => {
-                tracing::warn!(error = %e, "calls through a proxy trust the handler CA file as CAs only");
+                tracing::warn!(error = %e, "HTTPS calls trust the handler CA file as CAs only");
                 for root in &roots.0 {
                     match reqwest::Certificate::from_der(root) {
                         Ok(root) => http = http.add_root_certificate(root),

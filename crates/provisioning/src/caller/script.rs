@@ -75,26 +75,36 @@ pub(super) async fn call(
         let mut reading = std::pin::pin!(async {
             tokio::join!(read_capped(stdout, &mut out), read_capped(stderr, &mut err))
         });
-        // A script that does not read its stdin must not block us: ignore write errors.
-        let mut exiting = std::pin::pin!(async {
-            let writer = async move {
-                let _ = stdin.write_all(&body).await;
-                drop(stdin);
-            };
-            tokio::join!(writer, child.wait()).1
+        // A script that does not read its stdin must not block us: write errors are
+        // ignored, and its exit is watched apart from the writing (what it left in the
+        // background may hold its stdin open, unread, with the payload half written).
+        let mut writing = std::pin::pin!(async move {
+            let _ = stdin.write_all(&body).await;
         });
-        let mut read_all = false;
+        let mut exiting = std::pin::pin!(child.wait());
+        let (mut written, mut read_all) = (false, false);
         let status = loop {
             tokio::select! {
+                _ = &mut writing, if !written => written = true,
                 _ = &mut reading, if !read_all => read_all = true,
                 status = &mut exiting => break Some(status),
                 _ = tokio::time::sleep_until(deadline) => break None,
             }
         };
-        if status.is_some() && !read_all {
-            // The script has exited; what it started in the background may hold its
-            // output open for as long as it runs. Its exit decides: it was taken for a
-            // timeout, run again, and its background work killed each time.
+        if status.is_none() {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: kill(2) with a negative pid signals the process group we
+                // created for this script; no memory is involved.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+        }
+        if !read_all {
+            // The script has exited or been killed: what is still in its pipes is read,
+            // but what it started in the background (outside its group, or left running
+            // after a success) may hold them open for as long as it runs. Its exit
+            // decides: it was taken for a timeout, run again, and its work killed.
             let _ = tokio::time::timeout(OUTPUT_AFTER_EXIT, &mut reading).await;
         }
         status
@@ -127,13 +137,6 @@ pub(super) async fn call(
         }
         Some(Err(e)) => failed(format!("waiting for the script: {e}")),
         None => {
-            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                // SAFETY: kill(2) with a negative pid signals the process group we
-                // created for this script; no memory is involved.
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                }
-            }
             // What it wrote before it was killed is kept: it is what shows where it hung.
             let why = format!("timeout after {} ms: script killed", timeout.as_millis());
             CallOutcome {
@@ -145,8 +148,9 @@ pub(super) async fn call(
     }
 }
 
-/// How long the output of a script that has exited is still read: what it started in
-/// the background and left holding its stdout or stderr is not waited for.
+/// How long the output of a script that has exited (or was killed) is still read: what
+/// it started in the background and left holding its stdout or stderr is not waited
+/// for. Its pipes are closed then: a background job writing to them later gets SIGPIPE.
 const OUTPUT_AFTER_EXIT: Duration = Duration::from_millis(100);
 
 /// Reads into `kept` up to the cap, then drains the rest so the script never blocks on a

@@ -5,7 +5,8 @@
 //! is, as `openssl req -x509` makes it by default, marked as a CA, and webpki refuses a
 //! CA as the certificate of the endpoint itself ("CaUsedAsEndEntity"): the file the
 //! README describes for a self-signed endpoint failed every call. A certificate of the
-//! file presented as it is by an endpoint is trusted for the names it holds.
+//! file presented as it is by an endpoint, and refused for that reason only, is trusted
+//! for the names it holds.
 
 use std::sync::Arc;
 
@@ -51,6 +52,17 @@ struct AlsoPinned {
     pinned: Vec<CertificateDer<'static>>,
 }
 
+/// Whether webpki refused a certificate for being a CA's, used as an endpoint's.
+fn is_ca_as_end_entity(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => matches!(
+            other.0.downcast_ref::<webpki::Error>(),
+            Some(webpki::Error::CaUsedAsEndEntity)
+        ),
+        _ => false,
+    }
+}
+
 impl ServerCertVerifier for AlsoPinned {
     fn verify_server_cert(
         &self,
@@ -70,16 +82,17 @@ impl ServerCertVerifier for AlsoPinned {
             Ok(verified) => return Ok(verified),
             Err(e) => e,
         };
-        if !self
+        let pinned = self
             .pinned
             .iter()
-            .any(|p| p.as_ref() == end_entity.as_ref())
-        {
+            .any(|p| p.as_ref() == end_entity.as_ref());
+        if !pinned || !is_ca_as_end_entity(&refused) {
             return Err(refused);
         }
         // The operator's own file holds this very certificate: trusted as it is, for the
-        // names in it. The handshake's signature, checked below as for any certificate,
-        // proves the endpoint holds its key.
+        // names in it. webpki refuses a CA as an end entity after checking its validity
+        // period, so an expired one is refused as such. The handshake's signature,
+        // checked below as for any certificate, proves the endpoint holds its key.
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_name(&parsed, server_name)?;
         Ok(ServerCertVerified::assertion())
