@@ -272,6 +272,10 @@ impl Handlers {
         if archived || made_before {
             deliveries::fail_uncalled(&mut tx, Some(id), h.updated_at).await?;
         }
+        let takes_after = |status, stage| status == HandlerStatus::Enabled && stage == Stage::After;
+        if takes_after(h.status, h.stage) && !takes_after(was, was_stage) {
+            deliveries::flag_heads_of(&mut tx, id).await?;
+        }
         tx.commit().await?;
         self.changed();
         Ok(h)

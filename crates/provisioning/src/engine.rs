@@ -536,8 +536,9 @@ const FLAG_EVERY_HEAD: Duration = Duration::from_secs(10);
 
 /// At the start and every [`FLAG_EVERY_HEAD`]: fails the deliveries left pending for an
 /// archived handler, or for one made a before handler, that nothing else fails (see
-/// `deliveries::fail_uncalled`: one in flight at the change that a process which died
-/// never finished; on PostgreSQL also one a transaction begun before the change queued).
+/// `deliveries::fail_uncalled`: one put aside for a moment at the change, or in flight
+/// then in a process that died; on PostgreSQL also one that a transaction begun before
+/// the change queued).
 /// On PostgreSQL, also flags the head of every queue that has none flagged: what a
 /// process that died between a commit and its look at the queues it touched left (see
 /// `deliveries::claim`), and wakes the claim when it flagged something.
@@ -562,7 +563,7 @@ async fn keep_queues_sound(db: Db, wake: Arc<Notify>) {
 
 /// [`deliveries::fail_uncalled`] over every handler.
 async fn fail_uncalled(db: &Db) -> Result<(), StoreError> {
-    // A transaction, not a bare connection: SQLite's writer may be in a group commit.
+    // In a transaction: on SQLite a member of a group commit, not a group of its own.
     let mut tx = db.begin().await?;
     deliveries::fail_uncalled(&mut tx, None, Timestamp::now()).await?;
     tx.commit().await
@@ -733,7 +734,7 @@ impl Workers {
             match turns.taken.clone().try_acquire_owned() {
                 Ok(taken) => self.spawn(engine, queue, taken),
                 Err(_) => {
-                    let leases = queue.iter().map(|(c, _)| (c.lease(), c.handlers_id));
+                    let leases = queue.iter().map(|(c, _)| c.lease());
                     put_aside(leases, turns.put_aside_for(), &self.results).await;
                 }
             }
@@ -785,14 +786,12 @@ async fn give_back(
 /// Puts untried deliveries aside: their leases are moved to `period` from now, so that
 /// no claim takes them before.
 async fn put_aside(
-    leases: impl Iterator<Item = (Lease, i64)>,
+    leases: impl Iterator<Item = Lease>,
     period: Duration,
     results: &mpsc::Sender<Written>,
 ) {
-    for (lease, handlers_id) in leases {
-        let _ = results
-            .send(Written::PutAside(lease, handlers_id, period))
-            .await;
+    for lease in leases {
+        let _ = results.send(Written::PutAside(lease, period)).await;
     }
 }
 

@@ -18,9 +18,9 @@ pub(crate) enum Written {
     /// A delivery of a handler given back untried: its lease ends so that it can be
     /// claimed again.
     Release(Lease, i64),
-    /// A delivery of a handler put aside untried for this long from when it is written:
-    /// its lease ends then, and no claim takes it before.
-    PutAside(Lease, i64, Duration),
+    /// A delivery put aside untried for this long from when it is written: its lease
+    /// ends then, and no claim takes it before.
+    PutAside(Lease, Duration),
 }
 
 /// An attempt's outcome, waiting to be written.
@@ -97,10 +97,7 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
                 released.push(*lease);
                 requeued.insert(*handlers_id);
             }
-            Written::PutAside(lease, handlers_id, d) => {
-                aside.entry(*d).or_default().push(*lease);
-                requeued.insert(*handlers_id);
-            }
+            Written::PutAside(lease, d) => aside.entry(*d).or_default().push(*lease),
             Written::Attempt(f) => {
                 match &f.outcome {
                     Outcome::Succeeded => succeeded.push(f.lease),

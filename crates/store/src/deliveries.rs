@@ -112,8 +112,11 @@ impl Claimed {
 /// Heads are flagged (`head = 1`) so that the claim walks only them, in due order: a
 /// delivery is flagged when it is queued with nothing pending before it, or when the
 /// deliveries before it finish ([`promote_heads`]); a delivery put back to pending by
-/// hand is flagged too. A flag may be left on a delivery that is no longer its queue's
-/// head (harmless: the claim checks the order itself), never missing from one that is.
+/// hand is flagged too, and so is the oldest pending delivery of every queue of a
+/// handler that takes after deliveries again ([`flag_heads_of`]: its archive failed its
+/// deliveries without flagging what came after them). A flag may be left on a delivery
+/// that is no longer its queue's head (harmless: the claim checks the order itself),
+/// never missing from one that is.
 ///
 /// On SQLite, whose one writer sees every statement in turn, the flag is set in the
 /// transactions that queue and finish deliveries. On PostgreSQL a delivery queued while
@@ -596,10 +599,18 @@ pub async fn fail_uncalled(
     handlers_id: Option<i64>,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = SQL.get_or_init(|| {
+    // Through the pending deliveries' index: without statistics SQLite took the
+    // handler's index and read every delivery an archived handler ever had (its failed
+    // backlog, kept), 94 ms per million at each walk, holding the writer.
+    static SQL: [std::sync::OnceLock<String>; 2] = [const { std::sync::OnceLock::new() }; 2];
+    let sqlite = conn.is_sqlite();
+    let sql = SQL[usize::from(sqlite)].get_or_init(|| {
+        let table = match sqlite {
+            true => "deliveries INDEXED BY deliveries_pending",
+            false => "deliveries",
+        };
         format!(
-            "UPDATE deliveries SET status = 'failed',
+            "UPDATE {table} SET status = 'failed',
                last_error = (SELECT CASE WHEN h.status = 'archived' THEN '{ARCHIVED}'
                                     ELSE '{MADE_BEFORE}' END
                              FROM handlers h WHERE h.id = deliveries.handlers_id),
@@ -736,16 +747,27 @@ pub async fn recover(
     // cannot see; their queues are looked at again after the commit.
     requeued.iter().for_each(|id| tx.queued_behind(*id));
     // Each of the handler's queues has its oldest pending delivery flagged, whether that
-    // is a recovered one or the head it had (see `claim`).
+    // is a recovered one or the head it had.
+    flag_heads_of(tx, handlers_id).await?;
+    Ok(requeued.len() as u64)
+}
+
+/// Flags the oldest pending delivery of each of handler `handlers_id`'s queues (see
+/// [`claim`]), leased or not: after `recover`, and when the handler takes after
+/// deliveries again (enabled, an after handler). What its archive failed, it failed
+/// without flagging the next of each queue, and a delivery leased then and given back
+/// later, once it was enabled again, stayed unflagged: never claimed, with its client's
+/// later deliveries queued behind it.
+pub async fn flag_heads_of(conn: &mut Conn, handlers_id: i64) -> Result<(), StoreError> {
     query(
         "UPDATE deliveries SET head = 1 WHERE head = 0 AND id IN (
            SELECT MIN(id) FROM deliveries WHERE handlers_id = $1 AND status = 'pending'
            GROUP BY ordering_key)",
     )
     .bind(handlers_id)
-    .execute(tx)
+    .execute(conn)
     .await?;
-    Ok(requeued.len() as u64)
+    Ok(())
 }
 
 /// A delivery as the API shows it.

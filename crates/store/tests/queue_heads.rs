@@ -1252,3 +1252,89 @@ async fn a_delete_behind_a_long_transaction_gives_up_and_holds_nothing_up() {
     assert_eq!(kept, 4, "both events' deliveries, to both handlers");
     fresh.drop_database().await;
 }
+
+/// A handler archived while a claim holds a queue's head and the deliveries after it:
+/// the head's failed attempt fails it for the archive (as the outcome writer does), and
+/// the others, given back untried only once the handler is enabled again, are still that
+/// queue's next: `flag_heads_of` at the re-enable flags the oldest (leased or not), so
+/// the queue is claimed again rather than stuck behind an unflagged delivery.
+#[tokio::test]
+async fn a_queue_given_back_after_an_archive_and_a_re_enable_is_not_stuck() {
+    let fresh = Fresh::new().await;
+    let (db, dialect) = (&fresh.db, fresh.db.dialect);
+    let now = Timestamp::from_micros(1_000_000_000);
+    let mut tx = db.begin().await.unwrap();
+    for n in 1..=3 {
+        outbox::append(&mut tx, dialect, &[event(n, "clients:1")], now)
+            .await
+            .unwrap();
+    }
+    // Handler 2 is left out: only handler 1's queue is looked at.
+    query("UPDATE handlers SET status = 'disabled' WHERE id = 2")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    let claimed = deliveries::claim(&mut tx, dialect, now, now.add_seconds(10), 64, 3)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mine: Vec<&Claimed> = claimed.iter().filter(|c| c.handlers_id == 1).collect();
+    assert_eq!(mine.len(), 3, "the head and its followers: {claimed:?}");
+
+    let later = now.add_seconds(1);
+    let mut tx = db.begin().await.unwrap();
+    query("UPDATE handlers SET status = 'archived' WHERE id = 1")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    let failed = deliveries::fail_uncalled(&mut tx, Some(1), later)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0, "all three are leased: in flight, or about to be");
+    tx.commit().await.unwrap();
+
+    // The head's call fails: its retry fails for the archive, in the outcome's
+    // transaction; the two after it are not given back yet.
+    let mut tx = db.begin().await.unwrap();
+    let retry = Outcome::Retry {
+        next_at: later,
+        error: "500".into(),
+    };
+    deliveries::finish_many(&mut tx, &[(mine[0].lease(), 1, &retry)], later)
+        .await
+        .unwrap();
+    let failed = deliveries::fail_uncalled(&mut tx, Some(1), later)
+        .await
+        .unwrap();
+    assert_eq!(failed, 1, "the head's retry");
+    tx.commit().await.unwrap();
+
+    // Enabled again, then the two are given back.
+    let mut tx = db.begin().await.unwrap();
+    query("UPDATE handlers SET status = 'enabled' WHERE id = 1")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    deliveries::flag_heads_of(&mut tx, 1).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let rest: Vec<Lease> = mine[1..].iter().map(|c| c.lease()).collect();
+    deliveries::release(&mut tx, &rest).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut conn = db.write.acquire().await.unwrap();
+    assert_eq!(
+        unflagged_heads(&mut conn).await,
+        0,
+        "every queue has its head"
+    );
+    drop(conn);
+    let mut tx = db.begin().await.unwrap();
+    let again = deliveries::claim(&mut tx, dialect, later, later.add_seconds(10), 64, 3)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let ids: Vec<i64> = again.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [mine[1].id, mine[2].id], "claimed again, in order");
+    fresh.drop_database().await;
+}
