@@ -185,6 +185,7 @@ impl DeliveryEngine {
             }
             while workers.tasks.try_join_next().is_some() {}
             let free = workers.slots.available_permits();
+            let claimed_at = Timestamp::now();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -203,7 +204,8 @@ impl DeliveryEngine {
             };
             if claimed.is_empty() {
                 let saturated = free == 0;
-                let until = tokio::time::Instant::now() + self.idle_wait(saturated).await;
+                let wait = self.idle_wait(saturated, claimed_at).await;
+                let until = tokio::time::Instant::now() + wait;
                 // Deliveries handed over meanwhile are started without claiming again.
                 loop {
                     tokio::select! {
@@ -328,25 +330,28 @@ impl DeliveryEngine {
         })
     }
 
-    /// How long to sleep when there is nothing to claim: until the next retry is due,
-    /// but never longer than the fallback poll.
-    async fn idle_wait(&self, saturated: bool) -> Duration {
+    /// How long to sleep when the claim that looked at `claimed_at` found nothing: until
+    /// the next head falls due (a retry, the end of a lease), but never longer than the
+    /// fallback poll. A head due by `claimed_at` and not claimed is blocked behind an
+    /// earlier delivery in flight, whose completion wakes us; one that fell due since is
+    /// claimed at once (the claims' gap still applies).
+    async fn idle_wait(&self, saturated: bool, claimed_at: Timestamp) -> Duration {
         if saturated {
             return self.config.poll;
         }
         let next = match self.db.read.acquire().await {
-            Ok(mut conn) => deliveries::next_due(&mut conn).await.ok().flatten(),
+            Ok(mut conn) => deliveries::next_due(&mut conn, claimed_at)
+                .await
+                .ok()
+                .flatten(),
             Err(_) => None,
         };
         let now = Timestamp::now();
         match next {
-            Some(at) if at > now => {
+            Some(at) => {
                 let micros = u64::try_from(at.micros() - now.micros()).unwrap_or(0);
                 Duration::from_micros(micros).min(self.config.poll)
             }
-            // Due now but not claimable: blocked behind an earlier delivery in flight,
-            // whose completion wakes us.
-            Some(_) => self.config.poll,
             None => self.config.poll,
         }
     }

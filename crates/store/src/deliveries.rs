@@ -493,9 +493,13 @@ async fn end_leases(conn: &mut Conn, leases: &[Lease], end: i64) -> Result<(), S
     Ok(())
 }
 
-/// When the next delivery that can go is due, if any: the earliest due time (or end of
-/// lease) of the queues' heads. A wake-up too early is harmless, one too late is not.
-pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
+/// When the next delivery that can go is due after `after`, if any: the earliest due
+/// time (or end of lease) of the queues' heads later than that. A wake-up too early is
+/// harmless, one too late is not. `after` is when the last claim looked: a head due by
+/// then and not claimed is blocked behind a delivery in flight (whose end wakes the
+/// engine), and as the earliest it hid every later one, so that the engine slept its
+/// whole fallback poll (1 s) while queues put aside for a few milliseconds came due.
+pub async fn next_due(conn: &mut Conn, after: Timestamp) -> Result<Option<Timestamp>, StoreError> {
     // Heads only (see `claim`): the backlog waiting behind them would otherwise be read
     // in full every time the engine goes idle, and, being due, would say "now" while
     // nothing can go, so that the engine slept its whole fallback poll. The first
@@ -508,10 +512,11 @@ pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> 
     };
     let sql = format!(
         "SELECT {can_go} FROM deliveries d
-         WHERE d.status = 'pending' AND d.head = 1{ENABLED}
+         WHERE d.status = 'pending' AND d.head = 1{ENABLED} AND {can_go} > $1
          ORDER BY {can_go} LIMIT 1"
     );
     let at = query_scalar::<Option<i64>>(&sql)
+        .bind(after.micros())
         .fetch_optional(conn)
         .await?
         .flatten();

@@ -432,8 +432,10 @@ async fn a_queue_waiting_for_its_retry_keeps_its_backlog_out_of_the_claim() {
     );
     tx.commit().await.unwrap();
     let mut conn = db.read.acquire().await.unwrap();
-    let due = deliveries::next_due(&mut conn).await.unwrap();
+    let due = deliveries::next_due(&mut conn, now).await.unwrap();
     assert_eq!(due, Some(later), "the engine sleeps until the heads' retry");
+    let due = deliveries::next_due(&mut conn, later).await.unwrap();
+    assert_eq!(due, None, "nothing falls due after it");
     drop(conn);
 
     // Heads in flight: the engine wakes when their lease would run out, if sooner.
@@ -447,7 +449,7 @@ async fn a_queue_waiting_for_its_retry_keeps_its_backlog_out_of_the_claim() {
     tx.commit().await.unwrap();
     assert_eq!(flying.len(), 2, "the new client's heads: {flying:?}");
     let mut conn = db.read.acquire().await.unwrap();
-    let due = deliveries::next_due(&mut conn).await.unwrap();
+    let due = deliveries::next_due(&mut conn, now).await.unwrap();
     assert_eq!(due, Some(flying[0].lease_until), "the end of their lease");
     drop(conn);
     fresh.drop_database().await;
