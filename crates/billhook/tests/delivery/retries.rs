@@ -455,3 +455,41 @@ async fn a_timeout_or_any_non_2xx_answer_is_a_failed_attempt() {
     let took = log[0]["duration_ms"].as_i64().unwrap();
     assert!((250..1500).contains(&took), "cut at the timeout: {took} ms");
 }
+
+/// A delivery put back by hand while a later one of its client is being called is due
+/// and flagged, but waits for that call: as the earliest due, it hid every later due
+/// time, and the engine slept its whole fallback poll (here 5 s) while another client's
+/// retry came due after 1 s. The retry goes when it is due.
+#[tokio::test]
+async fn a_blocked_delivery_does_not_hold_up_a_retry_due_meanwhile() {
+    let s = Server::start_with(vec![("BILLHOOK_DELIVERY_POLL_MS", "5000")]).await;
+    // Client X's queue: a failed delivery put back behind a call that takes 6 s.
+    let rx = Receiver::start().await;
+    rx.plan(&[(500, Duration::ZERO)]);
+    let a = http_handler(&s, "clients.update", &rx.url("/a"), &[]).await;
+    let x = client(&s, "X").await;
+    rename(&s, x, "X 1").await;
+    let failed = wait_deliveries(&s, a["id"].as_i64().unwrap(), "failed", 1, 30).await;
+    rx.plan(&[(200, Duration::from_secs(6))]);
+    rename(&s, x, "X 2").await;
+    rx.wait_hits("/a", 2, 30).await;
+    let (st, v) = s
+        .post(
+            &format!("/api/v1/deliveries/{}/retry", failed[0]["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+
+    // Client Y's first attempt fails; its retry is due 1 s (±20 %) later.
+    let ry = Receiver::start().await;
+    ry.plan(&[(500, Duration::ZERO)]);
+    http_handler(&s, "clients.create", &ry.url("/b"), &[1]).await;
+    client(&s, "Y").await;
+    let hits = ry.wait_hits("/b", 2, 30).await;
+    let gap = hits[1].at - hits[0].at;
+    assert!(
+        gap < Duration::from_millis(2500),
+        "the retry went {gap:?} after the failure, not when due (1 s)"
+    );
+}
