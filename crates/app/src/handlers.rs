@@ -211,7 +211,7 @@ impl Handlers {
         let mut h = store::get(&mut tx, id)
             .await?
             .ok_or_else(|| AppError::not_found("handler", id))?;
-        let (was, was_stage) = (h.status, h.stage);
+        let was = h.clone();
         only_settable(&i.rest, &to_json(&h)?, |_| None)?;
         let mut nulls = FieldErrors::new();
         let (name, status, priority, event, stage) = (
@@ -235,7 +235,7 @@ impl Handlers {
             h.name = v;
         }
         if let Some(v) = status {
-            task_checked |= v == HandlerStatus::Enabled && h.status != HandlerStatus::Enabled;
+            task_checked |= v == HandlerStatus::Enabled && was.status != HandlerStatus::Enabled;
             h.status = v;
         }
         if let Some(v) = priority {
@@ -267,13 +267,12 @@ impl Handlers {
         h.updated_at = Timestamp::now();
         self.check(&h, task_checked)?;
         store::update(&mut tx, &h).await?;
-        let archived = h.status == HandlerStatus::Archived && was != HandlerStatus::Archived;
-        let made_before = h.stage == Stage::Before && was_stage == Stage::After;
+        let archived = h.status == HandlerStatus::Archived && was.status != HandlerStatus::Archived;
+        let made_before = h.stage == Stage::Before && was.stage == Stage::After;
         if archived || made_before {
             deliveries::fail_uncalled(&mut tx, Some(id), h.updated_at).await?;
         }
-        let takes_after = |status, stage| status == HandlerStatus::Enabled && stage == Stage::After;
-        if takes_after(h.status, h.stage) && !takes_after(was, was_stage) {
+        if h.takes_after_deliveries() && !was.takes_after_deliveries() {
             deliveries::flag_heads_of(&mut tx, id).await?;
         }
         tx.commit().await?;

@@ -80,21 +80,12 @@ pub fn only_settable(
     current: &Value,
     hint: impl Fn(&str) -> Option<&'static str>,
 ) -> Result<(), AppError> {
-    let mut errors = FieldErrors::new();
-    for (key, sent) in rest {
-        match current.get(key) {
-            _ if matches!(key.as_str(), "id" | "created_at" | "updated_at") => {}
-            Some(now) if now == sent => {}
-            Some(_) => errors.add(
-                key,
-                hint(key)
-                    .unwrap_or("cannot be changed by a PATCH")
-                    .to_string(),
-            ),
-            None => errors.add(key, "is not a field of this object"),
-        }
-    }
-    Ok(errors.into_result()?)
+    refuse_fields(rest, |key, sent| match current.get(key) {
+        _ if matches!(key, "id" | "created_at" | "updated_at") => None,
+        Some(now) if now == sent => None,
+        Some(_) => Some(hint(key).unwrap_or("cannot be changed by a PATCH").into()),
+        None => Some(NOT_A_FIELD.into()),
+    })
 }
 
 /// Refuses what a create's body holds beyond the fields it sets (`rest`): a field the
@@ -106,13 +97,24 @@ pub fn only_fields(
     fields_of: &Value,
     hint: impl Fn(&str) -> Option<&'static str>,
 ) -> Result<(), AppError> {
+    refuse_fields(rest, |key, _| {
+        let known = fields_of.get(key).is_some();
+        (!known).then(|| hint(key).unwrap_or(NOT_A_FIELD).into())
+    })
+}
+
+const NOT_A_FIELD: &str = "is not a field of this object";
+
+/// A 422 naming each field of `rest` that `why` refuses, with its reason.
+pub fn refuse_fields(
+    rest: &Map<String, Value>,
+    why: impl Fn(&str, &Value) -> Option<String>,
+) -> Result<(), AppError> {
     let mut errors = FieldErrors::new();
-    for key in rest
-        .keys()
-        .filter(|key| fields_of.get(key.as_str()).is_none())
-    {
-        let message = hint(key).unwrap_or("is not a field of this object");
-        errors.add(key, message.to_string());
+    for (key, sent) in rest {
+        if let Some(message) = why(key, sent) {
+            errors.add(key, message);
+        }
     }
     Ok(errors.into_result()?)
 }

@@ -24,12 +24,12 @@ pub fn too_large(limit: usize) -> ApiError {
 }
 
 /// The error of a body that could not be read, with `status` the rejection's: over
-/// `limit` bytes, a 413 ([`too_large`]); otherwise a 400 with `text`.
-pub fn body_error(status: StatusCode, text: &str, limit: usize) -> ApiError {
+/// `limit` bytes, a 413 ([`too_large`]); otherwise a 400 saying `why`.
+pub fn body_error(status: StatusCode, why: String, limit: usize) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return too_large(limit);
     }
-    ApiError::bad_request(format!("cannot read the body: {text}"))
+    ApiError::bad_request(why)
 }
 
 /// A JSON body; malformed JSON or wrong types give 400 `bad_request`.
@@ -39,9 +39,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| body_error(e.status(), &e.body_text(), BODY_LIMIT))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let why = format!("cannot read the body: {}", e.body_text());
+            body_error(e.status(), why, BODY_LIMIT)
+        })?;
         Ok(ApiJson(parse_json(&bytes)?))
     }
 }

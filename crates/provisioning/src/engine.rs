@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use billhook_domain::catalogue::Stage;
-use billhook_domain::entities::{Handler, HandlerStatus};
+use billhook_domain::entities::Handler;
 use billhook_domain::payload::{payload_text, EventHeader};
 use billhook_domain::Timestamp;
 use billhook_store::deliveries::{self, Claimed, Lease, Outcome};
@@ -242,10 +242,7 @@ impl DeliveryEngine {
         handed.close();
         let rest = async {
             while let Some(handoff) = handed.recv().await {
-                let leases = handoff
-                    .deliveries
-                    .iter()
-                    .map(|c| (c.lease(), c.handlers_id));
+                let leases = handoff.deliveries.iter().map(Claimed::lease);
                 give_back(leases, &workers.results, &workers.in_flight).await;
             }
         };
@@ -411,8 +408,7 @@ impl DeliveryEngine {
                 self.handler_if_lease_covers_call(&c).await
             };
             let Some(handler) = handler else {
-                let untried = std::iter::once((lease, c.handlers_id))
-                    .chain(queue.map(|(lease, c, _)| (lease, c.handlers_id)));
+                let untried = std::iter::once(lease).chain(queue.map(|(lease, ..)| lease));
                 return give_back(untried, results, in_flight).await;
             };
             let carry_on = match self.attempt(&c, &event, &handler).await {
@@ -430,8 +426,7 @@ impl DeliveryEngine {
             in_flight.lock().expect("not poisoned").remove(&lease);
             turns.attempts.fetch_add(1, Ordering::Relaxed);
             if !carry_on {
-                let untried = queue.map(|(lease, c, _)| (lease, c.handlers_id));
-                return give_back(untried, results, in_flight).await;
+                return give_back(queue.map(|(lease, ..)| lease), results, in_flight).await;
             }
         }
     }
@@ -465,7 +460,7 @@ impl DeliveryEngine {
     ) -> Result<Finished, StoreError> {
         let (handler, secrets) = &**entry;
         let now = Timestamp::now();
-        if handler.status != HandlerStatus::Enabled || handler.stage != Stage::After {
+        if !handler.takes_after_deliveries() {
             // Claimed just before its handler was disabled. The claim skips handlers
             // that are not enabled, so it waits untouched from now on and goes once the
             // handler is enabled again, but not before our cached copy of it is
@@ -486,7 +481,6 @@ impl DeliveryEngine {
             };
             return Ok(Finished {
                 lease: c.lease(),
-                handlers_id: c.handlers_id,
                 attempts: c.attempts,
                 outcome: later,
                 execution: None,
@@ -518,7 +512,6 @@ impl DeliveryEngine {
         let execution = execution_row(handler, event, c, attempts, &outcome, request);
         Ok(Finished {
             lease: c.lease(),
-            handlers_id: c.handlers_id,
             attempts,
             outcome: result,
             execution: Some(execution),
@@ -775,16 +768,16 @@ impl Workers {
     }
 }
 
-/// Gives untried deliveries back (each with its handler's id): their leases end, so they
-/// can be claimed again once the one they wait for is done.
+/// Gives untried deliveries back: their leases end, so they can be claimed again once
+/// the one they wait for is done.
 async fn give_back(
-    leases: impl Iterator<Item = (Lease, i64)>,
+    leases: impl Iterator<Item = Lease>,
     results: &mpsc::Sender<Written>,
     in_flight: &Mutex<HashSet<Lease>>,
 ) {
-    for (lease, handlers_id) in leases {
+    for lease in leases {
         in_flight.lock().expect("not poisoned").remove(&lease);
-        let _ = results.send(Written::Release(lease, handlers_id)).await;
+        let _ = results.send(Written::Release(lease)).await;
     }
 }
 

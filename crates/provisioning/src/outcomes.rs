@@ -1,7 +1,7 @@
 //! The delivery engine's writer: the outcomes of attempts, and deliveries given back
 //! untried, written in batches by one task — one transaction for many deliveries.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +15,8 @@ use tokio::sync::{mpsc, Notify};
 pub(crate) enum Written {
     /// An attempt's outcome.
     Attempt(Box<Finished>),
-    /// A delivery of a handler given back untried: its lease ends so that it can be
-    /// claimed again.
-    Release(Lease, i64),
+    /// A delivery given back untried: its lease ends so that it can be claimed again.
+    Release(Lease),
     /// A delivery put aside untried for this long from when it is written: its lease
     /// ends then, and no claim takes it before.
     PutAside(Lease, Duration),
@@ -26,7 +25,6 @@ pub(crate) enum Written {
 /// An attempt's outcome, waiting to be written.
 pub(crate) struct Finished {
     pub lease: Lease,
-    pub handlers_id: i64,
     pub attempts: i64,
     pub outcome: Outcome,
     /// The log row; none when the attempt was skipped (the handler no longer an enabled
@@ -90,21 +88,14 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
     let mut released = Vec::new();
     let mut aside: BTreeMap<Duration, Vec<Lease>> = BTreeMap::new();
     let mut rows = Vec::new();
-    let mut requeued = BTreeSet::new();
     for w in batch {
         match w {
-            Written::Release(lease, handlers_id) => {
-                released.push(*lease);
-                requeued.insert(*handlers_id);
-            }
+            Written::Release(lease) => released.push(*lease),
             Written::PutAside(lease, d) => aside.entry(*d).or_default().push(*lease),
             Written::Attempt(f) => {
                 match &f.outcome {
                     Outcome::Succeeded => succeeded.push(f.lease),
                     other => others.push((f.lease, f.attempts, other)),
-                }
-                if matches!(f.outcome, Outcome::Retry { .. }) {
-                    requeued.insert(f.handlers_id);
                 }
                 if !matches!(f.outcome, Outcome::Retry { .. }) {
                     finished.push(f.lease.id);
@@ -123,8 +114,12 @@ async fn write_batch(db: &Db, batch: &[Written], undone: usize) -> Result<bool, 
     // while they were leased: nothing will call them again, so they fail now, as the
     // change failed the rest (see `deliveries::fail_uncalled`); those put aside once
     // their lease ends, by the engine's periodic walk.
-    for &handlers_id in &requeued {
-        deliveries::fail_uncalled(&mut tx, Some(handlers_id), now).await?;
+    let requeued = !released.is_empty()
+        || others
+            .iter()
+            .any(|(_, _, outcome)| matches!(outcome, Outcome::Retry { .. }));
+    if requeued {
+        deliveries::fail_uncalled(&mut tx, None, now).await?;
     }
     executions::insert_many(&mut tx, &rows).await?;
     tx.commit().await?;

@@ -6,7 +6,7 @@ use billhook_store::{accounts, dids as store, Conn};
 use serde::Deserialize;
 
 use super::{lock_client, lock_open_client};
-use crate::input::{nullable, only_settable, required};
+use crate::input::{nullable, only_settable, refuse_fields, required};
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, Proposal};
 use crate::AppError;
 
@@ -191,12 +191,9 @@ impl Action for DidActionRequest {
                 apply_transition(&mut next, action, self.target_client(current), i, now)?;
             }
             DidChange::Transition(action) => {
-                if let Some(field) = i.rest.keys().next() {
-                    return Err(AppError::field(
-                        field,
-                        format!("is not a field of {}", action.name()),
-                    ));
-                }
+                refuse_fields(&i.rest, |_, _| {
+                    Some(format!("is not a field of {}", action.name()))
+                })?;
                 if !action.allowed_from(cur.status) {
                     return Err(AppError::InvalidTransition(format!(
                         "DID {} is {}; it cannot {}",

@@ -105,18 +105,20 @@ async fn a_script_exiting_non_zero_forbids_with_its_stderr() {
 #[tokio::test]
 async fn a_long_forbid_message_is_cut_in_the_answer_and_kept_in_the_log() {
     let s = Server::start().await;
-    // 3,000 two-byte characters: the cut must fall on a character boundary.
+    // One byte, then 3,000 two-byte characters: byte 1,024 falls inside one, and the
+    // cut must fall on a character boundary.
     script(
         &s,
         "long.sh",
-        "#!/bin/sh\ncat >/dev/null\ni=0\nwhile [ $i -lt 300 ]; do printf 'éééééééééé' >&2; i=$((i+1)); done\nexit 1\n",
+        "#!/bin/sh\ncat >/dev/null\nprintf x >&2\ni=0\nwhile [ $i -lt 300 ]; do printf 'éééééééééé' >&2; i=$((i+1)); done\nexit 1\n",
     );
     let h = script_hook(&s, "long", "long.sh", "allow").await;
     let (st, v) = s.post("/api/v1/clients", json!({"name": "Long"})).await;
     assert_refused(st, &v, "forbidden_by_handler", h, "long");
     let m = message(&v);
     assert!(m.len() < 1100, "{} bytes", m.len());
-    assert!(m.starts_with("éééé"), "{m}");
+    assert!(m.starts_with("xéééé"), "{m}");
+    assert!(!m.contains('\u{FFFD}'), "cut inside a character: {m}");
     assert!(m.ends_with("(cut; the execution log has all of it)"), "{m}");
     let rows = before_rows(&s, h).await;
     let logged = serde_json::to_string(&rows[0]).expect("serialises");

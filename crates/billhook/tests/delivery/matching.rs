@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use crate::harness::{assert_error, wait_for, Server};
 use crate::receiver::Receiver;
 use crate::util::{
-    all_uids, client, deliveries, http_handler, metric, metrics, micros, now_micros, rename,
-    settle, uids, HANDLERS,
+    all_uids, client, deliveries, delivery_of, http_handler, metric, metrics, micros, now_micros,
+    rename, settle, uids, HANDLERS,
 };
 
 #[tokio::test]
@@ -221,8 +221,10 @@ async fn two_pending(s: &Server, r: &Receiver, name: &str) -> (i64, Vec<String>)
 /// failed with `error`, and neither retry nor recover sets them going while it stays
 /// out (nothing would send them: they would wait for ever).
 async fn failed_and_kept(s: &Server, id: i64, error: &str) {
-    // A call in flight at the change ends first (failed: the endpoint fails).
-    let all = wait_for(30, "both deliveries failed", || async {
+    // A call in flight at the change ends first (failed: the endpoint fails at once).
+    // Well within the engine's 10 s walk, which would fail them too: this is the
+    // change's own doing.
+    let all = wait_for(3, "both deliveries failed", || async {
         let all = deliveries(s, &format!("handlers_id={id}")).await;
         all.iter().all(|d| d["status"] == "failed").then_some(all)
     })
@@ -337,9 +339,14 @@ async fn a_call_in_flight_at_an_archive_or_a_stage_change_ends_as_it_ends() {
             rename(&s, c, "Queued 2").await;
             let raised = all_uids(&s).await[before..].to_vec();
             assert_eq!(raised.len(), 3, "{raised:?}");
+            // The first call is still in flight at the change (it takes 1.5 s).
+            let first = delivery_of(&s, id, &raised[0]).await;
+            assert_eq!(first["attempts"], 0, "{first}");
             let (st, v) = s.patch(&format!("{HANDLERS}/{id}"), change.clone()).await;
             assert_eq!(st, 200, "{v}");
-            let ds = wait_for(30, "every outcome written", || async {
+            // Within the call's end and well before the engine's 10 s walk: this is the
+            // outcome writer's doing.
+            let ds = wait_for(5, "every outcome written", || async {
                 let d = deliveries(&s, &format!("handlers_id={id}")).await;
                 (d.len() == 3 && d.iter().all(|d| d["status"] != "pending")).then_some(d)
             })

@@ -78,6 +78,8 @@ async fn an_event_shows_the_delivery_state_of_each_handler() {
     assert_eq!((st, &same["event"]["uid"]), (200, &json!(uid)), "{same}");
     let calls = executions(&s, &format!("event_uid={upper}")).await;
     assert!(!calls.is_empty(), "the log by the upper-case uid");
+    assert_eq!(calls, executions(&s, &format!("event_uid={uid}")).await);
+    assert!(calls.iter().all(|c| c["event_uid"] == uid), "{calls:?}");
 
     let (st, v) = s.get("/api/v1/events/no-such-uid").await;
     assert_eq!(st, 404, "{v}");
@@ -324,6 +326,10 @@ async fn the_execution_log_filters() {
         let (st, v) = s.get(&path).await;
         assert_eq!(st, 400, "{path}: {v}");
         assert_error(&v, "bad_request");
+        assert_eq!(
+            v["error"]["message"], "query string: to is before from",
+            "{v}"
+        );
         let same = format!("/api/v1/{list}?from=2026-12-06T00:00:00Z&to=2026-12-06T00:00:00Z");
         assert_eq!(s.get(&same).await.0, 200, "{same}");
     }
@@ -383,14 +389,16 @@ async fn list_filters_refuse_words_outside_their_set() {
 #[tokio::test]
 async fn a_search_text_over_1000_characters_is_refused() {
     let s = Server::start().await;
-    let long = "a".repeat(50_001);
-    for path in [
+    // One over the limit, and beyond what SQLite's LIKE takes (a 500 before).
+    let (just_over, long) = ("a".repeat(1001), "a".repeat(50_001));
+    let lists = [
         "executions?q=",
         "clients?q=",
         "dids?q=",
         "rate_tables?name=",
-    ] {
-        let (st, v) = s.get(&format!("/api/v1/{path}{long}")).await;
+    ];
+    for (path, text) in lists.iter().flat_map(|p| [(p, &just_over), (p, &long)]) {
+        let (st, v) = s.get(&format!("/api/v1/{path}{text}")).await;
         assert_eq!(st, 400, "{path}: {v}");
         assert_error(&v, "bad_request");
         let message = v["error"]["message"].as_str().unwrap();

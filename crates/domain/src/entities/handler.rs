@@ -58,6 +58,11 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// Whether it is called with after deliveries: enabled, and an after handler.
+    pub fn takes_after_deliveries(&self) -> bool {
+        self.status == HandlerStatus::Enabled && self.stage == Stage::After
+    }
+
     /// Checks every field but `task`: it is checked by the application with what the
     /// caller knows (the scripts directory, the URL parser of its calls), and only when
     /// it is set or the handler switched on.

@@ -26,7 +26,10 @@ async fn ingest(
     State(app): State<App>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Report>> {
-    let body = body.map_err(|e| body_error(e.status(), &e.body_text(), MAX_MESSAGE))?;
+    let body = body.map_err(|e| {
+        let why = format!("cannot read the body: {}", e.body_text());
+        body_error(e.status(), why, MAX_MESSAGE)
+    })?;
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::bad_request(
             "the body must be an RFC 822 message (Content-Type: message/rfc822)",

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::{query_num, ApiResult, Paging};
-use crate::extract::too_large;
+use crate::extract::body_error;
 use crate::extract::{ApiQuery, Id};
 use crate::ApiError;
 
@@ -103,9 +103,9 @@ async fn create(
 
 /// Reads the fields; the file streams to disk, never whole into memory.
 async fn read_form(app: &App, mut multipart: Multipart, form: &mut Form) -> Result<(), ApiError> {
-    let bad = |e: axum::extract::multipart::MultipartError| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => too_large(MAX_UPLOAD),
-        _ => ApiError::bad_request(format!("malformed multipart body: {}", e.body_text())),
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        let why = format!("malformed multipart body: {}", e.body_text());
+        body_error(e.status(), why, MAX_UPLOAD)
     };
     while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
         match field.name().unwrap_or("") {
