@@ -518,3 +518,23 @@ fn message_of(body: &str) -> Option<String> {
         .and_then(Value::as_str)
         .map(|m| crate::caller::without_nul(m.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_time_written_back_otherwise_is_the_same_time() {
+        let sent = json!("2026-12-05T07:30:28.998000Z");
+        for back in [
+            "2026-12-05T07:30:28.998Z",
+            "2026-12-05T07:30:28.998+00:00",
+            "2026-12-05T08:30:28.998000+01:00",
+        ] {
+            assert!(same_time(&sent, &json!(back)), "{back}");
+        }
+        assert!(!same_time(&sent, &json!("2026-12-05T07:30:28.999Z")));
+        assert!(!same_time(&sent, &json!("not a time")));
+    }
+}

@@ -360,6 +360,10 @@ async fn list_filters_refuse_words_outside_their_set() {
         ),
         ("/api/v1/events?events_id=client.create", "not an event id"),
         ("/api/v1/handlers?event=clients.creat", "`clients.*`"),
+        ("/api/v1/handlers?event=nope.nope", "`clients.*`"),
+        ("/api/v1/handlers?event=nope.*", "`clients.*`"),
+        ("/api/v1/handlers?matches=dids.*", "not an event id"),
+        ("/api/v1/handlers?matches=nope.nope", "not an event id"),
     ] {
         let (st, v) = s.get(path).await;
         assert_eq!(st, 400, "{path}: {v}");
