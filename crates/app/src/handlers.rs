@@ -413,7 +413,7 @@ impl Handlers {
             duration_ms: outcome.duration_ms,
             request,
             response_status: outcome.response_status,
-            response_body: outcome.response_body,
+            response_body: caller::logged(outcome.response_body),
             error: judged.error,
             modified: judged.modified,
             deliveries_id: None,
@@ -549,16 +549,7 @@ fn check_script_file(dir: &Path, task: &str) -> Result<(), String> {
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return Err(format!("script {task:?} is not an executable file"));
     }
-    // A symlink may not lead out of the scripts directory.
-    let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize()) else {
-        return Err(format!("script {task:?} cannot be resolved"));
-    };
-    if !real.starts_with(root) {
-        return Err(format!(
-            "script {task:?} leads outside the scripts directory"
-        ));
-    }
-    Ok(())
+    caller::check_inside(dir, task)
 }
 
 /// A handler's `timeout_ms` as given; one out of `u32` is out of range as one over the

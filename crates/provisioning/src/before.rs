@@ -366,7 +366,7 @@ impl BeforeChain {
             duration_ms: outcome.map_or(0, |o| o.duration_ms),
             request: serde_json::value::to_raw_value(&request).expect("JSON values serialise"),
             response_status: outcome.and_then(|o| o.response_status),
-            response_body: outcome.and_then(|o| o.response_body.clone()),
+            response_body: crate::caller::logged(outcome.and_then(|o| o.response_body.clone())),
             error,
             modified,
             deliveries_id: None,
@@ -406,6 +406,10 @@ fn interpret(o: &CallOutcome, sent: &Value, writable: &[&str], validate: Validat
     }
     if !is_script && !(200..300).contains(&status) {
         return Verdict::Failure(o.error.clone().unwrap_or_else(|| format!("HTTP {status}")));
+    }
+    if o.cut {
+        let most = crate::caller::ANSWER_CAP >> 20;
+        return Verdict::Failure(format!("the response is longer than {most} MiB"));
     }
     if body.is_empty() {
         return Verdict::Allow(None);

@@ -720,6 +720,27 @@ impl Drop for LiteConn {
     }
 }
 
+/// Makes SQLite's `lower` lower the case of all of Unicode, as PostgreSQL's does: the
+/// built-in one only knows A to Z, so a search (`q`, lowered on both sides) for
+/// "ÉCOLE" or "école" did not find "ÉCOLE" on SQLite. No index is on `lower`; searches
+/// are its only use.
+fn unicode_lower(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::{Value, ValueRef};
+    let flags = FunctionFlags::SQLITE_UTF8
+        | FunctionFlags::SQLITE_DETERMINISTIC
+        | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function("lower", 1, flags, |ctx| {
+        Ok(match ctx.get_raw(0) {
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).to_lowercase()),
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Text(i.to_string()),
+            ValueRef::Real(f) => Value::Text(f.to_string()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        })
+    })
+}
+
 impl LitePool {
     /// The writer's group commit (none for a pool of readers).
     pub(crate) fn group(&self) -> Option<&Arc<crate::group_commit::Group>> {
@@ -746,6 +767,7 @@ impl LitePool {
         for _ in 0..size {
             let conn = rusqlite::Connection::open(path)?;
             conn.execute_batch(setup)?;
+            unicode_lower(&conn)?;
             // rusqlite's cache keeps only the transaction control statements now (see
             // `group_commit::exec`); the rest are kept by `Lite`.
             conn.set_prepared_statement_cache_capacity(16);

@@ -37,6 +37,40 @@ async fn an_echo_allows_the_action_unchanged() {
     );
 }
 
+/// The echo of a payload far over the log's 64 KiB (a client with 9,000 tags) allows
+/// the action as a short one does: the answer is judged whole, and the log keeps its
+/// first 64 KiB. Cut at 64 KiB, it was no JSON, and the action failed. An answer over
+/// the 8 MiB read is a handler failure that says so.
+#[tokio::test]
+async fn an_echo_of_a_payload_over_64_kib_allows_the_action() {
+    let s = Server::start().await;
+    let r = Receiver::echo().await;
+    let h = http_hook(&s, "echo", &r.url(), "forbid").await;
+    let tags: Vec<String> = (0..9000).map(|i| format!("tag-{i:05}")).collect();
+    let c = s
+        .ok(
+            "/api/v1/clients",
+            json!({"name": "Many Tags", "tags": tags}),
+            201,
+        )
+        .await;
+    assert_eq!(c["tags"], json!(tags));
+    let rows = before_rows(&s, h).await;
+    assert_eq!(rows[0]["status"], "success", "{}", rows[0]["error"]);
+    let logged = rows[0]["response_body"].as_str().unwrap();
+    assert_eq!(logged.len(), 64 * 1024, "the log keeps the first 64 KiB");
+
+    let padding = "x".repeat(8 * 1024 * 1024);
+    r.set(move |_| Reply::json(200, &json!({"allow": true, "padding": padding})));
+    let before = snapshot(&s).await;
+    let (st, v) = s
+        .post("/api/v1/clients", json!({"name": "Too Long An Answer"}))
+        .await;
+    assert_refused(st, &v, "handler_failed", h, "echo");
+    assert_eq!(message(&v), "the response is longer than 8 MiB", "{v}");
+    assert_nothing_written(&s, &before).await;
+}
+
 #[tokio::test]
 async fn an_empty_2xx_or_a_body_without_data_allows_unchanged() {
     let s = Server::start().await;

@@ -364,6 +364,25 @@ async fn list_filters_refuse_words_outside_their_set() {
         ("/api/v1/handlers?event=nope.*", "`clients.*`"),
         ("/api/v1/handlers?matches=dids.*", "not an event id"),
         ("/api/v1/handlers?matches=nope.nope", "not an event id"),
+        // A parameter the list does not have: a misspelt `handlers_id` answered every
+        // handler's calls as if they were that one's.
+        (
+            "/api/v1/executions?handler_id=1",
+            "unknown parameter \"handler_id\"",
+        ),
+        (
+            "/api/v1/deliveries?events_id=x",
+            "unknown parameter \"events_id\"",
+        ),
+        (
+            "/api/v1/events?status=failed",
+            "unknown parameter \"status\"",
+        ),
+        ("/api/v1/handlers?q=crm&limit=5", "unknown parameter \"q\""),
+        (
+            "/api/v1/clients?limit=5&nmae=x",
+            "unknown parameter \"nmae\"",
+        ),
     ] {
         let (st, v) = s.get(path).await;
         assert_eq!(st, 400, "{path}: {v}");
@@ -377,6 +396,8 @@ async fn list_filters_refuse_words_outside_their_set() {
         "/api/v1/handlers?status=&type=&stage=&event=&matches=",
         "/api/v1/executions?events_id=",
         "/api/v1/events?events_id=",
+        "/api/v1/executions?handlers_id=1&limit=5&offset=0",
+        "/api/v1/clients?q=x&limit=5&offset=1",
     ] {
         let (st, v) = s.get(path).await;
         assert_eq!(st, 200, "{path}: {v}");
@@ -385,6 +406,30 @@ async fn list_filters_refuse_words_outside_their_set() {
         .get("/api/v1/handlers?type=http&stage=after&status=enabled")
         .await;
     assert_eq!(v["total"], 1, "{v}");
+}
+
+/// `q` matches letters of any case beyond A to Z: SQLite's own `lower` only knew those,
+/// so "ÉCOLE" was found by neither "ÉCOLE" nor "école" there.
+#[tokio::test]
+async fn a_search_ignores_case_beyond_ascii() {
+    let s = Server::start().await;
+    let r = Receiver::start().await;
+    let h = http_handler(&s, "clients.create", &r.url("/ok"), &[0]).await;
+    let h = h["id"].as_i64().unwrap();
+    let c = client(&s, "ÉCOLE Größe Ärzte").await;
+    wait_for(30, "the call", || async {
+        let log = executions(&s, &format!("handlers_id={h}")).await;
+        (!log.is_empty()).then_some(())
+    })
+    .await;
+    for typed in ["%C3%89COLE", "%C3%A9cole", "gr%C3%B6%C3%9Fe", "%C3%A4RZTE"] {
+        let log = executions(&s, &format!("handlers_id={h}&q={typed}")).await;
+        assert_eq!(log.len(), 1, "q={typed}: {log:?}");
+        let (_, v) = s.get(&format!("/api/v1/clients?q={typed}")).await;
+        assert_eq!(v["items"][0]["id"], c, "q={typed}: {v}");
+    }
+    let log = executions(&s, &format!("handlers_id={h}&q=%C3%89COLES")).await;
+    assert!(log.is_empty(), "{log:?}");
 }
 
 /// A search text is at most 1,000 characters: a longer one is a 400 naming the limit,

@@ -88,6 +88,8 @@ async fn invalid_handlers_answer_422() {
         json!({"name": "x", "event": "clients.create", "task": "https://127.0.0.1:65536/a"}),
         json!({"name": "x", "event": "clients.create", "task": " http://127.0.0.1:9/a"}),
         json!({"name": "x", "event": "clients.create", "task": "http://127.0.0.1:9/a b"}),
+        // Parsed, but no request can be sent to it: accepted, it failed every call.
+        json!({"name": "x", "event": "clients.create", "task": format!("{url}/{}", "p".repeat(65_600))}),
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "../ok.sh"}),
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "/bin/true"}),
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "missing.sh"}),

@@ -338,3 +338,65 @@ async fn a_script_killed_by_a_signal_says_which() {
         log[0]
     );
 }
+
+/// What a script that succeeds writes to stderr (a warning) is kept in the call's
+/// `error`, the status saying it succeeded; it was dropped.
+#[tokio::test]
+async fn a_script_that_succeeds_keeps_its_stderr() {
+    let sc = default_dir().await;
+    let s = &sc.s;
+    let script = "#!/bin/sh\ncat > /dev/null\necho 'rate table is stale' >&2\necho done\n";
+    write_script_in(&sc.dir, "warns.sh", script, true);
+    let h = create_handler(
+        s,
+        json!({"name": "warns", "event": "clients.create", "type": "script",
+               "task": "warns.sh"}),
+    )
+    .await;
+    let id = h["id"].as_i64().unwrap();
+    client(s, "Warned").await;
+    wait_deliveries(s, id, "succeeded", 1, 30).await;
+    let log = executions(s, &format!("handlers_id={id}")).await;
+    assert_eq!(log[0]["status"], "success", "{}", log[0]);
+    assert_eq!(log[0]["response_body"], "done\n", "{}", log[0]);
+    assert_eq!(log[0]["error"], "stderr: rate table is stale", "{}", log[0]);
+    let quiet = executions(s, "q=stale").await;
+    assert_eq!(quiet.len(), 1, "q finds it: {quiet:?}");
+}
+
+/// A script replaced, after its handler was saved, by a link leading out of the scripts
+/// directory is not run: the check made when it is saved is made at each call too.
+#[tokio::test]
+async fn a_script_that_now_leads_outside_the_directory_is_not_run() {
+    let sc = default_dir().await;
+    let s = &sc.s;
+    let out = tempfile::tempdir().unwrap();
+    let ran = out.path().join("ran");
+    let outside = out.path().join("outside.sh");
+    let body = format!("#!/bin/sh\ncat > /dev/null\ntouch '{}'\n", ran.display());
+    write_script_in(out.path(), "outside.sh", &body, true);
+    write_script_in(&sc.dir, "swap.sh", "#!/bin/sh\nexit 0\n", true);
+    let h = create_handler(
+        s,
+        json!({"name": "swap", "event": "clients.create", "type": "script",
+               "task": "swap.sh", "retry_schedule": []}),
+    )
+    .await;
+    let id = h["id"].as_i64().unwrap();
+    std::fs::remove_file(sc.dir.join("swap.sh")).unwrap();
+    std::os::unix::fs::symlink(&outside, sc.dir.join("swap.sh")).unwrap();
+    client(s, "Swapped").await;
+    wait_deliveries(s, id, "failed", 1, 30).await;
+    let log = executions(s, &format!("handlers_id={id}")).await;
+    assert_eq!(
+        log[0]["error"],
+        "cannot run script: script \"swap.sh\" leads outside the scripts directory",
+        "{}",
+        log[0]
+    );
+    let (st, v) = s
+        .post(&format!("/api/v1/handlers/{id}/test"), json!({}))
+        .await;
+    assert_eq!((st, &v["status"]), (200, &json!("fail")), "{v}");
+    assert!(!ran.exists(), "the script outside was run");
+}

@@ -35,6 +35,22 @@ pub struct Paging {
     pub limit: Option<u32>,
     #[serde(default, deserialize_with = "query_offset")]
     pub offset: Option<u32>,
+    /// What a list's filter and these two left: a misspelt filter (`handler_id`) must not
+    /// answer the whole list as if it were the filtered one.
+    #[serde(flatten, deserialize_with = "no_other_parameter")]
+    _unknown: (),
+}
+
+/// Refuses what is left of a list's query string once its filter and the paging took
+/// theirs (every list's filter flattens [`Paging`] into itself).
+fn no_other_parameter<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    let left = std::collections::BTreeMap::<String, serde::de::IgnoredAny>::deserialize(d)?;
+    match left.keys().next() {
+        None => Ok(()),
+        Some(name) => Err(serde::de::Error::custom(format!(
+            "unknown parameter {name:?}: this list has no such filter"
+        ))),
+    }
 }
 
 /// `limit` (see [`query_num`]). Flattened into each list's filter, the paging fields

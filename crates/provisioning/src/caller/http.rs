@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
 
 use super::direct::{self, Direct};
-use super::{capped_text, CallMeta, CallOutcome, BODY_CAP};
+use super::{capped_text, read_cap, CallMeta, CallOutcome};
 use crate::retry::parse_retry_after;
 use crate::signing::signature_header;
 
@@ -26,7 +26,7 @@ pub(super) async fn call(
         .body(body.to_vec());
     timed(timeout, async {
         match request.send().await {
-            Ok(response) => read(response.into()).await,
+            Ok(response) => read(response.into(), read_cap(meta.stage)).await,
             Err(e) => failed(describe(&e)),
         }
     })
@@ -50,7 +50,7 @@ pub(super) async fn call_direct(
             .post(uri.clone(), headers, Bytes::copy_from_slice(body))
             .await
         {
-            Ok(response) => read(response).await,
+            Ok(response) => read(response, read_cap(meta.stage)).await,
             Err(e) => failed(direct::describe(&uri, &e)),
         }
     })
@@ -97,8 +97,8 @@ fn failed(error: String) -> CallOutcome {
 }
 
 /// The outcome of a response: its status, `Retry-After` on 429 and 503, and its body
-/// read up to the cap.
-async fn read<B>(mut response: hyper::Response<B>) -> CallOutcome
+/// read up to `cap` bytes.
+async fn read<B>(mut response: hyper::Response<B>, cap: usize) -> CallOutcome
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::error::Error,
@@ -116,14 +116,18 @@ where
     // Read at most the cap; a receiver streaming forever cannot hold the worker.
     let mut body = Vec::new();
     let mut read_error = None;
-    while body.len() < BODY_CAP {
+    let mut ended = false;
+    while body.len() <= cap {
         match response.body_mut().frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     body.extend_from_slice(data);
                 }
             }
-            None => break,
+            None => {
+                ended = true;
+                break;
+            }
             Some(Err(e)) => {
                 let text = with_sources(format!("bad response: {e}"), &e);
                 read_error = Some(format!("reading the response: {text}"));
@@ -133,11 +137,13 @@ where
     }
     let success = status.is_success() && read_error.is_none();
     let answered = read_error.is_none();
+    let cut = answered && !ended && body.len() > cap;
     let error = read_error.or_else(|| (!status.is_success()).then(|| format!("HTTP {status}")));
     CallOutcome {
         success,
         response_status: Some(i64::from(status.as_u16())),
-        response_body: Some(capped_text(&body)),
+        response_body: Some(capped_text(&body, cap)),
+        cut,
         error,
         duration_ms: 0,
         retry_after,

@@ -20,6 +20,20 @@ use rustls_pki_types::CertificateDer;
 /// Response bodies and script output are kept up to this size (64 KiB).
 pub const BODY_CAP: usize = 64 * 1024;
 
+/// A before handler's answer is read up to this size (8 MiB), and judged whole: the
+/// reference's example handler echoes the payload, which may be far over [`BODY_CAP`]
+/// (an account with thousands of IPs, a client with many tags), and cut there it was
+/// no JSON, so the action failed. The log keeps its first [`BODY_CAP`] as for any call.
+pub const ANSWER_CAP: usize = 8 * 1024 * 1024;
+
+/// How much of a call's answer (body, or a script's stdout) is read.
+fn read_cap(stage: Stage) -> usize {
+    match stage {
+        Stage::Before => ANSWER_CAP,
+        Stage::After => BODY_CAP,
+    }
+}
+
 /// What one call produced.
 #[derive(Debug, Clone, Default)]
 pub struct CallOutcome {
@@ -27,8 +41,11 @@ pub struct CallOutcome {
     pub success: bool,
     /// HTTP status, or a script's exit code.
     pub response_status: Option<i64>,
-    /// The first 64 KiB of the body, or of a script's stdout.
+    /// The body, or a script's stdout: its first 64 KiB, or for a before call its
+    /// first 8 MiB ([`ANSWER_CAP`]; see [`logged`]).
     pub response_body: Option<String>,
+    /// The answer went on past what was read of it.
+    pub cut: bool,
     /// Why the call failed: timeout, connection, non-2xx, exit code and stderr.
     pub error: Option<String>,
     pub duration_ms: i64,
@@ -243,22 +260,50 @@ pub fn check_url(task: &str) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(WANTED.into());
     }
+    // What the calls send it as: a URL over 64 KiB is not a valid request target.
+    if let Err(e) = url.as_str().parse::<hyper::Uri>() {
+        return Err(format!("{WANTED}: {e}"));
+    }
     Ok(())
 }
 
-/// Text of at most [`BODY_CAP`] bytes, cut at a character boundary, with U+FFFD for
-/// what is not UTF-8 and for NUL (see [`without_nul`]).
-pub(crate) fn capped_text(bytes: &[u8]) -> String {
-    let text =
-        without_nul(String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_CAP)]).into_owned());
-    if text.len() <= BODY_CAP {
-        return text;
+/// Checks that script `task` of `dir` is inside it once links are followed: a link in
+/// the scripts directory may not lead out of it.
+pub fn check_inside(dir: &Path, task: &str) -> Result<(), String> {
+    let (Ok(real), Ok(root)) = (dir.join(task).canonicalize(), dir.canonicalize()) else {
+        return Err(format!("script {task:?} cannot be resolved"));
+    };
+    if !real.starts_with(root) {
+        return Err(format!(
+            "script {task:?} leads outside the scripts directory"
+        ));
     }
-    let mut end = BODY_CAP;
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    Ok(())
+}
+
+/// Text of at most `cap` bytes, cut at a character boundary, with U+FFFD for what is
+/// not UTF-8 and for NUL (see [`without_nul`]).
+pub(crate) fn capped_text(bytes: &[u8], cap: usize) -> String {
+    let text = without_nul(String::from_utf8_lossy(&bytes[..bytes.len().min(cap)]).into_owned());
+    cut_text(text, cap)
+}
+
+/// `text` cut to at most `cap` bytes, at a character boundary.
+fn cut_text(mut text: String, cap: usize) -> String {
+    if text.len() > cap {
+        let mut end = cap;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
-    text[..end].to_string()
+    text
+}
+
+/// A response body as the execution log keeps it: its first [`BODY_CAP`] bytes (a
+/// before call's was read further, to be judged).
+pub fn logged(body: Option<String>) -> Option<String> {
+    body.map(|b| cut_text(b, BODY_CAP))
 }
 
 /// A handler's text with U+FFFD in place of NUL: PostgreSQL's text cannot hold a NUL,

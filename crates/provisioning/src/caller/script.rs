@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{capped_text, CallMeta, CallOutcome, BODY_CAP};
+use super::{capped_text, read_cap, CallMeta, CallOutcome, BODY_CAP};
 
 /// The search path of a script when the server has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -42,6 +42,11 @@ pub(super) async fn call(
         error: Some(error),
         ..CallOutcome::default()
     };
+    // Checked at each call, not only when the handler was saved: the file may have been
+    // replaced since by a link leading out of the directory.
+    if let Err(e) = super::check_inside(scripts_dir, task) {
+        return failed(format!("cannot run script: {e}"));
+    }
     let path = scripts_dir.join(task);
     let mut child = match Command::new(&path)
         .current_dir(scripts_dir)
@@ -70,10 +75,16 @@ pub(super) async fn call(
     let stderr = child.stderr.take().expect("piped");
     let body = body.to_vec();
     let (mut out, mut err) = (Vec::new(), Vec::new());
+    let cap = read_cap(meta.stage);
+    let mut cut = false;
     let deadline = tokio::time::Instant::now() + timeout;
     let status = {
         let mut reading = std::pin::pin!(async {
-            tokio::join!(read_capped(stdout, &mut out), read_capped(stderr, &mut err))
+            let (out_cut, _) = tokio::join!(
+                read_capped(stdout, &mut out, cap),
+                read_capped(stderr, &mut err, BODY_CAP)
+            );
+            cut = out_cut;
         });
         // A script that does not read its stdin must not block us: write errors are
         // ignored, and its exit is watched apart from the writing (what it left in the
@@ -109,7 +120,7 @@ pub(super) async fn call(
         }
         status
     };
-    let stderr = capped_text(&err);
+    let stderr = capped_text(&err, BODY_CAP);
     let with_stderr = |why: String| match stderr.trim() {
         "" => why,
         said => format!("{why}: {said}"),
@@ -118,16 +129,21 @@ pub(super) async fn call(
         Some(Ok(status)) => {
             let code = status.code();
             let success = status.success();
-            let error = (!success).then(|| {
-                with_stderr(match code {
+            let error = match (success, stderr.trim()) {
+                (false, _) => Some(with_stderr(match code {
                     Some(c) => format!("exit code {c}"),
                     None => killed_by(status.signal()),
-                })
-            });
+                })),
+                // What a script that succeeded wrote to stderr (a warning, a trace) is
+                // kept too; the status says the call succeeded.
+                (true, "") => None,
+                (true, said) => Some(format!("stderr: {said}")),
+            };
             CallOutcome {
                 success,
                 response_status: code.map(i64::from),
-                response_body: Some(capped_text(&out)),
+                response_body: Some(capped_text(&out, cap)),
+                cut,
                 error,
                 duration_ms: 0,
                 retry_after: None,
@@ -140,7 +156,7 @@ pub(super) async fn call(
             // What it wrote before it was killed is kept: it is what shows where it hung.
             let why = format!("timeout after {} ms: script killed", timeout.as_millis());
             CallOutcome {
-                response_body: (!out.is_empty()).then(|| capped_text(&out)),
+                response_body: (!out.is_empty()).then(|| capped_text(&out, cap)),
                 error: Some(with_stderr(why)),
                 ..CallOutcome::default()
             }
@@ -153,20 +169,20 @@ pub(super) async fn call(
 /// for. Its pipes are closed then: a background job writing to them later gets SIGPIPE.
 const OUTPUT_AFTER_EXIT: Duration = Duration::from_millis(100);
 
-/// Reads into `kept` up to the cap, then drains the rest so the script never blocks on a
-/// full pipe.
-async fn read_capped(mut r: impl AsyncRead + Unpin, kept: &mut Vec<u8>) {
+/// Reads into `kept` up to `cap` bytes, then drains the rest so the script never blocks
+/// on a full pipe; whether there was more than `cap`.
+async fn read_capped(mut r: impl AsyncRead + Unpin, kept: &mut Vec<u8>, cap: usize) -> bool {
     // On the heap: in the future, two of these (stdout, stderr) made the future of
     // every call 17 KiB, HTTP calls included, copied whole each time one was started.
     let mut buf = vec![0u8; 8192];
+    let mut cut = false;
     loop {
         match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return cut,
             Ok(n) => {
-                if kept.len() < BODY_CAP {
-                    let take = n.min(BODY_CAP - kept.len());
-                    kept.extend_from_slice(&buf[..take]);
-                }
+                let take = n.min(cap - kept.len());
+                kept.extend_from_slice(&buf[..take]);
+                cut |= take < n;
             }
         }
     }
