@@ -549,7 +549,38 @@ fn check_script_file(dir: &Path, task: &str) -> Result<(), String> {
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return Err(format!("script {task:?} is not an executable file"));
     }
-    caller::check_inside(dir, task)
+    caller::check_inside(dir, task)?;
+    check_runnable(&path).map_err(|why| format!("script {task:?} cannot run: {why}"))
+}
+
+/// What the system would refuse to run, read from the file's start: a script without a
+/// `#!` line ("Exec format error": scripts run without a shell), or whose `#!` line
+/// names an interpreter that is not there, often one saved with Windows line ends
+/// (`/bin/sh\r`). Such a handler was accepted and failed every call.
+fn check_runnable(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(256);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(256).read_to_end(&mut head))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if head.starts_with(b"\x7fELF") {
+        return Ok(());
+    }
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return Err("it has no #! line naming its interpreter, nor is it a program".into());
+    };
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    if line.ends_with(b"\r") {
+        return Err("its #! line ends with a carriage return (Windows line ends)".into());
+    }
+    let line = String::from_utf8_lossy(line);
+    let Some(interpreter) = line.split_whitespace().next() else {
+        return Err("its #! line names no interpreter".into());
+    };
+    if !Path::new(interpreter).is_file() {
+        return Err(format!("its interpreter {interpreter} does not exist"));
+    }
+    Ok(())
 }
 
 /// A handler's `timeout_ms` as given; one out of `u32` is out of range as one over the

@@ -1,6 +1,6 @@
 //! Helpers for request bodies: nullable fields and required-field checks.
 
-use billhook_domain::FieldErrors;
+use billhook_domain::{FieldErrors, Timestamp};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
@@ -73,16 +73,23 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppE
 /// Refuses what a PATCH body holds beyond the fields it sets (`rest`): a field of the
 /// object with a value other than its current one in `current` (it was ignored, with a
 /// 200, and the caller took the change as made; `hint` may say what changes it), or a
-/// field the object does not have. A field sent back as it was read passes, as do `id`
-/// and the timestamps (a body read a moment ago). 422 naming each field.
+/// field the object does not have. A field sent back as it was read passes, as does any
+/// time as `updated_at` (a body read a moment ago, and changed since) and `created_at` as
+/// the same instant written otherwise; an `id` other than the object's, or a time that
+/// is none, is refused like any other change (they passed with a 200). 422 naming each
+/// field.
 pub fn only_settable(
     rest: &Map<String, Value>,
     current: &Value,
     hint: impl Fn(&str) -> Option<&'static str>,
 ) -> Result<(), AppError> {
+    let time = |v: &Value| v.as_str().and_then(|t| Timestamp::parse(t).ok());
     refuse_fields(rest, |key, sent| match current.get(key) {
-        _ if matches!(key, "id" | "created_at" | "updated_at") => None,
         Some(now) if now == sent => None,
+        Some(_) if key == "updated_at" && time(sent).is_some() => None,
+        Some(now) if key == "created_at" && time(sent).is_some_and(|t| Some(t) == time(now)) => {
+            None
+        }
         Some(_) => Some(hint(key).unwrap_or("cannot be changed by a PATCH").into()),
         None => Some(NOT_A_FIELD.into()),
     })

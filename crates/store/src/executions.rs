@@ -35,7 +35,8 @@ pub struct Execution {
     pub error: Option<String>,
     /// Before stage: what the handler changed.
     pub modified: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The delivery an after call was an attempt of; null for a before call or a test
+    /// (it was left out of those, so one list had two shapes).
     pub deliveries_id: Option<i64>,
 }
 

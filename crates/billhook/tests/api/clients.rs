@@ -442,6 +442,12 @@ async fn a_patch_refuses_what_it_cannot_change() {
         (json!({"balance": "100"}), "balance"),
         (json!({"custom_fields": {"q": 1}}), "custom_fields"),
         (json!({"name": "Other", "nmae": "typo"}), "nmae"),
+        // Another id, a time that is none, another creation time: they passed, with a
+        // 200 and nothing changed.
+        (json!({"id": 999}), "id"),
+        (json!({"id": "abc"}), "id"),
+        (json!({"updated_at": "garbage"}), "updated_at"),
+        (json!({"created_at": "2001-01-01T00:00:00Z"}), "created_at"),
     ] {
         let (st, v) = s.patch(&path(&c), body).await;
         assert_eq!(st, 422, "{field}: {v}");
@@ -452,6 +458,13 @@ async fn a_patch_refuses_what_it_cannot_change() {
     assert_eq!(s.events().await.len(), n, "no event");
     let mut read = get_client(&s, &c).await;
     read["name"] = json!("Renamed");
-    let (st, v) = s.patch(&path(&c), read).await;
+    let (st, v) = s.patch(&path(&c), read.clone()).await;
     assert_eq!((st, &v["name"]), (200, &json!("Renamed")), "{v}");
+    // Read a moment ago: its `updated_at` is stale, and a time written otherwise is
+    // the same time.
+    read["name"] = json!("Renamed again");
+    let created = read["created_at"].as_str().unwrap().replace('Z', "+00:00");
+    read["created_at"] = json!(created);
+    let (st, v) = s.patch(&path(&c), read).await;
+    assert_eq!((st, &v["name"]), (200, &json!("Renamed again")), "{v}");
 }

@@ -73,6 +73,15 @@ async fn invalid_handlers_answer_422() {
     let s = Server::start().await;
     write_script(&s, "ok.sh", "#!/bin/sh\nexit 0\n", true);
     write_script(&s, "plain.sh", "#!/bin/sh\nexit 0\n", false);
+    // Executable, but the system would not run them.
+    write_script(&s, "no-hashbang.sh", "exit 0\n", true);
+    write_script(&s, "crlf.sh", "#!/bin/sh\r\nexit 0\r\n", true);
+    write_script(
+        &s,
+        "no-interpreter.sh",
+        "#!/usr/bin/no-such-shell\nexit 0\n",
+        true,
+    );
     std::os::unix::fs::symlink("/bin/true", s.dir.path().join("scripts/escape")).expect("symlink");
     let url = "http://127.0.0.1:9/hook";
     let cases = [
@@ -95,6 +104,9 @@ async fn invalid_handlers_answer_422() {
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "missing.sh"}),
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "plain.sh"}),
         json!({"name": "x", "event": "clients.create", "type": "script", "task": "escape"}),
+        json!({"name": "x", "event": "clients.create", "type": "script", "task": "no-hashbang.sh"}),
+        json!({"name": "x", "event": "clients.create", "type": "script", "task": "crlf.sh"}),
+        json!({"name": "x", "event": "clients.create", "type": "script", "task": "no-interpreter.sh"}),
         json!({"name": "x", "event": "clients.create", "task": url, "timeout_ms": 30001}),
         json!({"name": "x", "event": "clients.create", "task": url, "timeout_ms": -1}),
         json!({"name": "x", "event": "clients.create", "task": url, "timeout_ms": 99999999999i64}),

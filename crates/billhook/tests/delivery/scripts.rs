@@ -360,6 +360,7 @@ async fn a_script_that_succeeds_keeps_its_stderr() {
     assert_eq!(log[0]["status"], "success", "{}", log[0]);
     assert_eq!(log[0]["response_body"], "done\n", "{}", log[0]);
     assert_eq!(log[0]["error"], "stderr: rate table is stale", "{}", log[0]);
+    assert!(log[0]["deliveries_id"].is_i64(), "{}", log[0]);
     let quiet = executions(s, "q=stale").await;
     assert_eq!(quiet.len(), 1, "q finds it: {quiet:?}");
 }
@@ -398,5 +399,9 @@ async fn a_script_that_now_leads_outside_the_directory_is_not_run() {
         .post(&format!("/api/v1/handlers/{id}/test"), json!({}))
         .await;
     assert_eq!((st, &v["status"]), (200, &json!("fail")), "{v}");
+    assert!(
+        v.get("deliveries_id").is_some_and(Value::is_null),
+        "a test: {v}"
+    );
     assert!(!ran.exists(), "the script outside was run");
 }
