@@ -109,13 +109,16 @@ impl Verdict {
         }
     }
 
-    /// The execution log's status and error of a call with this verdict.
-    fn logged(&self) -> (&'static str, Option<String>) {
-        match self {
-            Verdict::Allow(_) => ("success", None),
+    /// The execution log's status and error of call `o` with this verdict: an allowing
+    /// script's stderr is kept as an after call's is; the error is cut as response
+    /// bodies are (a forbid's message comes from an answer read up to 8 MiB).
+    fn logged(&self, o: Option<&CallOutcome>) -> (&'static str, Option<String>) {
+        let (status, error) = match self {
+            Verdict::Allow(_) => ("success", o.and_then(|o| o.error.clone())),
             Verdict::Forbid(m) => ("fail", Some(format!("forbidden: {m}"))),
             Verdict::Failure(m) => ("fail", Some(m.clone())),
-        }
+        };
+        (status, crate::caller::logged(error))
     }
 }
 
@@ -151,7 +154,7 @@ pub fn judge_test(stage: Stage, o: &CallOutcome, data: &Value) -> TestVerdict {
         .filter(|k| !READ_ONLY.contains(k))
         .collect();
     let verdict = interpret(o, data, &settable, &|_| Ok(()));
-    let (status, error) = verdict.logged();
+    let (status, error) = verdict.logged(Some(o));
     TestVerdict {
         status,
         error,
@@ -351,7 +354,7 @@ impl BeforeChain {
         verdict: &Verdict,
         modified: Option<Value>,
     ) {
-        let (status, error) = verdict.logged();
+        let (status, error) = verdict.logged(outcome);
         let row = Execution {
             id: 0,
             dt: Timestamp::now(),
@@ -500,7 +503,7 @@ const MESSAGE_MAX: usize = 1024;
 
 /// A handler's message as the API answers it: cut to [`MESSAGE_MAX`] bytes (on a
 /// character boundary). A script's whole stderr (up to 64 KiB) became the error message
-/// the caller's user sees; the execution log keeps all of it.
+/// the caller's user sees; the execution log keeps up to 64 KiB of it.
 fn shortened(mut message: String) -> String {
     if message.len() <= MESSAGE_MAX {
         return message;
@@ -510,7 +513,7 @@ fn shortened(mut message: String) -> String {
         end -= 1;
     }
     message.truncate(end);
-    message.push_str(" … (cut; the execution log has all of it)");
+    message.push_str(" … (cut; the execution log has more of it)");
     message
 }
 

@@ -69,6 +69,25 @@ async fn an_echo_of_a_payload_over_64_kib_allows_the_action() {
     assert_refused(st, &v, "handler_failed", h, "echo");
     assert_eq!(message(&v), "the response is longer than 8 MiB", "{v}");
     assert_nothing_written(&s, &before).await;
+    let rows = before_rows(&s, h).await;
+    let failed = rows.last().unwrap();
+    assert_eq!(
+        failed["error"], "the response is longer than 8 MiB",
+        "{}",
+        failed["id"]
+    );
+    let logged = failed["response_body"].as_str().unwrap();
+    assert_eq!(logged.len(), 64 * 1024, "the log keeps the first 64 KiB");
+
+    // A forbid's message from an answer of 8 MiB is kept in the log as a body is.
+    let long = "no ".repeat(2 * 1024 * 1024);
+    r.set(move |_| Reply::json(200, &json!({"allow": false, "message": long})));
+    let (st, v) = s.post("/api/v1/clients", json!({"name": "Long No"})).await;
+    assert_refused(st, &v, "forbidden_by_handler", h, "echo");
+    let rows = before_rows(&s, h).await;
+    let error = rows.last().unwrap()["error"].as_str().unwrap();
+    assert!(error.starts_with("forbidden: no no"), "{}", &error[..40]);
+    assert_eq!(error.len(), 64 * 1024, "the log keeps the first 64 KiB");
 }
 
 #[tokio::test]

@@ -26,7 +26,12 @@ async fn script_hook(s: &Server, name: &str, task: &str, on_failure: &str) -> i6
 async fn a_script_echoing_or_printing_nothing_allows_unchanged() {
     let s = Server::start().await;
     script(&s, "echo.sh", "#!/bin/sh\ncat\n");
-    script(&s, "quiet.sh", "#!/bin/sh\ncat >/dev/null\n");
+    // Its warning on stderr is kept in the log, as an after call's is.
+    script(
+        &s,
+        "quiet.sh",
+        "#!/bin/sh\ncat >/dev/null\necho 'VAT id not checked' >&2\n",
+    );
     let h1 = script_hook(&s, "echo", "echo.sh", "forbid").await;
     let h2 = script_hook(&s, "quiet", "quiet.sh", "forbid").await;
     let c = s
@@ -52,6 +57,15 @@ async fn a_script_echoing_or_printing_nothing_allows_unchanged() {
         assert!(rows.iter().all(|r| r["status"] == "success"), "{rows:?}");
         assert!(rows.iter().all(|r| r["modified"].is_null()), "{rows:?}");
     }
+    let quiet = before_rows(&s, h2).await;
+    assert!(
+        quiet
+            .iter()
+            .all(|r| r["error"] == "stderr: VAT id not checked"),
+        "{quiet:?}"
+    );
+    let echo = before_rows(&s, h1).await;
+    assert!(echo.iter().all(|r| r["error"].is_null()), "{echo:?}");
 }
 
 #[tokio::test]
@@ -119,7 +133,10 @@ async fn a_long_forbid_message_is_cut_in_the_answer_and_kept_in_the_log() {
     assert!(m.len() < 1100, "{} bytes", m.len());
     assert!(m.starts_with("xéééé"), "{m}");
     assert!(!m.contains('\u{FFFD}'), "cut inside a character: {m}");
-    assert!(m.ends_with("(cut; the execution log has all of it)"), "{m}");
+    assert!(
+        m.ends_with("(cut; the execution log has more of it)"),
+        "{m}"
+    );
     let rows = before_rows(&s, h).await;
     let logged = serde_json::to_string(&rows[0]).expect("serialises");
     assert!(logged.contains(&"é".repeat(3000)), "{logged:.300}");

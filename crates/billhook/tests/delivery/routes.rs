@@ -587,6 +587,21 @@ async fn rotating_the_secret_replaces_it() {
         .post(&format!("{HANDLERS}/99999/secret/rotate"), json!({}))
         .await;
     assert_eq!(st, 404);
+    // A secret sent with it was dropped and a random one made, with a 200.
+    for (body, field) in [
+        (
+            json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
+            "secret",
+        ),
+        (json!({"grace_hours": 48}), "grace_hours"),
+    ] {
+        let (st, v) = s.post(&path(&h["id"], "/secret/rotate"), body).await;
+        assert!(st == 422 || st == 400, "{v}");
+        let said = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(said.contains(field), "{v}");
+    }
+    let (_, after) = s.get(&path(&h["id"], "/secret")).await;
+    assert_eq!(after["secret"], got["secret"], "not rotated: {after}");
 }
 
 #[tokio::test]

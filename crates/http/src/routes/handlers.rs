@@ -110,10 +110,26 @@ async fn secret(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {
     ))
 }
 
-async fn rotate(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {
+async fn rotate(
+    State(app): State<App>,
+    Id(id): Id,
+    ApiJson(i): ApiJson<RotateInput>,
+) -> ApiResult<Json<Value>> {
+    if i.secret.is_some() {
+        let why = "is made by billhook: a rotation makes a new one";
+        return Err(billhook_app::AppError::field("secret", why).into());
+    }
     Ok(Json(
         json!({"secret": app.handlers.rotate_secret(id).await?}),
     ))
+}
+
+/// A rotation takes no input: a body is refused, not ignored (a `secret` sent with it
+/// was dropped, and a random one made, with a 200).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateInput {
+    secret: Option<Value>,
 }
 
 /// Unknown fields are refused: a misspelt `events_id` tested the default event.

@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
 
 use super::direct::{self, Direct};
-use super::{capped_text, read_cap, CallMeta, CallOutcome};
+use super::{capped_text, read_cap, CallMeta, CallOutcome, BODY_CAP};
 use crate::retry::parse_retry_after;
 use crate::signing::signature_header;
 
@@ -113,11 +113,19 @@ where
     } else {
         None
     };
+    // An answer declared longer than the cap is not read to it to be refused: its
+    // first 64 KiB are read, for the log.
+    let declared = response
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let too_long = declared.is_some_and(|n| n > cap);
+    let limit = if too_long { cap.min(BODY_CAP) } else { cap };
     // Read at most the cap; a receiver streaming forever cannot hold the worker.
-    let mut body = Vec::new();
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit + 1));
     let mut read_error = None;
     let mut ended = false;
-    while body.len() <= cap {
+    while body.len() <= limit {
         match response.body_mut().frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
@@ -137,12 +145,12 @@ where
     }
     let success = status.is_success() && read_error.is_none();
     let answered = read_error.is_none();
-    let cut = answered && !ended && body.len() > cap;
+    let cut = answered && (too_long || (!ended && body.len() > limit));
     let error = read_error.or_else(|| (!status.is_success()).then(|| format!("HTTP {status}")));
     CallOutcome {
         success,
         response_status: Some(i64::from(status.as_u16())),
-        response_body: Some(capped_text(&body, cap)),
+        response_body: Some(capped_text(&body, limit)),
         cut,
         error,
         duration_ms: 0,

@@ -17,7 +17,8 @@ use billhook_domain::entities::{Handler, HandlerType};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-/// Response bodies and script output are kept up to this size (64 KiB).
+/// The execution log keeps response bodies and script output up to this size (64 KiB),
+/// and an after call's answer is read no further.
 pub const BODY_CAP: usize = 64 * 1024;
 
 /// A before handler's answer is read up to this size (8 MiB), and judged whole: the
@@ -46,7 +47,8 @@ pub struct CallOutcome {
     pub response_body: Option<String>,
     /// The answer went on past what was read of it.
     pub cut: bool,
-    /// Why the call failed: timeout, connection, non-2xx, exit code and stderr.
+    /// Why the call failed: timeout, connection, non-2xx, exit code and stderr; for a
+    /// script that succeeded, what it wrote to stderr (`stderr: …`), if anything.
     pub error: Option<String>,
     pub duration_ms: i64,
     /// `Retry-After` of a 429 or 503.
@@ -288,7 +290,8 @@ pub(crate) fn capped_text(bytes: &[u8], cap: usize) -> String {
     cut_text(text, cap)
 }
 
-/// `text` cut to at most `cap` bytes, at a character boundary.
+/// `text` cut to at most `cap` bytes, at a character boundary (and its memory with it:
+/// an 8 MiB answer is not kept whole for 64 KiB of log).
 fn cut_text(mut text: String, cap: usize) -> String {
     if text.len() > cap {
         let mut end = cap;
@@ -296,6 +299,7 @@ fn cut_text(mut text: String, cap: usize) -> String {
             end -= 1;
         }
         text.truncate(end);
+        text.shrink_to_fit();
     }
     text
 }
