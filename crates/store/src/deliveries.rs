@@ -871,8 +871,8 @@ pub struct Backlog {
     pub oldest: Option<Timestamp>,
 }
 
-/// Pending deliveries by handler (handlers with none are left out), in the order of
-/// their ids. The count is read from the pending deliveries' index (its first column is
+/// Pending deliveries by handler, in the order of their ids: every after handler that
+/// is not archived (at 0 when none waits), and any other with some. The count is read from the pending deliveries' index (its first column is
 /// the handler). The oldest is a queue's head (its oldest pending delivery), so it is
 /// looked for among the heads only: the whole backlog's times took a second per million
 /// pending deliveries at each scrape of `/metrics`, while a handler was down. (On
@@ -889,8 +889,14 @@ pub async fn backlog(conn: &mut Conn) -> Result<Vec<Backlog>, StoreError> {
         "SELECT handlers_id, MIN(created_at) FROM deliveries
          WHERE status = 'pending' AND head = 1 GROUP BY handlers_id",
     )
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    // Every after handler that is not archived has its series, at 0 when nothing waits:
+    // a series that comes and goes shows as gaps, and an alert on it needs `absent()`.
+    let handlers =
+        query("SELECT id FROM handlers WHERE stage = 'after' AND status <> 'archived' ORDER BY id")
+            .fetch_all(conn)
+            .await?;
     let mut oldest_of = std::collections::HashMap::new();
     for row in &oldest {
         oldest_of.insert(
@@ -898,17 +904,21 @@ pub async fn backlog(conn: &mut Conn) -> Result<Vec<Backlog>, StoreError> {
             row.try_get::<i64, _>(1usize)?,
         );
     }
-    counts
-        .iter()
-        .map(|row| {
-            let handlers_id: i64 = row.try_get(0usize)?;
-            Ok(Backlog {
-                handlers_id,
-                pending: row.try_get(1usize)?,
-                oldest: oldest_of
-                    .get(&handlers_id)
-                    .map(|t| Timestamp::from_micros(*t)),
-            })
+    let mut by_handler = std::collections::BTreeMap::new();
+    for row in &handlers {
+        by_handler.insert(row.try_get::<i64, _>(0usize)?, 0);
+    }
+    for row in &counts {
+        by_handler.insert(row.try_get::<i64, _>(0usize)?, row.try_get(1usize)?);
+    }
+    Ok(by_handler
+        .into_iter()
+        .map(|(handlers_id, pending)| Backlog {
+            handlers_id,
+            pending,
+            oldest: oldest_of
+                .get(&handlers_id)
+                .map(|t| Timestamp::from_micros(*t)),
         })
-        .collect()
+        .collect())
 }

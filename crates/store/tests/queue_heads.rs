@@ -235,12 +235,23 @@ async fn model_run(db: &Db, hand_over: bool) {
         assert_eq!(oldest.map_or(-1, |t| t.micros()), want, "step {step}");
         let handlers =
             "SELECT COUNT(DISTINCT handlers_id) FROM deliveries WHERE status = 'pending'";
+        let waiting: Vec<_> = backlog.iter().filter(|b| b.pending > 0).collect();
         assert_eq!(
-            backlog.len() as i64,
+            waiting.len() as i64,
             scalar(&mut conn, handlers).await,
             "step {step}"
         );
-        for b in &backlog {
+        // The others are the after handlers with nothing pending, at 0.
+        let after = "SELECT COUNT(*) FROM handlers WHERE stage = 'after' AND status <> 'archived'";
+        let idle = backlog
+            .iter()
+            .filter(|b| b.pending == 0 && b.oldest.is_none());
+        assert_eq!(
+            idle.count() as i64,
+            scalar(&mut conn, after).await - waiting.len() as i64,
+            "step {step}"
+        );
+        for b in waiting {
             let of = format!(
                 "FROM deliveries WHERE status = 'pending' AND handlers_id = {}",
                 b.handlers_id

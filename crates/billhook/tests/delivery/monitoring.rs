@@ -168,8 +168,15 @@ async fn metrics_count_deliveries_durations_and_the_backlog() {
         t.waiting,
     );
     assert!(its_age.is_some_and(|a| a > 0.0 && a <= age + 1.0), "{text}");
+    // The others read 0: a series that came and went showed as gaps.
     for h in [t.ok, t.bad] {
-        assert_eq!(of("billhook_handler_deliveries_pending", h), None, "{text}");
+        assert_eq!(
+            of("billhook_handler_deliveries_pending", h),
+            Some(0.0),
+            "{text}"
+        );
+        let age = of("billhook_handler_oldest_pending_delivery_age_seconds", h);
+        assert_eq!(age, Some(0.0), "{text}");
     }
 }
 

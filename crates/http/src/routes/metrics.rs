@@ -173,12 +173,12 @@ fn backlog_metrics(out: &mut String, backlog: &[Backlog]) {
     };
     by_handler(
         "billhook_handler_deliveries_pending",
-        "Deliveries not yet finished, by handler (handlers with some).",
+        "Deliveries not yet finished, by after handler (0 for one with none).",
         &|b| b.pending as f64,
     );
     by_handler(
         "billhook_handler_oldest_pending_delivery_age_seconds",
-        "Age of the oldest pending delivery, by handler.",
+        "Age of the oldest pending delivery, by after handler (0 for one with none).",
         &|b| age(b.oldest),
     );
 }
