@@ -1,5 +1,6 @@
 //! Helpers for request bodies: nullable fields and required-field checks.
 
+use billhook_domain::timestamp::same_time;
 use billhook_domain::{FieldErrors, Timestamp};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -83,13 +84,10 @@ pub fn only_settable(
     current: &Value,
     hint: impl Fn(&str) -> Option<&'static str>,
 ) -> Result<(), AppError> {
-    let time = |v: &Value| v.as_str().and_then(|t| Timestamp::parse(t).ok());
     refuse_fields(rest, |key, sent| match current.get(key) {
         Some(now) if now == sent => None,
-        Some(_) if key == "updated_at" && time(sent).is_some() => None,
-        Some(now) if key == "created_at" && time(sent).is_some_and(|t| Some(t) == time(now)) => {
-            None
-        }
+        Some(_) if key == "updated_at" && Timestamp::of_json(sent).is_some() => None,
+        Some(now) if key == "created_at" && same_time(now, sent) => None,
         Some(_) => Some(hint(key).unwrap_or("cannot be changed by a PATCH").into()),
         None => Some(NOT_A_FIELD.into()),
     })

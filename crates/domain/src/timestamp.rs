@@ -169,6 +169,18 @@ impl Timestamp {
             .map(Timestamp::from_offset_datetime)
             .map_err(|_| TimestampError::Invalid)
     }
+
+    /// The time a JSON value names, if it is a string [`Timestamp::parse`] takes.
+    pub fn of_json(v: &serde_json::Value) -> Option<Timestamp> {
+        v.as_str().and_then(|t| Timestamp::parse(t).ok())
+    }
+}
+
+/// Whether two JSON values name the same time, however written: times come back
+/// otherwise from a client or handler that parsed and re-serialised them (Go trims the
+/// zeros, Java writes three, Python `+00:00`).
+pub fn same_time(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    matches!((Timestamp::of_json(a), Timestamp::of_json(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// Narrows an exact micro-second count to `i64`, saturating at its bounds.
@@ -369,6 +381,24 @@ impl Visitor<'_> for TimestampVisitor {
 
 #[cfg(test)]
 mod tests {
+
+    /// Sent with six decimals and `Z`, a time written back otherwise is the same time:
+    /// a handler answering it so changed the read-only `created_at`, failing every call.
+    #[test]
+    fn a_time_written_back_otherwise_is_the_same_time() {
+        use serde_json::json;
+        let sent = json!("2026-12-05T07:30:28.998000Z");
+        for back in [
+            "2026-12-05T07:30:28.998Z",
+            "2026-12-05T07:30:28.998+00:00",
+            "2026-12-05T08:30:28.998000+01:00",
+        ] {
+            assert!(same_time(&sent, &json!(back)), "{back}");
+        }
+        assert!(!same_time(&sent, &json!("2026-12-05T07:30:28.999Z")));
+        assert!(!same_time(&sent, &json!("not a time")));
+    }
+
     use super::*;
     use time::macros::datetime;
 

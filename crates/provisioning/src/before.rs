@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use billhook_domain::catalogue::Stage;
 use billhook_domain::entities::{Handler, OnFailure};
 use billhook_domain::payload::{payload, previous_of, EventHeader};
+use billhook_domain::timestamp::same_time;
 use billhook_domain::Timestamp;
 use billhook_store::executions::{self, Execution};
 use billhook_store::{handlers, Db, StoreError};
@@ -486,33 +487,17 @@ fn same_amount(a: &Value, b: &Value) -> bool {
     a == b || matches!((money(a), money(b)), (Some(x), Some(y)) if x == y)
 }
 
-/// Whether two JSON values are texts of the same time. Sent with six decimals and `Z`,
-/// times come back otherwise from a handler that parsed and re-serialised them (Go
-/// trims the zeros, Java writes three, Python `+00:00`): the same time is no change
-/// (it was a change to the read-only `created_at`, failing every such handler).
-fn same_time(a: &Value, b: &Value) -> bool {
-    let time = |v: &Value| {
-        v.as_str()
-            .and_then(|t| billhook_domain::Timestamp::parse(t).ok())
-    };
-    matches!((time(a), time(b)), (Some(x), Some(y)) if x == y)
-}
-
 /// The longest message a refusal puts in the API's answer, in bytes.
 const MESSAGE_MAX: usize = 1024;
 
 /// A handler's message as the API answers it: cut to [`MESSAGE_MAX`] bytes (on a
 /// character boundary). A script's whole stderr (up to 64 KiB) became the error message
 /// the caller's user sees; the execution log keeps up to 64 KiB of it.
-fn shortened(mut message: String) -> String {
+fn shortened(message: String) -> String {
     if message.len() <= MESSAGE_MAX {
         return message;
     }
-    let mut end = MESSAGE_MAX;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    message.truncate(end);
+    let mut message = crate::caller::cut_text(message, MESSAGE_MAX);
     message.push_str(" … (cut; the execution log has more of it)");
     message
 }
@@ -524,24 +509,4 @@ fn message_of(body: &str) -> Option<String> {
         .or_else(|| v.get("error").and_then(|e| e.get("message")))
         .and_then(Value::as_str)
         .map(|m| crate::caller::without_nul(m.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_time_written_back_otherwise_is_the_same_time() {
-        let sent = json!("2026-12-05T07:30:28.998000Z");
-        for back in [
-            "2026-12-05T07:30:28.998Z",
-            "2026-12-05T07:30:28.998+00:00",
-            "2026-12-05T08:30:28.998000+01:00",
-        ] {
-            assert!(same_time(&sent, &json!(back)), "{back}");
-        }
-        assert!(!same_time(&sent, &json!("2026-12-05T07:30:28.999Z")));
-        assert!(!same_time(&sent, &json!("not a time")));
-    }
 }

@@ -587,6 +587,11 @@ pub const ARCHIVED: &str = "the handler was archived";
 /// Why [`fail_uncalled`] failed a delivery of a handler made a before handler.
 pub const MADE_BEFORE: &str = "the handler became a before handler";
 
+/// Handlers `h` whose after deliveries are kept, pending until called: after handlers
+/// not archived (a disabled one's wait for it to be enabled again). The others' fail
+/// ([`fail_uncalled`]).
+const KEEPS_DELIVERIES: &str = "h.stage = 'after' AND h.status <> 'archived'";
+
 /// Fails the pending deliveries of handlers that no longer take after deliveries:
 /// archived ones, and ones made before handlers (of `handlers_id` only, if given), but
 /// not those leased: in flight, or about to be. Such a handler is called no more for
@@ -596,7 +601,7 @@ pub const MADE_BEFORE: &str = "the handler became a before handler";
 /// A call in flight ends as it ends: one the receiver took was failed here once, then
 /// put back by `recover` and sent twice. What a call leaves pending (its retry, the
 /// deliveries taken with it and given back untried) fails too: the outcome writer calls
-/// this for their handlers in the transaction that ends their leases. Those put aside
+/// this, over every handler, in the transaction that ends their leases. Those put aside
 /// for a moment, and those of a process that died, are failed by the engine's periodic
 /// walk once their leases end. Returns how many it failed.
 pub async fn fail_uncalled(
@@ -621,8 +626,8 @@ pub async fn fail_uncalled(
                              FROM handlers h WHERE h.id = deliveries.handlers_id),
                next_at = $1, lease_until = 0, updated_at = $1
              WHERE status = 'pending' AND lease_until < $1 AND handlers_id IN (
-               SELECT id FROM handlers
-               WHERE (status = 'archived' OR stage = 'before') AND ($2 = 0 OR id = $2))"
+               SELECT id FROM handlers h
+               WHERE NOT ({KEEPS_DELIVERIES}) AND ($2 = 0 OR id = $2))"
         )
     });
     let done = query(sql)
@@ -871,9 +876,9 @@ pub struct Backlog {
     pub oldest: Option<Timestamp>,
 }
 
-/// Pending deliveries by handler, in the order of their ids: every after handler that
-/// is not archived (at 0 when none waits), and any other with some. The count is read from the pending deliveries' index (its first column is
-/// the handler). The oldest is a queue's head (its oldest pending delivery), so it is
+/// Pending deliveries by handler, in the order of their ids: every handler that keeps
+/// after deliveries (at 0 when none waits), and any other with some. The count is read
+/// from the pending deliveries' index (its first column is the handler). The oldest is a queue's head (its oldest pending delivery), so it is
 /// looked for among the heads only: the whole backlog's times took a second per million
 /// pending deliveries at each scrape of `/metrics`, while a handler was down. (On
 /// PostgreSQL a head is flagged just after its commit: for that moment the age may be a
@@ -891,12 +896,13 @@ pub async fn backlog(conn: &mut Conn) -> Result<Vec<Backlog>, StoreError> {
     )
     .fetch_all(&mut *conn)
     .await?;
-    // Every after handler that is not archived has its series, at 0 when nothing waits:
-    // a series that comes and goes shows as gaps, and an alert on it needs `absent()`.
-    let handlers =
-        query("SELECT id FROM handlers WHERE stage = 'after' AND status <> 'archived' ORDER BY id")
-            .fetch_all(conn)
-            .await?;
+    // Every handler that keeps deliveries has its series, at 0 when nothing waits: a
+    // series that comes and goes shows as gaps, and an alert on it needs `absent()`.
+    let handlers = query(&format!(
+        "SELECT h.id FROM handlers h WHERE {KEEPS_DELIVERIES} ORDER BY h.id"
+    ))
+    .fetch_all(conn)
+    .await?;
     let mut oldest_of = std::collections::HashMap::new();
     for row in &oldest {
         oldest_of.insert(

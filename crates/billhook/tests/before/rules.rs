@@ -259,7 +259,8 @@ async fn changing_a_read_only_field_is_a_handler_failure() {
 
 /// A handler that parsed the payload and wrote money or times back otherwise (`0` for
 /// `"0"`, `"5.000"` for `"5"`, `+00:00` for `Z`; fewer decimals: a unit test of
-/// `before::same_time`, as the stored times' microseconds are not known here) changed
+/// `billhook_domain::timestamp::same_time`, as the stored times' microseconds are not
+/// known here) changed
 /// nothing: the action goes on unchanged, nothing is logged as modified. A different
 /// amount is still a change.
 #[tokio::test]

@@ -129,6 +129,26 @@ async fn invalid_handlers_answer_422() {
             }
         }
     }
+    // What the checks added since say, on the field they are about.
+    let url_over_64k = format!("{url}/{}", "p".repeat(65_600));
+    for (task, kind, said) in [
+        (url_over_64k.as_str(), "http", "uri too long"),
+        ("no-hashbang.sh", "script", "no #! line"),
+        ("crlf.sh", "script", "carriage return"),
+        (
+            "no-interpreter.sh",
+            "script",
+            "/usr/bin/no-such-shell does not exist",
+        ),
+    ] {
+        let body = json!({"name": "x", "event": "clients.create", "type": kind, "task": task});
+        let (st, v) = s.post(HANDLERS, body).await;
+        assert_eq!(st, 422, "{task:.40}: {v}");
+        let message = v["error"]["data"]["fields"]["task"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains(said), "{task:.40}: {message}");
+    }
     let (_, list) = s.get(HANDLERS).await;
     assert_eq!(list["total"], 0, "nothing was stored: {list}");
 

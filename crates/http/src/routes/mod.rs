@@ -68,20 +68,32 @@ fn named<T, E: serde::de::Error>(r: Result<T, E>, name: &str) -> Result<T, E> {
     r.map_err(|e| E::custom(format!("{name}: {e} (a whole number, 0 or more)")))
 }
 
-/// A number in the query string. Query values arrive as text (always so inside
-/// `#[serde(flatten)]`), so they are parsed here with a message naming the problem.
+/// A number in the query string, parsed with a message naming the problem.
 pub fn query_num<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: std::str::FromStr,
 {
+    query_parsed(d, |t| {
+        t.parse()
+            .map_err(|_| format!("{t:?} is not a valid number"))
+    })
+}
+
+/// A query value parsed by `parse` (empty or absent: none), its error the 400's message.
+/// Query values arrive as text (always so inside `#[serde(flatten)]`), so every typed
+/// filter is read through here.
+fn query_parsed<'de, D, T>(
+    d: D,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
     let text = Option::<String>::deserialize(d)?;
     match text.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(t) => t
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a valid number"))),
+        Some(t) => parse(t).map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -93,13 +105,9 @@ where
     D: serde::Deserializer<'de>,
     T: billhook_domain::entities::Wire,
 {
-    let text = Option::<String>::deserialize(d)?;
-    match text.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(t) => T::parse(t)
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom(format!("{t:?}: {}", T::expected()))),
-    }
+    query_parsed(d, |t| {
+        T::parse(t).ok_or_else(|| format!("{t:?}: {}", T::expected()))
+    })
 }
 
 /// An event id in the query string (empty: none): one of the catalogue's, else a 400,
@@ -137,12 +145,10 @@ fn query_checked<'de, D>(
 where
     D: serde::Deserializer<'de>,
 {
-    let text = Option::<String>::deserialize(d)?;
-    match text.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(t) if valid(t) => Ok(Some(t.to_string())),
-        Some(t) => Err(serde::de::Error::custom(format!("{t:?} is not {what}"))),
-    }
+    query_parsed(d, |t| match valid(t) {
+        true => Ok(t.to_string()),
+        false => Err(format!("{t:?} is not {what}")),
+    })
 }
 
 /// The longest text searched for (`q`, a name), in characters. SQLite refuses a LIKE
@@ -183,13 +189,9 @@ pub fn query_time<'de, D>(d: D) -> Result<Option<billhook_domain::Timestamp>, D:
 where
     D: serde::Deserializer<'de>,
 {
-    let text = Option::<String>::deserialize(d)?;
-    match text.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(t) => billhook_domain::Timestamp::parse(t)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("{t:?}: {e}"))),
-    }
+    query_parsed(d, |t| {
+        billhook_domain::Timestamp::parse(t).map_err(|e| format!("{t:?}: {e}"))
+    })
 }
 
 impl Paging {

@@ -292,7 +292,7 @@ pub(crate) fn capped_text(bytes: &[u8], cap: usize) -> String {
 
 /// `text` cut to at most `cap` bytes, at a character boundary (and its memory with it:
 /// an 8 MiB answer is not kept whole for 64 KiB of log).
-fn cut_text(mut text: String, cap: usize) -> String {
+pub(crate) fn cut_text(mut text: String, cap: usize) -> String {
     if text.len() > cap {
         let mut end = cap;
         while !text.is_char_boundary(end) {
@@ -304,10 +304,11 @@ fn cut_text(mut text: String, cap: usize) -> String {
     text
 }
 
-/// A response body as the execution log keeps it: its first [`BODY_CAP`] bytes (a
-/// before call's was read further, to be judged).
-pub fn logged(body: Option<String>) -> Option<String> {
-    body.map(|b| cut_text(b, BODY_CAP))
+/// A call's response body or error as the execution log keeps it: its first
+/// [`BODY_CAP`] bytes (a before call's answer was read further, to be judged, and a
+/// forbid's message comes from it).
+pub fn logged(text: Option<String>) -> Option<String> {
+    text.map(|t| cut_text(t, BODY_CAP))
 }
 
 /// A handler's text with U+FFFD in place of NUL: PostgreSQL's text cannot hold a NUL,
