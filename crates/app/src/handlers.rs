@@ -507,6 +507,19 @@ impl Handlers {
     }
 
     /// Pending deliveries by handler: how many, and when the oldest was created.
+    /// The id and stage of every handler not archived, by id.
+    pub async fn live(&self) -> Result<Vec<(i64, Stage)>, AppError> {
+        let mut conn = self.db.read.acquire().await?;
+        let live = store::live(&mut conn).await?;
+        Ok(live
+            .into_iter()
+            .map(|(id, stage)| match stage.as_str() {
+                "before" => (id, Stage::Before),
+                _ => (id, Stage::After),
+            })
+            .collect())
+    }
+
     pub async fn backlog(&self) -> Result<Vec<Backlog>, AppError> {
         let mut conn = self.db.read.acquire().await?;
         Ok(deliveries::backlog(&mut conn).await?)

@@ -260,7 +260,7 @@ impl BeforeChain {
                     Verdict::Failure(_) => "failure",
                 };
                 let m = &self.metrics;
-                m.record(&m.before_calls, h.id, label, outcome.duration_ms);
+                m.record(&m.before_calls, h.id, label, outcome.duration);
                 (verdict, Some(outcome), request)
             };
             let modified = verdict.modified(&data);

@@ -525,7 +525,7 @@ impl DeliveryEngine {
             Outcome::Failed { .. } => "failed",
         };
         let m = &self.metrics;
-        m.record(&m.deliveries, handler.id, label, outcome.duration_ms);
+        m.record(&m.deliveries, handler.id, label, outcome.duration);
     }
 }
 

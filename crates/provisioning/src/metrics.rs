@@ -24,7 +24,7 @@ impl Metrics {
         counts: &Mutex<HashMap<(i64, &'static str), u64>>,
         handlers_id: i64,
         label: &'static str,
-        duration_ms: i64,
+        duration: std::time::Duration,
     ) {
         *counts
             .lock()
@@ -36,7 +36,7 @@ impl Metrics {
             .expect("not poisoned")
             .entry(handlers_id)
             .or_default()
-            .observe(duration_ms as f64 / 1000.0);
+            .observe(duration.as_secs_f64());
     }
 }
 
@@ -54,9 +54,17 @@ pub const BUCKETS: &[f64] = &[
 ];
 
 impl Histogram {
+    /// One with no observation: every bucket at 0.
+    pub fn empty() -> Self {
+        Histogram {
+            buckets: BUCKETS.iter().map(|b| (*b, 0)).collect(),
+            ..Histogram::default()
+        }
+    }
+
     fn observe(&mut self, seconds: f64) {
         if self.buckets.is_empty() {
-            self.buckets = BUCKETS.iter().map(|b| (*b, 0)).collect();
+            *self = Histogram::empty();
         }
         for (bound, n) in &mut self.buckets {
             if seconds <= *bound {

@@ -274,6 +274,22 @@ pub async fn list(
     Ok((items, total))
 }
 
+/// The id and stage of every handler not archived, by id: the ones `/metrics` shows
+/// series for before their first call.
+pub async fn live(conn: &mut Conn) -> Result<Vec<(i64, String)>, StoreError> {
+    let rows = query("SELECT id, stage FROM handlers WHERE status <> 'archived' ORDER BY id")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>(0usize)?,
+                r.try_get::<String, _>(1usize)?,
+            ))
+        })
+        .collect()
+}
+
 /// Every enabled before handler, by priority then id.
 pub async fn enabled_before(conn: &mut Conn) -> Result<Vec<Handler>, StoreError> {
     let sql = format!(

@@ -86,6 +86,14 @@ pub async fn subscriptions_count(conn: &mut Conn, id: i64) -> Result<i64, StoreE
         .await
 }
 
+/// How many subscriptions to package `id` are not closed.
+pub async fn open_subscriptions_count(conn: &mut Conn, id: i64) -> Result<i64, StoreError> {
+    query_scalar("SELECT COUNT(*) FROM subscriptions WHERE packages_id = $1 AND status <> 'closed'")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
 /// Lists packages, newest first.
 pub async fn list(
     conn: &mut Conn,

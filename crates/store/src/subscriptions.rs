@@ -72,7 +72,8 @@ pub async fn update(conn: &mut Conn, s: &Subscription) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Active subscriptions whose period has ended, oldest first.
+/// Active subscriptions whose period has ended, oldest first; not those of archived
+/// clients, which take no new charge (their fee).
 pub async fn due_for_renewal(
     conn: &mut Conn,
     now: Timestamp,
@@ -80,6 +81,8 @@ pub async fn due_for_renewal(
 ) -> Result<Vec<i64>, StoreError> {
     query_scalar(
         "SELECT id FROM subscriptions WHERE status = 'active' AND period_end <= $1
+           AND NOT EXISTS (SELECT 1 FROM clients c
+                           WHERE c.id = subscriptions.clients_id AND c.status = 'archived')
          ORDER BY period_end LIMIT $2",
     )
     .bind(now.micros())
@@ -88,7 +91,7 @@ pub async fn due_for_renewal(
     .await
 }
 
-/// Pending subscriptions whose start has come.
+/// Pending subscriptions whose start has come; not those of archived clients.
 pub async fn due_for_start(
     conn: &mut Conn,
     now: Timestamp,
@@ -96,6 +99,8 @@ pub async fn due_for_start(
 ) -> Result<Vec<i64>, StoreError> {
     query_scalar(
         "SELECT id FROM subscriptions WHERE status = 'pending' AND start_dt <= $1
+           AND NOT EXISTS (SELECT 1 FROM clients c
+                           WHERE c.id = subscriptions.clients_id AND c.status = 'archived')
          ORDER BY start_dt LIMIT $2",
     )
     .bind(now.micros())

@@ -62,6 +62,14 @@ pub async fn update(db: &Db, id: i64, i: PackageInput) -> Result<Package, AppErr
         p.fee = v;
     }
     if let Some(v) = i.currency {
+        // Its fee is charged as it is to clients billed in its currency.
+        let open = store::open_subscriptions_count(&mut tx, id).await?;
+        if v != p.currency && open > 0 {
+            return Err(AppError::Conflict(format!(
+                "package {id} has {open} subscriptions not closed, charged in {}; its currency cannot change",
+                p.currency
+            )));
+        }
         p.currency = v;
     }
     if let Some(v) = i.status {

@@ -1,10 +1,11 @@
 //! Subscription actions: assign, activate, deactivate, renew, close. A new period
 //! charges the package fee as a real charge.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use billhook_domain::entities::{
-    Package, PackageStatus, Subscription, SubscriptionAction, SubscriptionStatus,
+    ClientStatus, Package, PackageStatus, Subscription, SubscriptionAction, SubscriptionStatus,
 };
 use billhook_domain::payload::previous_of;
 use billhook_domain::Timestamp;
@@ -92,6 +93,17 @@ impl Action for AssignSubscription {
         })?;
         if package.status == PackageStatus::Archived {
             return Err(AppError::field("packages_id", "package is archived"));
+        }
+        // Its fee is charged to the client as it is: no conversion.
+        let client = lock_client(conn, p.clients_id).await?;
+        if package.currency != client.currency {
+            return Err(AppError::field(
+                "packages_id",
+                format!(
+                    "package {}'s fee is in {}; client {} is billed in {}",
+                    package.id, package.currency, client.id, client.currency
+                ),
+            ));
         }
         Ok(())
     }
@@ -233,6 +245,8 @@ pub struct ChangeSubscription {
     /// otherwise do nothing.
     pub only_if_due: bool,
     package: Mutex<Option<Package>>,
+    /// The subscription's client is archived (set by `load`): it takes no new charge.
+    client_archived: AtomicBool,
 }
 
 impl ChangeSubscription {
@@ -243,6 +257,7 @@ impl ChangeSubscription {
             action,
             only_if_due: false,
             package: Mutex::new(None),
+            client_archived: AtomicBool::new(false),
         }
     }
 
@@ -291,7 +306,9 @@ impl Action for ChangeSubscription {
         let s = store::get(conn, self.id)
             .await?
             .ok_or_else(|| AppError::not_found("subscription", self.id))?;
-        lock_client(conn, s.clients_id).await?;
+        let client = lock_client(conn, s.clients_id).await?;
+        let archived = client.status == ClientStatus::Archived;
+        self.client_archived.store(archived, Ordering::Relaxed);
         let package = packages::get(conn, s.packages_id)
             .await?
             .ok_or_else(|| AppError::Internal(format!("package {} missing", s.packages_id)))?;
@@ -332,6 +349,21 @@ impl Action for ChangeSubscription {
             SubscriptionAction::Renew => Some(cur.period_end.unwrap_or(now)),
             _ => None,
         };
+        if new_period_from.is_some() && self.client_archived.load(Ordering::Relaxed) {
+            // A new period is a fee: a charge, which an archived client does not take
+            // (SPEC §3). The scheduler leaves it (its query skips archived clients; this
+            // is one archived since).
+            if self.only_if_due {
+                return Ok(Proposal::Unchanged);
+            }
+            return Err(AppError::Conflict(format!(
+                "client {} is archived and accepts no new transactions: subscription {} \
+                 cannot {} (it would charge the package fee)",
+                cur.clients_id,
+                self.id,
+                self.action.name()
+            )));
+        }
         if let Some(start) = new_period_from {
             next.period_start = Some(start);
             next.period_end = Some(period.add_to(start));

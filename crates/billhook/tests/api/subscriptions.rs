@@ -433,9 +433,16 @@ async fn two_servers_on_one_database_renew_each_period_exactly_once() {
 async fn bad_assignments_and_unknown_subscriptions_are_refused_without_events() {
     let s = Server::start().await;
     let (c, p) = fixture(&s, "PT1H", json!("1")).await;
+    let body = json!({"name": "Euro plan", "period": "P1M", "fee": "9", "currency": "EUR"});
+    let euro = s.ok("/api/v1/packages", body, 201).await;
     let n = s.events().await.len();
     let (pid, none) = (&p["id"], 999_999);
     let bad = [
+        // Its fee would be charged as it is: no conversion.
+        (
+            json!({"clients_id": c, "packages_id": euro["id"]}),
+            "packages_id",
+        ),
         (json!({"packages_id": pid}), "clients_id"),
         (json!({"clients_id": c}), "packages_id"),
         (json!({"clients_id": c, "packages_id": none}), "packages_id"),
@@ -662,4 +669,70 @@ async fn a_package_patch_refuses_a_field_the_package_lacks() {
     read["fee"] = json!("5");
     let (st, v) = s.patch(&path, read).await;
     assert_eq!((st, &v["fee"]), (200, &json!("5")), "{v}");
+}
+
+/// An archived client takes no new transactions (SPEC §3), and a new period's fee is
+/// one: a renewal or an activation that would charge it is a 409, and the scheduler
+/// leaves its subscriptions alone; closing one still works, and charges nothing.
+#[tokio::test]
+async fn an_archived_client_is_charged_no_more_fees() {
+    let s = Server::start().await;
+    let (c, p) = fixture(&s, "PT1S", json!("4")).await;
+    let active = assign(&s, c, &p, None).await;
+    let pending = assign(&s, c, &p, Some(fmt(now() + SEC))).await;
+    assert_eq!(charges(&s, c).await.len(), 1, "the active one's first fee");
+    let (st, v) = s
+        .post(&format!("/api/v1/clients/{c}/archive"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let n = s.events().await.len();
+    for (sub, action) in [(&active, "renew"), (&pending, "activate")] {
+        let (st, v) = act(&s, sub, action).await;
+        assert_eq!(st, 409, "{action}: {v}");
+        assert_error(&v, "conflict");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("archived"), "{v}");
+    }
+    // Past the active one's period end and the pending one's start, and several of the
+    // scheduler's passes.
+    pass(ts(&active["period_end"]).max(ts(&pending["start_dt"])) + 2 * SEC).await;
+    assert_eq!(charges(&s, c).await.len(), 1, "no fee after the archive");
+    assert_eq!(renewals(&s, &active).await, 0);
+    assert!(events_of(&s, &pending, ACTIVATE).await.is_empty());
+    assert_eq!(get(&s, &pending).await["status"], "pending");
+    assert_eq!(
+        s.events_since(n).await,
+        Vec::<Value>::new(),
+        "nothing raised"
+    );
+    for sub in [&active, &pending] {
+        let (st, v) = act(&s, sub, "close").await;
+        assert_eq!(st, 200, "{v}");
+    }
+    assert_eq!(charges(&s, c).await.len(), 1, "closing charges nothing");
+}
+
+/// A package's fee is charged as it is, in its currency: its currency cannot change
+/// while a subscription that is not closed charges it (a client is assigned only
+/// packages in its own currency).
+#[tokio::test]
+async fn a_package_charging_open_subscriptions_keeps_its_currency() {
+    let s = Server::start().await;
+    let (c, p) = fixture(&s, "PT1H", json!("1")).await;
+    let package = format!("/api/v1/packages/{}", p["id"]);
+    let sub = assign(&s, c, &p, None).await;
+    let (st, v) = s.patch(&package, json!({"currency": "EUR"})).await;
+    assert_eq!(st, 409, "{v}");
+    assert_error(&v, "conflict");
+    let (_, now) = s.get(&package).await;
+    assert_eq!(now["currency"], "USD", "{now}");
+    // The same currency, or other fields, still change.
+    let (st, v) = s
+        .patch(&package, json!({"currency": "USD", "fee": "2"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = act(&s, &sub, "close").await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s.patch(&package, json!({"currency": "EUR"})).await;
+    assert_eq!((st, &v["currency"]), (200, &json!("EUR")), "{v}");
 }

@@ -83,6 +83,17 @@ async fn the_execution_log_has_before_rows_with_what_was_modified() {
     assert_eq!(calls(ha, "allow"), Some(2.0), "{text}");
     assert_eq!(calls(hb, "allow"), Some(1.0), "{text}");
     assert_eq!(calls(hb, "forbid"), Some(1.0), "{text}");
+    // What did not happen reads 0 rather than being absent.
+    assert_eq!(calls(ha, "forbid"), Some(0.0), "{text}");
+    assert_eq!(calls(ha, "failure"), Some(0.0), "{text}");
+    assert_eq!(calls(hb, "failure"), Some(0.0), "{text}");
+    let after_series = |h: i64| format!("billhook_deliveries_total{{handlers_id=\"{h}\"");
+    let wrong = [ha, hb].map(|h| text.contains(&after_series(h)));
+    assert_eq!(
+        wrong,
+        [false, false],
+        "no after series for before handlers:\n{text}"
+    );
     for h in [ha, hb] {
         let count = sample(format!(
             "billhook_call_duration_seconds_count{{handlers_id=\"{h}\"}}"

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use crate::harness::{assert_error, wait_for, Server};
 use crate::receiver::Receiver;
 use crate::util::{
-    all_uids, client, deliveries, delivery_of, http_handler, metric, metrics, micros, now_micros,
-    rename, settle, uids, HANDLERS,
+    all_uids, client, deliveries, delivery_of, executions, http_handler, metric, metrics, micros,
+    now_micros, rename, settle, uids, HANDLERS,
 };
 
 #[tokio::test]
@@ -319,7 +319,6 @@ async fn a_handler_made_a_before_handler_fails_its_pending_deliveries() {
 /// arrive, in order: no queue is left stuck behind an unflagged head.
 #[tokio::test]
 async fn a_call_in_flight_at_an_archive_or_a_stage_change_ends_as_it_ends() {
-    let s = Server::start().await;
     for (change, error) in [
         (json!({"status": "archived"}), "the handler was archived"),
         (
@@ -328,6 +327,9 @@ async fn a_call_in_flight_at_an_archive_or_a_stage_change_ends_as_it_ends() {
         ),
     ] {
         for answer in [200, 500] {
+            // A server per case: its engine walks the queues at its start, then only 10 s
+            // later, so what fails within the case is the outcome writer's doing.
+            let s = Server::start().await;
             let r = Receiver::start().await;
             r.plan(&[(answer, std::time::Duration::from_millis(1500))]);
             let h = http_handler(&s, "clients.*", &r.url("/h"), &[1, 1]).await;
@@ -362,6 +364,15 @@ async fn a_call_in_flight_at_an_archive_or_a_stage_change_ends_as_it_ends() {
                 let why = (&d["status"], &d["last_error"]);
                 assert_eq!(why, (&json!("failed"), &json!(error)), "{d}");
             }
+            // The call's outcome and what it failed are one write, made as the call ended
+            // (a walk's would come at its own time, after the call was logged).
+            // The log's dt is when the call ended.
+            let call = &executions(&s, &format!("handlers_id={id}")).await[0];
+            let after_the_end = micros(&first["updated_at"]) - micros(&call["dt"]);
+            assert!(
+                (0..1_000_000).contains(&after_the_end),
+                "outcome written {after_the_end} µs after the call ended: {first} {call}"
+            );
             // Back in the after stage, recover sends what did not arrive, in order.
             let back = json!({"status": "enabled", "stage": "after"});
             changed_and_recovered(&s, id, back, failed.len() as i64).await;

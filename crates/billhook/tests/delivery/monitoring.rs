@@ -17,6 +17,8 @@ struct Three {
     ok: i64,
     bad: i64,
     waiting: i64,
+    /// A handler of `dids.*`: never called.
+    idle: i64,
     _receivers: (Receiver, Receiver),
 }
 
@@ -27,7 +29,7 @@ async fn three_states(s: &Server) -> (Three, String) {
     let ok = http_handler(s, "clients.create", &good.url("/ok"), &[0]).await;
     let bad = http_handler(s, "clients.create", &broken.url("/bad"), &[]).await;
     let waiting = http_handler(s, "clients.*", &broken.url("/wait"), &[3600]).await;
-    http_handler(s, "dids.*", &good.url("/dids"), &[0]).await;
+    let idle = http_handler(s, "dids.*", &good.url("/dids"), &[0]).await;
     let c = client(s, "Monitored").await;
     let uid = uid_of(s, "clients.create", c).await;
     let id = |h: &Value| h["id"].as_i64().unwrap();
@@ -35,6 +37,7 @@ async fn three_states(s: &Server) -> (Three, String) {
         ok: id(&ok),
         bad: id(&bad),
         waiting: id(&waiting),
+        idle: id(&idle),
         _receivers: (good, broken),
     };
     wait_deliveries(s, t.ok, "succeeded", 1, 30).await;
@@ -103,46 +106,33 @@ async fn metrics_count_deliveries_durations_and_the_backlog() {
             "{name} has a TYPE line:\n{text}"
         );
     }
-    // One series per handler and outcome; labels are the server's choice, but each
-    // handler's id appears in its series and the attempts add up.
-    let series: Vec<(&str, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with("billhook_deliveries_total"))
-        .filter_map(|l| {
-            let (name, v) = l.rsplit_once(' ')?;
-            Some((name, v.parse().ok()?))
-        })
-        .collect();
-    let of = |h: i64| -> f64 {
-        let id = format!("\"{h}\"");
-        series
-            .iter()
-            .filter(|(name, _)| name.contains(&id))
-            .map(|(_, v)| v)
-            .sum()
+    // Every handler has its three outcomes' series, at 0 for what did not happen.
+    let count = |h: i64, outcome: &str| {
+        let name =
+            format!("billhook_deliveries_total{{handlers_id=\"{h}\",outcome=\"{outcome}\"}}");
+        metric(&text, &name).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
     };
-    assert_eq!(of(t.ok), 1.0, "one attempt, a success:\n{text}");
-    assert_eq!(of(t.bad), 1.0, "one attempt, failed for good:\n{text}");
-    assert!(of(t.waiting) >= 1.0, "{text}");
-    let outcomes = |h: i64| -> usize {
-        let id = format!("\"{h}\"");
-        series.iter().filter(|(n, _)| n.contains(&id)).count()
-    };
-    assert_eq!(outcomes(t.ok), 1, "{text}");
-    let ok_series = series
-        .iter()
-        .find(|(n, _)| n.contains(&format!("\"{}\"", t.ok)));
-    let bad_series = series
-        .iter()
-        .find(|(n, _)| n.contains(&format!("\"{}\"", t.bad)));
-    assert_ne!(
-        ok_series.map(|s| s.0.replace(&t.ok.to_string(), "")),
-        bad_series.map(|s| s.0.replace(&t.bad.to_string(), "")),
-        "a success and a failure are counted under different outcomes:\n{text}"
+    let counts = |h: i64| ["success", "retry", "failed"].map(|o| count(h, o));
+    assert_eq!(
+        counts(t.ok),
+        [1.0, 0.0, 0.0],
+        "one attempt, a success:\n{text}"
     );
+    assert_eq!(
+        counts(t.bad),
+        [0.0, 0.0, 1.0],
+        "one attempt, failed for good:\n{text}"
+    );
+    assert!(count(t.waiting, "retry") >= 1.0, "{text}");
+    assert_eq!(counts(t.idle), [0.0; 3], "never called:\n{text}");
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("billhook_deliveries_total{"))
+        .count();
+    assert_eq!(series, 12, "four handlers, three outcomes each:\n{text}");
     // Call durations by handler: one call each for the one that succeeded and the one
     // that failed for good, every call in the +Inf bucket.
-    for (h, calls) in [(t.ok, 1.0), (t.bad, 1.0)] {
+    for (h, calls) in [(t.ok, 1.0), (t.bad, 1.0), (t.idle, 0.0)] {
         let series =
             |name: &str| format!("billhook_call_duration_seconds_{name}{{handlers_id=\"{h}\"}}");
         let count = metric(&text, &series("count")).expect("count");
@@ -150,7 +140,10 @@ async fn metrics_count_deliveries_durations_and_the_backlog() {
         let inf =
             format!("billhook_call_duration_seconds_bucket{{handlers_id=\"{h}\",le=\"+Inf\"}}");
         assert_eq!(metric(&text, &inf), Some(count), "{text}");
-        assert!(metric(&text, &series("sum")).is_some(), "{text}");
+        // The exact durations are summed: whole milliseconds summed a quick receiver's
+        // calls to 0.
+        let sum = metric(&text, &series("sum")).expect("sum");
+        assert_eq!(sum > 0.0, calls > 0.0, "{text}");
     }
     let pending = metric(&text, "billhook_deliveries_pending").expect("pending");
     assert!(pending >= 1.0, "the waiting delivery: {text}");

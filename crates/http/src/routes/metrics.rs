@@ -1,6 +1,6 @@
 //! `GET /metrics`: Prometheus text.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use axum::extract::State;
@@ -9,36 +9,66 @@ use axum::response::IntoResponse;
 use billhook_app::handlers::Backlog;
 use billhook_app::App;
 use billhook_app::Histogram;
+use billhook_domain::catalogue::Stage;
 use billhook_domain::Timestamp;
 
 pub async fn render(State(app): State<App>) -> impl IntoResponse {
     let mut out = String::new();
     let m = &app.engine.metrics;
+    // Every handler not archived has its series from the start, at 0 before its first
+    // call (and after a restart, which starts the counts again): a series that appears
+    // only with the first call hides that first increase from `rate()` and `increase()`.
+    let live = app.handlers.live().await.unwrap_or_default();
+    let seeded =
+        |counts: &HashMap<(i64, &'static str), u64>, stage: Stage, labels: [&'static str; 3]| {
+            let mut all: BTreeMap<(i64, &'static str), u64> =
+                counts.iter().map(|(k, n)| (*k, *n)).collect();
+            for (id, _) in live.iter().filter(|(_, s)| *s == stage) {
+                for label in labels {
+                    all.entry((*id, label)).or_default();
+                }
+            }
+            all
+        };
+    let deliveries = seeded(
+        &m.deliveries.lock().expect("not poisoned"),
+        Stage::After,
+        ["success", "retry", "failed"],
+    );
     head(
         &mut out,
         "billhook_deliveries_total",
         "counter",
         "Delivery attempts by handler and outcome.",
     );
-    for ((handler, outcome), n) in m.deliveries.lock().expect("not poisoned").iter() {
+    for ((handler, outcome), n) in deliveries {
         let _ = writeln!(
             out,
             "billhook_deliveries_total{{handlers_id=\"{handler}\",outcome=\"{outcome}\"}} {n}"
         );
     }
+    let before_calls = seeded(
+        &m.before_calls.lock().expect("not poisoned"),
+        Stage::Before,
+        ["allow", "forbid", "failure"],
+    );
     head(
         &mut out,
         "billhook_before_calls_total",
         "counter",
         "Before-stage calls by handler and verdict (allow, forbid, failure).",
     );
-    for ((handler, verdict), n) in m.before_calls.lock().expect("not poisoned").iter() {
+    for ((handler, verdict), n) in before_calls {
         let _ = writeln!(
             out,
             "billhook_before_calls_total{{handlers_id=\"{handler}\",verdict=\"{verdict}\"}} {n}"
         );
     }
-    durations(&mut out, &m.durations.lock().expect("not poisoned"));
+    let mut by_handler = m.durations.lock().expect("not poisoned").clone();
+    for (id, _) in &live {
+        by_handler.entry(*id).or_insert_with(Histogram::empty);
+    }
+    durations(&mut out, &by_handler);
     if let Ok(backlog) = app.handlers.backlog().await {
         backlog_metrics(&mut out, &backlog);
     }

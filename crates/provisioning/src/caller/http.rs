@@ -154,6 +154,7 @@ where
         cut,
         error,
         duration_ms: 0,
+        duration: Duration::ZERO,
         retry_after,
         answered,
         stderr: None,

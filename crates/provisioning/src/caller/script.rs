@@ -146,6 +146,7 @@ pub(super) async fn call(
                 cut,
                 error,
                 duration_ms: 0,
+                duration: Duration::ZERO,
                 retry_after: None,
                 answered: code.is_some(),
                 stderr: Some(stderr),
