@@ -124,6 +124,25 @@ pub fn refuse_fields(
     Ok(errors.into_result()?)
 }
 
+/// The body of a `PATCH`: which of its fields may be `null` (cleared).
+pub trait Patch: serde::de::DeserializeOwned {
+    const NULLABLE: &'static [&'static str];
+}
+
+/// Parses a `PATCH` body as [`parse_json`] does, and refuses `null` for a field not in
+/// `T::NULLABLE`, a 422 naming each "cannot be null": it was read as absent, and the
+/// 200 left the caller believing the field cleared.
+pub fn parse_patch<T: Patch>(body: &[u8]) -> Result<T, AppError> {
+    let patch = parse_json::<T>(body)?;
+    // What parse_json took is a JSON object (or blank: nothing to refuse).
+    if let Ok(fields) = serde_json::from_slice::<Map<String, Value>>(body) {
+        refuse_fields(&fields, |key, sent| {
+            (sent.is_null() && !T::NULLABLE.contains(&key)).then(|| "cannot be null".into())
+        })?;
+    }
+    Ok(patch)
+}
+
 /// A PATCH field that cannot be empty: absent is `None`; `null` is an error on `field`
 /// in `errors` (and `None`), not a change quietly not made.
 pub fn not_null<T>(value: Option<Option<T>>, field: &str, errors: &mut FieldErrors) -> Option<T> {

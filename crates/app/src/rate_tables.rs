@@ -7,7 +7,7 @@ pub use billhook_store::rate_tables::RateQuery;
 use billhook_store::{imports, Db, Page};
 use serde::Deserialize;
 
-use crate::input::{nullable, only_settable, required};
+use crate::input::{nullable, only_fields, only_settable, required};
 use crate::pipeline::to_json;
 use crate::queries::List;
 use crate::AppError;
@@ -22,10 +22,14 @@ pub struct RateTableInput {
     #[serde(default, deserialize_with = "nullable")]
     pub email_subject: Option<Option<String>>,
     /// The rest of the body: a PATCH refuses it unless sent back as read (see
-    /// `only_settable`); a POST ignores it, like the other creates.
+    /// `only_settable`), a POST unless it is one of the table's fields (`only_fields`).
     #[serde(flatten)]
     #[schema(ignore)]
     pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl crate::input::Patch for RateTableInput {
+    const NULLABLE: &'static [&'static str] = &["email_sender", "email_subject"];
 }
 
 /// An empty pattern means "none": a form field left blank.
@@ -45,6 +49,7 @@ pub async fn create(db: &Db, i: RateTableInput) -> Result<RateTable, AppError> {
         created_at: now,
         updated_at: now,
     };
+    only_fields(&i.rest, &to_json(&t)?, |_| None)?;
     t.validate()?;
     let mut tx = db.begin().await?;
     t.id = store::insert(&mut tx, &t).await?;

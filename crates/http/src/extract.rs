@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use billhook_app::input::parse_json;
+use billhook_app::input::{parse_json, parse_patch, Patch};
 use billhook_app::AppError;
 use serde::de::DeserializeOwned;
 
@@ -35,15 +35,31 @@ pub fn body_error(status: StatusCode, why: String, limit: usize) -> ApiError {
 /// A JSON body; malformed JSON or wrong types give 400 `bad_request`.
 pub struct ApiJson<T>(pub T);
 
+/// A request's body, whole; one over [`BODY_LIMIT`] is a 413.
+async fn body_of<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        let why = format!("cannot read the body: {}", e.body_text());
+        body_error(e.status(), why, BODY_LIMIT)
+    })
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            let why = format!("cannot read the body: {}", e.body_text());
-            body_error(e.status(), why, BODY_LIMIT)
-        })?;
-        Ok(ApiJson(parse_json(&bytes)?))
+        Ok(ApiJson(parse_json(&body_of(req, state).await?)?))
+    }
+}
+
+/// A `PATCH` body: as [`ApiJson`], and `null` only for the fields that may be cleared
+/// (see `billhook_app::input::parse_patch`).
+pub struct ApiPatch<T>(pub T);
+
+impl<S: Send + Sync, T: Patch> FromRequest<S> for ApiPatch<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ApiPatch(parse_patch(&body_of(req, state).await?)?))
     }
 }
 

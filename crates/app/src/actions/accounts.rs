@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{lock_client, lock_open_client, lock_other_client};
-use crate::input::{nullable, only_settable, required};
+use crate::input::{nullable, only_fields, only_settable, required};
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, Proposal};
 use crate::AppError;
 
@@ -24,10 +24,14 @@ pub struct AccountInput {
     pub password: Option<Option<String>>,
     pub enabled: Option<bool>,
     /// The rest of the body: a PATCH refuses it unless sent back as read (see
-    /// `only_settable`); a POST ignores it.
+    /// `only_settable`), a POST unless it is one of the account's fields (`only_fields`).
     #[serde(flatten)]
     #[schema(ignore)]
     pub rest: Map<String, Value>,
+}
+
+impl crate::input::Patch for AccountInput {
+    const NULLABLE: &'static [&'static str] = &["login", "password"];
 }
 
 /// `clients.accounts.create`.
@@ -49,7 +53,7 @@ impl Action for CreateAccount {
     }
     fn propose(&self, _: Option<&Account>, now: Timestamp) -> Result<Proposal<Account>, AppError> {
         let i = &self.0;
-        Ok(Proposal::Change(Account {
+        let made = Account {
             id: 0,
             clients_id: required(i.clients_id, "clients_id")?,
             name: required(i.name.clone(), "name")?,
@@ -60,7 +64,9 @@ impl Action for CreateAccount {
             enabled: i.enabled.unwrap_or(true),
             created_at: now,
             updated_at: now,
-        }))
+        };
+        only_fields(&i.rest, &to_json(&made)?, |_| None)?;
+        Ok(Proposal::Change(made))
     }
     async fn check(
         &self,

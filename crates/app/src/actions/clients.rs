@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::lock_client;
-use crate::input::{nullable, only_settable, required};
+use crate::input::{nullable, only_fields, only_settable, required};
 use crate::pipeline::{client_key, to_json, Action, Kind, Proposal};
 use crate::AppError;
 
@@ -22,6 +22,11 @@ pub struct ClientInput {
     pub email: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
     pub custom_fields: Option<Map<String, Value>>,
+    /// The rest of the body: refused, naming each field, unless it is one of the
+    /// object's (see `only_fields`).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: Map<String, Value>,
 }
 
 fn check_settable_status(status: Option<ClientStatus>) -> Result<(), AppError> {
@@ -53,7 +58,7 @@ impl Action for CreateClient {
         check_settable_status(i.status)?;
         let mut custom_fields = i.custom_fields.clone().unwrap_or_default();
         custom_fields.retain(|_, v| !v.is_null());
-        Ok(Proposal::Change(Client {
+        let made = Client {
             id: 0,
             name: required(i.name.clone(), "name")?,
             status: i.status.unwrap_or(ClientStatus::Active),
@@ -65,7 +70,9 @@ impl Action for CreateClient {
             custom_fields,
             created_at: now,
             updated_at: now,
-        }))
+        };
+        only_fields(&i.rest, &to_json(&made)?, |_| None)?;
+        Ok(Proposal::Change(made))
     }
     async fn check(&self, _: &mut Conn, _: Option<&Client>, p: &Client) -> Result<(), AppError> {
         Ok(p.validate()?)
@@ -114,6 +121,10 @@ pub struct ClientPatch {
     #[serde(flatten)]
     #[schema(ignore)]
     pub rest: Map<String, Value>,
+}
+
+impl crate::input::Patch for ClientPatch {
+    const NULLABLE: &'static [&'static str] = &["email"];
 }
 
 /// What kind of change an existing-client action makes.

@@ -6,7 +6,7 @@ use billhook_store::{accounts, dids as store, Conn};
 use serde::Deserialize;
 
 use super::{lock_client, lock_open_client};
-use crate::input::{nullable, only_settable, refuse_fields, required};
+use crate::input::{nullable, only_fields, only_settable, refuse_fields, required};
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, Proposal};
 use crate::AppError;
 
@@ -32,10 +32,21 @@ pub struct DidInput {
     pub status_after_hold: Option<DidStatus>,
     /// The rest of the body: a PATCH refuses it unless sent back as read (see
     /// `only_settable`), a transition refuses it (a misspelt `hold_days` fell back to
-    /// the default with a 200); a POST ignores it, like the other creates.
+    /// the default with a 200), a POST unless it is one of the DID's fields (see
+    /// `only_fields`).
     #[serde(flatten)]
     #[schema(ignore)]
     pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl crate::input::Patch for DidInput {
+    // A DID that is not held reads `null` for the last two: sent back, they pass.
+    const NULLABLE: &'static [&'static str] = &[
+        "clients_id",
+        "accounts_id",
+        "hold_until",
+        "status_after_hold",
+    ];
 }
 
 /// What a DID action does.
@@ -153,7 +164,7 @@ impl Action for DidActionRequest {
                     "a new DID must be stock, reserved or active",
                 ));
             }
-            return Ok(Proposal::Change(Did {
+            let made = Did {
                 id: 0,
                 number: required(i.number.clone(), "number")?,
                 status,
@@ -163,7 +174,9 @@ impl Action for DidActionRequest {
                 status_after_hold: None,
                 created_at: now,
                 updated_at: now,
-            }));
+            };
+            only_fields(&i.rest, &to_json(&made)?, |_| None)?;
+            return Ok(Proposal::Change(made));
         };
         let mut next = cur.clone();
         match self.change {

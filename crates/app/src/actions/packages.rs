@@ -5,7 +5,7 @@ use billhook_domain::{IsoDuration, Money, Timestamp};
 use billhook_store::{packages as store, Db};
 use serde::Deserialize;
 
-use crate::input::{only_settable, required};
+use crate::input::{only_fields, only_settable, required};
 use crate::pipeline::to_json;
 use crate::AppError;
 
@@ -18,10 +18,14 @@ pub struct PackageInput {
     pub currency: Option<String>,
     pub status: Option<PackageStatus>,
     /// The rest of the body: a PATCH refuses it unless sent back as read (see
-    /// `only_settable`); a POST ignores it, like the other creates.
+    /// `only_settable`), a POST unless it is one of the package's fields (`only_fields`).
     #[serde(flatten)]
     #[schema(ignore)]
     pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl crate::input::Patch for PackageInput {
+    const NULLABLE: &'static [&'static str] = &[];
 }
 
 /// Creates a package.
@@ -37,6 +41,7 @@ pub async fn create(db: &Db, i: PackageInput) -> Result<Package, AppError> {
         created_at: now,
         updated_at: now,
     };
+    only_fields(&i.rest, &to_json(&p)?, |_| None)?;
     p.validate()?;
     let mut tx = db.begin().await?;
     p.id = store::insert(&mut tx, &p).await?;

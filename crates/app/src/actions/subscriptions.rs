@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::transactions::charge_fee;
 use super::{lock_client, lock_open_client, lock_other_client};
-use crate::input::required;
+use crate::input::{only_fields, required};
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, NewEvent, Proposal};
 use crate::{AppError, Pipeline};
 
@@ -24,6 +24,11 @@ pub struct AssignInput {
     pub clients_id: Option<i64>,
     pub packages_id: Option<i64>,
     pub start_dt: Option<Timestamp>,
+    /// The rest of the body: refused, naming each field, unless it is one of the
+    /// object's (see `only_fields`).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `clients.subscriptions.assign`: a pending subscription; with `activate_now`, also
@@ -66,7 +71,7 @@ impl Action for AssignSubscription {
         now: Timestamp,
     ) -> Result<Proposal<Subscription>, AppError> {
         let i = &self.input;
-        Ok(Proposal::Change(Subscription {
+        let made = Subscription {
             id: 0,
             clients_id: required(i.clients_id, "clients_id")?,
             packages_id: required(i.packages_id, "packages_id")?,
@@ -76,7 +81,9 @@ impl Action for AssignSubscription {
             period_end: None,
             created_at: now,
             updated_at: now,
-        }))
+        };
+        only_fields(&i.rest, &to_json(&made)?, |_| None)?;
+        Ok(Proposal::Change(made))
     }
     async fn check(
         &self,

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{lock_client, lock_open_client, lock_other_client};
 use crate::balance::apply_delta;
-use crate::input::{nullable, only_settable, required};
+use crate::input::{nullable, only_fields, only_settable, required};
 use crate::pipeline::{client_key, to_json, Action, Effects, Kind, NewEvent, Proposal};
 use crate::AppError;
 
@@ -19,6 +19,11 @@ pub struct TransactionInput {
     pub amount: Option<Money>,
     pub dt: Option<Timestamp>,
     pub notes: Option<String>,
+    /// The rest of the body: refused, naming each field, unless it is one of the
+    /// object's (see `only_fields`).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Body of `PATCH /charges/{id}` and `PATCH /payments/{id}`.
@@ -32,6 +37,10 @@ pub struct TransactionPatch {
     #[serde(flatten)]
     #[schema(ignore)]
     pub rest: Map<String, Value>,
+}
+
+impl crate::input::Patch for TransactionPatch {
+    const NULLABLE: &'static [&'static str] = &["notes"];
 }
 
 fn event(kind: TransactionKind, verb: &str) -> &'static str {
@@ -134,7 +143,7 @@ impl Action for CreateTransaction {
         now: Timestamp,
     ) -> Result<Proposal<Transaction>, AppError> {
         let i = &self.input;
-        Ok(Proposal::Change(Transaction {
+        let made = Transaction {
             id: 0,
             clients_id: required(i.clients_id, "clients_id")?,
             amount: required(i.amount, "amount")?,
@@ -142,7 +151,12 @@ impl Action for CreateTransaction {
             notes: i.notes.clone(),
             created_at: now,
             updated_at: now,
-        }))
+        };
+        // Most bodies have nothing else: no object to make to compare with.
+        if !i.rest.is_empty() {
+            only_fields(&i.rest, &to_json(&made)?, |_| None)?;
+        }
+        Ok(Proposal::Change(made))
     }
     async fn check(
         &self,

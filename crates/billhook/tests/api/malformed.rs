@@ -500,3 +500,149 @@ async fn the_api_key_is_required() {
     let (st, _) = send(&s, "GET", "/healthz", &[], vec![]).await;
     assert_eq!(st, 200);
 }
+
+/// A create refuses a field its object does not have, naming it (a misspelt `emial`
+/// was dropped with a 201, and the client made without its email), and makes nothing;
+/// a field the object has but the request does not set (`id`, `balance`) passes, so a
+/// body read and sent back makes a copy.
+#[tokio::test]
+async fn a_create_refuses_a_field_its_object_does_not_have() {
+    let s = Server::start().await;
+    let c = s.ok("/api/v1/clients", json!({"name": "Owner"}), 201).await;
+    let cid = &c["id"];
+    let p = json!({"name": "Plan", "period": "P1M", "fee": "1"});
+    let p = s.ok("/api/v1/packages", p, 201).await;
+    let creates = [
+        (
+            "clients",
+            json!({"name": "Typo", "emial": "a@b.c"}),
+            "emial",
+        ),
+        (
+            "accounts",
+            json!({"clients_id": cid, "name": "a", "ip": ["10.0.0.1"]}),
+            "ip",
+        ),
+        (
+            "subscriptions",
+            json!({"clients_id": cid, "packages_id": p["id"], "start": "2030-01-01T00:00:00Z"}),
+            "start",
+        ),
+        (
+            "dids",
+            json!({"number": "+15550100", "client_id": cid}),
+            "client_id",
+        ),
+        (
+            "charges",
+            json!({"clients_id": cid, "amount": "1", "note": "x"}),
+            "note",
+        ),
+        (
+            "payments",
+            json!({"clients_id": cid, "amount": 1, "memo": "x"}),
+            "memo",
+        ),
+        (
+            "packages",
+            json!({"name": "P", "period": "P1M", "fees": "5"}),
+            "fees",
+        ),
+        (
+            "rate_tables",
+            json!({"name": "T", "curency": "EUR"}),
+            "curency",
+        ),
+    ];
+    let events = s.events().await.len();
+    for (kind, body, field) in creates {
+        let path = format!("/api/v1/{kind}");
+        let (_, before) = s.get(&path).await;
+        let (st, e) = s.post(&path, body).await;
+        assert_eq!(st, 422, "{kind}: {e}");
+        assert_error(&e, "validation_failed");
+        let why = &e["error"]["data"]["fields"][field];
+        assert_eq!(why, "is not a field of this object", "{kind}: {e}");
+        let (_, after) = s.get(&path).await;
+        assert_eq!(after["total"], before["total"], "{kind}: nothing made");
+    }
+    assert_eq!(s.events().await.len(), events, "no event raised");
+    // A client read and sent back (its id, balance and times included) is a copy.
+    let copy = s.ok("/api/v1/clients", c.clone(), 201).await;
+    assert_ne!(copy["id"], c["id"]);
+    assert_eq!(copy["name"], c["name"]);
+}
+
+/// A PATCH refuses `null` for a field that cannot be empty, a 422 naming it "cannot be
+/// null" (it was read as absent, and the 200 left the caller believing it cleared); a
+/// field that can be empty is cleared by it, and an object read and sent back, its
+/// empty fields `null`, passes.
+#[tokio::test]
+async fn a_patch_refuses_null_for_a_field_that_cannot_be_empty() {
+    let s = Server::start().await;
+    let c = s
+        .ok(
+            "/api/v1/clients",
+            json!({"name": "Acme", "email": "a@b.c"}),
+            201,
+        )
+        .await;
+    let cid = &c["id"];
+    let body = json!({"clients_id": cid, "name": "a", "ips": ["10.0.0.1"], "login": "l"});
+    let a = s.ok("/api/v1/accounts", body, 201).await;
+    let t = s.ok(
+        "/api/v1/charges",
+        json!({"clients_id": cid, "amount": "1", "notes": "n"}),
+        201,
+    );
+    let t = t.await;
+    let d = s
+        .ok("/api/v1/dids", json!({"number": "+15550100"}), 201)
+        .await;
+    let p = json!({"name": "Plan", "period": "P1M", "fee": "1"});
+    let p = s.ok("/api/v1/packages", p, 201).await;
+    let r = json!({"name": "Deck", "email_sender": "x@y"});
+    let r = s.ok("/api/v1/rate_tables", r, 201).await;
+    let path = |kind: &str, o: &Value| format!("/api/v1/{kind}/{}", o["id"]);
+    let refused = [
+        ("clients", &c, "name"),
+        ("clients", &c, "credit"),
+        ("clients", &c, "tags"),
+        ("accounts", &a, "ips"),
+        ("accounts", &a, "enabled"),
+        ("charges", &t, "amount"),
+        ("dids", &d, "number"),
+        ("packages", &p, "fee"),
+        ("rate_tables", &r, "name"),
+    ];
+    let events = s.events().await.len();
+    for (kind, object, field) in refused {
+        let (_, was) = s.get(&path(kind, object)).await;
+        let (st, e) = s.patch(&path(kind, object), json!({ field: null })).await;
+        assert_eq!(st, 422, "{kind}.{field}: {e}");
+        assert_error(&e, "validation_failed");
+        assert_eq!(e["error"]["data"]["fields"][field], "cannot be null", "{e}");
+        let (_, now) = s.get(&path(kind, object)).await;
+        assert_eq!(now, was, "{kind}: nothing changed");
+    }
+    assert_eq!(s.events().await.len(), events, "no event raised");
+    // What can be empty is cleared by null.
+    let cleared = [
+        ("clients", &c, "email"),
+        ("accounts", &a, "login"),
+        ("charges", &t, "notes"),
+        ("rate_tables", &r, "email_sender"),
+    ];
+    for (kind, object, field) in cleared {
+        let (st, v) = s.patch(&path(kind, object), json!({ field: null })).await;
+        assert_eq!((st, &v[field]), (200, &Value::Null), "{kind}.{field}: {v}");
+        // Read and sent back, with its null, it passes.
+        let (_, read) = s.get(&path(kind, object)).await;
+        let (st, v) = s.patch(&path(kind, object), read.clone()).await;
+        assert_eq!(st, 200, "{kind}: {v}");
+    }
+    let (_, read) = s.get(&path("dids", &d)).await;
+    assert!(read["hold_until"].is_null(), "{read}");
+    let (st, v) = s.patch(&path("dids", &d), read).await;
+    assert_eq!(st, 200, "{v}");
+}

@@ -8,7 +8,7 @@ use billhook_domain::entities::Account;
 use serde::Deserialize;
 
 use super::{created, query_num, ApiResult, Paging};
-use crate::extract::{ApiJson, ApiQuery, Id};
+use crate::extract::{ApiJson, ApiPatch, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -47,7 +47,7 @@ async fn one(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Account>> {
 async fn patch(
     State(app): State<App>,
     Id(id): Id,
-    ApiJson(input): ApiJson<AccountInput>,
+    ApiPatch(input): ApiPatch<AccountInput>,
 ) -> ApiResult<Json<Account>> {
     let action = ChangeAccount {
         id,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{created, query_search, ApiResult, Paging};
-use crate::extract::{ApiJson, ApiQuery, Id};
+use crate::extract::{ApiJson, ApiPatch, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -59,7 +59,7 @@ async fn change(app: &App, id: i64, change: ClientChange) -> ApiResult<Json<Clie
 async fn patch(
     State(app): State<App>,
     Id(id): Id,
-    ApiJson(p): ApiJson<ClientPatch>,
+    ApiPatch(p): ApiPatch<ClientPatch>,
 ) -> ApiResult<Json<Client>> {
     change(&app, id, ClientChange::Patch(p)).await
 }

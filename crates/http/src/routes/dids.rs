@@ -8,7 +8,7 @@ use billhook_domain::entities::{Did, DidAction};
 use serde::Deserialize;
 
 use super::{created, query_num, query_search, ApiResult, Paging};
-use crate::extract::{ApiJson, ApiQuery, Id};
+use crate::extract::{ApiJson, ApiPatch, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
     let mut router = Router::new()
@@ -53,7 +53,7 @@ async fn create(
 async fn patch(
     State(app): State<App>,
     Id(id): Id,
-    ApiJson(input): ApiJson<DidInput>,
+    ApiPatch(input): ApiPatch<DidInput>,
 ) -> ApiResult<Json<Did>> {
     run(&app, id, DidChange::Patch, input).await
 }

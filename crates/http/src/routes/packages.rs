@@ -8,7 +8,7 @@ use billhook_domain::entities::Package;
 use serde::Deserialize;
 
 use super::{created, ApiResult, Paging};
-use crate::extract::{ApiJson, ApiQuery, Id};
+use crate::extract::{ApiJson, ApiPatch, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -48,7 +48,7 @@ async fn one(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Package>> {
 async fn patch(
     State(app): State<App>,
     Id(id): Id,
-    ApiJson(input): ApiJson<PackageInput>,
+    ApiPatch(input): ApiPatch<PackageInput>,
 ) -> ApiResult<Json<Package>> {
     Ok(Json(packages::update(&app.db, id, input).await?))
 }

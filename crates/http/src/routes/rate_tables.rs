@@ -9,7 +9,7 @@ use billhook_domain::Timestamp;
 use serde::Deserialize;
 
 use super::{created, query_search, ApiResult, Paging};
-use crate::extract::{ApiJson, ApiQuery, Id};
+use crate::extract::{ApiJson, ApiPatch, ApiQuery, Id};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -50,7 +50,7 @@ async fn one(State(app): State<App>, Id(id): Id) -> ApiResult<Json<RateTable>> {
 async fn patch(
     State(app): State<App>,
     Id(id): Id,
-    ApiJson(input): ApiJson<RateTableInput>,
+    ApiPatch(input): ApiPatch<RateTableInput>,
 ) -> ApiResult<Json<RateTable>> {
     Ok(Json(rate_tables::update(&app.db, id, input).await?))
 }

@@ -10,7 +10,7 @@ use billhook_domain::entities::{Transaction, TransactionKind};
 use serde::Deserialize;
 
 use super::{created, query_num, ApiResult, Paging};
-use crate::extract::{ApiJson, ApiQuery, Id};
+use crate::extract::{ApiJson, ApiPatch, ApiQuery, Id};
 
 /// `/charges` and `/payments`: the same routes over the two kinds.
 pub fn routes() -> Router<App> {
@@ -36,7 +36,7 @@ pub fn routes() -> Router<App> {
                     ApiResult::Ok(Json(app.queries.transaction(kind, id).await?))
                 })
                 .patch(
-                    move |State(app): State<App>, Id(id): Id, ApiJson(p): ApiJson<TransactionPatch>| async move {
+                    move |State(app): State<App>, Id(id): Id, ApiPatch(p): ApiPatch<TransactionPatch>| async move {
                         change(&app, kind, id, Some(p)).await
                     },
                 )
