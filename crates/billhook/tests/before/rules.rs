@@ -404,3 +404,62 @@ async fn a_handler_undoing_the_change_raises_no_event() {
     let events: Vec<Value> = new_events(&s, &before).await;
     assert!(events.is_empty(), "nothing changed, yet: {events:?}");
 }
+
+/// An answer streamed without a `Content-Length` (chunked) is read up to 8 MiB too:
+/// past it (here 9 MiB of spaces, which whole would be a blank answer, an allow) the
+/// call is a handler failure that says so, and nothing is written.
+#[tokio::test]
+async fn an_answer_streamed_past_8_mib_is_a_handler_failure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request: its head, then as many bytes as its Content-Length says.
+                let mut read = Vec::new();
+                let mut buf = [0u8; 65536];
+                loop {
+                    let Ok(n @ 1..) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    read.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&read).to_lowercase();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if read.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            transfer-encoding: chunked\r\n\r\n";
+                let _ = conn.write_all(head.as_bytes()).await;
+                let chunk = vec![b' '; 1 << 20];
+                for _ in 0..9 {
+                    let _ = conn.write_all(b"100000\r\n").await;
+                    if conn.write_all(&chunk).await.is_err() {
+                        return; // read no further: the server has what it takes
+                    }
+                    let _ = conn.write_all(b"\r\n").await;
+                }
+                let _ = conn.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    let h = http_hook(&s, "streaming", &url, "forbid").await;
+    let before = snapshot(&s).await;
+    let (st, v) = s.post("/api/v1/clients", json!({"name": "Streamed"})).await;
+    assert_refused(st, &v, "handler_failed", h, "streaming");
+    assert_eq!(message(&v), "the response is longer than 8 MiB", "{v}");
+    assert_nothing_written(&s, &before).await;
+    let rows = before_rows(&s, h).await;
+    let logged = rows.last().unwrap()["response_body"].as_str().unwrap();
+    assert_eq!(logged.len(), 64 * 1024, "the log keeps the first 64 KiB");
+}

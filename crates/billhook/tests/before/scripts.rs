@@ -288,3 +288,25 @@ async fn a_handler_whose_script_has_gone_can_be_disabled_archived_and_edited() {
     assert_eq!(st, 200, "the script is back: {v}");
     assert_eq!(v["status"], "enabled", "{v}");
 }
+
+/// A script's stdout is read up to 8 MiB, as an HTTP answer is: one that prints more
+/// (here 9 MiB of spaces, which whole would be a blank answer, an allow) is a handler
+/// failure that says so, and nothing is written.
+#[tokio::test]
+async fn a_script_printing_over_8_mib_is_a_handler_failure() {
+    let s = Server::start().await;
+    script(
+        &s,
+        "loud.sh",
+        "#!/bin/sh\ncat >/dev/null\nhead -c 9437184 /dev/zero | tr '\\0' ' '\n",
+    );
+    let h = script_hook(&s, "loud", "loud.sh", "forbid").await;
+    let before = snapshot(&s).await;
+    let (st, v) = s.post("/api/v1/clients", json!({"name": "Loud"})).await;
+    assert_refused(st, &v, "handler_failed", h, "loud");
+    assert_eq!(message(&v), "the response is longer than 8 MiB", "{v}");
+    assert_nothing_written(&s, &before).await;
+    let rows = before_rows(&s, h).await;
+    let logged = rows.last().unwrap()["response_body"].as_str().unwrap();
+    assert_eq!(logged.len(), 64 * 1024, "the log keeps the first 64 KiB");
+}
