@@ -506,7 +506,6 @@ impl Handlers {
             .ok_or_else(|| AppError::not_found("delivery", id))
     }
 
-    /// Pending deliveries by handler: how many, and when the oldest was created.
     /// The id and stage of every handler not archived, by id.
     pub async fn live(&self) -> Result<Vec<(i64, Stage)>, AppError> {
         let mut conn = self.db.read.acquire().await?;
@@ -520,6 +519,7 @@ impl Handlers {
             .collect())
     }
 
+    /// Pending deliveries by handler: how many, and when the oldest was created.
     pub async fn backlog(&self) -> Result<Vec<Backlog>, AppError> {
         let mut conn = self.db.read.acquire().await?;
         Ok(deliveries::backlog(&mut conn).await?)

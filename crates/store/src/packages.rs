@@ -51,6 +51,23 @@ pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Package>, StoreError
     row.as_ref().map(from_row).transpose()
 }
 
+/// [`get`], and on PostgreSQL a lock on the row until the transaction ends (`FOR UPDATE`,
+/// or `FOR SHARE` when `shared`): an assign and a change of the package's currency on
+/// two servers see each other's outcome, not both the old state. SQLite has one writer.
+pub async fn get_locked(
+    conn: &mut Conn,
+    id: i64,
+    shared: bool,
+) -> Result<Option<Package>, StoreError> {
+    if conn.is_sqlite() {
+        return get(conn, id).await;
+    }
+    let lock = if shared { "FOR SHARE" } else { "FOR UPDATE" };
+    let sql = format!("SELECT {COLUMNS} FROM packages WHERE id = $1 {lock}");
+    let row = query(&sql).bind(id).fetch_optional(conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// Writes every field.
 pub async fn update(conn: &mut Conn, p: &Package) -> Result<(), StoreError> {
     query(

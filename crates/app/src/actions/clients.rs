@@ -271,6 +271,13 @@ impl Action for ChangeClient {
                         "cannot change once the client has transactions",
                     ));
                 }
+                // Their fees are charged in their packages' currency, the client's.
+                if d.open_subscriptions > 0 {
+                    return Err(AppError::field(
+                        "currency",
+                        "cannot change while the client has subscriptions not closed",
+                    ));
+                }
             }
         }
         Ok(p.validate()?)

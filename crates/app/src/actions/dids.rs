@@ -26,10 +26,13 @@ pub struct DidInput {
     pub hold_days: Option<u32>,
     /// `hold`: an ISO 8601 duration instead of days (`PT2S`).
     pub hold_for: Option<IsoDuration>,
-    /// `hold`: an explicit end of the hold.
-    pub hold_until: Option<Timestamp>,
+    /// `hold`: an explicit end of the hold. (`null` is what a DID not held reads: a
+    /// PATCH takes it back from such a DID only.)
+    #[serde(default, deserialize_with = "nullable")]
+    pub hold_until: Option<Option<Timestamp>>,
     /// `hold`: where the DID goes when the hold ends (default stock).
-    pub status_after_hold: Option<DidStatus>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub status_after_hold: Option<Option<DidStatus>>,
     /// The rest of the body: a PATCH refuses it unless sent back as read (see
     /// `only_settable`), a transition refuses it (a misspelt `hold_days` fell back to
     /// the default with a 200), a POST unless it is one of the DID's fields (see
@@ -81,11 +84,11 @@ fn not_patched(i: &DidInput, cur: &Did) -> Result<(), AppError> {
             "changes through POST /api/v1/dids/{id}/activate (stock or archive free it)",
         );
     }
-    if i.hold_until.is_some_and(|t| Some(t) != cur.hold_until) {
+    if i.hold_until.is_some_and(|t| t != cur.hold_until) {
         errors.add("hold_until", "set by POST /api/v1/dids/{id}/hold");
     }
     if i.status_after_hold
-        .is_some_and(|s| Some(s) != cur.status_after_hold)
+        .is_some_and(|s| s != cur.status_after_hold)
     {
         errors.add("status_after_hold", "set by POST /api/v1/dids/{id}/hold");
     }
@@ -340,14 +343,14 @@ fn apply_transition(
             }
         }
         DidAction::Hold => {
-            let until = match (i.hold_until, i.hold_for) {
+            let until = match (i.hold_until.flatten(), i.hold_for) {
                 (Some(t), _) => t,
                 (None, Some(d)) => d.add_to(now),
                 (None, None) => {
                     now.add_seconds(i64::from(i.hold_days.unwrap_or(DEFAULT_HOLD_DAYS)) * 86_400)
                 }
             };
-            let after = i.status_after_hold.unwrap_or(DidStatus::Stock);
+            let after = i.status_after_hold.flatten().unwrap_or(DidStatus::Stock);
             if after == DidStatus::Hold {
                 return Err(AppError::field("status_after_hold", "cannot be hold"));
             }

@@ -53,7 +53,7 @@ pub async fn create(db: &Db, i: PackageInput) -> Result<Package, AppError> {
 /// next renewal.
 pub async fn update(db: &Db, id: i64, i: PackageInput) -> Result<Package, AppError> {
     let mut tx = db.begin().await?;
-    let mut p = store::get(&mut tx, id)
+    let mut p = store::get_locked(&mut tx, id, false)
         .await?
         .ok_or_else(|| AppError::not_found("package", id))?;
     only_settable(&i.rest, &to_json(&p)?, |_| None)?;

@@ -8,7 +8,7 @@ use billhook_domain::entities::{
     ClientStatus, Package, PackageStatus, Subscription, SubscriptionAction, SubscriptionStatus,
 };
 use billhook_domain::payload::previous_of;
-use billhook_domain::Timestamp;
+use billhook_domain::{Money, Timestamp};
 use billhook_store::{packages, subscriptions as store, Conn};
 use serde::Deserialize;
 
@@ -92,12 +92,14 @@ impl Action for AssignSubscription {
         p: &Subscription,
     ) -> Result<(), AppError> {
         lock_other_client(conn, self.input.clients_id, p.clients_id).await?;
-        let package = packages::get(conn, p.packages_id).await?.ok_or_else(|| {
-            AppError::field(
-                "packages_id",
-                format!("package {} does not exist", p.packages_id),
-            )
-        })?;
+        let package = packages::get_locked(conn, p.packages_id, true)
+            .await?
+            .ok_or_else(|| {
+                AppError::field(
+                    "packages_id",
+                    format!("package {} does not exist", p.packages_id),
+                )
+            })?;
         if package.status == PackageStatus::Archived {
             return Err(AppError::field("packages_id", "package is archived"));
         }
@@ -292,6 +294,24 @@ impl ChangeSubscription {
             .ok_or_else(|| AppError::Internal("package not loaded".into()))
     }
 
+    /// The change starts a new period, whose fee (not zero) is a charge, which an
+    /// archived client does not take (SPEC §3). The client's status is `load`'s.
+    fn charges_archived(&self, cur: &Subscription, next: &Subscription) -> Result<bool, AppError> {
+        Ok(cur.period_start != next.period_start
+            && self.client_archived.load(Ordering::Relaxed)
+            && self.package()?.fee != Money::ZERO)
+    }
+
+    fn archived(&self, cur: &Subscription) -> AppError {
+        AppError::Conflict(format!(
+            "client {} is archived and accepts no new transactions: subscription {} cannot {} \
+             (it would charge the package fee)",
+            cur.clients_id,
+            self.id,
+            self.action.name()
+        ))
+    }
+
     fn is_due(&self, s: &Subscription, now: Timestamp) -> bool {
         match self.action {
             SubscriptionAction::Renew => s.period_end.is_some_and(|end| end <= now),
@@ -356,34 +376,32 @@ impl Action for ChangeSubscription {
             SubscriptionAction::Renew => Some(cur.period_end.unwrap_or(now)),
             _ => None,
         };
-        if new_period_from.is_some() && self.client_archived.load(Ordering::Relaxed) {
-            // A new period is a fee: a charge, which an archived client does not take
-            // (SPEC §3). The scheduler leaves it (its query skips archived clients; this
-            // is one archived since).
-            if self.only_if_due {
-                return Ok(Proposal::Unchanged);
-            }
-            return Err(AppError::Conflict(format!(
-                "client {} is archived and accepts no new transactions: subscription {} \
-                 cannot {} (it would charge the package fee)",
-                cur.clients_id,
-                self.id,
-                self.action.name()
-            )));
-        }
         if let Some(start) = new_period_from {
             next.period_start = Some(start);
             next.period_end = Some(period.add_to(start));
+        }
+        if self.charges_archived(cur, &next)? {
+            // The scheduler leaves it (its query skips archived clients; this is one
+            // archived since).
+            if self.only_if_due {
+                return Ok(Proposal::Unchanged);
+            }
+            return Err(self.archived(cur));
         }
         Ok(Proposal::Change(next))
     }
     async fn check(
         &self,
         _: &mut Conn,
-        _: Option<&Subscription>,
-        _: &Subscription,
+        current: Option<&Subscription>,
+        p: &Subscription,
     ) -> Result<(), AppError> {
-        Ok(())
+        // Again under the client's lock: with before handlers the proposal was made
+        // before they were asked, and the client may have been archived meanwhile.
+        match current {
+            Some(cur) if self.charges_archived(cur, p)? => Err(self.archived(cur)),
+            _ => Ok(()),
+        }
     }
     async fn write(
         &self,

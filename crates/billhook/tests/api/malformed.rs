@@ -567,10 +567,23 @@ async fn a_create_refuses_a_field_its_object_does_not_have() {
         assert_eq!(after["total"], before["total"], "{kind}: nothing made");
     }
     assert_eq!(s.events().await.len(), events, "no event raised");
-    // A client read and sent back (its id, balance and times included) is a copy.
+    // An object read and posted back (its id, balance, times included) is a copy.
     let copy = s.ok("/api/v1/clients", c.clone(), 201).await;
     assert_ne!(copy["id"], c["id"]);
     assert_eq!(copy["name"], c["name"]);
+    let a = json!({"clients_id": cid, "name": "a", "ips": ["10.0.0.1"]});
+    let sub = json!({"clients_id": cid, "packages_id": p["id"]});
+    let d = json!({"number": "+15550101"});
+    for (kind, body) in [("accounts", a), ("subscriptions", sub), ("dids", d)] {
+        let path = format!("/api/v1/{kind}");
+        let made = s.ok(&path, body, 201).await;
+        let mut again = made.clone();
+        if kind == "dids" {
+            again["number"] = json!("+15550102"); // numbers are unique
+        }
+        let copy = s.ok(&path, again, 201).await;
+        assert_ne!(copy["id"], made["id"], "{kind}");
+    }
 }
 
 /// A PATCH refuses `null` for a field that cannot be empty, a 422 naming it "cannot be
@@ -645,4 +658,15 @@ async fn a_patch_refuses_null_for_a_field_that_cannot_be_empty() {
     assert!(read["hold_until"].is_null(), "{read}");
     let (st, v) = s.patch(&path("dids", &d), read).await;
     assert_eq!(st, 200, "{v}");
+    // A held DID's hold is not cleared by a PATCH: only its transitions change it.
+    let held = path("dids", &d);
+    s.ok(&format!("{held}/activate"), json!({"clients_id": cid}), 200)
+        .await;
+    s.ok(&format!("{held}/hold"), json!({"hold_days": 1}), 200)
+        .await;
+    for field in ["hold_until", "status_after_hold"] {
+        let (st, e) = s.patch(&held, json!({ field: null })).await;
+        assert_eq!(st, 422, "{field}: {e}");
+        assert!(e["error"]["data"]["fields"][field].is_string(), "{e}");
+    }
 }

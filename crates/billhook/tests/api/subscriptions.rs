@@ -720,10 +720,15 @@ async fn a_package_charging_open_subscriptions_keeps_its_currency() {
     let s = Server::start().await;
     let (c, p) = fixture(&s, "PT1H", json!("1")).await;
     let package = format!("/api/v1/packages/{}", p["id"]);
-    let sub = assign(&s, c, &p, None).await;
+    // Pending: no fee charged yet, so no transaction holds the client's currency.
+    let sub = assign(&s, c, &p, Some(fmt(now() + DAY))).await;
     let (st, v) = s.patch(&package, json!({"currency": "EUR"})).await;
     assert_eq!(st, 409, "{v}");
     assert_error(&v, "conflict");
+    let client = format!("/api/v1/clients/{c}");
+    let (st, v) = s.patch(&client, json!({"currency": "EUR"})).await;
+    assert_eq!(st, 422, "{v}");
+    assert!(v["error"]["data"]["fields"]["currency"].is_string(), "{v}");
     let (_, now) = s.get(&package).await;
     assert_eq!(now["currency"], "USD", "{now}");
     // The same currency, or other fields, still change.
@@ -734,5 +739,7 @@ async fn a_package_charging_open_subscriptions_keeps_its_currency() {
     let (st, v) = act(&s, &sub, "close").await;
     assert_eq!(st, 200, "{v}");
     let (st, v) = s.patch(&package, json!({"currency": "EUR"})).await;
+    assert_eq!((st, &v["currency"]), (200, &json!("EUR")), "{v}");
+    let (st, v) = s.patch(&client, json!({"currency": "EUR"})).await;
     assert_eq!((st, &v["currency"]), (200, &json!("EUR")), "{v}");
 }

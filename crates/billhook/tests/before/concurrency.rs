@@ -74,3 +74,49 @@ async fn concurrent_patches_with_a_slow_before_handler_stay_consistent() {
         acknowledged.len()
     );
 }
+
+/// A renewal whose before handler takes a second while the client is archived is
+/// refused as it is written (409): it was judged on the client as it was before the
+/// handler was asked, and charged the archived client its fee. A free package's renewal
+/// charges nothing and goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_archived_while_a_renewal_is_judged_is_not_charged() {
+    let s = Server::start().await;
+    let slow = Receiver::replying(Reply::empty().after_ms(1000)).await;
+    let renewal =
+        json!({"name": "slow", "task": slow.url(), "event": "clients.subscriptions.renew"});
+    crate::util::hook(&s, renewal).await;
+    let c = id(&client(&s, "Leaving").await);
+    let mut subs = Vec::new();
+    for fee in ["5", "0"] {
+        let p = json!({"name": format!("Plan {fee}"), "period": "P1M", "fee": fee});
+        let p = s.ok("/api/v1/packages", p, 201).await;
+        let sub = json!({"clients_id": c, "packages_id": p["id"]});
+        subs.push(s.ok("/api/v1/subscriptions", sub, 201).await["id"].clone());
+    }
+    assert_eq!(charges(&s, c).await, json!(1), "the first fee");
+    let renew = |sub: &Value| format!("/api/v1/subscriptions/{sub}/renew");
+    let (paid, free) = (renew(&subs[0]), renew(&subs[1]));
+    let (renewed, archived) = tokio::join!(s.post(&paid, json!({})), async {
+        slow.wait_hits(1).await;
+        s.post(&format!("/api/v1/clients/{c}/archive"), json!({}))
+            .await
+    });
+    assert_eq!(archived.0, 200, "{}", archived.1);
+    assert_eq!(renewed.0, 409, "{}", renewed.1);
+    assert_eq!(renewed.1["error"]["data"]["code"], "conflict");
+    assert_eq!(
+        charges(&s, c).await,
+        json!(1),
+        "no fee charged after the archive"
+    );
+    let (st, v) = s.post(&free, json!({})).await;
+    assert_eq!(st, 200, "a free renewal charges nothing: {v}");
+    assert_eq!(charges(&s, c).await, json!(1));
+}
+
+/// How many charges client `c` has.
+async fn charges(s: &Server, c: i64) -> Value {
+    let (_, list) = s.get(&format!("/api/v1/charges?clients_id={c}")).await;
+    list["total"].clone()
+}
