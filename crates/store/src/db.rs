@@ -228,6 +228,18 @@ impl Db {
         &self.head_checks
     }
 
+    /// For tests that arrange a group commit (who joins whom): its 2 ms age limit and
+    /// the 5 ms after which a waiting member takes its group over are taken `times`
+    /// times over, so that a loaded machine's slowness does not split the group they
+    /// arrange. Nothing on PostgreSQL. The server never calls it.
+    pub fn widen_group_window(&self, times: u32) {
+        if let Pool::Lite(pool) = &self.write {
+            if let Some(group) = pool.group() {
+                group.widen_window(times);
+            }
+        }
+    }
+
     /// How SQLite's one writer was used since the process started; none on PostgreSQL.
     pub fn writer_stats(&self) -> Option<crate::WriterStats> {
         match &self.write {

@@ -44,6 +44,10 @@ pub(crate) struct Group {
     done: watch::Sender<u64>,
     /// Recent groups that failed: their COMMIT, with the error, or undone.
     failed: Mutex<VecDeque<(u64, Failure)>>,
+    /// How many times [`MAX_AGE`] and [`TAKE_OVER_AFTER`] are taken: 1, but for tests
+    /// that need a group to form as they arrange it on a loaded machine (see
+    /// [`crate::Db::widen_group_window`]).
+    window: AtomicU64,
 }
 
 /// How a group ended without being committed.
@@ -117,7 +121,22 @@ impl Group {
             }),
             done: watch::channel(0).0,
             failed: Mutex::new(VecDeque::new()),
+            window: AtomicU64::new(1),
         })
+    }
+
+    /// Takes [`MAX_AGE`] and [`TAKE_OVER_AFTER`] `times` times over.
+    pub(crate) fn widen_window(&self, times: u32) {
+        self.window
+            .store(u64::from(times.max(1)), Ordering::Relaxed);
+    }
+
+    fn max_age(&self) -> Duration {
+        MAX_AGE * self.window.load(Ordering::Relaxed) as u32
+    }
+
+    fn take_over_after(&self) -> Duration {
+        TAKE_OVER_AFTER * self.window.load(Ordering::Relaxed) as u32
     }
 }
 
@@ -264,7 +283,7 @@ pub(crate) async fn commit(
         let mut st = m.group.state.lock().expect("not poisoned");
         st.pending += 1;
         st.handoffs.extend(hands_over);
-        let full = st.pending >= MAX_MEMBERS || st.started.elapsed() >= MAX_AGE;
+        let full = st.pending >= MAX_MEMBERS || st.started.elapsed() >= m.group.max_age();
         let idle = m.group.waiting.load(Ordering::SeqCst) == 0;
         // Under load (the last group was shared) the next writers are usually just
         // behind, runnable or with their request in the socket: worth a round of the
@@ -419,7 +438,7 @@ async fn wait(m: &Member, pool: Option<Arc<LitePool>>) -> Result<(), StoreError>
         }
         tokio::select! {
             _ = done.changed() => {}
-            _ = tokio::time::sleep(TAKE_OVER_AFTER) => {
+            _ = tokio::time::sleep(m.group.take_over_after()) => {
                 if let Some(pool) = &pool {
                     take_over(&m.group, m.epoch, pool).await?;
                 }

@@ -9,7 +9,7 @@ use billhook_domain::entities::{
 };
 use billhook_domain::payload::previous_of;
 use billhook_domain::{Money, Timestamp};
-use billhook_store::{packages, subscriptions as store, Conn};
+use billhook_store::{clients, packages, subscriptions as store, Conn};
 use serde::Deserialize;
 
 use super::transactions::charge_fee;
@@ -218,13 +218,18 @@ async fn ask_activation_ahead(
     if handlers.is_empty() {
         return Ok(());
     }
-    let package = {
+    let (package, client) = {
         let mut conn = pipeline.db().read.acquire().await?;
-        packages::get(&mut conn, packages_id).await?
+        let package = packages::get(&mut conn, packages_id).await?;
+        (package, clients::get(&mut conn, clients_id, false).await?)
     };
-    let Some(package) = package else {
+    let (Some(package), Some(client)) = (package, client) else {
         return Ok(());
     };
+    // Nor when the assign refuses it for what it is: no handler is asked about it.
+    if client.status == ClientStatus::Archived || client.currency != package.currency {
+        return Ok(());
+    }
     let pending = Subscription {
         id: 0,
         clients_id,
@@ -236,6 +241,7 @@ async fn ask_activation_ahead(
         created_at: now,
         updated_at: now,
     };
+    only_fields(&input.rest, &to_json(&pending)?, |_| None)?;
     let activation = ChangeSubscription::with_package(0, package);
     let Proposal::Change(active) = activation.propose(Some(&pending), now)? else {
         return Ok(());

@@ -565,6 +565,25 @@ async fn a_refused_activation_refuses_the_assign_that_starts_now() {
     assert_eq!(asked["data"]["id"], Value::Null, "{asked}");
     assert_eq!(asked["data"]["status"], "active", "{asked}");
     assert_eq!(asked["data"]["clients_id"], client, "{asked}");
+    // What the assign refuses for what it is (a field it lacks, a package in another
+    // currency) is refused as such, without asking the handler (the log's count below).
+    let body = json!({"name": "Euro", "period": "P1M", "fee": "5", "currency": "EUR"});
+    let euro = s.ok("/api/v1/packages", body, 201).await;
+    for (body, field) in [
+        (
+            json!({"clients_id": client, "packages_id": package["id"], "startdt": "x"}),
+            "startdt",
+        ),
+        (
+            json!({"clients_id": client, "packages_id": euro["id"]}),
+            "packages_id",
+        ),
+    ] {
+        let (st, v) = s.post(SUBS, body).await;
+        assert_eq!(st, 422, "{v}");
+        assert_error(&v, "validation_failed");
+        assert!(v["error"]["data"]["fields"][field].is_string(), "{v}");
+    }
 
     crate::harness::write_script(&s, "gate.sh", &script(true), true);
     let sub = assign(&s, client, &package, None).await;
