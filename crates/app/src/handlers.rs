@@ -264,6 +264,9 @@ impl Handlers {
         if let Some(v) = retry_schedule {
             h.retry_schedule = schedule(v)?;
         }
+        if h == was {
+            return Ok(was); // nothing changed: its updated_at stays, as other objects' do
+        }
         h.updated_at = Timestamp::now();
         self.check(&h, task_checked)?;
         store::update(&mut tx, &h).await?;

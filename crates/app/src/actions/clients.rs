@@ -180,7 +180,10 @@ impl Action for ChangeClient {
                     }
                     _ => None,
                 })?;
-                check_settable_status(p.status)?;
+                // An archived client read and sent back names its own status: it passes.
+                if current.status != ClientStatus::Archived {
+                    check_settable_status(p.status)?;
+                }
                 if current.status == ClientStatus::Archived
                     && p.status.is_some_and(|s| s != ClientStatus::Archived)
                 {

@@ -56,6 +56,7 @@ pub async fn update(db: &Db, id: i64, i: PackageInput) -> Result<Package, AppErr
     let mut p = store::get_locked(&mut tx, id, false)
         .await?
         .ok_or_else(|| AppError::not_found("package", id))?;
+    let was = p.clone();
     only_settable(&i.rest, &to_json(&p)?, |_| None)?;
     if let Some(v) = i.name {
         p.name = v;
@@ -79,6 +80,11 @@ pub async fn update(db: &Db, id: i64, i: PackageInput) -> Result<Package, AppErr
     }
     if let Some(v) = i.status {
         p.status = v;
+    }
+    // Nothing changed (a package read and sent back): its updated_at stays, as other
+    // objects' do.
+    if p == was {
+        return Ok(was);
     }
     p.updated_at = Timestamp::now();
     p.validate()?;

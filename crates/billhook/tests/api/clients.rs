@@ -289,6 +289,11 @@ async fn archived_client_refuses_new_objects() {
     assert_eq!(st, 409, "{e}");
     assert_eq!(s.events().await.len(), 2);
     assert_eq!(get_client(&s, &c).await, a);
+    // Read and sent back with a change, its own status included, it is patched.
+    let mut read = get_client(&s, &c).await;
+    read["name"] = json!("Acme (gone)");
+    let (st, v) = s.patch(&path(&c), read).await;
+    assert_eq!((st, &v["name"]), (200, &json!("Acme (gone)")), "{v}");
     for list in ["accounts", "charges", "payments", "subscriptions"] {
         let (_, l) = s.get(&format!("/api/v1/{list}?clients_id={id}")).await;
         assert_eq!(l["total"], 0, "{list}: {l}");

@@ -688,6 +688,19 @@ async fn a_package_patch_refuses_a_field_the_package_lacks() {
     read["fee"] = json!("5");
     let (st, v) = s.patch(&path, read).await;
     assert_eq!((st, &v["fee"]), (200, &json!("5")), "{v}");
+    // Sent back as read, nothing changes: not even updated_at.
+    let (st, again) = s.patch(&path, v.clone()).await;
+    assert_eq!((st, &again), (200, &v), "{again}");
+    let h = json!({"name": "h", "event": "clients.create", "task": "http://127.0.0.1:9/h"});
+    let h = s.ok("/api/v1/handlers", h, 201).await;
+    let handler = format!("/api/v1/handlers/{}", h["id"]);
+    let (_, read) = s.get(&handler).await;
+    let (st, again) = s.patch(&handler, read.clone()).await;
+    assert_eq!(
+        (st, &again["updated_at"]),
+        (200, &read["updated_at"]),
+        "{again}"
+    );
 }
 
 /// An archived client takes no new transactions (SPEC §3), and a new period's fee is
