@@ -179,7 +179,7 @@ impl Handlers {
             created_at: now,
             updated_at: now,
         };
-        only_fields(&i.rest, &to_json(&h)?, |key| {
+        only_fields(&i.rest, &h, |key| {
             (key == "secret").then_some("is made by billhook: see /handlers/{id}/secret/rotate")
         })?;
         self.check(&h, true)?;
@@ -413,7 +413,7 @@ impl Handlers {
             stage: h.stage.as_str().into(),
             attempt: 0,
             status: judged.status.into(),
-            duration_ms: outcome.duration_ms,
+            duration_ms: outcome.duration_ms(),
             request,
             response_status: outcome.response_status,
             response_body: caller::logged(outcome.response_body),
@@ -512,14 +512,7 @@ impl Handlers {
     /// The id and stage of every handler not archived, by id.
     pub async fn live(&self) -> Result<Vec<(i64, Stage)>, AppError> {
         let mut conn = self.db.read.acquire().await?;
-        let live = store::live(&mut conn).await?;
-        Ok(live
-            .into_iter()
-            .map(|(id, stage)| match stage.as_str() {
-                "before" => (id, Stage::Before),
-                _ => (id, Stage::After),
-            })
-            .collect())
+        Ok(store::live(&mut conn).await?)
     }
 
     /// Pending deliveries by handler: how many, and when the oldest was created.

@@ -49,7 +49,7 @@ pub async fn create(db: &Db, i: RateTableInput) -> Result<RateTable, AppError> {
         created_at: now,
         updated_at: now,
     };
-    only_fields(&i.rest, &to_json(&t)?, |_| None)?;
+    only_fields(&i.rest, &t, |_| None)?;
     t.validate()?;
     let mut tx = db.begin().await?;
     t.id = store::insert(&mut tx, &t).await?;

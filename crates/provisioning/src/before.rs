@@ -367,7 +367,7 @@ impl BeforeChain {
             stage: Stage::Before.as_str().into(),
             attempt: 1,
             status: status.into(),
-            duration_ms: outcome.map_or(0, |o| o.duration_ms),
+            duration_ms: outcome.map_or(0, CallOutcome::duration_ms),
             request: serde_json::value::to_raw_value(&request).expect("JSON values serialise"),
             response_status: outcome.and_then(|o| o.response_status),
             response_body: crate::caller::logged(outcome.and_then(|o| o.response_body.clone())),

@@ -867,7 +867,7 @@ fn execution_row(
         stage: Stage::After.as_str().into(),
         attempt,
         status: if outcome.success { "success" } else { "fail" }.into(),
-        duration_ms: outcome.duration_ms,
+        duration_ms: outcome.duration_ms(),
         request,
         response_status: outcome.response_status,
         response_body: outcome.response_body.clone(),

@@ -402,6 +402,16 @@ pub(crate) async fn lock_timeout(tx: &mut Conn, ms: u32) -> Result<(), StoreErro
     Ok(())
 }
 
+/// `" FOR SHARE"` on PostgreSQL: the row cannot change until the transaction ends, but
+/// others may read it so too; empty on SQLite (see [`for_update`]).
+pub(crate) fn for_share(conn: &Conn) -> &'static str {
+    if conn.is_postgres() {
+        " FOR SHARE"
+    } else {
+        ""
+    }
+}
+
 /// `" FOR UPDATE"` on PostgreSQL, where concurrent writers need row locks; empty on
 /// SQLite, whose single writer already serialises them.
 pub(crate) fn for_update(conn: &Conn) -> &'static str {

@@ -276,16 +276,15 @@ pub async fn list(
 
 /// The id and stage of every handler not archived, by id: the ones `/metrics` shows
 /// series for before their first call.
-pub async fn live(conn: &mut Conn) -> Result<Vec<(i64, String)>, StoreError> {
+pub async fn live(conn: &mut Conn) -> Result<Vec<(i64, Stage)>, StoreError> {
     let rows = query("SELECT id, stage FROM handlers WHERE status <> 'archived' ORDER BY id")
         .fetch_all(conn)
         .await?;
     rows.iter()
         .map(|r| {
-            Ok((
-                r.try_get::<i64, _>(0usize)?,
-                r.try_get::<String, _>(1usize)?,
-            ))
+            let stage: String = r.try_get(1usize)?;
+            let stage = Stage::parse(&stage).ok_or_else(|| corrupt("stage", &stage))?;
+            Ok((r.try_get::<i64, _>(0usize)?, stage))
         })
         .collect()
 }

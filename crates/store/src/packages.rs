@@ -4,6 +4,7 @@ use crate::sql::{query, query_scalar, Conn, Row};
 use billhook_domain::entities::{Package, PackageStatus};
 use billhook_domain::{IsoDuration, Money, Timestamp};
 
+use crate::db::{for_share, for_update};
 use crate::query::Filter;
 use crate::{Page, StoreError};
 
@@ -46,7 +47,11 @@ pub async fn insert(conn: &mut Conn, p: &Package) -> Result<i64, StoreError> {
 
 /// Loads a package.
 pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<Package>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM packages WHERE id = $1");
+    get_with(conn, id, "").await
+}
+
+async fn get_with(conn: &mut Conn, id: i64, lock: &str) -> Result<Option<Package>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM packages WHERE id = $1{lock}");
     let row = query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
@@ -59,13 +64,11 @@ pub async fn get_locked(
     id: i64,
     shared: bool,
 ) -> Result<Option<Package>, StoreError> {
-    if conn.is_sqlite() {
-        return get(conn, id).await;
-    }
-    let lock = if shared { "FOR SHARE" } else { "FOR UPDATE" };
-    let sql = format!("SELECT {COLUMNS} FROM packages WHERE id = $1 {lock}");
-    let row = query(&sql).bind(id).fetch_optional(conn).await?;
-    row.as_ref().map(from_row).transpose()
+    let lock = match shared {
+        true => for_share(conn),
+        false => for_update(conn),
+    };
+    get_with(conn, id, lock).await
 }
 
 /// Writes every field.

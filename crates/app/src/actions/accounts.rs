@@ -65,7 +65,7 @@ impl Action for CreateAccount {
             created_at: now,
             updated_at: now,
         };
-        only_fields(&i.rest, &to_json(&made)?, |_| None)?;
+        only_fields(&i.rest, &made, |_| None)?;
         Ok(Proposal::Change(made))
     }
     async fn check(

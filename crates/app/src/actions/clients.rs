@@ -71,7 +71,7 @@ impl Action for CreateClient {
             created_at: now,
             updated_at: now,
         };
-        only_fields(&i.rest, &to_json(&made)?, |_| None)?;
+        only_fields(&i.rest, &made, |_| None)?;
         Ok(Proposal::Change(made))
     }
     async fn check(&self, _: &mut Conn, _: Option<&Client>, p: &Client) -> Result<(), AppError> {

@@ -178,7 +178,7 @@ impl Action for DidActionRequest {
                 created_at: now,
                 updated_at: now,
             };
-            only_fields(&i.rest, &to_json(&made)?, |_| None)?;
+            only_fields(&i.rest, &made, |_| None)?;
             return Ok(Proposal::Change(made));
         };
         let mut next = cur.clone();

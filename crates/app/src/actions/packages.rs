@@ -41,7 +41,7 @@ pub async fn create(db: &Db, i: PackageInput) -> Result<Package, AppError> {
         created_at: now,
         updated_at: now,
     };
-    only_fields(&i.rest, &to_json(&p)?, |_| None)?;
+    only_fields(&i.rest, &p, |_| None)?;
     p.validate()?;
     let mut tx = db.begin().await?;
     p.id = store::insert(&mut tx, &p).await?;

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use billhook_domain::entities::{
-    ClientStatus, Package, PackageStatus, Subscription, SubscriptionAction, SubscriptionStatus,
+    Client, ClientStatus, Package, PackageStatus, Subscription, SubscriptionAction,
+    SubscriptionStatus,
 };
 use billhook_domain::payload::previous_of;
 use billhook_domain::{Money, Timestamp};
@@ -82,7 +83,7 @@ impl Action for AssignSubscription {
             created_at: now,
             updated_at: now,
         };
-        only_fields(&i.rest, &to_json(&made)?, |_| None)?;
+        only_fields(&i.rest, &made, |_| None)?;
         Ok(Proposal::Change(made))
     }
     async fn check(
@@ -103,18 +104,7 @@ impl Action for AssignSubscription {
         if package.status == PackageStatus::Archived {
             return Err(AppError::field("packages_id", "package is archived"));
         }
-        // Its fee is charged to the client as it is: no conversion.
-        let client = lock_client(conn, p.clients_id).await?;
-        if package.currency != client.currency {
-            return Err(AppError::field(
-                "packages_id",
-                format!(
-                    "package {}'s fee is in {}; client {} is billed in {}",
-                    package.id, package.currency, client.id, client.currency
-                ),
-            ));
-        }
-        Ok(())
+        same_currency(&package, &lock_client(conn, p.clients_id).await?)
     }
     async fn write(
         &self,
@@ -173,6 +163,21 @@ async fn activate_new(
     Ok(())
 }
 
+/// A package's fee is charged to the client as it is, unconverted: only a client billed
+/// in its currency may have it.
+fn same_currency(package: &Package, client: &Client) -> Result<(), AppError> {
+    if package.currency == client.currency {
+        return Ok(());
+    }
+    Err(AppError::field(
+        "packages_id",
+        format!(
+            "package {}'s fee is in {}; client {} is billed in {}",
+            package.id, package.currency, client.id, client.currency
+        ),
+    ))
+}
+
 /// `POST /subscriptions`: assigns, and activates at once when the start is not in the
 /// future — as one change: the activation's before handlers are asked first, about the
 /// subscription as it would be (no id yet, like a create's), and if they refuse nothing
@@ -227,7 +232,7 @@ async fn ask_activation_ahead(
         return Ok(());
     };
     // Nor when the assign refuses it for what it is: no handler is asked about it.
-    if client.status == ClientStatus::Archived || client.currency != package.currency {
+    if client.status == ClientStatus::Archived || same_currency(&package, &client).is_err() {
         return Ok(());
     }
     let pending = Subscription {
@@ -241,7 +246,7 @@ async fn ask_activation_ahead(
         created_at: now,
         updated_at: now,
     };
-    only_fields(&input.rest, &to_json(&pending)?, |_| None)?;
+    only_fields(&input.rest, &pending, |_| None)?;
     let activation = ChangeSubscription::with_package(0, package);
     let Proposal::Change(active) = activation.propose(Some(&pending), now)? else {
         return Ok(());

@@ -152,10 +152,7 @@ impl Action for CreateTransaction {
             created_at: now,
             updated_at: now,
         };
-        // Most bodies have nothing else: no object to make to compare with.
-        if !i.rest.is_empty() {
-            only_fields(&i.rest, &to_json(&made)?, |_| None)?;
-        }
+        only_fields(&i.rest, &made, |_| None)?;
         Ok(Proposal::Change(made))
     }
     async fn check(

@@ -153,3 +153,63 @@ async fn answer(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let status = StatusCode::from_u16(reply.status).expect("valid status");
     (status, [("content-type", "application/json")], reply.body).into_response()
 }
+
+/// A receiver on its own socket (not hyper, which would send a `Content-Length`) that
+/// answers every request 200 with `mib` MiB of spaces in chunks; its URL.
+pub async fn chunked_spaces(mib: usize) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if read_request(&mut conn).await {
+                    write_chunked_spaces(&mut conn, mib).await;
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Reads a request's head and as many bytes as its `Content-Length` says; false when
+/// the connection ended first.
+async fn read_request(conn: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let (mut read, mut buf) = (Vec::new(), [0u8; 65536]);
+    loop {
+        let Ok(n @ 1..) = conn.read(&mut buf).await else {
+            return false;
+        };
+        read.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&read).to_lowercase();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if read.len() >= end + 4 + length {
+            return true;
+        }
+    }
+}
+
+/// A chunked 200 answer of `mib` chunks of 1 MiB of spaces; stops when the peer stops
+/// reading (the server has what it takes).
+async fn write_chunked_spaces(conn: &mut tokio::net::TcpStream, mib: usize) {
+    use tokio::io::AsyncWriteExt;
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                transfer-encoding: chunked\r\n\r\n";
+    let _ = conn.write_all(head.as_bytes()).await;
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..mib {
+        let _ = conn.write_all(b"100000\r\n").await;
+        if conn.write_all(&chunk).await.is_err() {
+            return;
+        }
+        let _ = conn.write_all(b"\r\n").await;
+    }
+    let _ = conn.write_all(b"0\r\n\r\n").await;
+}

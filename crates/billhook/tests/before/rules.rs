@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use crate::harness::{assert_error, Server};
 use crate::receiver::{Receiver, Reply};
 use crate::util::{
-    assert_nothing_written, assert_refused, before_rows, client, get_client, http_hook, id,
-    message, new_events, snapshot,
+    assert_nothing_written, assert_refused, assert_refused_as_too_long, before_rows, client,
+    get_client, http_hook, id, message, new_events, snapshot,
 };
 
 #[tokio::test]
@@ -62,22 +62,7 @@ async fn an_echo_of_a_payload_over_64_kib_allows_the_action() {
 
     let padding = "x".repeat(8 * 1024 * 1024);
     r.set(move |_| Reply::json(200, &json!({"allow": true, "padding": padding})));
-    let before = snapshot(&s).await;
-    let (st, v) = s
-        .post("/api/v1/clients", json!({"name": "Too Long An Answer"}))
-        .await;
-    assert_refused(st, &v, "handler_failed", h, "echo");
-    assert_eq!(message(&v), "the response is longer than 8 MiB", "{v}");
-    assert_nothing_written(&s, &before).await;
-    let rows = before_rows(&s, h).await;
-    let failed = rows.last().unwrap();
-    assert_eq!(
-        failed["error"], "the response is longer than 8 MiB",
-        "{}",
-        failed["id"]
-    );
-    let logged = failed["response_body"].as_str().unwrap();
-    assert_eq!(logged.len(), 64 * 1024, "the log keeps the first 64 KiB");
+    assert_refused_as_too_long(&s, h, "echo").await;
 
     // A forbid's message from an answer of 8 MiB is kept in the log as a body is.
     let long = "no ".repeat(2 * 1024 * 1024);
@@ -410,56 +395,8 @@ async fn a_handler_undoing_the_change_raises_no_event() {
 /// call is a handler failure that says so, and nothing is written.
 #[tokio::test]
 async fn an_answer_streamed_past_8_mib_is_a_handler_failure() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = Server::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                // The request: its head, then as many bytes as its Content-Length says.
-                let mut read = Vec::new();
-                let mut buf = [0u8; 65536];
-                loop {
-                    let Ok(n @ 1..) = conn.read(&mut buf).await else {
-                        return;
-                    };
-                    read.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&read).to_lowercase();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if read.len() >= end + 4 + length {
-                        break;
-                    }
-                }
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                            transfer-encoding: chunked\r\n\r\n";
-                let _ = conn.write_all(head.as_bytes()).await;
-                let chunk = vec![b' '; 1 << 20];
-                for _ in 0..9 {
-                    let _ = conn.write_all(b"100000\r\n").await;
-                    if conn.write_all(&chunk).await.is_err() {
-                        return; // read no further: the server has what it takes
-                    }
-                    let _ = conn.write_all(b"\r\n").await;
-                }
-                let _ = conn.write_all(b"0\r\n\r\n").await;
-            });
-        }
-    });
+    let url = crate::receiver::chunked_spaces(9).await;
     let h = http_hook(&s, "streaming", &url, "forbid").await;
-    let before = snapshot(&s).await;
-    let (st, v) = s.post("/api/v1/clients", json!({"name": "Streamed"})).await;
-    assert_refused(st, &v, "handler_failed", h, "streaming");
-    assert_eq!(message(&v), "the response is longer than 8 MiB", "{v}");
-    assert_nothing_written(&s, &before).await;
-    let rows = before_rows(&s, h).await;
-    let logged = rows.last().unwrap()["response_body"].as_str().unwrap();
-    assert_eq!(logged.len(), 64 * 1024, "the log keeps the first 64 KiB");
+    assert_refused_as_too_long(&s, h, "streaming").await;
 }

@@ -115,3 +115,26 @@ pub async fn get_client(s: &Server, id: i64) -> Value {
     assert_eq!(st, 200, "{v}");
     v
 }
+
+/// Creates a client through before handler `h` (named `name`), whose answer goes past
+/// the 8 MiB read: a handler failure that says so, nothing written, and the log keeping
+/// the answer's first 64 KiB.
+pub async fn assert_refused_as_too_long(s: &Server, h: i64, name: &str) {
+    let before = snapshot(s).await;
+    let (st, v) = s
+        .post("/api/v1/clients", json!({"name": "Too Long An Answer"}))
+        .await;
+    assert_refused(st, &v, "handler_failed", h, name);
+    assert_eq!(message(&v), "the response is longer than 8 MiB", "{v}");
+    assert_nothing_written(s, &before).await;
+    let rows = before_rows(s, h).await;
+    let failed = rows.last().unwrap();
+    let error = &failed["error"];
+    assert_eq!(
+        error, "the response is longer than 8 MiB",
+        "{}",
+        failed["id"]
+    );
+    let logged = failed["response_body"].as_str().unwrap();
+    assert_eq!(logged.len(), 64 * 1024, "the log keeps the first 64 KiB");
+}

@@ -153,7 +153,6 @@ where
         response_body: Some(capped_text(&body, limit)),
         cut,
         error,
-        duration_ms: 0,
         duration: Duration::ZERO,
         retry_after,
         answered,

@@ -50,10 +50,9 @@ pub struct CallOutcome {
     /// Why the call failed: timeout, connection, non-2xx, exit code and stderr; for a
     /// script that succeeded, what it wrote to stderr (`stderr: …`), if anything.
     pub error: Option<String>,
-    /// The call's duration in whole milliseconds, as the execution log shows it.
-    pub duration_ms: i64,
-    /// The same, exact: what `/metrics` sums (a receiver answering in 0.4 ms added
-    /// nothing to a sum of whole milliseconds).
+    /// How long the call took, exact: what `/metrics` sums (a receiver answering in
+    /// 0.4 ms added nothing to a sum of whole milliseconds); the log shows
+    /// [`CallOutcome::duration_ms`].
     pub duration: Duration,
     /// `Retry-After` of a 429 or 503.
     pub retry_after: Option<Duration>,
@@ -63,6 +62,13 @@ pub struct CallOutcome {
     /// opposed to a timeout, a network error or a script that could not run or was
     /// killed.
     pub answered: bool,
+}
+
+impl CallOutcome {
+    /// The call's duration in whole milliseconds, as the execution log shows it.
+    pub fn duration_ms(&self) -> i64 {
+        i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 /// What the call is about, for headers and environment.
@@ -224,7 +230,6 @@ impl Caller {
             }
         };
         outcome.duration = started.elapsed();
-        outcome.duration_ms = i64::try_from(outcome.duration.as_millis()).unwrap_or(i64::MAX);
         outcome
     }
 

@@ -145,7 +145,6 @@ pub(super) async fn call(
                 response_body: Some(capped_text(&out, cap)),
                 cut,
                 error,
-                duration_ms: 0,
                 duration: Duration::ZERO,
                 retry_after: None,
                 answered: code.is_some(),
