@@ -161,26 +161,28 @@ impl Handlers {
     /// Registers a handler; returns it with its new secret.
     pub async fn create(&self, i: HandlerInput) -> Result<WithSecret, AppError> {
         let now = Timestamp::now();
-        let mut h = Handler {
-            id: 0,
-            name: required(i.name.flatten(), "name")?,
-            status: i.status.flatten().unwrap_or(HandlerStatus::Enabled),
-            priority: i.priority.flatten().unwrap_or(100),
-            event: required(i.event.flatten(), "event")?,
-            stage: i.stage.flatten().unwrap_or(Stage::After),
-            kind: i.kind.flatten().unwrap_or(HandlerType::Http),
-            task: required(i.task.flatten(), "task")?,
-            timeout_ms: i.timeout_ms.flatten().map_or(Ok(5000), timeout)?,
-            on_failure: i.on_failure.flatten().unwrap_or(OnFailure::Forbid),
-            retry_schedule: i
-                .retry_schedule
-                .flatten()
-                .map_or_else(|| Ok(DEFAULT_RETRY_SCHEDULE.to_vec()), schedule)?,
-            created_at: now,
-            updated_at: now,
-        };
-        only_fields(&i.rest, &h, |key| {
+        let secret_hint = |key: &str| {
             (key == "secret").then_some("is made by billhook: see /handlers/{id}/secret/rotate")
+        };
+        let mut h = only_fields(&i.rest, secret_hint, || {
+            Ok(Handler {
+                id: 0,
+                name: required(i.name.flatten(), "name")?,
+                status: i.status.flatten().unwrap_or(HandlerStatus::Enabled),
+                priority: i.priority.flatten().unwrap_or(100),
+                event: required(i.event.flatten(), "event")?,
+                stage: i.stage.flatten().unwrap_or(Stage::After),
+                kind: i.kind.flatten().unwrap_or(HandlerType::Http),
+                task: required(i.task.flatten(), "task")?,
+                timeout_ms: i.timeout_ms.flatten().map_or(Ok(5000), timeout)?,
+                on_failure: i.on_failure.flatten().unwrap_or(OnFailure::Forbid),
+                retry_schedule: i
+                    .retry_schedule
+                    .flatten()
+                    .map_or_else(|| Ok(DEFAULT_RETRY_SCHEDULE.to_vec()), schedule)?,
+                created_at: now,
+                updated_at: now,
+            })
         })?;
         self.check(&h, true)?;
         let secret = signing::new_secret();

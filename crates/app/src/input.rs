@@ -4,6 +4,7 @@ use billhook_domain::timestamp::same_time;
 use billhook_domain::{FieldErrors, Timestamp};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
+use utoipa::openapi::{RefOr, Schema};
 
 use crate::AppError;
 
@@ -45,30 +46,35 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppE
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let message = inner.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_string();
-        let type_error = inner.classify() != serde_json::error::Category::Data
-            || message.starts_with("invalid type")
-            || message.starts_with("invalid length")
-            || message.starts_with("missing field")
-            || field == "."
-            || field.is_empty();
-        if type_error {
-            AppError::BadRequest(format!("invalid JSON body at {field}: {message}"))
-        } else {
-            AppError::field(&field, message)
-        }
-    })?;
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(refused)?;
     de.end()
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
     Ok(value)
+}
+
+/// What a body that does not deserialise gets: a wrong type, a missing field or no
+/// object at all is 400 `bad_request`; a value of the right type that our types refuse
+/// is 422 on its field.
+fn refused(e: serde_path_to_error::Error<serde_json::Error>) -> AppError {
+    let field = e.path().to_string();
+    let inner = e.into_inner();
+    let message = inner.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_string();
+    let type_error = inner.classify() != serde_json::error::Category::Data
+        || message.starts_with("invalid type")
+        || message.starts_with("invalid length")
+        || message.starts_with("missing field")
+        || field == "."
+        || field.is_empty();
+    if type_error {
+        AppError::BadRequest(format!("invalid JSON body at {field}: {message}"))
+    } else {
+        AppError::field(&field, message)
+    }
 }
 
 /// Refuses what a PATCH body holds beyond the fields it sets (`rest`): a field of the
@@ -93,24 +99,51 @@ pub fn only_settable(
     })
 }
 
-/// Refuses what a create's body holds beyond the fields it sets (`rest`): a field the
-/// object (`made`, made from the body) does not have, 422 naming each (it was ignored,
-/// with a 201, and a misspelt setting silently took its default; `hint` may say more).
-/// Its read-only fields pass: a body read and sent back makes a copy.
-pub fn only_fields<T: serde::Serialize>(
+/// Makes a create's object with `make` and refuses what the body holds beyond the
+/// fields it sets (`rest`): a field the object does not have, 422 naming each (it was
+/// ignored, with a 201, and a misspelt setting silently took its default; `hint` may say
+/// more). Such a field
+/// is named beside whatever else `make` refuses: `client_id` with "clients_id is
+/// required", not the second alone. The object's read-only fields pass, so that a body
+/// read and sent back makes a copy, if their values are ones the object can hold:
+/// `"id": "abc"` is refused as it would be in a field the create sets (it passed).
+pub fn only_fields<T>(
     rest: &Map<String, Value>,
-    made: &T,
     hint: impl Fn(&str) -> Option<&'static str>,
-) -> Result<(), AppError> {
-    // Most bodies hold nothing else: no need to write the object out to compare.
+    make: impl FnOnce() -> Result<T, AppError>,
+) -> Result<T, AppError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + utoipa::PartialSchema,
+{
+    // Most bodies hold nothing else.
     if rest.is_empty() {
-        return Ok(());
+        return make();
     }
-    let fields_of = crate::pipeline::to_json(made)?;
-    refuse_fields(rest, |key, _| {
-        let known = fields_of.get(key).is_some();
-        (!known).then(|| hint(key).unwrap_or(NOT_A_FIELD).into())
-    })
+    let RefOr::T(Schema::Object(object)) = T::schema() else {
+        return Err(AppError::Internal("an object's schema is an object".into()));
+    };
+    let mut errors = FieldErrors::new();
+    for key in rest.keys().filter(|k| !object.properties.contains_key(*k)) {
+        errors.add(key, hint(key).unwrap_or(NOT_A_FIELD));
+    }
+    let made = match make() {
+        Ok(made) => made,
+        Err(AppError::Validation(more)) => {
+            errors.0.extend(more.0);
+            return Err(AppError::Validation(errors));
+        }
+        Err(other) => return Err(other),
+    };
+    errors.into_result()?;
+    // The object with the read-only values sent in place of its own, read back as one.
+    let Value::Object(mut fields) = crate::pipeline::to_json(&made)? else {
+        return Err(AppError::Internal(
+            "an object is written as a JSON object".into(),
+        ));
+    };
+    fields.extend(rest.iter().map(|(k, v)| (k.clone(), v.clone())));
+    serde_path_to_error::deserialize::<_, T>(Value::Object(fields)).map_err(refused)?;
+    Ok(made)
 }
 
 const NOT_A_FIELD: &str = "is not a field of this object";
@@ -132,6 +165,8 @@ pub fn refuse_fields(
 /// The body of a `PATCH`: which of its fields may be `null` (cleared).
 pub trait Patch: serde::de::DeserializeOwned {
     const NULLABLE: &'static [&'static str];
+    /// The fields of the body this PATCH does not set.
+    fn rest(&self) -> &Map<String, Value>;
 }
 
 /// Parses a `PATCH` body as [`parse_json`] does, and refuses `null` for a field not in
@@ -139,10 +174,14 @@ pub trait Patch: serde::de::DeserializeOwned {
 /// 200 left the caller believing the field cleared.
 pub fn parse_patch<T: Patch>(body: &[u8]) -> Result<T, AppError> {
     let patch = parse_json::<T>(body)?;
-    // What parse_json took is a JSON object (or blank: nothing to refuse).
+    // What parse_json took is a JSON object (or blank: nothing to refuse). A field the
+    // body does not set (in its `rest`) is left to `only_settable`, which says whether
+    // the object has it at all: `{"emial": null}` is a typo, not a null.
     if let Ok(fields) = serde_json::from_slice::<Map<String, Value>>(body) {
         refuse_fields(&fields, |key, sent| {
-            (sent.is_null() && !T::NULLABLE.contains(&key)).then(|| "cannot be null".into())
+            let settable = !patch.rest().contains_key(key);
+            (sent.is_null() && settable && !T::NULLABLE.contains(&key))
+                .then(|| "cannot be null".into())
         })?;
     }
     Ok(patch)

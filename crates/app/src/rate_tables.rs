@@ -30,6 +30,9 @@ pub struct RateTableInput {
 
 impl crate::input::Patch for RateTableInput {
     const NULLABLE: &'static [&'static str] = &["email_sender", "email_subject"];
+    fn rest(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.rest
+    }
 }
 
 /// An empty pattern means "none": a form field left blank.
@@ -40,16 +43,21 @@ fn pattern(v: Option<String>) -> Option<String> {
 /// Creates a rate table.
 pub async fn create(db: &Db, i: RateTableInput) -> Result<RateTable, AppError> {
     let now = Timestamp::now();
-    let mut t = RateTable {
-        id: 0,
-        name: required(i.name, "name")?,
-        currency: i.currency.unwrap_or_else(|| "USD".into()),
-        email_sender: pattern(i.email_sender.flatten()),
-        email_subject: pattern(i.email_subject.flatten()),
-        created_at: now,
-        updated_at: now,
-    };
-    only_fields(&i.rest, &t, |_| None)?;
+    let mut t = only_fields(
+        &i.rest,
+        |_| None,
+        || {
+            Ok(RateTable {
+                id: 0,
+                name: required(i.name, "name")?,
+                currency: i.currency.unwrap_or_else(|| "USD".into()),
+                email_sender: pattern(i.email_sender.flatten()),
+                email_subject: pattern(i.email_subject.flatten()),
+                created_at: now,
+                updated_at: now,
+            })
+        },
+    )?;
     t.validate()?;
     let mut tx = db.begin().await?;
     t.id = store::insert(&mut tx, &t).await?;

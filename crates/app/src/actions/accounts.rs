@@ -32,6 +32,9 @@ pub struct AccountInput {
 
 impl crate::input::Patch for AccountInput {
     const NULLABLE: &'static [&'static str] = &["login", "password"];
+    fn rest(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.rest
+    }
 }
 
 /// `clients.accounts.create`.
@@ -53,19 +56,24 @@ impl Action for CreateAccount {
     }
     fn propose(&self, _: Option<&Account>, now: Timestamp) -> Result<Proposal<Account>, AppError> {
         let i = &self.0;
-        let made = Account {
-            id: 0,
-            clients_id: required(i.clients_id, "clients_id")?,
-            name: required(i.name.clone(), "name")?,
-            auth_type: i.auth_type.unwrap_or(AuthType::Ip),
-            ips: i.ips.clone().unwrap_or_default(),
-            login: i.login.clone().flatten(),
-            password: i.password.clone().flatten(),
-            enabled: i.enabled.unwrap_or(true),
-            created_at: now,
-            updated_at: now,
-        };
-        only_fields(&i.rest, &made, |_| None)?;
+        let made = only_fields(
+            &i.rest,
+            |_| None,
+            || {
+                Ok(Account {
+                    id: 0,
+                    clients_id: required(i.clients_id, "clients_id")?,
+                    name: required(i.name.clone(), "name")?,
+                    auth_type: i.auth_type.unwrap_or(AuthType::Ip),
+                    ips: i.ips.clone().unwrap_or_default(),
+                    login: i.login.clone().flatten(),
+                    password: i.password.clone().flatten(),
+                    enabled: i.enabled.unwrap_or(true),
+                    created_at: now,
+                    updated_at: now,
+                })
+            },
+        )?;
         Ok(Proposal::Change(made))
     }
     async fn check(

@@ -58,20 +58,25 @@ impl Action for CreateClient {
         check_settable_status(i.status)?;
         let mut custom_fields = i.custom_fields.clone().unwrap_or_default();
         custom_fields.retain(|_, v| !v.is_null());
-        let made = Client {
-            id: 0,
-            name: required(i.name.clone(), "name")?,
-            status: i.status.unwrap_or(ClientStatus::Active),
-            currency: i.currency.clone().unwrap_or_else(|| "USD".into()),
-            balance: Money::ZERO,
-            credit: i.credit.unwrap_or(Money::ZERO),
-            email: i.email.clone().flatten(),
-            tags: i.tags.clone().unwrap_or_default(),
-            custom_fields,
-            created_at: now,
-            updated_at: now,
-        };
-        only_fields(&i.rest, &made, |_| None)?;
+        let made = only_fields(
+            &i.rest,
+            |_| None,
+            || {
+                Ok(Client {
+                    id: 0,
+                    name: required(i.name.clone(), "name")?,
+                    status: i.status.unwrap_or(ClientStatus::Active),
+                    currency: i.currency.clone().unwrap_or_else(|| "USD".into()),
+                    balance: Money::ZERO,
+                    credit: i.credit.unwrap_or(Money::ZERO),
+                    email: i.email.clone().flatten(),
+                    tags: i.tags.clone().unwrap_or_default(),
+                    custom_fields,
+                    created_at: now,
+                    updated_at: now,
+                })
+            },
+        )?;
         Ok(Proposal::Change(made))
     }
     async fn check(&self, _: &mut Conn, _: Option<&Client>, p: &Client) -> Result<(), AppError> {
@@ -125,6 +130,9 @@ pub struct ClientPatch {
 
 impl crate::input::Patch for ClientPatch {
     const NULLABLE: &'static [&'static str] = &["email"];
+    fn rest(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.rest
+    }
 }
 
 /// What kind of change an existing-client action makes.

@@ -50,6 +50,9 @@ impl crate::input::Patch for DidInput {
         "hold_until",
         "status_after_hold",
     ];
+    fn rest(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.rest
+    }
 }
 
 /// What a DID action does.
@@ -167,18 +170,23 @@ impl Action for DidActionRequest {
                     "a new DID must be stock, reserved or active",
                 ));
             }
-            let made = Did {
-                id: 0,
-                number: required(i.number.clone(), "number")?,
-                status,
-                clients_id: i.clients_id.flatten(),
-                accounts_id: i.accounts_id.flatten(),
-                hold_until: None,
-                status_after_hold: None,
-                created_at: now,
-                updated_at: now,
-            };
-            only_fields(&i.rest, &made, |_| None)?;
+            let made = only_fields(
+                &i.rest,
+                |_| None,
+                || {
+                    Ok(Did {
+                        id: 0,
+                        number: required(i.number.clone(), "number")?,
+                        status,
+                        clients_id: i.clients_id.flatten(),
+                        accounts_id: i.accounts_id.flatten(),
+                        hold_until: None,
+                        status_after_hold: None,
+                        created_at: now,
+                        updated_at: now,
+                    })
+                },
+            )?;
             return Ok(Proposal::Change(made));
         };
         let mut next = cur.clone();

@@ -72,18 +72,23 @@ impl Action for AssignSubscription {
         now: Timestamp,
     ) -> Result<Proposal<Subscription>, AppError> {
         let i = &self.input;
-        let made = Subscription {
-            id: 0,
-            clients_id: required(i.clients_id, "clients_id")?,
-            packages_id: required(i.packages_id, "packages_id")?,
-            status: SubscriptionStatus::Pending,
-            start_dt: i.start_dt.unwrap_or(now),
-            period_start: None,
-            period_end: None,
-            created_at: now,
-            updated_at: now,
-        };
-        only_fields(&i.rest, &made, |_| None)?;
+        let made = only_fields(
+            &i.rest,
+            |_| None,
+            || {
+                Ok(Subscription {
+                    id: 0,
+                    clients_id: required(i.clients_id, "clients_id")?,
+                    packages_id: required(i.packages_id, "packages_id")?,
+                    status: SubscriptionStatus::Pending,
+                    start_dt: i.start_dt.unwrap_or(now),
+                    period_start: None,
+                    period_end: None,
+                    created_at: now,
+                    updated_at: now,
+                })
+            },
+        )?;
         Ok(Proposal::Change(made))
     }
     async fn check(
@@ -235,18 +240,23 @@ async fn ask_activation_ahead(
     if client.status == ClientStatus::Archived || same_currency(&package, &client).is_err() {
         return Ok(());
     }
-    let pending = Subscription {
-        id: 0,
-        clients_id,
-        packages_id,
-        status: SubscriptionStatus::Pending,
-        start_dt: input.start_dt.unwrap_or(now),
-        period_start: None,
-        period_end: None,
-        created_at: now,
-        updated_at: now,
-    };
-    only_fields(&input.rest, &pending, |_| None)?;
+    let pending = only_fields(
+        &input.rest,
+        |_| None,
+        || {
+            Ok(Subscription {
+                id: 0,
+                clients_id,
+                packages_id,
+                status: SubscriptionStatus::Pending,
+                start_dt: input.start_dt.unwrap_or(now),
+                period_start: None,
+                period_end: None,
+                created_at: now,
+                updated_at: now,
+            })
+        },
+    )?;
     let activation = ChangeSubscription::with_package(0, package);
     let Proposal::Change(active) = activation.propose(Some(&pending), now)? else {
         return Ok(());

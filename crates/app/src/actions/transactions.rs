@@ -41,6 +41,9 @@ pub struct TransactionPatch {
 
 impl crate::input::Patch for TransactionPatch {
     const NULLABLE: &'static [&'static str] = &["notes"];
+    fn rest(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.rest
+    }
 }
 
 fn event(kind: TransactionKind, verb: &str) -> &'static str {
@@ -143,16 +146,21 @@ impl Action for CreateTransaction {
         now: Timestamp,
     ) -> Result<Proposal<Transaction>, AppError> {
         let i = &self.input;
-        let made = Transaction {
-            id: 0,
-            clients_id: required(i.clients_id, "clients_id")?,
-            amount: required(i.amount, "amount")?,
-            dt: i.dt.unwrap_or(now),
-            notes: i.notes.clone(),
-            created_at: now,
-            updated_at: now,
-        };
-        only_fields(&i.rest, &made, |_| None)?;
+        let made = only_fields(
+            &i.rest,
+            |_| None,
+            || {
+                Ok(Transaction {
+                    id: 0,
+                    clients_id: required(i.clients_id, "clients_id")?,
+                    amount: required(i.amount, "amount")?,
+                    dt: i.dt.unwrap_or(now),
+                    notes: i.notes.clone(),
+                    created_at: now,
+                    updated_at: now,
+                })
+            },
+        )?;
         Ok(Proposal::Change(made))
     }
     async fn check(

@@ -566,6 +566,57 @@ async fn a_create_refuses_a_field_its_object_does_not_have() {
         let (_, after) = s.get(&path).await;
         assert_eq!(after["total"], before["total"], "{kind}: nothing made");
     }
+    // A misspelt field is named beside the field it meant, when that one is required:
+    // "clients_id is required" alone did not say why.
+    let misspelt = [
+        (
+            "accounts",
+            json!({"client_id": cid, "name": "a"}),
+            "client_id",
+            "clients_id",
+        ),
+        ("clients", json!({"nmae": "Typo"}), "nmae", "name"),
+        (
+            "handlers",
+            json!({"name": "h", "evnt": "clients.create", "task": "http://127.0.0.1:9/h"}),
+            "evnt",
+            "event",
+        ),
+    ];
+    for (kind, body, typo, meant) in misspelt {
+        let (st, e) = s.post(&format!("/api/v1/{kind}"), body).await;
+        assert_eq!(st, 422, "{kind}: {e}");
+        let fields = &e["error"]["data"]["fields"];
+        assert_eq!(fields[typo], "is not a field of this object", "{kind}: {e}");
+        assert_eq!(fields[meant], "is required", "{kind}: {e}");
+    }
+    // A read-only field passes only with a value its object can hold (they passed with
+    // a 201): a wrong type is a 400, as in a field the create sets; a value of the right
+    // type that is none (a time, an amount) a 422 on it.
+    let read_only = [
+        (json!({"name": "n", "id": "abc"}), 400, "id"),
+        (
+            json!({"name": "n", "created_at": "garbage"}),
+            422,
+            "created_at",
+        ),
+        (json!({"name": "n", "balance": "abc"}), 422, "balance"),
+    ];
+    for (body, status, field) in read_only {
+        let (_, before) = s.get("/api/v1/clients").await;
+        let (st, e) = s.post("/api/v1/clients", body).await;
+        assert_eq!(st, status, "{field}: {e}");
+        if status == 400 {
+            assert_error(&e, "bad_request");
+            let message = e["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(field), "{e}");
+        } else {
+            assert_error(&e, "validation_failed");
+            assert!(e["error"]["data"]["fields"][field].is_string(), "{e}");
+        }
+        let (_, after) = s.get("/api/v1/clients").await;
+        assert_eq!(after["total"], before["total"], "{field}: nothing made");
+    }
     assert_eq!(s.events().await.len(), events, "no event raised");
     // An object read and posted back (its id, balance, times included) is a copy.
     let copy = s.ok("/api/v1/clients", c.clone(), 201).await;
@@ -574,10 +625,30 @@ async fn a_create_refuses_a_field_its_object_does_not_have() {
     let a = json!({"clients_id": cid, "name": "a", "ips": ["10.0.0.1"]});
     let sub = json!({"clients_id": cid, "packages_id": p["id"]});
     let d = json!({"number": "+15550101"});
-    for (kind, body) in [("accounts", a), ("subscriptions", sub), ("dids", d)] {
+    let copied = [
+        ("accounts", a),
+        ("subscriptions", sub),
+        ("dids", d),
+        (
+            "charges",
+            json!({"clients_id": cid, "amount": "1", "notes": "n"}),
+        ),
+        ("payments", json!({"clients_id": cid, "amount": "1"})),
+        (
+            "packages",
+            json!({"name": "Copied", "period": "P1M", "fee": "2"}),
+        ),
+        ("rate_tables", json!({"name": "Copied"})),
+        (
+            "handlers",
+            json!({"name": "h", "event": "clients.create", "task": "http://127.0.0.1:9/h"}),
+        ),
+    ];
+    for (kind, body) in copied {
         let path = format!("/api/v1/{kind}");
         let made = s.ok(&path, body, 201).await;
-        let mut again = made.clone();
+        // As read: a handler's create answers with its secret, which no body sets.
+        let (_, mut again) = s.get(&format!("{path}/{}", made["id"])).await;
         if kind == "dids" {
             again["number"] = json!("+15550102"); // numbers are unique
         }
@@ -637,6 +708,17 @@ async fn a_patch_refuses_null_for_a_field_that_cannot_be_empty() {
         assert_eq!(e["error"]["data"]["fields"][field], "cannot be null", "{e}");
         let (_, now) = s.get(&path(kind, object)).await;
         assert_eq!(now, was, "{kind}: nothing changed");
+    }
+    // A null in a field the PATCH does not set says what the field is, not that it
+    // cannot be null: a typo is no field, and the balance moves with transactions.
+    let elsewhere = [
+        ("emial", "is not a field of this object"),
+        ("balance", "moves with the client's charges and payments"),
+    ];
+    for (field, why) in elsewhere {
+        let (st, e) = s.patch(&path("clients", &c), json!({ field: null })).await;
+        assert_eq!(st, 422, "{field}: {e}");
+        assert_eq!(e["error"]["data"]["fields"][field], why, "{e}");
     }
     assert_eq!(s.events().await.len(), events, "no event raised");
     // What can be empty is cleared by null.
