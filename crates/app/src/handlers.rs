@@ -35,6 +35,11 @@ const OLD_SECRET_GRACE_SECONDS: i64 = 24 * 3600;
 /// required"), a PATCH refuses it (no handler field can be empty; it answered 200 and
 /// changed nothing).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(
+    description = "Body of POST /api/v1/handlers and PATCH /api/v1/handlers/{id}. \
+    In a POST, null takes the field's default (for name, event and task: a 422 \"is required\"); \
+    in a PATCH, null is a 422: no handler field can be empty."
+)]
 pub struct HandlerInput {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -78,7 +83,7 @@ pub struct HandlerInput {
 }
 
 /// A handler with its signing secret (shown on create).
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct WithSecret {
     #[serde(flatten)]
     pub handler: Handler,

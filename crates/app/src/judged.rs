@@ -4,6 +4,7 @@
 //! whether the modified object or the request's own is written.
 
 use billhook_domain::entities::{Handler, OnFailure};
+use billhook_domain::Timestamp;
 use billhook_provisioning::before::{BeforeEvent, Modifier};
 use billhook_store::Conn;
 use serde_json::Value;
@@ -19,13 +20,15 @@ pub(crate) struct Judged<O> {
 }
 
 impl Pipeline {
-    /// Calls the before chain on `proposed` (outside any transaction).
+    /// Calls the before chain on `proposed` (outside any transaction), for an action
+    /// that began at `now`.
     pub(crate) async fn judge<A: Action>(
         &self,
         action: &A,
         handlers: &[Handler],
         current: Option<&A::Object>,
         proposed: A::Object,
+        now: Timestamp,
     ) -> Result<Judged<A::Object>, AppError> {
         // An object asked about before it is stored has no id yet: a create's, and a
         // new subscription's activation asked about with its assign (its id is 0 then).
@@ -46,6 +49,7 @@ impl Pipeline {
         };
         let uid = uuid::Uuid::now_v7().to_string();
         let event = BeforeEvent {
+            dt: now,
             events_id: action.event(),
             uid: &uid,
             object_id,

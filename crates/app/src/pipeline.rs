@@ -258,7 +258,7 @@ impl Pipeline {
                 None => Value::Null,
             };
             let judged = self
-                .judge(action, handlers, current.as_ref(), proposed)
+                .judge(action, handlers, current.as_ref(), proposed, now)
                 .await?;
 
             let mut tx: Tx = self.db.begin().await?;

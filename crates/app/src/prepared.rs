@@ -26,7 +26,7 @@ impl Pipeline {
         if handlers.is_empty() {
             return Ok(proposed);
         }
-        let judged = self.judge(action, &handlers, None, proposed).await?;
+        let judged = self.judge(action, &handlers, None, proposed, now).await?;
         let mut conn = self.db().read.acquire().await?;
         settle(action, &mut conn, None, judged).await
     }

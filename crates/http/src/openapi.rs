@@ -49,6 +49,19 @@ use billhook_domain::entities as e;
     transactions::TransactionPatch,
     handlers::HandlerInput,
     rate_tables::RateTableInput,
+    handlers::WithSecret,
+    crate::routes::handlers::Secrets,
+    crate::routes::handlers::PreviousSecret,
+    crate::routes::handlers::Rotated,
+    crate::routes::handlers::TestInput,
+    crate::routes::handlers::RecoverInput,
+    crate::routes::handlers::Requeued,
+    crate::routes::events::EventType,
+    handlers::Execution,
+    handlers::Delivery,
+    Payload,
+    PayloadEvent,
+    EventWithDeliveries,
     email_rates::Report,
     email_rates::Outcome,
     billhook_domain::Money,
@@ -64,6 +77,43 @@ struct Schemas;
 struct Error {
     /// `{"message": "human text", "data": {"code": "…", …}}`
     error: Map<String, Value>,
+}
+
+/// What a handler receives, and what the event log lists (built as JSON text by
+/// `billhook_domain::payload`; the API tests compare these fields with real answers).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Payload {
+    event: PayloadEvent,
+    /// The whole object after the action (before a delete: its last state; in the before
+    /// stage, the object as it would be).
+    data: Map<String, Value>,
+    /// The old values of the fields that changed.
+    previous: Map<String, Value>,
+}
+
+/// A payload's `event`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PayloadEvent {
+    /// When the action began, before its before handlers ran.
+    dt: billhook_domain::Timestamp,
+    events_id: String,
+    /// Null in the before stage of a create.
+    object_id: Option<i64>,
+    /// The event's id, the same across retries (the `webhook-id` header).
+    uid: String,
+    stage: billhook_domain::catalogue::Stage,
+}
+
+/// `GET /api/v1/events/{uid}`: the payload with each after handler's delivery of it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct EventWithDeliveries {
+    event: PayloadEvent,
+    data: Map<String, Value>,
+    previous: Map<String, Value>,
+    deliveries: Vec<handlers::Delivery>,
 }
 
 /// One operation: method, path, tag, summary, request schema, answer status and schema
@@ -630,7 +680,7 @@ pub const OPERATIONS: &[Operation] = &[
         "The event catalogue with samples",
         None,
         200,
-        None,
+        Some("[EventType]"),
         &[],
     ),
     (
@@ -640,7 +690,7 @@ pub const OPERATIONS: &[Operation] = &[
         "List events (payloads), newest first",
         None,
         200,
-        None,
+        Some("[Payload]"),
         &["events_id", "object_id", "from", "to", "limit", "offset"],
     ),
     (
@@ -650,7 +700,7 @@ pub const OPERATIONS: &[Operation] = &[
         "An event with its per-handler delivery state",
         None,
         200,
-        None,
+        Some("EventWithDeliveries"),
         &[],
     ),
     (
@@ -660,7 +710,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Register a handler",
         Some("HandlerInput"),
         201,
-        Some("Handler"),
+        Some("WithSecret"),
         &[],
     ),
     (
@@ -742,7 +792,7 @@ pub const OPERATIONS: &[Operation] = &[
         "The signing secret, and in previous_secrets those replaced that still sign",
         None,
         200,
-        None,
+        Some("Secrets"),
         &[],
     ),
     (
@@ -752,7 +802,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Rotate the signing secret (the one replaced signs on for 24 h)",
         None,
         200,
-        None,
+        Some("Rotated"),
         &[],
     ),
     (
@@ -760,9 +810,9 @@ pub const OPERATIONS: &[Operation] = &[
         "/api/v1/handlers/{id}/test",
         "handlers",
         "Call the handler now with its event's sample",
-        None,
+        Some("TestInput"),
         200,
-        None,
+        Some("Execution"),
         &[],
     ),
     (
@@ -770,9 +820,9 @@ pub const OPERATIONS: &[Operation] = &[
         "/api/v1/handlers/{id}/recover",
         "handlers",
         "Queue again the events of a period ({since, until?})",
-        None,
+        Some("RecoverInput"),
         200,
-        None,
+        Some("Requeued"),
         &[],
     ),
     (
@@ -782,7 +832,7 @@ pub const OPERATIONS: &[Operation] = &[
         "The execution log",
         None,
         200,
-        None,
+        Some("[Execution]"),
         &[
             "handlers_id",
             "status",
@@ -804,7 +854,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Deliveries by state",
         None,
         200,
-        None,
+        Some("[Delivery]"),
         &["status", "handlers_id", "limit", "offset"],
     ),
     (
@@ -814,7 +864,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Retry a failed delivery now",
         None,
         200,
-        None,
+        Some("Delivery"),
         &[],
     ),
     (

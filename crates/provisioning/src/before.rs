@@ -56,6 +56,10 @@ pub struct Modifier {
 
 /// What the chain is called about.
 pub struct BeforeEvent<'a> {
+    /// When the action began, before its before handlers ran: the payload's `dt` in
+    /// every call of the chain, and the after event's (README), so that a receiver can
+    /// pair the stages of one action.
+    pub dt: Timestamp,
     pub events_id: &'a str,
     pub uid: &'a str,
     /// `None` on create.
@@ -299,7 +303,7 @@ impl BeforeChain {
 
     fn request(&self, event: &BeforeEvent<'_>, data: &Value) -> Value {
         let header = EventHeader {
-            dt: Timestamp::now(),
+            dt: event.dt,
             events_id: event.events_id,
             object_id: event.object_id,
             uid: event.uid,

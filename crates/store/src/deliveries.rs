@@ -781,7 +781,7 @@ pub async fn flag_heads_of(conn: &mut Conn, handlers_id: i64) -> Result<(), Stor
 }
 
 /// A delivery as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: i64,
     pub event_uid: String,

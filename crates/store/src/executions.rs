@@ -14,7 +14,7 @@ use crate::query::{json_column, like_pattern, to_json_text, Bind, Filter, Listin
 use crate::{Page, StoreError};
 
 /// One call of a handler.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Execution {
     pub id: i64,
     pub dt: Timestamp,
@@ -29,11 +29,13 @@ pub struct Execution {
     pub status: String,
     pub duration_ms: i64,
     /// The payload sent, as sent.
+    #[schema(value_type = Object)]
     pub request: Box<RawValue>,
     pub response_status: Option<i64>,
     pub response_body: Option<String>,
     pub error: Option<String>,
     /// Before stage: what the handler changed.
+    #[schema(value_type = Option<Object>)]
     pub modified: Option<Value>,
     /// The delivery an after call was an attempt of; null for a before call or a test
     /// (it was left out of those, so one list had two shapes).

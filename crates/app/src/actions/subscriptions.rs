@@ -262,7 +262,7 @@ async fn ask_activation_ahead(
         return Ok(());
     };
     pipeline
-        .judge(&activation, &handlers, Some(&pending), active)
+        .judge(&activation, &handlers, Some(&pending), active, now)
         .await?;
     Ok(())
 }

@@ -336,6 +336,12 @@ async fn query_parameters_of_the_wrong_type_are_400() {
         let message = e["error"]["message"].as_str().unwrap();
         assert!(message.contains(name), "{path}: {message}");
     }
+    // Past the paging's range, the message gives the range (it called 4294967296 no
+    // valid number).
+    let (st, e) = s.get("/api/v1/deliveries?offset=4294967296").await;
+    assert_eq!(st, 400, "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("from 0 to 4294967295"), "{message}");
     // Well-typed extremes are fine.
     for (path, len) in [
         ("clients?limit=5000", 1),

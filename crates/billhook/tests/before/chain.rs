@@ -136,12 +136,16 @@ async fn a_forbid_or_a_refusing_failure_stops_the_chain() {
 }
 
 /// The before payload: stage before, object_id null and data.id null on create; on an
-/// update the object's id and `previous` with the old values of the changed fields.
+/// update the object's id and `previous` with the old values of the changed fields. Its
+/// `dt` is the action's, as in the after event, for every handler of the chain (it was
+/// each call's own time, a little later than the event's).
 #[tokio::test]
 async fn the_before_payload_of_create_update_and_archive() {
     let s = Server::start().await;
     let r = Receiver::echo().await;
+    let second = Receiver::echo().await;
     hook(&s, json!({"name": "watcher", "task": r.url()})).await;
+    hook(&s, json!({"name": "second", "task": second.url()})).await;
     let c = s
         .ok(
             "/api/v1/clients",
@@ -195,4 +199,13 @@ async fn the_before_payload_of_create_update_and_archive() {
     assert_eq!(hit["event"]["object_id"], cid);
     assert_eq!(hit["data"]["status"], "archived");
     assert_eq!(hit["previous"], json!({"status": "active"}), "{hit}");
+
+    let events = s.events().await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(second.count(), 3, "the chain's second handler");
+    for ((event, hit), other) in events.iter().zip(r.hits()).zip(second.hits()) {
+        assert_eq!(hit["event"]["events_id"], event["event"]["events_id"]);
+        assert_eq!(hit["event"]["dt"], event["event"]["dt"], "{hit} / {event}");
+        assert_eq!(other["event"]["dt"], event["event"]["dt"], "{other}");
+    }
 }

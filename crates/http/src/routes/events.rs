@@ -3,9 +3,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use billhook_app::queries::{EventQuery, List};
 use billhook_app::App;
-use billhook_domain::catalogue::EVENT_TYPES;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use billhook_domain::catalogue::{Stage, EVENT_TYPES};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{query_event, query_num, query_time, ApiResult, Paging};
 use crate::extract::ApiQuery;
@@ -17,22 +17,34 @@ pub fn routes() -> Router<App> {
         .route("/events/{uid}", get(one))
 }
 
+/// An event of the catalogue (`GET /event_types`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct EventType {
+    /// The event id, as payloads carry it in `event.events_id`.
+    id: &'static str,
+    group: &'static str,
+    description: &'static str,
+    /// The stages a handler of this event may have.
+    stages: &'static [Stage],
+    /// A payload as an after handler receives it.
+    #[schema(value_type = Object)]
+    sample: Value,
+}
+
 /// The catalogue: every event id with its group, description, stages and a sample.
-async fn event_types() -> Json<Value> {
-    let items: Vec<Value> = EVENT_TYPES
+async fn event_types() -> Json<List<EventType>> {
+    let items: Vec<EventType> = EVENT_TYPES
         .iter()
-        .map(|t| {
-            json!({
-                "id": t.id,
-                "group": t.group,
-                "description": t.description,
-                "stages": t.stages(),
-                "sample": t.sample(),
-            })
+        .map(|t| EventType {
+            id: t.id,
+            group: t.group,
+            description: t.description,
+            stages: t.stages(),
+            sample: t.sample(),
         })
         .collect();
-    let total = items.len();
-    Json(json!({"items": items, "total": total}))
+    let total = items.len() as i64;
+    Json(List { items, total })
 }
 
 #[derive(Deserialize)]

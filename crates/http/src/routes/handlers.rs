@@ -8,8 +8,8 @@ use billhook_app::App;
 use billhook_domain::catalogue::Stage;
 use billhook_domain::entities::{CallStatus, DeliveryStatus, Handler, HandlerStatus, HandlerType};
 use billhook_domain::Timestamp;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{
     created, query_event, query_num, query_pattern, query_search, query_time, query_wire,
@@ -97,31 +97,56 @@ async fn delete(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Handler>> 
     Ok(Json(app.handlers.delete(id).await?))
 }
 
+/// A handler's signing secrets (`GET /handlers/{id}/secret`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Secrets {
+    /// The secret that signs first (`whsec_…`).
+    secret: String,
+    /// The secrets it replaced that still sign, newest first.
+    previous_secrets: Vec<PreviousSecret>,
+}
+
+/// A replaced secret and the time it stops signing.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PreviousSecret {
+    secret: String,
+    until: Timestamp,
+}
+
 /// The current secret, and the ones it replaced that still sign (newest first), each
 /// with the time it stops.
-async fn secret(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Value>> {
+async fn secret(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Secrets>> {
     let secrets = app.handlers.secrets(id).await?;
-    let previous: Vec<Value> = secrets
+    let previous_secrets = secrets
         .previous_at(Timestamp::now())
-        .map(|(secret, until)| json!({"secret": secret, "until": until}))
+        .map(|(secret, until)| PreviousSecret {
+            secret: secret.to_string(),
+            until: *until,
+        })
         .collect();
-    Ok(Json(
-        json!({"secret": secrets.current, "previous_secrets": previous}),
-    ))
+    Ok(Json(Secrets {
+        secret: secrets.current.clone(),
+        previous_secrets,
+    }))
+}
+
+/// The new secret of a rotation.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Rotated {
+    secret: String,
 }
 
 async fn rotate(
     State(app): State<App>,
     Id(id): Id,
     ApiJson(i): ApiJson<RotateInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Rotated>> {
     if i.secret.is_some() {
         let why = "is made by billhook: a rotation makes a new one";
         return Err(billhook_app::AppError::field("secret", why).into());
     }
-    Ok(Json(
-        json!({"secret": app.handlers.rotate_secret(id).await?}),
-    ))
+    let secret = app.handlers.rotate_secret(id).await?;
+    Ok(Json(Rotated { secret }))
 }
 
 /// A rotation takes no input: a body is refused, not ignored (a `secret` sent with it
@@ -133,9 +158,13 @@ struct RotateInput {
 }
 
 /// Unknown fields are refused: a misspelt `events_id` tested the default event.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TestInput {
+#[schema(
+    description = "The event whose sample the call sends (default: the handler's own \
+    event, or for a pattern the first it matches)."
+)]
+pub(crate) struct TestInput {
     events_id: Option<String>,
 }
 
@@ -149,21 +178,32 @@ async fn test(
 }
 
 /// Unknown fields are refused: a misspelt `until` widened the window to now.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RecoverInput {
+#[schema(
+    description = "The period whose events are queued again: since is required, \
+    until defaults to now."
+)]
+pub(crate) struct RecoverInput {
+    #[schema(required, value_type = Timestamp)]
     since: Option<Timestamp>,
     until: Option<Timestamp>,
+}
+
+/// How many deliveries a recovery queued.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Requeued {
+    requeued: u64,
 }
 
 async fn recover(
     State(app): State<App>,
     Id(id): Id,
     ApiJson(i): ApiJson<RecoverInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Requeued>> {
     let since = billhook_app::input::required(i.since, "since")?;
-    let n = app.handlers.recover(id, since, i.until).await?;
-    Ok(Json(json!({"requeued": n})))
+    let requeued = app.handlers.recover(id, since, i.until).await?;
+    Ok(Json(Requeued { requeued }))
 }
 
 #[derive(Deserialize)]

@@ -4,8 +4,8 @@ mod accounts;
 mod clients;
 mod dids;
 mod email_rates;
-mod events;
-mod handlers;
+pub(crate) mod events;
+pub(crate) mod handlers;
 mod imports;
 mod metrics;
 mod packages;
@@ -65,7 +65,12 @@ fn query_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D
 }
 
 fn named<T, E: serde::de::Error>(r: Result<T, E>, name: &str) -> Result<T, E> {
-    r.map_err(|e| E::custom(format!("{name}: {e} (a whole number, 0 or more)")))
+    r.map_err(|e| {
+        E::custom(format!(
+            "{name}: {e} (a whole number from 0 to {})",
+            u32::MAX
+        ))
+    })
 }
 
 /// A number in the query string, parsed with a message naming the problem.
