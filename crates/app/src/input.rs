@@ -46,16 +46,17 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppE
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(refused)?;
+    let value = serde_path_to_error::deserialize(&mut *de)
+        .map_err(|e| refused(e, "invalid JSON body at "))?;
     de.end()
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
     Ok(value)
 }
 
 /// What a body that does not deserialise gets: a wrong type, a missing field or no
-/// object at all is 400 `bad_request`; a value of the right type that our types refuse
-/// is 422 on its field.
-fn refused(e: serde_path_to_error::Error<serde_json::Error>) -> AppError {
+/// object at all is 400 `bad_request` (its message after `what`: the body's, or the
+/// field's); a value of the right type that our types refuse is 422 on its field.
+fn refused(e: serde_path_to_error::Error<serde_json::Error>, what: &str) -> AppError {
     let field = e.path().to_string();
     let inner = e.into_inner();
     let message = inner.to_string();
@@ -71,7 +72,7 @@ fn refused(e: serde_path_to_error::Error<serde_json::Error>) -> AppError {
         || field == "."
         || field.is_empty();
     if type_error {
-        AppError::BadRequest(format!("invalid JSON body at {field}: {message}"))
+        AppError::BadRequest(format!("{what}{field}: {message}"))
     } else {
         AppError::field(&field, message)
     }
@@ -102,11 +103,11 @@ pub fn only_settable(
 /// Makes a create's object with `make` and refuses what the body holds beyond the
 /// fields it sets (`rest`): a field the object does not have, 422 naming each (it was
 /// ignored, with a 201, and a misspelt setting silently took its default; `hint` may say
-/// more). Such a field
-/// is named beside whatever else `make` refuses: `client_id` with "clients_id is
-/// required", not the second alone. The object's read-only fields pass, so that a body
-/// read and sent back makes a copy, if their values are ones the object can hold:
-/// `"id": "abc"` is refused as it would be in a field the create sets (it passed).
+/// more), beside the fields `make` refuses (a required one it lacks): `client_id` with
+/// "clients_id is required", not the second alone. The object's read-only fields pass,
+/// so that a body read and sent back makes a copy, if their values are ones the object
+/// can hold: `"id": "abc"` is refused as it would be in a field the create sets (it
+/// passed).
 pub fn only_fields<T>(
     rest: &Map<String, Value>,
     hint: impl Fn(&str) -> Option<&'static str>,
@@ -136,13 +137,16 @@ where
     };
     errors.into_result()?;
     // The object with the read-only values sent in place of its own, read back as one.
+    // A null is no value (a blank template's `"id": null` passes, as it did).
     let Value::Object(mut fields) = crate::pipeline::to_json(&made)? else {
         return Err(AppError::Internal(
             "an object is written as a JSON object".into(),
         ));
     };
-    fields.extend(rest.iter().map(|(k, v)| (k.clone(), v.clone())));
-    serde_path_to_error::deserialize::<_, T>(Value::Object(fields)).map_err(refused)?;
+    let sent = rest.iter().filter(|(_, v)| !v.is_null());
+    fields.extend(sent.map(|(k, v)| (k.clone(), v.clone())));
+    serde_path_to_error::deserialize::<_, T>(Value::Object(fields))
+        .map_err(|e| refused(e, "read-only field "))?;
     Ok(made)
 }
 

@@ -129,6 +129,13 @@ pub trait Action: Send + Sync {
     /// The ordering key: the client the object belongs to after the action (or before,
     /// when the action detached it), else the object itself.
     fn ordering_key(&self, current: Option<&Self::Object>, stored: &Self::Object) -> String;
+
+    /// When the action began, if before the pipeline runs it (the events' `dt`, and the
+    /// `now` it is proposed at): an assign whose activation's before handlers were asked
+    /// ahead, about the payload of that time. `None`: when the pipeline takes it up.
+    fn began(&self) -> Option<Timestamp> {
+        None
+    }
 }
 
 /// Runs actions. Cheap to clone: one `Arc`, because every action sent to the writer
@@ -206,7 +213,7 @@ impl Pipeline {
 
     /// Runs `action` (without before handlers) inside `tx`.
     async fn run_in<A: Action>(&self, tx: &mut Tx, action: &A) -> Result<A::Object, AppError> {
-        let now = Timestamp::now();
+        let now = action.began().unwrap_or_else(Timestamp::now);
         let (current, proposed) = checked_proposal(tx, action, now).await?;
         let Some(proposed) = proposed else {
             return unchanged(current);
@@ -245,7 +252,7 @@ impl Pipeline {
             }
         };
         for _ in 0..5 {
-            let now = Timestamp::now();
+            let now = action.began().unwrap_or_else(Timestamp::now);
             let (current, proposed) = {
                 let mut conn = self.db.read.acquire().await?;
                 checked_proposal(&mut conn, action, now).await?

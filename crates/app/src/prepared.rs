@@ -3,32 +3,41 @@
 //! all rows written in one transaction, so an import is all or nothing and holds no lock
 //! while handlers are called.
 
+use billhook_domain::Timestamp;
 use billhook_store::Tx;
 
 use crate::judged::settle;
 use crate::pipeline::{checked_proposal, unchanged, Action, Kind, Pipeline};
 use crate::AppError;
 
+/// An object made ahead of its write, and when its action began: the `dt` of the payloads
+/// its before handlers were sent, and of its event.
+pub struct Made<O> {
+    pub object: O,
+    pub began: Timestamp,
+}
+
 impl Pipeline {
     /// Builds, checks and passes through the before chain the object a create action
     /// would write. Nothing is written.
-    pub async fn prepare_create<A: Action>(&self, action: &A) -> Result<A::Object, AppError> {
+    pub async fn prepare_create<A: Action>(&self, action: &A) -> Result<Made<A::Object>, AppError> {
         debug_assert_eq!(action.kind(), Kind::Create);
-        let now = billhook_domain::Timestamp::now();
+        let now = Timestamp::now();
+        let made = |object| Made { object, began: now };
         let (current, proposed) = {
             let mut conn = self.db().read.acquire().await?;
             checked_proposal(&mut conn, action, now).await?
         };
         let Some(proposed) = proposed else {
-            return unchanged(current);
+            return unchanged(current).map(made);
         };
         let handlers = self.before.handlers_for(action.event()).await?;
         if handlers.is_empty() {
-            return Ok(proposed);
+            return Ok(made(proposed));
         }
         let judged = self.judge(action, &handlers, None, proposed, now).await?;
         let mut conn = self.db().read.acquire().await?;
-        settle(action, &mut conn, None, judged).await
+        settle(action, &mut conn, None, judged).await.map(made)
     }
 
     /// Writes an object made by [`Pipeline::prepare_create`] inside the caller's
@@ -38,12 +47,12 @@ impl Pipeline {
         &self,
         tx: &mut Tx,
         action: &A,
-        object: A::Object,
+        made: Made<A::Object>,
     ) -> Result<A::Object, AppError> {
-        let now = billhook_domain::Timestamp::now();
         // Loaded for its locks (the referenced client's row on PostgreSQL).
         action.load(tx).await?;
-        action.check(tx, None, &object).await?;
-        self.commit_change(tx, action, None, object, now).await
+        action.check(tx, None, &made.object).await?;
+        self.commit_change(tx, action, None, made.object, made.began)
+            .await
     }
 }

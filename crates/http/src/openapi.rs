@@ -57,6 +57,7 @@ use billhook_domain::entities as e;
     crate::routes::handlers::RecoverInput,
     crate::routes::handlers::Requeued,
     crate::routes::events::EventType,
+    crate::routes::imports::Queued,
     handlers::Execution,
     handlers::Delivery,
     Payload,
@@ -99,7 +100,8 @@ struct PayloadEvent {
     /// When the action began, before its before handlers ran.
     dt: billhook_domain::Timestamp,
     events_id: String,
-    /// Null in the before stage of a create.
+    /// Null in the before stage of a create, and for an event about no object (an
+    /// email to the rates manager that matched no rate table).
     object_id: Option<i64>,
     /// The event's id, the same across retries (the `webhook-id` header).
     uid: String,
@@ -640,7 +642,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Upload a CSV import (multipart: kind, rate_tables_id, file); 202",
         None,
         202,
-        None,
+        Some("Queued"),
         &[],
     ),
     (

@@ -76,6 +76,7 @@ mod tests {
             creates(subscriptions::AssignSubscription {
                 input: Default::default(),
                 activate_now: false,
+                began: None,
             }),
             creates(dids::DidActionRequest {
                 id: 0,

@@ -39,6 +39,9 @@ pub struct AssignInput {
 pub struct AssignSubscription {
     pub input: AssignInput,
     pub activate_now: bool,
+    /// When [`assign`] began: the activation's before handlers were asked about the
+    /// subscription as it was then (see [`Action::began`]).
+    pub began: Option<Timestamp>,
 }
 
 /// What the activation's before handlers were asked about, ahead of the assign: its
@@ -135,6 +138,9 @@ impl Action for AssignSubscription {
     fn ordering_key(&self, _: Option<&Subscription>, s: &Subscription) -> String {
         client_key(s.clients_id)
     }
+    fn began(&self) -> Option<Timestamp> {
+        self.began
+    }
 }
 
 /// Activates `pending`, just assigned in this transaction, as its activation would:
@@ -199,6 +205,7 @@ pub async fn assign(pipeline: &Pipeline, input: AssignInput) -> Result<Subscript
         .run(AssignSubscription {
             input,
             activate_now,
+            began: Some(now),
         })
         .await?;
     if !activate_now {

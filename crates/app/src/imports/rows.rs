@@ -18,6 +18,7 @@ use crate::actions::clients::{ClientInput, CreateClient};
 use crate::actions::dids::{DidActionRequest, DidChange, DidInput};
 use crate::input::parse_json;
 use crate::pipeline::describe;
+use crate::prepared::Made;
 use crate::AppError;
 
 /// Columns whose values are integers in the API.
@@ -25,8 +26,8 @@ const INTEGER_COLUMNS: &[&str] = &["clients_id", "accounts_id", "hold_days"];
 
 /// A row ready to write: its line, its action and the object the chain approved.
 enum Prepared {
-    Client(u64, CreateClient, Client),
-    Did(u64, DidActionRequest, Did),
+    Client(u64, CreateClient, Made<Client>),
+    Did(u64, DidActionRequest, Made<Did>),
 }
 
 impl Imports {

@@ -209,3 +209,38 @@ async fn the_before_payload_of_create_update_and_archive() {
         assert_eq!(other["event"]["dt"], event["event"]["dt"], "{other}");
     }
 }
+
+/// An assign that activates at once asks the activation's before handlers ahead, about
+/// the subscription as it will be; that payload's `dt` is the one the assign's and the
+/// activation's events get (the assign took a later one of its own).
+#[tokio::test]
+async fn an_assign_asked_about_its_activation_ahead_pairs_with_its_events() {
+    let s = Server::start().await;
+    let r = Receiver::echo().await;
+    let event = "clients.subscriptions.activate";
+    hook(
+        &s,
+        json!({"name": "activation", "task": r.url(), "event": event}),
+    )
+    .await;
+    let c = client(&s, "Acme").await;
+    let p = json!({"name": "Plan", "period": "P1M", "fee": "0"});
+    let p = s.ok("/api/v1/packages", p, 201).await;
+    let body = json!({"clients_id": c["id"], "packages_id": p["id"]});
+    let sub = s.ok("/api/v1/subscriptions", body, 201).await;
+    assert_eq!(sub["status"], "active", "{sub}");
+    let hits = r.hits();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let dt = &hits[0]["event"]["dt"];
+    let events = s.events().await;
+    let of = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["event"]["events_id"] == id)
+            .cloned()
+    };
+    for id in ["clients.subscriptions.assign", event] {
+        let e = of(id).unwrap_or_else(|| panic!("no {id}: {events:?}"));
+        assert_eq!(&e["event"]["dt"], dt, "{id}: {e}");
+    }
+}

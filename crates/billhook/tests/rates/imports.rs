@@ -350,6 +350,20 @@ async fn imported_rows_pass_the_before_chain_which_may_modify_or_forbid_them() {
     );
     let created = events_of(&s, "clients.create").await;
     assert_eq!(created.len(), 2);
+    // Each row's before call was sent the dt its event got: the two stages pair up.
+    let (_, calls) = s.get("/api/v1/executions?stage=before").await;
+    let calls = calls["items"].as_array().expect("items").clone();
+    for event in &created {
+        let name = &event["data"]["name"];
+        let call = calls
+            .iter()
+            .find(|c| &c["request"]["data"]["name"] == name)
+            .unwrap_or_else(|| panic!("no before call for {name}: {calls:?}"));
+        assert_eq!(
+            call["request"]["event"]["dt"], event["event"]["dt"],
+            "{name}"
+        );
+    }
 
     let csv = "name\nFine Co\nBlocked Co\n";
     let (_, v) = upload(&s, Some("clients"), None, Some(("blocked.csv", csv.into()))).await;

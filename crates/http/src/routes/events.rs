@@ -17,18 +17,19 @@ pub fn routes() -> Router<App> {
         .route("/events/{uid}", get(one))
 }
 
-/// An event of the catalogue (`GET /event_types`).
+/// An event of the catalogue (`GET /event_types`); its fields sorted, as they were when
+/// the answer was a JSON map.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct EventType {
+    description: &'static str,
+    group: &'static str,
     /// The event id, as payloads carry it in `event.events_id`.
     id: &'static str,
-    group: &'static str,
-    description: &'static str,
-    /// The stages a handler of this event may have.
-    stages: &'static [Stage],
     /// A payload as an after handler receives it.
     #[schema(value_type = Object)]
     sample: Value,
+    /// The stages a handler of this event may have.
+    stages: &'static [Stage],
 }
 
 /// The catalogue: every event id with its group, description, stages and a sample.

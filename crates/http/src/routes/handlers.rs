@@ -97,13 +97,14 @@ async fn delete(State(app): State<App>, Id(id): Id) -> ApiResult<Json<Handler>> 
     Ok(Json(app.handlers.delete(id).await?))
 }
 
-/// A handler's signing secrets (`GET /handlers/{id}/secret`).
+/// A handler's signing secrets (`GET /handlers/{id}/secret`). Fields in the order
+/// every answer written from a JSON map has (sorted), as this one was.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Secrets {
-    /// The secret that signs first (`whsec_…`).
-    secret: String,
     /// The secrets it replaced that still sign, newest first.
     previous_secrets: Vec<PreviousSecret>,
+    /// The secret that signs first (`whsec_…`).
+    secret: String,
 }
 
 /// A replaced secret and the time it stops signing.

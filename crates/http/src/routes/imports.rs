@@ -72,7 +72,7 @@ struct Form {
 async fn create(
     State(app): State<App>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<Queued>)> {
     let multipart = multipart.map_err(|e| {
         ApiError::bad_request(format!(
             "expected a multipart/form-data body: {}",
@@ -95,10 +95,18 @@ async fn create(
         }
     };
     let import = app.imports.enqueue(new).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({"id": import.id, "status": import.status})),
-    ))
+    let queued = Queued {
+        id: import.id,
+        status: import.status,
+    };
+    Ok((StatusCode::ACCEPTED, Json(queued)))
+}
+
+/// The answer to an upload: the import queued (`GET /imports/{id}` follows it).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Queued {
+    id: i64,
+    status: billhook_domain::entities::ImportStatus,
 }
 
 /// Reads the fields; the file streams to disk, never whole into memory.

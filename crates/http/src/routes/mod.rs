@@ -6,7 +6,7 @@ mod dids;
 mod email_rates;
 pub(crate) mod events;
 pub(crate) mod handlers;
-mod imports;
+pub(crate) mod imports;
 mod metrics;
 mod packages;
 mod rate_tables;
@@ -56,21 +56,24 @@ fn no_other_parameter<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::E
 /// `limit` (see [`query_num`]). Flattened into each list's filter, the paging fields
 /// lose their names in serde's errors: these two say theirs.
 fn query_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    named(query_num(d), "limit")
+    named(
+        query_num(d),
+        "limit",
+        "a whole number; a page holds at most 1000",
+    )
 }
 
 /// `offset` (see [`query_limit`]).
 fn query_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    named(query_num(d), "offset")
+    named(
+        query_num(d),
+        "offset",
+        "a whole number from 0 to 4294967295",
+    )
 }
 
-fn named<T, E: serde::de::Error>(r: Result<T, E>, name: &str) -> Result<T, E> {
-    r.map_err(|e| {
-        E::custom(format!(
-            "{name}: {e} (a whole number from 0 to {})",
-            u32::MAX
-        ))
-    })
+fn named<T, E: serde::de::Error>(r: Result<T, E>, name: &str, range: &str) -> Result<T, E> {
+    r.map_err(|e| E::custom(format!("{name}: {e} ({range})")))
 }
 
 /// A number in the query string, parsed with a message naming the problem.
