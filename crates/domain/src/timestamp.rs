@@ -27,7 +27,7 @@ pub(crate) const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TimestampError {
     /// Neither an RFC 3339 date-time nor a plain `YYYY-MM-DD` date.
-    #[error("must be an RFC 3339 date-time")]
+    #[error("must be an RFC 3339 date-time or a YYYY-MM-DD date (its midnight UTC)")]
     Invalid,
 }
 
@@ -371,7 +371,7 @@ impl Visitor<'_> for TimestampVisitor {
     type Value = Timestamp;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an RFC 3339 date-time string")
+        f.write_str("an RFC 3339 date-time string or a YYYY-MM-DD date")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
@@ -508,7 +508,7 @@ mod tests {
         }
         assert_eq!(
             TimestampError::Invalid.to_string(),
-            "must be an RFC 3339 date-time"
+            "must be an RFC 3339 date-time or a YYYY-MM-DD date (its midnight UTC)"
         );
     }
 

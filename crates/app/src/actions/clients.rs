@@ -55,13 +55,13 @@ impl Action for CreateClient {
     }
     fn propose(&self, _: Option<&Client>, now: Timestamp) -> Result<Proposal<Client>, AppError> {
         let i = &self.0;
-        check_settable_status(i.status)?;
         let mut custom_fields = i.custom_fields.clone().unwrap_or_default();
         custom_fields.retain(|_, v| !v.is_null());
         let made = only_fields(
             &i.rest,
             |_| None,
             || {
+                check_settable_status(i.status)?;
                 Ok(Client {
                     id: 0,
                     name: required(i.name.clone(), "name")?,

@@ -161,19 +161,19 @@ impl Action for DidActionRequest {
         let i = &self.input;
         let Some(cur) = current else {
             let status = i.status.unwrap_or(DidStatus::Stock);
-            if !matches!(
-                status,
-                DidStatus::Stock | DidStatus::Reserved | DidStatus::Active
-            ) {
-                return Err(AppError::field(
-                    "status",
-                    "a new DID must be stock, reserved or active",
-                ));
-            }
             let made = only_fields(
                 &i.rest,
                 |_| None,
                 || {
+                    if !matches!(
+                        status,
+                        DidStatus::Stock | DidStatus::Reserved | DidStatus::Active
+                    ) {
+                        return Err(AppError::field(
+                            "status",
+                            "a new DID must be stock, reserved or active",
+                        ));
+                    }
                     Ok(Did {
                         id: 0,
                         number: required(i.number.clone(), "number")?,

@@ -596,6 +596,24 @@ async fn a_create_refuses_a_field_its_object_does_not_have() {
         assert_eq!(fields[typo], "is not a field of this object", "{kind}: {e}");
         assert_eq!(fields[meant], "is required", "{kind}: {e}");
     }
+    // So is it beside a status no create gives.
+    let bodies = [
+        (
+            "clients",
+            json!({"name": "x", "status": "archived", "emial": "a@b.c"}),
+        ),
+        (
+            "dids",
+            json!({"number": "+15550198", "status": "blocked", "clients": 1}),
+        ),
+    ];
+    for (kind, body) in bodies {
+        let (st, e) = s.post(&format!("/api/v1/{kind}"), body).await;
+        assert_eq!(st, 422, "{kind}: {e}");
+        let fields = e["error"]["data"]["fields"].as_object().expect("fields");
+        assert!(fields["status"].is_string(), "{kind}: {e}");
+        assert_eq!(fields.len(), 2, "{kind}: the typo named too: {e}");
+    }
     // A read-only field passes only with a value its object can hold (they passed with
     // a 201): a wrong type is a 400, as in a field the create sets; a value of the right
     // type that is none (a time, an amount) a 422 on it.
