@@ -22,7 +22,7 @@ use billhook_store::{events, Db, Page, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::input::{not_null, nullable, only_fields, only_settable, required};
+use crate::input::{not_null, nullable, only_fields_hinted, only_settable, required};
 use crate::pipeline::to_json;
 use crate::queries::List;
 use crate::AppError;
@@ -169,7 +169,7 @@ impl Handlers {
         let secret_hint = |key: &str| {
             (key == "secret").then_some("is made by billhook: see /handlers/{id}/secret/rotate")
         };
-        let mut h = only_fields(&i.rest, secret_hint, || {
+        let mut h = only_fields_hinted(&i.rest, secret_hint, || {
             Ok(Handler {
                 id: 0,
                 name: required(i.name.flatten(), "name")?,

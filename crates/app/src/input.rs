@@ -102,13 +102,23 @@ pub fn only_settable(
 
 /// Makes a create's object with `make` and refuses what the body holds beyond the
 /// fields it sets (`rest`): a field the object does not have, 422 naming each (it was
-/// ignored, with a 201, and a misspelt setting silently took its default; `hint` may say
-/// more), beside the fields `make` refuses (a required one it lacks): `client_id` with
-/// "clients_id is required", not the second alone. The object's read-only fields pass,
-/// so that a body read and sent back makes a copy, if their values are ones the object
-/// can hold: `"id": "abc"` is refused as it would be in a field the create sets (it
-/// passed).
+/// ignored, with a 201, and a misspelt setting silently took its default), beside the
+/// fields `make` refuses (a required one it lacks): `client_id` with "clients_id is
+/// required", not the second alone. The object's read-only fields pass, so that a body
+/// read and sent back makes a copy, if their values are ones the object can hold:
+/// `"id": "abc"` is refused as it would be in a field the create sets (it passed).
 pub fn only_fields<T>(
+    rest: &Map<String, Value>,
+    make: impl FnOnce() -> Result<T, AppError>,
+) -> Result<T, AppError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + utoipa::PartialSchema,
+{
+    only_fields_hinted(rest, |_| None, make)
+}
+
+/// [`only_fields`], with `hint` saying more of a field the object does not have.
+pub fn only_fields_hinted<T>(
     rest: &Map<String, Value>,
     hint: impl Fn(&str) -> Option<&'static str>,
     make: impl FnOnce() -> Result<T, AppError>,

@@ -43,21 +43,17 @@ fn pattern(v: Option<String>) -> Option<String> {
 /// Creates a rate table.
 pub async fn create(db: &Db, i: RateTableInput) -> Result<RateTable, AppError> {
     let now = Timestamp::now();
-    let mut t = only_fields(
-        &i.rest,
-        |_| None,
-        || {
-            Ok(RateTable {
-                id: 0,
-                name: required(i.name, "name")?,
-                currency: i.currency.unwrap_or_else(|| "USD".into()),
-                email_sender: pattern(i.email_sender.flatten()),
-                email_subject: pattern(i.email_subject.flatten()),
-                created_at: now,
-                updated_at: now,
-            })
-        },
-    )?;
+    let mut t = only_fields(&i.rest, || {
+        Ok(RateTable {
+            id: 0,
+            name: required(i.name, "name")?,
+            currency: i.currency.unwrap_or_else(|| "USD".into()),
+            email_sender: pattern(i.email_sender.flatten()),
+            email_subject: pattern(i.email_subject.flatten()),
+            created_at: now,
+            updated_at: now,
+        })
+    })?;
     t.validate()?;
     let mut tx = db.begin().await?;
     t.id = store::insert(&mut tx, &t).await?;

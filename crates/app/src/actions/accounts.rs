@@ -56,24 +56,20 @@ impl Action for CreateAccount {
     }
     fn propose(&self, _: Option<&Account>, now: Timestamp) -> Result<Proposal<Account>, AppError> {
         let i = &self.0;
-        let made = only_fields(
-            &i.rest,
-            |_| None,
-            || {
-                Ok(Account {
-                    id: 0,
-                    clients_id: required(i.clients_id, "clients_id")?,
-                    name: required(i.name.clone(), "name")?,
-                    auth_type: i.auth_type.unwrap_or(AuthType::Ip),
-                    ips: i.ips.clone().unwrap_or_default(),
-                    login: i.login.clone().flatten(),
-                    password: i.password.clone().flatten(),
-                    enabled: i.enabled.unwrap_or(true),
-                    created_at: now,
-                    updated_at: now,
-                })
-            },
-        )?;
+        let made = only_fields(&i.rest, || {
+            Ok(Account {
+                id: 0,
+                clients_id: required(i.clients_id, "clients_id")?,
+                name: required(i.name.clone(), "name")?,
+                auth_type: i.auth_type.unwrap_or(AuthType::Ip),
+                ips: i.ips.clone().unwrap_or_default(),
+                login: i.login.clone().flatten(),
+                password: i.password.clone().flatten(),
+                enabled: i.enabled.unwrap_or(true),
+                created_at: now,
+                updated_at: now,
+            })
+        })?;
         Ok(Proposal::Change(made))
     }
     async fn check(

@@ -57,26 +57,22 @@ impl Action for CreateClient {
         let i = &self.0;
         let mut custom_fields = i.custom_fields.clone().unwrap_or_default();
         custom_fields.retain(|_, v| !v.is_null());
-        let made = only_fields(
-            &i.rest,
-            |_| None,
-            || {
-                check_settable_status(i.status)?;
-                Ok(Client {
-                    id: 0,
-                    name: required(i.name.clone(), "name")?,
-                    status: i.status.unwrap_or(ClientStatus::Active),
-                    currency: i.currency.clone().unwrap_or_else(|| "USD".into()),
-                    balance: Money::ZERO,
-                    credit: i.credit.unwrap_or(Money::ZERO),
-                    email: i.email.clone().flatten(),
-                    tags: i.tags.clone().unwrap_or_default(),
-                    custom_fields,
-                    created_at: now,
-                    updated_at: now,
-                })
-            },
-        )?;
+        let made = only_fields(&i.rest, || {
+            check_settable_status(i.status)?;
+            Ok(Client {
+                id: 0,
+                name: required(i.name.clone(), "name")?,
+                status: i.status.unwrap_or(ClientStatus::Active),
+                currency: i.currency.clone().unwrap_or_else(|| "USD".into()),
+                balance: Money::ZERO,
+                credit: i.credit.unwrap_or(Money::ZERO),
+                email: i.email.clone().flatten(),
+                tags: i.tags.clone().unwrap_or_default(),
+                custom_fields,
+                created_at: now,
+                updated_at: now,
+            })
+        })?;
         Ok(Proposal::Change(made))
     }
     async fn check(&self, _: &mut Conn, _: Option<&Client>, p: &Client) -> Result<(), AppError> {

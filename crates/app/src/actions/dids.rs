@@ -161,32 +161,28 @@ impl Action for DidActionRequest {
         let i = &self.input;
         let Some(cur) = current else {
             let status = i.status.unwrap_or(DidStatus::Stock);
-            let made = only_fields(
-                &i.rest,
-                |_| None,
-                || {
-                    if !matches!(
-                        status,
-                        DidStatus::Stock | DidStatus::Reserved | DidStatus::Active
-                    ) {
-                        return Err(AppError::field(
-                            "status",
-                            "a new DID must be stock, reserved or active",
-                        ));
-                    }
-                    Ok(Did {
-                        id: 0,
-                        number: required(i.number.clone(), "number")?,
-                        status,
-                        clients_id: i.clients_id.flatten(),
-                        accounts_id: i.accounts_id.flatten(),
-                        hold_until: None,
-                        status_after_hold: None,
-                        created_at: now,
-                        updated_at: now,
-                    })
-                },
-            )?;
+            let made = only_fields(&i.rest, || {
+                if !matches!(
+                    status,
+                    DidStatus::Stock | DidStatus::Reserved | DidStatus::Active
+                ) {
+                    return Err(AppError::field(
+                        "status",
+                        "a new DID must be stock, reserved or active",
+                    ));
+                }
+                Ok(Did {
+                    id: 0,
+                    number: required(i.number.clone(), "number")?,
+                    status,
+                    clients_id: i.clients_id.flatten(),
+                    accounts_id: i.accounts_id.flatten(),
+                    hold_until: None,
+                    status_after_hold: None,
+                    created_at: now,
+                    updated_at: now,
+                })
+            })?;
             return Ok(Proposal::Change(made));
         };
         let mut next = cur.clone();

@@ -34,22 +34,18 @@ impl crate::input::Patch for PackageInput {
 /// Creates a package.
 pub async fn create(db: &Db, i: PackageInput) -> Result<Package, AppError> {
     let now = Timestamp::now();
-    let mut p = only_fields(
-        &i.rest,
-        |_| None,
-        || {
-            Ok(Package {
-                id: 0,
-                name: required(i.name, "name")?,
-                period: required(i.period, "period")?,
-                fee: i.fee.unwrap_or(Money::ZERO),
-                currency: i.currency.unwrap_or_else(|| "USD".into()),
-                status: i.status.unwrap_or(PackageStatus::Active),
-                created_at: now,
-                updated_at: now,
-            })
-        },
-    )?;
+    let mut p = only_fields(&i.rest, || {
+        Ok(Package {
+            id: 0,
+            name: required(i.name, "name")?,
+            period: required(i.period, "period")?,
+            fee: i.fee.unwrap_or(Money::ZERO),
+            currency: i.currency.unwrap_or_else(|| "USD".into()),
+            status: i.status.unwrap_or(PackageStatus::Active),
+            created_at: now,
+            updated_at: now,
+        })
+    })?;
     p.validate()?;
     let mut tx = db.begin().await?;
     p.id = store::insert(&mut tx, &p).await?;

@@ -74,25 +74,7 @@ impl Action for AssignSubscription {
         _: Option<&Subscription>,
         now: Timestamp,
     ) -> Result<Proposal<Subscription>, AppError> {
-        let i = &self.input;
-        let made = only_fields(
-            &i.rest,
-            |_| None,
-            || {
-                Ok(Subscription {
-                    id: 0,
-                    clients_id: required(i.clients_id, "clients_id")?,
-                    packages_id: required(i.packages_id, "packages_id")?,
-                    status: SubscriptionStatus::Pending,
-                    start_dt: i.start_dt.unwrap_or(now),
-                    period_start: None,
-                    period_end: None,
-                    created_at: now,
-                    updated_at: now,
-                })
-            },
-        )?;
-        Ok(Proposal::Change(made))
+        Ok(Proposal::Change(pending(&self.input, now)?))
     }
     async fn check(
         &self,
@@ -141,6 +123,24 @@ impl Action for AssignSubscription {
     fn began(&self) -> Option<Timestamp> {
         self.began
     }
+}
+
+/// The subscription `i` assigns at `now`, pending: what the assign writes, and what
+/// the activation's before handlers are asked about ahead of it.
+fn pending(i: &AssignInput, now: Timestamp) -> Result<Subscription, AppError> {
+    only_fields(&i.rest, || {
+        Ok(Subscription {
+            id: 0,
+            clients_id: required(i.clients_id, "clients_id")?,
+            packages_id: required(i.packages_id, "packages_id")?,
+            status: SubscriptionStatus::Pending,
+            start_dt: i.start_dt.unwrap_or(now),
+            period_start: None,
+            period_end: None,
+            created_at: now,
+            updated_at: now,
+        })
+    })
 }
 
 /// Activates `pending`, just assigned in this transaction, as its activation would:
@@ -247,23 +247,7 @@ async fn ask_activation_ahead(
     if client.status == ClientStatus::Archived || same_currency(&package, &client).is_err() {
         return Ok(());
     }
-    let pending = only_fields(
-        &input.rest,
-        |_| None,
-        || {
-            Ok(Subscription {
-                id: 0,
-                clients_id,
-                packages_id,
-                status: SubscriptionStatus::Pending,
-                start_dt: input.start_dt.unwrap_or(now),
-                period_start: None,
-                period_end: None,
-                created_at: now,
-                updated_at: now,
-            })
-        },
-    )?;
+    let pending = pending(input, now)?;
     let activation = ChangeSubscription::with_package(0, package);
     let Proposal::Change(active) = activation.propose(Some(&pending), now)? else {
         return Ok(());

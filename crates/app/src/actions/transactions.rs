@@ -146,21 +146,17 @@ impl Action for CreateTransaction {
         now: Timestamp,
     ) -> Result<Proposal<Transaction>, AppError> {
         let i = &self.input;
-        let made = only_fields(
-            &i.rest,
-            |_| None,
-            || {
-                Ok(Transaction {
-                    id: 0,
-                    clients_id: required(i.clients_id, "clients_id")?,
-                    amount: required(i.amount, "amount")?,
-                    dt: i.dt.unwrap_or(now),
-                    notes: i.notes.clone(),
-                    created_at: now,
-                    updated_at: now,
-                })
-            },
-        )?;
+        let made = only_fields(&i.rest, || {
+            Ok(Transaction {
+                id: 0,
+                clients_id: required(i.clients_id, "clients_id")?,
+                amount: required(i.amount, "amount")?,
+                dt: i.dt.unwrap_or(now),
+                notes: i.notes.clone(),
+                created_at: now,
+                updated_at: now,
+            })
+        })?;
         Ok(Proposal::Change(made))
     }
     async fn check(
